@@ -1,0 +1,160 @@
+"""The DQN agent, assembled from TorchRL parts.
+
+An MLP Q-network wrapped in a :class:`~torchrl.modules.QValueActor` (greedy action),
+an :class:`~torchrl.modules.EGreedyModule` for exploration, :class:`~torchrl.objectives.DQNLoss`
+(double DQN and Huber/L2 selectable) with a hard or soft target-network updater, and Adam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictSequential
+from torchrl.data import Categorical
+from torchrl.modules import MLP, EGreedyModule, QValueActor
+from torchrl.objectives import DQNLoss, HardUpdate, SoftUpdate
+from torchrl.objectives.utils import TargetNetUpdater
+
+from reservoir_dqn.config import DQNConfig
+
+OBSERVATION_KEY = "observation"
+MODEL_FORMAT = "reservoir_dqn.model"
+MODEL_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Everything needed to rebuild the Q-network, stored beside its weights in the model file."""
+
+    obs_dim: int
+    num_actions: int
+    hidden_sizes: tuple[int, ...]
+    env_name: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "obs_dim": self.obs_dim,
+            "num_actions": self.num_actions,
+            "hidden_sizes": list(self.hidden_sizes),
+            "env_name": self.env_name,
+        }
+
+
+@dataclass
+class Agent:
+    """The parts of a DQN agent that training touches, in the order the algorithm uses them."""
+
+    q_network: QValueActor  # observation -> action_value, chosen_action_value, greedy action
+    exploration: EGreedyModule  # replaces the greedy action with a random one with probability eps
+    policy: TensorDictSequential  # q_network then exploration: what the collector runs
+    loss: DQNLoss  # TD loss; owns the online and the target parameters
+    target_updater: TargetNetUpdater  # HardUpdate or SoftUpdate of the target parameters
+    optimizer: torch.optim.Optimizer
+    max_grad_norm: float
+
+
+def make_q_network(spec: NetworkSpec, device: torch.device | str = "cpu") -> QValueActor:
+    """An MLP Q-network with ReLU hidden layers, wrapped as a greedy QValueActor."""
+    mlp = MLP(
+        in_features=spec.obs_dim,
+        out_features=spec.num_actions,
+        num_cells=list(spec.hidden_sizes),
+        activation_class=torch.nn.ReLU,
+        device=device,
+    )
+    return QValueActor(mlp, in_keys=[OBSERVATION_KEY], spec=Categorical(spec.num_actions, device=device))
+
+
+def make_agent(config: DQNConfig, spec: NetworkSpec, device: torch.device | str = "cpu") -> Agent:
+    """Build network, exploration, loss, target updater and optimiser from the ``dqn`` section."""
+    q_network = make_q_network(spec, device)
+    exploration = EGreedyModule(
+        Categorical(spec.num_actions, device=device),
+        eps_init=float(config.eps_start),
+        eps_end=float(config.eps_end),
+        annealing_num_steps=config.eps_decay_frames,
+        device=device,
+    )
+    policy = TensorDictSequential(q_network, exploration)
+    loss = DQNLoss(
+        q_network,
+        loss_function="smooth_l1" if config.loss == "huber" else "l2",
+        delay_value=True,
+        double_dqn=config.double_dqn,
+        action_space=q_network.spec,
+    )
+    loss.make_value_estimator(gamma=config.gamma)
+    target_updater: TargetNetUpdater
+    if config.target_update == "hard":
+        target_updater = HardUpdate(loss, value_network_update_interval=config.target_update_interval)
+    else:
+        target_updater = SoftUpdate(loss, tau=config.tau)
+    optimizer = torch.optim.Adam(loss.parameters(), lr=config.lr)
+    return Agent(q_network, exploration, policy, loss, target_updater, optimizer, config.max_grad_norm)
+
+
+def update(agent: Agent, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a replay batch; returns the (detached) loss and gradient norm.
+
+    DQNLoss writes each transition's squared TD error into ``batch["td_error"]``, which
+    a prioritized replay buffer reads back to update priorities.
+    """
+    loss = agent.loss(batch)["loss"]
+    agent.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(agent.loss.value_network_params.values(True, True), agent.max_grad_norm)
+    agent.optimizer.step()
+    agent.target_updater.step()
+    return loss.detach(), grad_norm.detach()
+
+
+# --------------------------------------------------------------------------- model files
+
+
+def save_model(q_network: QValueActor, spec: NetworkSpec, path: Path) -> None:
+    """Write weights and network description to ``path`` atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_FORMAT_VERSION,
+        "spec": spec.as_dict(),
+        "state_dict": {name: tensor.detach().cpu() for name, tensor in q_network.state_dict().items()},
+    }
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, temporary)
+    temporary.replace(path)
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, corrupt, unsafe or of another format."""
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[QValueActor, NetworkSpec]:
+    """Rebuild the greedy Q-network from a model file written by :func:`save_model`.
+
+    The file is read with ``torch.load(weights_only=True)``: a file carrying a pickled
+    object other than tensors and plain containers is refused without running it.
+    """
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: model file not found") from None
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means "refuse this file"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFileError(f"{path}: refused to load model file ({first_line})") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path}: not a reservoir_dqn model file")
+    raw = payload["spec"]
+    spec = NetworkSpec(
+        obs_dim=int(raw["obs_dim"]),
+        num_actions=int(raw["num_actions"]),
+        hidden_sizes=tuple(int(size) for size in raw["hidden_sizes"]),
+        env_name=str(raw["env_name"]),
+    )
+    q_network = make_q_network(spec, device)
+    q_network.load_state_dict(payload["state_dict"])
+    return q_network, spec

@@ -1,0 +1,190 @@
+"""Checkpoints: atomic save, safe load, resume from the newest valid one.
+
+A checkpoint is one TorchRL :class:`~torchrl.checkpoint.Checkpoint` archive
+(``checkpoint-<frames>.torchrl``, a ZIP file published with an atomic rename) holding
+the loss module (online and target networks), the optimiser, the exploration and
+target-updater state, the process RNG states, the training counters and, optionally,
+the replay buffer. Its manifest records the hash of the parameters that produced it.
+
+Loading never runs code from the file: every archive member must be JSON or a raw
+tensor memory map (no pickle, which TorchRL's replay-buffer ``loads`` and tensordict
+would otherwise accept), and every member's CRC-32 is verified before any live object
+is touched. A corrupt or unsafe checkpoint is reported in one line and set aside, and
+the previous one is tried.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from torchrl.checkpoint import Checkpoint, CheckpointAdapter, CheckpointRotation
+
+CHECKPOINT_PREFIX = "checkpoint"
+CHECKPOINT_PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)\.torchrl$")
+SAFE_MEMBER_SUFFIXES = (".json", ".memmap")
+CONFIG_HASH_KEY = "config_hash"
+
+
+class SafeReplayBufferAdapter(CheckpointAdapter):
+    """Saves a replay buffer with its own ``dumps`` but without the pickle file it adds.
+
+    ``TensorDictReplayBuffer.dumps`` writes storage, sampler and writer as memory maps and
+    JSON, plus ``prefetch.pkl`` for its prefetch queue. We never prefetch, so that file
+    holds nothing we need; dropping it keeps checkpoints free of pickle, and the member
+    check in :func:`verify_archive` refuses any checkpoint that has one.
+    """
+
+    adapter_id = "reservoir_dqn.replay_buffer"
+
+    def save(self, component: Any, path: Path, *, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        component.dumps(path)
+        (path / "prefetch.pkl").unlink(missing_ok=True)
+
+    def load(
+        self,
+        component: Any,
+        path: Path,
+        *,
+        map_location: Any,
+        tensor_load_kwargs: Mapping[str, Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> None:
+        component.loads(path)
+
+    def _detach_from_load_path(self, component: Any) -> None:
+        # The archive is extracted to a temporary folder that is deleted after loading:
+        # copy the memory-mapped storage into memory so the buffer does not point there.
+        storage = component._storage
+        if getattr(storage, "initialized", False):
+            storage._storage = storage._storage.clone()
+
+
+class CorruptCheckpoint(Exception):
+    """A checkpoint that cannot or must not be loaded; the message says why in one line."""
+
+
+def verify_archive(path: Path) -> None:
+    """Refuse unsafe or damaged archives before anything is loaded from them.
+
+    Raises :class:`CorruptCheckpoint` if the file is not a ZIP archive, holds a member that
+    is not JSON or a raw memory map (a pickle could run code), has a member path that
+    escapes the archive, or fails a CRC-32 check.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                member = PurePosixPath(name)
+                if member.is_absolute() or ".." in member.parts:
+                    raise CorruptCheckpoint(f"member '{name}' points outside the archive")
+                if not name.endswith(SAFE_MEMBER_SUFFIXES):
+                    raise CorruptCheckpoint(f"member '{name}' is neither JSON nor a tensor memory map")
+            damaged = archive.testzip()
+    except zipfile.BadZipFile as error:
+        raise CorruptCheckpoint(f"not a valid archive ({error})") from None
+    except OSError as error:
+        raise CorruptCheckpoint(f"cannot be read ({error.strerror or error})") from None
+    if damaged is not None:
+        raise CorruptCheckpoint(f"checksum mismatch in member '{damaged}'")
+
+
+def checkpoint_frames(path: Path) -> int:
+    """Frames collected when the checkpoint at ``path`` was written (from its file name)."""
+    match = CHECKPOINT_PATTERN.match(path.name)
+    if match is None:
+        raise ValueError(f"{path} is not a checkpoint file name")
+    return int(match.group(1))
+
+
+class Checkpointer:
+    """Writes checkpoints of one configuration into one folder and restores the newest valid one.
+
+    :param directory: the checkpoint folder (DVC keeps it across runs with ``persist: true``).
+    :param config_hash: hash of the parameters that determine training; a checkpoint with
+        another hash is never resumed.
+    :param keep: how many of the newest checkpoints to keep.
+    :param say: where one-line notices go (the console by default).
+    """
+
+    def __init__(self, directory: Path, config_hash: str, keep: int, say: Callable[[str], None] = print) -> None:
+        self.directory = directory
+        self.config_hash = config_hash
+        self.say = say
+        self._rotation = CheckpointRotation(directory, keep_last=keep, prefix=CHECKPOINT_PREFIX)
+
+    def save(self, checkpoint: Checkpoint, frames: int) -> Path:
+        """Write a checkpoint for ``frames`` atomically and drop the ones beyond ``keep``."""
+        path: Path = self._rotation.save(checkpoint, step=frames, metadata={CONFIG_HASH_KEY: self.config_hash})
+        return path
+
+    def candidates(self) -> list[Path]:
+        """Checkpoints of this configuration, newest first, after setting aside those of others.
+
+        Leftovers of an interrupted write (TorchRL stages to hidden temporary names) are
+        removed. Checkpoints written with other parameters are removed with a notice: they
+        can never be resumed, and keeping them would confuse the rotation.
+        """
+        if not self.directory.is_dir():
+            return []
+        for leftover in self.directory.glob(f".{CHECKPOINT_PREFIX}-*"):
+            _remove(leftover)
+        paths = sorted(
+            (path for path in self.directory.iterdir() if CHECKPOINT_PATTERN.match(path.name)),
+            key=checkpoint_frames,
+            reverse=True,
+        )
+        mine: list[Path] = []
+        others: list[Path] = []
+        for path in paths:
+            config_hash = _manifest_hash(path)
+            (others if config_hash is not None and config_hash != self.config_hash else mine).append(path)
+        if others:
+            self.say(
+                f"{self.directory}: {len(others)} checkpoint(s) come from other parameters and are never resumed; "
+                "removing them and starting from this configuration's own state"
+            )
+            for path in others:
+                _remove(path)
+        return mine
+
+    def restore(self, checkpoint: Checkpoint, path: Path) -> None:
+        """Load ``path`` into the live components of ``checkpoint``; raise CorruptCheckpoint on failure.
+
+        The archive is verified first, so a damaged file is refused before any component
+        changes. Should loading still fail part-way, the caller must rebuild its components.
+        """
+        verify_archive(path)
+        try:
+            checkpoint.load(path)
+        except Exception as error:  # noqa: BLE001 - any failure to load means "not usable"
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CorruptCheckpoint(message) from None
+
+    def set_aside(self, path: Path, reason: str) -> None:
+        """Report a checkpoint that cannot be used, and rename it so it is never tried again."""
+        aside = path.with_name(path.name + ".corrupt")
+        self.say(f"{path}: unusable checkpoint ({reason}); set aside as {aside.name}, trying the previous one")
+        _remove(aside)
+        path.replace(aside)
+
+
+def _manifest_hash(path: Path) -> str | None:
+    try:
+        metadata = Checkpoint.manifest(path).get("metadata", {})
+    except Exception:  # noqa: BLE001 - an unreadable manifest is judged when restoring
+        return None
+    value = metadata.get(CONFIG_HASH_KEY) if isinstance(metadata, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

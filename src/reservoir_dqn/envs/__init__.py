@@ -1,0 +1,58 @@
+"""Environment factory: every environment the pipeline trains on, built by name.
+
+``make_env(config, num_envs)`` returns one batched TorchRL environment of batch size
+``[num_envs]`` whose output carries ``observation``, a categorical ``action``,
+``reward``, ``done``/``terminated``/``truncated`` and, from the transforms,
+``step_count`` and ``episode_reward``. Sub-environment ``i`` of an env seeded with
+``env.set_seed(s)`` behaves exactly like a single environment seeded with ``s + i``.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+from gymnasium.vector import AutoresetMode
+from torchrl.envs import Compose, EnvBase, GymWrapper, RewardSum, StepCounter
+
+from reservoir_dqn.config import EnvConfig
+
+CARTPOLE = "CartPole-v1"
+
+
+def make_env(config: EnvConfig, num_envs: int) -> EnvBase:
+    """Build the batched environment ``config.name`` with ``num_envs`` copies, on the CPU.
+
+    :param config: the ``env`` section of the parameters.
+    :param num_envs: how many environments to step together (the env's batch size).
+    """
+    if config.name == CARTPOLE:
+        env = _make_gym(config.name, num_envs)
+    else:  # pragma: no cover - EnvConfig.name admits only the names above
+        raise ValueError(f"unknown environment {config.name!r}")
+    return env.append_transform(Compose(StepCounter(), RewardSum()))
+
+
+def _make_gym(name: str, num_envs: int) -> EnvBase:
+    # A synchronous gymnasium vector env steps all copies in one process: on a 2-core
+    # machine this is several times faster per frame than one TorchRL env per copy or
+    # subprocess workers. With autoreset disabled TorchRL resets finished copies itself.
+    vector_env = gym.make_vec(
+        name,
+        num_envs=num_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED},
+    )
+    return GymWrapper(vector_env, categorical_action_encoding=True)
+
+
+def episode_limit(config: EnvConfig) -> int:
+    """The most steps an episode of ``config.name`` can last (it is truncated there)."""
+    limit = gym.spec(config.name).max_episode_steps
+    assert limit is not None, f"{config.name} has no time limit"
+    return int(limit)
+
+
+def success_threshold(config: EnvConfig) -> float:
+    """The return at which a Gymnasium episode counts as solved (its spec's ``reward_threshold``)."""
+    threshold = gym.spec(config.name).reward_threshold
+    assert threshold is not None, f"{config.name} has no reward threshold"
+    return float(threshold)

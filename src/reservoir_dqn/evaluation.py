@@ -1,0 +1,80 @@
+"""Seeded evaluation episodes: run a policy on N environments, one episode each.
+
+Episode ``i`` of an evaluation seeded with ``s`` runs sub-environment ``i`` seeded with
+``s + i``, so every policy evaluated with the same seed faces the same scenarios.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+from reservoir_dqn.config import EnvConfig
+from reservoir_dqn.envs import episode_limit, make_env, success_threshold
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """The first episode of each evaluation environment.
+
+    :ivar steps: the rollout, shape ``[episodes, T]``, with a boolean ``valid`` entry that is
+        true for steps of the first episode (later steps belong to episodes that started
+        after it and are ignored).
+    :ivar returns: undiscounted return of each episode, shape ``[episodes]``.
+    :ivar lengths: number of steps of each episode, shape ``[episodes]``.
+    """
+
+    steps: TensorDictBase
+    returns: torch.Tensor
+    lengths: torch.Tensor
+
+
+def run_episodes(config: EnvConfig, policy: TensorDictModuleBase, episodes: int, seed: int) -> Episodes:
+    """Run ``policy`` greedily (exploration off) for one episode in each of ``episodes`` environments.
+
+    :param config: the environment section.
+    :param policy: a TensorDict module writing ``action`` from ``observation``.
+    :param episodes: number of episodes (= environments stepped together).
+    :param seed: seed of episode 0; episode ``i`` uses ``seed + i``.
+    """
+    env = make_env(config, episodes)
+    try:
+        env.set_seed(seed)
+        with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+            steps = env.rollout(episode_limit(config), policy, break_when_any_done=False)
+    finally:
+        env.close()
+    done = steps["next", "done"].squeeze(-1)
+    if not bool(done.any(dim=1).all()):
+        raise RuntimeError("an evaluation episode did not end within the episode limit")
+    # A step is valid until (and including) the first done flag of its environment.
+    valid = (done.long().cumsum(dim=1) - done.long()) == 0
+    steps.set("valid", valid)
+    last = done.float().argmax(dim=1)
+    rows = torch.arange(episodes)
+    returns = steps["next", "episode_reward"].squeeze(-1)[rows, last]
+    lengths = steps["next", "step_count"].squeeze(-1)[rows, last]
+    return Episodes(steps=steps, returns=returns, lengths=lengths)
+
+
+def summarize_returns(returns: torch.Tensor, lengths: torch.Tensor, success: torch.Tensor) -> dict[str, float]:
+    """Mean, std, min and max return, mean length and success rate of a set of episodes."""
+    values = returns.double()
+    return {
+        "return_mean": float(values.mean()),
+        "return_std": float(values.std(unbiased=False)) if len(values) > 1 else 0.0,
+        "return_min": float(values.min()),
+        "return_max": float(values.max()),
+        "length_mean": float(lengths.double().mean()),
+        "success_rate": float(success.double().mean()) if len(success) else math.nan,
+    }
+
+
+def episode_success(config: EnvConfig, episodes: Episodes) -> torch.Tensor:
+    """Which episodes count as a success: CartPole's return reaches Gymnasium's threshold (475)."""
+    return episodes.returns >= success_threshold(config)

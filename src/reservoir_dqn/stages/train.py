@@ -1,0 +1,42 @@
+"""Stage ``train``: train the agent, then write the model and the training metrics."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from reservoir_dqn.agent import save_model
+from reservoir_dqn.config import config_from_args
+from reservoir_dqn.files import write_json
+from reservoir_dqn.stages import StageFailed, path_overrides, run_stage, stage_parser
+from reservoir_dqn.training import TrainingDiverged, train
+
+PATH_OPTIONS = ("model", "checkpoints", "train_log", "train_metrics")
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    parser = stage_parser("train", "Train a DQN agent; resumes from the newest valid checkpoint.")
+    parser.add_argument("--model", help="model file to write (default: paths.model)")
+    parser.add_argument("--checkpoints", help="checkpoint folder (default: paths.checkpoints)")
+    parser.add_argument("--train-log", dest="train_log", help="training log CSV (default: paths.train_log)")
+    parser.add_argument("--metrics", dest="train_metrics", help="metrics JSON (default: paths.train_metrics)")
+    args = parser.parse_args(argv)
+    path_overrides(args, PATH_OPTIONS)
+    config = config_from_args(args)
+    paths = config.paths
+    try:
+        result = train(config, Path(paths.checkpoints), Path(paths.train_log))
+    except TrainingDiverged as error:
+        raise StageFailed(str(error)) from None
+    save_model(result.agent.q_network, result.spec, Path(paths.model))
+    write_json(Path(paths.train_metrics), {"env": config.env.name, **result.summary})
+    print(f"model written to {paths.model}; training metrics in {paths.train_metrics}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_stage(run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Shared fixtures: a project folder with a tiny-budget params.yaml, and helpers to run stages."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reservoir_dqn.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Overrides that shrink every budget so that a whole train + evaluate takes seconds.
+TINY = {
+    "env.num_envs": 4,
+    "dqn.hidden_sizes": [32, 32],
+    "dqn.batch_size": 32,
+    "dqn.buffer_size": 2000,
+    "dqn.eps_decay_frames": 400,
+    "dqn.target_update_interval": 20,
+    "train.total_frames": 800,
+    "train.frames_per_batch": 40,
+    "train.min_replay_size": 64,
+    "train.updates_per_batch": 2,
+    "train.eval_interval_frames": 400,
+    "train.eval_episodes": 2,
+    "train.checkpoint_interval_frames": 200,
+    "evaluate.episodes": 3,
+    "evaluate.trajectory_episodes": 1,
+}
+
+
+def tiny_params(**overrides: object) -> dict:
+    """The repository's params.yaml with the TINY budget and ``overrides`` (dotted keys) applied."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key, value in {**TINY, **overrides}.items():
+        node = params
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return params
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder holding a tiny-budget params.yaml; the test runs inside it."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def tiny_config(project: Path) -> Config:
+    """The validated tiny configuration of the ``project`` fixture."""
+    return load_config(project / "params.yaml")
+
+
+def write_params(path: Path, **overrides: object) -> None:
+    path.write_text(yaml.safe_dump(tiny_params(**overrides), sort_keys=False))
+
+
+def tree_digest(root: Path, exclude: Sequence[str] = ()) -> dict[str, str]:
+    """SHA-256 of every file under ``root`` (relative path -> digest), to prove nothing changed."""
+    digests = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_file() and not any(relative.startswith(prefix) for prefix in exclude):
+            digests[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def copy_repo(destination: Path) -> Path:
+    """Copy the tracked project files (not .venv or outputs) to ``destination``."""
+    ignore = shutil.ignore_patterns(
+        ".venv",
+        ".git",
+        "__pycache__",
+        "*.egg-info",
+        ".pytest_cache",
+        ".mypy_cache",
+        ".ruff_cache",
+        "mlflow.db",
+        "mlartifacts",
+        "runs",
+        "checkpoints",
+    )
+    shutil.copytree(REPO, destination, ignore=ignore)
+    return destination
