@@ -41,7 +41,16 @@ def test_checkpoint_archive_holds_only_json_and_memory_maps(project: Path) -> No
     verify_archive(newest)
     names = zipfile.ZipFile(newest).namelist()
     components = {name.split("/")[1].split("-", 1)[1] for name in names if name.startswith("components/")}
-    assert components == {"exploration", "loss", "optimizer", "progress", "replay_buffer", "rng", "target_updater"}
+    assert components == {
+        "best_network",
+        "exploration",
+        "loss",
+        "optimizer",
+        "progress",
+        "replay_buffer",
+        "rng",
+        "target_updater",
+    }
     assert all(name.endswith((".json", ".memmap")) for name in names)
 
 

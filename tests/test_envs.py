@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import torch
+import torch as _torch
 from torchrl.envs.utils import check_env_specs
 
-from reservoir_dqn.config import EnvConfig
-from reservoir_dqn.envs import episode_limit, make_env, success_threshold
+from reservoir_dqn.config import load_config
+from reservoir_dqn.envs import episode_limit, episode_success, make_env
+from tests.conftest import REPO
 
-CARTPOLE = EnvConfig(name="CartPole-v1", num_envs=3)
+CARTPOLE = load_config(REPO / "params.yaml", ["env.name=CartPole-v1"]).env
 
 
 def test_cartpole_specs_and_batch() -> None:
@@ -17,7 +19,9 @@ def test_cartpole_specs_and_batch() -> None:
     assert env.batch_size == (3,)
     assert env.observation_spec["observation"].shape == (3, 4)
     assert env.action_spec_unbatched.space.n == 2
-    assert episode_limit(CARTPOLE) == 500 and success_threshold(CARTPOLE) == 475.0
+    assert episode_limit(CARTPOLE) == 500
+    returns = _torch.tensor([474.0, 475.0, 500.0])
+    assert episode_success(CARTPOLE, returns, returns, {}).tolist() == [False, True, True]
 
 
 def test_sub_environment_i_behaves_like_a_single_env_seeded_seed_plus_i() -> None:

@@ -51,8 +51,10 @@ def test_smoke_train_then_evaluate_through_the_console_script(project: Path) -> 
         "success_rate",
     }
     assert metrics["dqn"]["return_min"] <= metrics["dqn"]["return_mean"] <= metrics["dqn"]["return_max"]
+    assert metrics["random"]["return_mean"] > 0  # CartPole's baseline: a random policy
     with (project / "logs/eval_episodes.csv").open() as file:
-        assert len(list(csv.DictReader(file))) == 3
+        policies = [row["policy"] for row in csv.DictReader(file)]
+    assert policies == ["dqn"] * 3 + ["random"] * 3
     rows = _log_without_timing(project / "logs/train_log.csv")
     assert [int(row["frames"]) for row in rows] == list(range(40, 801, 40))
     assert float(rows[-1]["train/epsilon"]) == pytest.approx(0.02)

@@ -7,6 +7,7 @@ an :class:`~torchrl.modules.EGreedyModule` for exploration, :class:`~torchrl.obj
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,22 @@ def update(agent: Agent, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Ten
     agent.optimizer.step()
     agent.target_updater.step()
     return loss.detach(), grad_norm.detach()
+
+
+class GreedyPolicy(torch.nn.Module):
+    """The trained agent as a plain-tensor module: a batch of observations in, greedy actions out.
+
+    This is what goes to the MLflow model registry: ``mlflow.pytorch.load_model`` returns it
+    and it acts without TorchRL's TensorDict plumbing. ``q_values`` gives the action values.
+    """
+
+    def __init__(self, q_network: QValueActor) -> None:
+        super().__init__()
+        self.q_values = copy.deepcopy(q_network.module[0].module).cpu().eval()
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        action_values: torch.Tensor = self.q_values(observation)
+        return action_values.argmax(dim=-1)
 
 
 # --------------------------------------------------------------------------- model files

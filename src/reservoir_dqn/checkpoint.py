@@ -102,6 +102,14 @@ def checkpoint_frames(path: Path) -> int:
     return int(match.group(1))
 
 
+def newest_checkpoint(directory: Path) -> Path | None:
+    """The checkpoint with the most frames in ``directory``, if any."""
+    if not directory.is_dir():
+        return None
+    paths = [path for path in directory.iterdir() if CHECKPOINT_PATTERN.match(path.name)]
+    return max(paths, key=checkpoint_frames, default=None)
+
+
 class Checkpointer:
     """Writes checkpoints of one configuration into one folder and restores the newest valid one.
 

@@ -48,13 +48,68 @@ PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
 # YAML has only lists: let a list fill a tuple field, but keep its items strictly typed.
 IntTuple = Annotated[tuple[Annotated[int, Strict(), Field(gt=0)], ...], Strict(False)]
+CountTuple = Annotated[tuple[Annotated[int, Strict(), Field(ge=0)], ...], Strict(False)]
+PositiveFloatTuple = Annotated[tuple[Annotated[float, Strict(), Field(gt=0.0)], ...], Strict(False)]
+
+
+class ReservoirConfig(Section):
+    """Physical parameters of :class:`reservoir_dqn.envs.reservoir.DiscreteReservoirEnv`.
+
+    The defaults describe a mid-sized multipurpose reservoir with a snowmelt-driven
+    inflow regime; see params.yaml for the unit and source of each number.
+    """
+
+    horizon_months: PositiveInt = Field(description="Episode length H in months; then truncation.")
+    start_month: int = Field(ge=0, le=11, description="Calendar month of the first step (0 = January).")
+    unit_hm3: PositiveFloat = Field(description="Volume of one storage unit in hm3.")
+    capacity: PositiveInt = Field(description="Active storage capacity in units.")
+    min_storage: int = Field(ge=0, description="Minimum operating storage in units; below it is a violation.")
+    initial_storage: int = Field(ge=0, description="Storage at the start of every episode, in units.")
+    release_levels: CountTuple = Field(
+        min_length=2, description="Discrete release targets in units per month, ascending."
+    )
+    turbine_capacity: PositiveInt = Field(description="Largest release the turbines can pass, units per month.")
+    head_min_m: PositiveFloat = Field(description="Hydraulic head at empty storage, metres.")
+    head_max_m: PositiveFloat = Field(description="Hydraulic head at full storage, metres.")
+    efficiency: float = Field(gt=0.0, le=1.0, description="Turbine-generator efficiency (dimensionless).")
+    demand: CountTuple = Field(
+        min_length=12, max_length=12, description="Monthly water-supply demand, units, January first."
+    )
+    inflow_median: PositiveFloatTuple = Field(
+        min_length=12, max_length=12, description="Median monthly inflow in units, January first."
+    )
+    inflow_cv: PositiveFloatTuple = Field(
+        min_length=12, max_length=12, description="Coefficient of variation of monthly inflow."
+    )
+    inflow_classes: Annotated[int, Field(ge=2, le=25)] = Field(
+        description="Number K of equiprobable classes the lognormal inflow is discretised into."
+    )
+    weight_energy: float = Field(ge=0.0, description="Reward per GWh of hydropower.")
+    weight_deficit: float = Field(ge=0.0, description="Penalty per unit of unmet demand.")
+    weight_spill: float = Field(ge=0.0, description="Penalty per unit spilled over the crest.")
+    weight_violation: float = Field(ge=0.0, description="Penalty per unit of storage below min_storage.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReservoirConfig:
+        if self.min_storage >= self.capacity:
+            raise ValueError(f"min_storage ({self.min_storage}) must be below capacity ({self.capacity})")
+        if self.initial_storage > self.capacity:
+            raise ValueError(f"initial_storage ({self.initial_storage}) exceeds capacity ({self.capacity})")
+        if list(self.release_levels) != sorted(set(self.release_levels)):
+            raise ValueError(f"release_levels ({list(self.release_levels)}) must be strictly ascending")
+        if self.head_max_m < self.head_min_m:
+            raise ValueError(f"head_max_m ({self.head_max_m}) is below head_min_m ({self.head_min_m})")
+        return self
 
 
 class EnvConfig(Section):
     """Which environment to train on and how many copies to step together."""
 
-    name: Literal["CartPole-v1"] = Field(description="Environment name (see reservoir_dqn.envs.make_env).")
+    name: Literal["reservoir", "CartPole-v1"] = Field(description="Environment: 'reservoir' or 'CartPole-v1'.")
     num_envs: PositiveInt = Field(description="Environments stepped together (one batched env) while collecting.")
+    reservoir: ReservoirConfig = Field(
+        description="Physics of the reservoir environment (used when name is reservoir)."
+    )
 
 
 class DQNConfig(Section):
@@ -102,6 +157,9 @@ class TrainConfig(Section):
     compile: bool = Field(description="torch.compile the update step.")
     eval_interval_frames: int = Field(ge=0, description="Frames between greedy evaluations; 0 = never.")
     eval_episodes: PositiveInt = Field(description="Episodes per periodic greedy evaluation.")
+    select_best: bool = Field(
+        description="Write the network that scored best in the periodic evaluation, not the last one."
+    )
     checkpoint_interval_frames: PositiveInt = Field(description="Frames between checkpoints.")
     keep_checkpoints: PositiveInt = Field(description="Newest checkpoints kept on disk.")
     checkpoint_buffer: Literal["auto", "always", "never"] = Field(
@@ -115,6 +173,18 @@ class EvaluateConfig(Section):
     episodes: PositiveInt = Field(description="Evaluation episodes per policy.")
     seed: int = Field(ge=TEST_SEED_MIN, description=f"First evaluation seed (>= {TEST_SEED_MIN:,}).")
     trajectory_episodes: int = Field(ge=0, description="Episodes whose per-step trajectory is written out.")
+
+
+class TrackingConfig(Section):
+    """Experiment tracking: MLflow runs and model registry, TensorBoard event files."""
+
+    enabled: bool = Field(description="Log every stage to one MLflow run per pipeline execution.")
+    uri: str | None = Field(
+        description="MLflow tracking URI; null: $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db."
+    )
+    tensorboard: bool = Field(description="Write TensorBoard event files under <root>/runs/.")
+    register_model: bool = Field(description="Register each trained model; move alias 'champion' to better ones.")
+    connect_timeout_s: float = Field(gt=0.0, le=15.0, description="Seconds to wait for the tracking server.")
 
 
 RelativePath = Annotated[str, Field(min_length=1)]
@@ -149,6 +219,7 @@ class Config(Section):
     dqn: DQNConfig
     train: TrainConfig
     evaluate: EvaluateConfig
+    tracking: TrackingConfig
     paths: PathsConfig
 
     @model_validator(mode="after")
@@ -174,6 +245,8 @@ class Config(Section):
                 f"train.total_frames ({train.total_frames}) must be a multiple of "
                 f"train.frames_per_batch ({train.frames_per_batch})"
             )
+        if train.select_best and not train.eval_interval_frames:
+            raise ValueError("train.select_best needs periodic evaluation: set train.eval_interval_frames above 0")
         if train.min_replay_size > dqn.buffer_size:
             raise ValueError(
                 f"train.min_replay_size ({train.min_replay_size}) is larger than dqn.buffer_size ({dqn.buffer_size})"
@@ -189,12 +262,9 @@ class Config(Section):
         """Hash of everything that changes what training computes; checkpoints are keyed on it.
 
         ``train.total_frames`` only says where training stops, so raising it continues a
-        finished run; how often and how widely it is evaluated, and how many checkpoints
-        are kept, do not change the computation either.
+        finished run; how many checkpoints are kept does not change the computation either.
         """
-        train = self.train.model_dump(
-            mode="json", exclude={"total_frames", "eval_interval_frames", "eval_episodes", "keep_checkpoints"}
-        )
+        train = self.train.model_dump(mode="json", exclude={"total_frames", "keep_checkpoints"})
         payload = {"seed": self.seed, "env": _plain(self.env), "dqn": _plain(self.dqn), "train": train}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

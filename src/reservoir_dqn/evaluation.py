@@ -15,7 +15,8 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from reservoir_dqn.config import EnvConfig
-from reservoir_dqn.envs import episode_limit, make_env, success_threshold
+from reservoir_dqn.envs import RESERVOIR, SUCCESS_COUNTS, episode_limit, episode_success, make_env
+from reservoir_dqn.envs.reservoir import INFO_KEYS
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,25 @@ def summarize_returns(returns: torch.Tensor, lengths: torch.Tensor, success: tor
     }
 
 
-def episode_success(config: EnvConfig, episodes: Episodes) -> torch.Tensor:
-    """Which episodes count as a success: CartPole's return reaches Gymnasium's threshold (475)."""
-    return episodes.returns >= success_threshold(config)
+def success(config: EnvConfig, episodes: Episodes) -> torch.Tensor:
+    """Which evaluation episodes succeeded (see :func:`reservoir_dqn.envs.episode_success`)."""
+    return episode_success(config, episodes.returns, episodes.lengths, episode_totals(config, episodes))
+
+
+def episode_totals(config: EnvConfig, episodes: Episodes) -> dict[str, torch.Tensor]:
+    """Per-episode sums of the reservoir's physical quantities and reward components (empty for others)."""
+    if config.name != RESERVOIR:
+        return {}
+    valid = episodes.steps["valid"].double()
+    nxt = episodes.steps["next"]
+    flows = [key for key in INFO_KEYS if key not in ("storage", *SUCCESS_COUNTS)]
+    totals = {key: (nxt[key].double() * valid).sum(dim=1) for key in flows}
+    storage = nxt["storage"].double()
+    totals["storage_mean"] = (storage * valid).sum(dim=1) / valid.sum(dim=1)
+    totals["storage_min"] = storage.masked_fill(~episodes.steps["valid"], float("inf")).min(dim=1).values
+    totals["storage_max"] = storage.masked_fill(~episodes.steps["valid"], float("-inf")).max(dim=1).values
+    # Running counts: their value at the episode's last step is the episode's total.
+    last = episodes.lengths.long() - 1
+    rows = torch.arange(len(last))
+    totals |= {key: nxt[key][rows, last].double() for key in SUCCESS_COUNTS}
+    return totals

@@ -15,6 +15,7 @@ therefore computes exactly what the uninterrupted run computes after that bounda
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import time
@@ -32,15 +33,17 @@ from torchrl.collectors import Collector
 from torchrl.data import TensorDictReplayBuffer
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType
+from torchrl.modules import QValueActor
 from tqdm import tqdm
 
 from reservoir_dqn.agent import Agent, NetworkSpec, make_agent, update
 from reservoir_dqn.checkpoint import Checkpointer, CorruptCheckpoint, SafeReplayBufferAdapter, checkpoint_frames
 from reservoir_dqn.config import TRAIN_SEED_LIMIT, VALIDATION_SEED_BASE, Config
-from reservoir_dqn.envs import make_env, success_threshold
-from reservoir_dqn.evaluation import episode_success, run_episodes
+from reservoir_dqn.envs import RESERVOIR, SUCCESS_COUNTS, episode_success, make_env
+from reservoir_dqn.envs.reservoir import INFO_KEYS
+from reservoir_dqn.evaluation import run_episodes, success
 from reservoir_dqn.replay import make_replay_buffer, transitions
-from reservoir_dqn.tracking import CsvLog, MetricSink, Tracker
+from reservoir_dqn.tracking import CsvLog, MetricSink, Tracker, Tracking
 
 BUFFER_CHECKPOINT_AUTO_LIMIT = 200_000  # 'auto' saves the replay buffer up to this many transitions
 RECENT_EPISODES = 100  # the progress bar and summary report the mean over this many episodes
@@ -61,6 +64,9 @@ class Progress:
     eval_seconds: float = 0.0  # wall time of the periodic greedy evaluations
     recent_returns: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_EPISODES))
     last_eval_return: float = float("nan")
+    best_eval_return: float = float("-inf")  # best periodic evaluation so far ...
+    best_eval_frames: int = 0  # ... and when it happened
+    run_id: str = ""  # the MLflow run this training logs to, continued on resume
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +77,9 @@ class Progress:
             "eval_seconds": self.eval_seconds,
             "recent_returns": list(self.recent_returns),
             "last_eval_return": self.last_eval_return,
+            "best_eval_return": self.best_eval_return,
+            "best_eval_frames": self.best_eval_frames,
+            "run_id": self.run_id,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -81,6 +90,9 @@ class Progress:
         self.eval_seconds = float(state["eval_seconds"])
         self.recent_returns = deque((float(value) for value in state["recent_returns"]), maxlen=RECENT_EPISODES)
         self.last_eval_return = float(state["last_eval_return"])
+        self.best_eval_return = float(state["best_eval_return"])
+        self.best_eval_frames = int(state["best_eval_frames"])
+        self.run_id = str(state["run_id"])
 
     def record_episodes(self, returns: torch.Tensor) -> None:
         self.episodes += len(returns)
@@ -89,11 +101,15 @@ class Progress:
 
 @dataclass
 class TrainResult:
-    """What training produced: the greedy network, its description and summary metrics."""
+    """What training produced: the network to ship, its description and summary metrics.
 
+    ``q_network`` is the best-evaluated network when ``train.select_best`` is on, else the last.
+    """
+
+    q_network: QValueActor
     agent: Agent
     spec: NetworkSpec
-    summary: dict[str, float | int | None]
+    summary: dict[str, float | int | str | None]
 
 
 @dataclass
@@ -101,6 +117,7 @@ class _Session:
     """The live objects of one training process; rebuilt from scratch for every restore attempt."""
 
     agent: Agent
+    best_network: QValueActor  # a copy of the Q-network as of its best periodic evaluation
     buffer: TensorDictReplayBuffer
     progress: Progress
     checkpoint: Checkpoint
@@ -137,8 +154,14 @@ def network_spec(env: EnvBase, env_name: str, hidden_sizes: Sequence[int]) -> Ne
     return NetworkSpec(obs_dim=obs_dim, num_actions=num_actions, hidden_sizes=tuple(hidden_sizes), env_name=env_name)
 
 
-def metric_names(num_actions: int) -> list[str]:
+# Per-month reservoir quantities averaged over each collected batch (reservoir/ namespace).
+RESERVOIR_MEANS = tuple(key for key in INFO_KEYS if key not in ("storage", *SUCCESS_COUNTS))
+
+
+def metric_names(num_actions: int, env_name: str) -> list[str]:
     """Every metric the loop emits, in training-log column order."""
+    reservoir = ["reservoir/storage_mean", "reservoir/storage_min", "reservoir/storage_max"]
+    reservoir += [f"reservoir/{key}" for key in RESERVOIR_MEANS]
     return [
         "train/loss",
         "train/grad_norm",
@@ -159,6 +182,7 @@ def metric_names(num_actions: int) -> list[str]:
         "eval/return_mean",
         "eval/return_std",
         "eval/success_rate",
+        *(reservoir if env_name == RESERVOIR else []),
     ]
 
 
@@ -166,7 +190,7 @@ def train(
     config: Config,
     checkpoint_dir: Path,
     train_log: Path,
-    sinks: Sequence[MetricSink] = (),
+    tracking: Tracking | None = None,
     say: Callable[[str], None] = print,
 ) -> TrainResult:
     """Train a DQN agent as ``config`` says, resuming from ``checkpoint_dir`` when it can.
@@ -174,7 +198,7 @@ def train(
     :param config: validated parameters.
     :param checkpoint_dir: folder of checkpoints for this configuration.
     :param train_log: CSV training log (one row per collected batch).
-    :param sinks: further metric sinks (MLflow, TensorBoard) besides the training log.
+    :param tracking: MLflow and TensorBoard, already connected; ``None`` logs to the CSV only.
     :param say: where one-line notices go.
     """
     train_cfg = config.train
@@ -185,7 +209,11 @@ def train(
     agent, buffer, progress = session.agent, session.buffer, session.progress
     spec = network_spec(session.collector.env, config.env.name, config.dqn.hidden_sizes)
     resumed_from = progress.frames
-    tracker = Tracker([CsvLog(train_log, metric_names(spec.num_actions), resume_from=resumed_from), *sinks])
+    sinks: list[MetricSink] = [CsvLog(train_log, metric_names(spec.num_actions, config.env.name), resumed_from)]
+    if tracking is not None:
+        progress.run_id = tracking.start_run(progress.run_id or None) or ""
+        sinks += tracking.sinks()
+    tracker = Tracker(sinks)
 
     batches = _segments(session.collector, config, progress)
     bar = tqdm(total=train_cfg.total_frames, initial=progress.frames, unit="frame", mininterval=2.0, smoothing=0.05)
@@ -202,17 +230,24 @@ def train(
             # 3. Learn once the buffer is warm; the target network follows each update.
             losses, grad_norms = _learn(agent, buffer, config, progress)
             # 4. Log what happened in this batch.
-            returns, lengths = _finished_episodes(batch)
+            returns, lengths, totals = _finished_episodes(batch)
             progress.record_episodes(returns)
             clock = _add_elapsed(progress, "train_seconds", clock)
-            metrics = _batch_metrics(batch, returns, lengths, agent, buffer, progress, losses, grad_norms, config)
+            metrics = _batch_metrics(batch, agent, buffer, progress, losses, grad_norms)
+            metrics |= _episode_metrics(config, returns, lengths, totals)
+            if config.env.name == RESERVOIR:
+                metrics |= _reservoir_metrics(batch)
             # 5. Periodic greedy evaluation on validation seeds (never used for training).
             every = train_cfg.eval_interval_frames
             if every and progress.frames % every == 0:
                 metrics.update(_validate(agent, config))
                 progress.last_eval_return = metrics["eval/return_mean"]
+                if progress.last_eval_return >= progress.best_eval_return:  # ties: the later, longer-trained one
+                    progress.best_eval_return, progress.best_eval_frames = progress.last_eval_return, progress.frames
+                    session.best_network.load_state_dict(agent.q_network.state_dict())
                 clock = _add_elapsed(progress, "eval_seconds", clock)
             tracker.log_metrics(metrics, step=progress.frames)
+            tracker.log_histogram("agent/actions", batch["action"].reshape(-1), step=progress.frames)
             bar.update(frames)
             bar.set_postfix(_postfix(progress, agent, metrics), refresh=False)
             # 6. Checkpoint at segment boundaries (and at the end).
@@ -225,7 +260,8 @@ def train(
         tracker.close()
         session.close()
     summary = _summary(progress, resumed_from, agent)
-    return TrainResult(agent=agent, spec=spec, summary=summary)
+    shipped = session.best_network if train_cfg.select_best else agent.q_network
+    return TrainResult(q_network=shipped, agent=agent, spec=spec, summary=summary)
 
 
 def _build_session(config: Config, device: torch.device) -> _Session:
@@ -236,9 +272,11 @@ def _build_session(config: Config, device: torch.device) -> _Session:
     agent = make_agent(config.dqn, spec, device)
     buffer = make_replay_buffer(config.dqn, device)
     progress = Progress()
+    best_network = copy.deepcopy(agent.q_network)
     checkpoint = Checkpoint(
         format="archive",
         loss=agent.loss,
+        best_network=best_network,
         optimizer=agent.optimizer,
         exploration=agent.exploration,
         target_updater=agent.target_updater,
@@ -260,7 +298,7 @@ def _build_session(config: Config, device: torch.device) -> _Session:
         exploration_type=ExplorationType.RANDOM,
         auto_register_policy_transforms=False,
     )
-    return _Session(agent, buffer, progress, checkpoint, collector)
+    return _Session(agent, best_network, buffer, progress, checkpoint, collector)
 
 
 def _checkpoint_buffer(config: Config) -> bool:
@@ -329,12 +367,15 @@ def _learn(
     return losses, grad_norms
 
 
-def _finished_episodes(batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns and lengths of the episodes that ended in this batch."""
-    done = batch["next", "done"].squeeze(-1)
-    returns = batch["next", "episode_reward"].squeeze(-1)[done].double()
-    lengths = batch["next", "step_count"].squeeze(-1)[done].double()
-    return returns, lengths
+def _finished_episodes(batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Returns, lengths and success counts of the episodes that ended in this batch."""
+    nxt = batch["next"]
+    done = nxt["done"].squeeze(-1)
+    returns = nxt["episode_reward"].squeeze(-1)[done].double()
+    lengths = nxt["step_count"].squeeze(-1)[done].double()
+    present = set(nxt.keys())  # a TensorDict does not support `in` directly
+    totals = {name: nxt[name].squeeze(-1)[done].double() for name in SUCCESS_COUNTS if name in present}
+    return returns, lengths, totals
 
 
 def _add_elapsed(progress: Progress, counter: str, since: float) -> float:
@@ -346,21 +387,18 @@ def _add_elapsed(progress: Progress, counter: str, since: float) -> float:
 
 def _batch_metrics(
     batch: TensorDictBase,
-    returns: torch.Tensor,
-    lengths: torch.Tensor,
     agent: Agent,
     buffer: TensorDictReplayBuffer,
     progress: Progress,
     losses: list[torch.Tensor],
     grad_norms: list[torch.Tensor],
-    config: Config,
 ) -> dict[str, float]:
+    """train/ and agent/ metrics of one collected batch and the updates that followed it."""
     nan = float("nan")
     greedy_values = batch["chosen_action_value"].squeeze(-1)
     num_actions = int(batch["action_value"].shape[-1])
     actions = torch.bincount(batch["action"].reshape(-1).long(), minlength=num_actions).double()
     actions /= actions.sum()
-    some = len(returns) > 0
     return {
         "train/loss": float(torch.stack(losses).mean()) if losses else nan,
         "train/grad_norm": float(torch.stack(grad_norms).mean()) if grad_norms else nan,
@@ -369,15 +407,42 @@ def _batch_metrics(
         "train/buffer_size": float(len(buffer)),
         "train/updates": float(progress.updates),
         "train/fps": progress.frames / max(progress.train_seconds, 1e-9),
-        "episode/count": float(len(returns)),
-        "episode/return_mean": float(returns.mean()) if some else nan,
-        "episode/return_min": float(returns.min()) if some else nan,
-        "episode/return_max": float(returns.max()) if some else nan,
-        "episode/length_mean": float(lengths.mean()) if some else nan,
-        "episode/success_rate": float((returns >= success_threshold(config.env)).double().mean()) if some else nan,
         "agent/q_mean": float(greedy_values.mean()),
         "agent/q_max": float(greedy_values.max()),
         **{f"agent/action_frac_{action}": float(share) for action, share in enumerate(actions)},
+    }
+
+
+def _episode_metrics(
+    config: Config, returns: torch.Tensor, lengths: torch.Tensor, totals: dict[str, torch.Tensor]
+) -> dict[str, float]:
+    """episode/ metrics of the episodes that ended in one batch (NaN when none did)."""
+    if not len(returns):
+        nan = float("nan")
+        return {"episode/count": 0.0} | {
+            f"episode/{name}": nan
+            for name in ("return_mean", "return_min", "return_max", "length_mean", "success_rate")
+        }
+    succeeded = episode_success(config.env, returns, lengths, totals)
+    return {
+        "episode/count": float(len(returns)),
+        "episode/return_mean": float(returns.mean()),
+        "episode/return_min": float(returns.min()),
+        "episode/return_max": float(returns.max()),
+        "episode/length_mean": float(lengths.mean()),
+        "episode/success_rate": float(succeeded.double().mean()),
+    }
+
+
+def _reservoir_metrics(batch: TensorDictBase) -> dict[str, float]:
+    """reservoir/ metrics: storage range and per-month means of every flow and reward component."""
+    nxt = batch["next"]
+    storage = nxt["storage"]
+    return {
+        "reservoir/storage_mean": float(storage.mean()),
+        "reservoir/storage_min": float(storage.min()),
+        "reservoir/storage_max": float(storage.max()),
+        **{f"reservoir/{key}": float(nxt[key].mean()) for key in RESERVOIR_MEANS},
     }
 
 
@@ -393,7 +458,7 @@ def _validate(agent: Agent, config: Config) -> dict[str, float]:
     return {
         "eval/return_mean": float(returns.mean()),
         "eval/return_std": float(returns.std(unbiased=False)),
-        "eval/success_rate": float(episode_success(config.env, episodes).double().mean()),
+        "eval/success_rate": float(success(config.env, episodes).double().mean()),
     }
 
 
@@ -407,18 +472,22 @@ def _postfix(progress: Progress, agent: Agent, metrics: dict[str, float]) -> dic
     }
 
 
-def _summary(progress: Progress, resumed_from: int, agent: Agent) -> dict[str, float | int | None]:
+def _summary(progress: Progress, resumed_from: int, agent: Agent) -> dict[str, float | int | str | None]:
     recent = float(np.mean(progress.recent_returns)) if progress.recent_returns else None
     last_eval = None if np.isnan(progress.last_eval_return) else progress.last_eval_return
+    evaluated = np.isfinite(progress.best_eval_return)
     return {
         "frames": progress.frames,
         "updates": progress.updates,
         "episodes": progress.episodes,
         "episode_return_mean_100": recent,
         "last_eval_return_mean": last_eval,
+        "best_eval_return_mean": progress.best_eval_return if evaluated else None,
+        "best_eval_frames": progress.best_eval_frames if evaluated else None,
         "final_epsilon": float(agent.exploration.eps),
         "train_time_s": round(progress.train_seconds, 2),
         "eval_time_s": round(progress.eval_seconds, 2),
         "fps": round(progress.frames / max(progress.train_seconds, 1e-9), 1),
         "resumed_from_frames": resumed_from,
+        "mlflow_run_id": progress.run_id or None,
     }

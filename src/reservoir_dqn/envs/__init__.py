@@ -9,13 +9,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import gymnasium as gym
+import torch
 from gymnasium.vector import AutoresetMode
 from torchrl.envs import Compose, EnvBase, GymWrapper, RewardSum, StepCounter
 
 from reservoir_dqn.config import EnvConfig
+from reservoir_dqn.envs.reservoir import DiscreteReservoirEnv
 
 CARTPOLE = "CartPole-v1"
+RESERVOIR = "reservoir"
+# A reservoir episode succeeds when no month ends below the minimum operating level and the
+# demand is met in full in at least this share of its months.
+SUPPLY_RELIABILITY = 0.9
+# The reservoir's running per-episode counts that decide success (read when an episode ends).
+SUCCESS_COUNTS = ("deficit_months", "violation_months")
 
 
 def make_env(config: EnvConfig, num_envs: int) -> EnvBase:
@@ -24,9 +34,11 @@ def make_env(config: EnvConfig, num_envs: int) -> EnvBase:
     :param config: the ``env`` section of the parameters.
     :param num_envs: how many environments to step together (the env's batch size).
     """
-    if config.name == CARTPOLE:
+    if config.name == RESERVOIR:
+        env: EnvBase = DiscreteReservoirEnv(config.reservoir, num_envs)
+    elif config.name == CARTPOLE:
         env = _make_gym(config.name, num_envs)
-    else:  # pragma: no cover - EnvConfig.name admits only the names above
+    else:  # pragma: no cover - EnvConfig admits only the names above
         raise ValueError(f"unknown environment {config.name!r}")
     return env.append_transform(Compose(StepCounter(), RewardSum()))
 
@@ -46,13 +58,25 @@ def _make_gym(name: str, num_envs: int) -> EnvBase:
 
 def episode_limit(config: EnvConfig) -> int:
     """The most steps an episode of ``config.name`` can last (it is truncated there)."""
+    if config.name == RESERVOIR:
+        return config.reservoir.horizon_months
     limit = gym.spec(config.name).max_episode_steps
     assert limit is not None, f"{config.name} has no time limit"
     return int(limit)
 
 
-def success_threshold(config: EnvConfig) -> float:
-    """The return at which a Gymnasium episode counts as solved (its spec's ``reward_threshold``)."""
+def episode_success(
+    config: EnvConfig, returns: torch.Tensor, lengths: torch.Tensor, totals: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """Which episodes count as a success, defined once for training and evaluation.
+
+    CartPole: the return reaches Gymnasium's ``reward_threshold`` (475). Reservoir: no month
+    ends below the minimum storage and the demand is met in full in at least 90% of the
+    months (``totals`` holds the per-episode ``deficit_months`` and ``violation_months``).
+    """
+    if config.name == RESERVOIR:
+        supplied = 1.0 - totals["deficit_months"].double() / lengths.double()
+        return (totals["violation_months"] == 0) & (supplied >= SUPPLY_RELIABILITY)
     threshold = gym.spec(config.name).reward_threshold
     assert threshold is not None, f"{config.name} has no reward threshold"
-    return float(threshold)
+    return returns >= float(threshold)

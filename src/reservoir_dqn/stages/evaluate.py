@@ -1,4 +1,10 @@
-"""Stage ``evaluate``: greedy evaluation of the trained model on seeded, unseen scenarios."""
+"""Stage ``evaluate``: the trained agent and the baselines on the same seeded, unseen scenarios.
+
+Every policy runs ``evaluate.episodes`` greedy episodes; episode ``i`` uses seed
+``evaluate.seed + i`` for all of them (training never uses seeds that high). On the
+reservoir the baselines are the SDP optimum, the standard operating policy and a random
+policy, and the agent's return is reported as a fraction of the optimum.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +13,53 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from reservoir_dqn.agent import load_model
 from reservoir_dqn.config import Config, config_from_args
-from reservoir_dqn.evaluation import Episodes, episode_success, run_episodes, summarize_returns
-from reservoir_dqn.files import write_csv, write_json
+from reservoir_dqn.envs import RESERVOIR, episode_success
+from reservoir_dqn.envs.baselines import baseline_policies, reservoir_optimum
+from reservoir_dqn.envs.reservoir import INFO_KEYS
+from reservoir_dqn.evaluation import Episodes, episode_totals, run_episodes, summarize_returns
+from reservoir_dqn.files import read_json, write_csv, write_json
 from reservoir_dqn.stages import StageFailed, path_overrides, run_stage, stage_parser
+from reservoir_dqn.tracking import Tracker, TrackingUnavailable, attached_tracking
 
-PATH_OPTIONS = ("model", "eval_metrics", "eval_episodes", "trajectories")
+PATH_OPTIONS = ("model", "train_metrics", "eval_metrics", "eval_episodes", "trajectories")
+TRAJECTORY_POLICIES = ("dqn", "sdp", "sop")  # whose step-by-step trajectories are written
 
 
 def evaluate(config: Config, model_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Evaluate the model greedily; return metrics, per-episode rows and per-step trajectory rows."""
+    """Run the model and the baselines; return metrics, per-episode rows and per-step trajectory rows."""
     q_network, spec = load_model(model_path)
     if spec.env_name != config.env.name:
         raise StageFailed(f"{model_path} was trained on {spec.env_name} but env.name is {config.env.name}")
     settings = config.evaluate
-    episodes = run_episodes(config.env, q_network, settings.episodes, settings.seed)
-    success = episode_success(config.env, episodes)
-    metrics = {
-        "env": config.env.name,
-        "episodes": settings.episodes,
-        "first_seed": settings.seed,
-        "dqn": summarize_returns(episodes.returns, episodes.lengths, success),
-    }
-    rows = episode_rows("dqn", episodes, success, settings.seed)
-    return metrics, rows, trajectory_rows("dqn", episodes, settings.trajectory_episodes)
+    policies = {"dqn": q_network, **baseline_policies(config.env, spec.num_actions, settings.seed)}
+    metrics: dict[str, Any] = {"env": config.env.name, "episodes": settings.episodes, "first_seed": settings.seed}
+    rows: list[dict[str, Any]] = []
+    trajectories: list[dict[str, Any]] = []
+    for name, policy in policies.items():
+        episodes = run_episodes(config.env, policy, settings.episodes, settings.seed)
+        totals = episode_totals(config.env, episodes)
+        succeeded = episode_success(config.env, episodes.returns, episodes.lengths, totals)
+        metrics[name] = {
+            **summarize_returns(episodes.returns, episodes.lengths, succeeded),
+            **{f"{key}_mean": float(value.mean()) for key, value in totals.items()},
+        }
+        rows += episode_rows(name, episodes, succeeded, totals, settings.seed)
+        if name in TRAJECTORY_POLICIES:
+            trajectories += trajectory_rows(config, name, episodes, settings.trajectory_episodes)
+    if config.env.name == RESERVOIR:
+        metrics["sdp_expected_return"] = reservoir_optimum(config.env.reservoir).expected_return
+        metrics["fraction_of_optimum"] = metrics["dqn"]["return_mean"] / metrics["sdp"]["return_mean"]
+    return metrics, rows, trajectories
 
 
-def episode_rows(policy: str, episodes: Episodes, success: Any, first_seed: int) -> list[dict[str, Any]]:
-    """One row per episode: policy, episode index, seed, return, length, success."""
+def episode_rows(
+    policy: str, episodes: Episodes, success: torch.Tensor, totals: dict[str, torch.Tensor], first_seed: int
+) -> list[dict[str, Any]]:
+    """One row per episode: policy, episode index, seed, return, length, success and any totals."""
     return [
         {
             "policy": policy,
@@ -44,34 +68,66 @@ def episode_rows(policy: str, episodes: Episodes, success: Any, first_seed: int)
             "return": float(episodes.returns[index]),
             "length": int(episodes.lengths[index]),
             "success": int(bool(success[index])),
+            **{key: float(value[index]) for key, value in totals.items()},
         }
         for index in range(len(episodes.returns))
     ]
 
 
-def trajectory_rows(policy: str, episodes: Episodes, count: int) -> list[dict[str, Any]]:
-    """Per-step rows of the first ``count`` episodes: action, reward and each observation entry."""
-    steps = episodes.steps
+def trajectory_rows(config: Config, policy: str, episodes: Episodes, count: int) -> list[dict[str, Any]]:
+    """Per-step rows of the first ``count`` episodes.
+
+    Reservoir: month, storage at the start of the month, action and its release target, then
+    every physical quantity and reward component of the month. Other environments: the
+    action, the reward and each observation entry.
+    """
+    steps, nxt = episodes.steps, episodes.steps["next"]
+    levels = config.env.reservoir.release_levels
     rows = []
     for index in range(min(count, steps.shape[0])):
-        length = int(episodes.lengths[index])
-        observation = steps["observation"][index, :length]
-        for step in range(length):
-            row = {
-                "policy": policy,
-                "episode": index,
-                "step": step,
-                "action": int(steps["action"][index, step]),
-                "reward": float(steps["next", "reward"][index, step]),
-            }
-            row.update({f"obs_{i}": float(value) for i, value in enumerate(observation[step])})
+        for step in range(int(episodes.lengths[index])):
+            action = int(steps["action"][index, step])
+            row: dict[str, Any] = {"policy": policy, "episode": index, "step": step}
+            if config.env.name == RESERVOIR:
+                row |= {
+                    "month": int(steps["month"][index, step]),
+                    "storage_start": float(steps["storage"][index, step]),
+                    "action": action,
+                    "release_target": levels[action],
+                    **{key: float(nxt[key][index, step]) for key in INFO_KEYS},
+                }
+            else:
+                row["action"] = action
+                row |= {f"obs_{i}": float(value) for i, value in enumerate(steps["observation"][index, step])}
+            row["reward"] = float(nxt["reward"][index, step])
             rows.append(row)
     return rows
 
 
+def tracked_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The evaluation as ``eval/test_<policy>_<statistic>`` scalars (and the fraction of optimum)."""
+    flat = {
+        f"eval/test_{policy}_{name}": float(value)
+        for policy, stats in metrics.items()
+        if isinstance(stats, dict)
+        for name, value in stats.items()
+    }
+    if "fraction_of_optimum" in metrics:
+        flat["eval/test_fraction_of_optimum"] = float(metrics["fraction_of_optimum"])
+    return flat
+
+
+def champion_score(metrics: dict[str, Any]) -> tuple[str, float]:
+    """What decides the registry's champion: the fraction of optimum on the reservoir, else the mean return."""
+    if "fraction_of_optimum" in metrics:
+        return "eval_fraction_of_optimum", float(metrics["fraction_of_optimum"])
+    return "eval_return_mean", float(metrics["dqn"]["return_mean"])
+
+
 def run(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser("evaluate", "Evaluate the trained model greedily on seeded evaluation episodes.")
+    parser = stage_parser("evaluate", "Evaluate the trained model and the baselines on seeded evaluation episodes.")
     parser.add_argument("--model", help="model file to evaluate (default: paths.model)")
+    parser.add_argument("--train-metrics", dest="train_metrics", help="training JSON naming the MLflow run")
     parser.add_argument("--metrics", dest="eval_metrics", help="metrics JSON (default: paths.eval_metrics)")
     parser.add_argument("--episodes-csv", dest="eval_episodes", help="per-episode CSV (default: paths.eval_episodes)")
     parser.add_argument("--trajectories", help="per-step CSV (default: paths.trajectories)")
@@ -79,15 +135,44 @@ def run(argv: Sequence[str] | None = None) -> None:
     path_overrides(args, PATH_OPTIONS)
     config = config_from_args(args)
     paths = config.paths
+    try:
+        tracking = attached_tracking(config, Path(paths.train_metrics))
+    except TrackingUnavailable as error:
+        raise StageFailed(str(error)) from None
     metrics, rows, trajectory = evaluate(config, Path(paths.model))
     write_json(Path(paths.eval_metrics), metrics)
     write_csv(Path(paths.eval_episodes), list(rows[0]), rows)
     write_csv(Path(paths.trajectories), list(trajectory[0]) if trajectory else ["policy"], trajectory)
-    dqn = metrics["dqn"]
-    print(
-        f"{config.env.name}: greedy return {dqn['return_mean']:.2f} +- {dqn['return_std']:.2f} over "
-        f"{metrics['episodes']} episodes, success rate {dqn['success_rate']:.2f}; metrics in {paths.eval_metrics}"
-    )
+    frames = int(read_json(Path(paths.train_metrics)).get("frames", 0)) if Path(paths.train_metrics).exists() else 0
+    tracker = Tracker(tracking.sinks())
+    tracker.log_metrics(tracked_metrics(metrics), step=frames)
+    tracker.close()
+    if tracking.run is not None:
+        for path in (paths.eval_metrics, paths.eval_episodes, paths.trajectories):
+            tracking.run.log_artifact(Path(path))
+        if config.tracking.tensorboard:
+            tracking.run.log_artifact(tracking.tensorboard_dir, "tensorboard")
+        version = tracking.run.tag("model_version")
+        if version is not None:
+            metric, score = champion_score(metrics)
+            tracking.promote_if_better(config.env.name, version, score, metric)
+        tracking.finish()
+    print(report(metrics))
+
+
+def report(metrics: dict[str, Any]) -> str:
+    """A few lines a person reads after the stage: each policy's return, and the fraction of optimum."""
+    lines = [f"{metrics['env']}: {metrics['episodes']} evaluation episodes per policy"]
+    for name in ("dqn", "sdp", "sop", "random"):
+        if name in metrics:
+            m = metrics[name]
+            lines.append(
+                f"  {name:>6}: return {m['return_mean']:9.2f} +- {m['return_std']:7.2f}   "
+                f"success {m['success_rate']:.2f}"
+            )
+    if "fraction_of_optimum" in metrics:
+        lines.append(f"  DQN reaches {metrics['fraction_of_optimum']:.3f} of the SDP optimum")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

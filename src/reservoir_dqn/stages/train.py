@@ -1,4 +1,9 @@
-"""Stage ``train``: train the agent, then write the model and the training metrics."""
+"""Stage ``train``: train the agent, then write the model and the training metrics.
+
+With tracking on, the MLflow store is checked before any training; the run then receives
+the params, the training curves, params.yaml, the metrics, the TensorBoard event files,
+the final checkpoint and the model, which is registered as a new version.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from reservoir_dqn.agent import save_model
+from reservoir_dqn.agent import GreedyPolicy, save_model
+from reservoir_dqn.checkpoint import newest_checkpoint
 from reservoir_dqn.config import config_from_args
 from reservoir_dqn.files import write_json
 from reservoir_dqn.stages import StageFailed, path_overrides, run_stage, stage_parser
+from reservoir_dqn.tracking import Tracking, TrackingUnavailable
 from reservoir_dqn.training import TrainingDiverged, train
 
 PATH_OPTIONS = ("model", "checkpoints", "train_log", "train_metrics")
@@ -26,11 +33,31 @@ def run(argv: Sequence[str] | None = None) -> None:
     config = config_from_args(args)
     paths = config.paths
     try:
-        result = train(config, Path(paths.checkpoints), Path(paths.train_log))
-    except TrainingDiverged as error:
+        tracking = Tracking(config).connect()
+    except TrackingUnavailable as error:
         raise StageFailed(str(error)) from None
-    save_model(result.agent.q_network, result.spec, Path(paths.model))
+    try:
+        result = train(config, Path(paths.checkpoints), Path(paths.train_log), tracking)
+    except TrainingDiverged as error:
+        tracking.finish("FAILED")
+        raise StageFailed(str(error)) from None
+    except BaseException:
+        tracking.finish("KILLED")
+        raise
+    save_model(result.q_network, result.spec, Path(paths.model))
     write_json(Path(paths.train_metrics), {"env": config.env.name, **result.summary})
+    if tracking.run is not None:
+        for path in (args.params, Path(paths.train_metrics), Path(paths.train_log)):
+            tracking.run.log_artifact(path)
+        if config.tracking.tensorboard:
+            tracking.run.log_artifact(tracking.tensorboard_dir, "tensorboard")
+        final = newest_checkpoint(Path(paths.checkpoints))
+        if final is not None:
+            tracking.run.log_artifact(final, "checkpoint")
+        version = tracking.log_model(GreedyPolicy(result.q_network), result.spec)
+        if version is not None:
+            tracking.run.set_tags({"model_version": version})
+        tracking.finish()
     print(f"model written to {paths.model}; training metrics in {paths.train_metrics}")
 
 

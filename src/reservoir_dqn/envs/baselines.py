@@ -1,0 +1,89 @@
+"""Baseline reservoir policies: random, the standard operating policy (SOP) and the SDP optimum.
+
+Each is a TensorDict module that reads the reservoir's state keys and writes ``action``,
+so the evaluation runs it exactly like the trained agent.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+
+from reservoir_dqn.config import EnvConfig, ReservoirConfig
+from reservoir_dqn.envs import RESERVOIR
+from reservoir_dqn.envs.reservoir import ReservoirModel
+from reservoir_dqn.envs.sdp import SDPSolution, solve
+
+
+class RandomPolicy(TensorDictModuleBase):
+    """Uniformly random release levels, from its own seeded generator."""
+
+    def __init__(self, num_actions: int, seed: int) -> None:
+        super().__init__()
+        self.in_keys, self.out_keys = ["observation"], ["action"]
+        self.num_actions = num_actions
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        action = torch.randint(self.num_actions, tensordict.batch_size, generator=self.generator)
+        return tensordict.set("action", action)
+
+
+class StandardOperatingPolicy(TensorDictModuleBase):
+    """Release the month's demand; the environment cuts it to what is there and spills the excess.
+
+    The target is the smallest release level that meets the demand (the default levels
+    contain every monthly demand). When storage plus inflow falls short, the environment
+    releases everything available; above capacity it spills. This is the textbook SOP.
+    """
+
+    def __init__(self, model: ReservoirModel) -> None:
+        super().__init__()
+        self.in_keys, self.out_keys = ["month"], ["action"]
+        levels = model.release_levels
+        meets = levels.unsqueeze(0) >= model.demand.unsqueeze(1)  # [12, A]
+        first = meets.float().argmax(dim=1)  # first level that meets the demand
+        self.register_buffer("action_by_month", torch.where(meets.any(dim=1), first, len(levels) - 1))
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        return tensordict.set("action", self.action_by_month[tensordict.get("month")])
+
+
+class SDPPolicy(TensorDictModuleBase):
+    """The optimal policy: look up the SDP table at the current time step and storage."""
+
+    def __init__(self, solution: SDPSolution) -> None:
+        super().__init__()
+        self.in_keys, self.out_keys = ["time_step", "storage"], ["action"]
+        self.register_buffer("table", solution.policy)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        time_step = tensordict.get("time_step").clamp(max=self.table.shape[0] - 1)
+        storage = tensordict.get("storage").round().long()
+        return tensordict.set("action", self.table[time_step, storage])
+
+
+@lru_cache(maxsize=8)
+def reservoir_optimum(config: ReservoirConfig) -> SDPSolution:
+    """The SDP solution of the reservoir described by ``config`` (solved once per process)."""
+    return solve(ReservoirModel.from_config(config))
+
+
+def baseline_policies(config: EnvConfig, num_actions: int, seed: int) -> dict[str, TensorDictModuleBase]:
+    """The policies a trained agent is compared with: random everywhere; SOP and SDP on the reservoir.
+
+    :param config: the environment section.
+    :param num_actions: size of the action space.
+    :param seed: seed of the random policy's own generator.
+    """
+    if config.name != RESERVOIR:
+        return {"random": RandomPolicy(num_actions, seed)}
+    model = ReservoirModel.from_config(config.reservoir)
+    return {
+        "sdp": SDPPolicy(reservoir_optimum(config.reservoir)),
+        "sop": StandardOperatingPolicy(model),
+        "random": RandomPolicy(model.num_actions, seed),
+    }

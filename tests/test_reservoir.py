@@ -1,0 +1,171 @@
+"""DiscreteReservoirEnv and its baselines: physics invariants, seeding, and the SDP optimum."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tensordict import TensorDict
+from torchrl.envs.utils import check_env_specs
+
+from reservoir_dqn.config import load_config
+from reservoir_dqn.envs import make_env
+from reservoir_dqn.envs.baselines import RandomPolicy, SDPPolicy, StandardOperatingPolicy, reservoir_optimum
+from reservoir_dqn.envs.reservoir import DiscreteReservoirEnv, ReservoirModel, discretise_lognormal
+from reservoir_dqn.evaluation import run_episodes
+from tests.conftest import REPO
+
+ENV = load_config(REPO / "params.yaml", ["env.name=reservoir"]).env
+CONFIG = ENV.reservoir
+MODEL = ReservoirModel.from_config(CONFIG)
+
+
+def _random_rollout(num_envs: int, seed: int, steps: int, action_seed: int) -> TensorDict:
+    env = DiscreteReservoirEnv(CONFIG, num_envs)
+    env.set_seed(seed)
+    generator = torch.Generator().manual_seed(action_seed)
+    actions = torch.randint(MODEL.num_actions, (steps, num_envs), generator=generator)
+    tensordict = env.reset()
+    frames = []
+    for t in range(steps):
+        tensordict["action"] = actions[t]
+        out = env.step(tensordict)
+        frames.append(out.clone())
+        tensordict = env.step_mdp(out) if not bool(out["next", "done"].any()) else env.reset()
+    return torch.stack(frames, dim=1)
+
+
+def test_check_env_specs_passes() -> None:
+    check_env_specs(DiscreteReservoirEnv(CONFIG, 5))
+    check_env_specs(make_env(ENV, 3))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), action_seed=st.integers(0, 10_000), num_envs=st.integers(1, 6))
+def test_mass_balance_and_bounds_hold_on_every_step(seed: int, action_seed: int, num_envs: int) -> None:
+    rollout = _random_rollout(num_envs, seed, 150, action_seed)
+    nxt = rollout["next"]
+    start, end = rollout["storage"].double(), nxt["storage"].double()
+    inflow, release, spill = nxt["inflow"].double(), nxt["release"].double(), nxt["spill"].double()
+    target = MODEL.release_levels[rollout["action"]]
+    assert torch.equal(end, start + inflow - release - spill)  # whole units: exact
+    assert bool(((end >= 0) & (end <= CONFIG.capacity)).all())
+    assert bool((release <= target).all()) and bool((release <= start + inflow).all())
+    assert bool((spill >= 0).all()) and bool(((spill == 0) | (end == CONFIG.capacity)).all())
+    components = sum(
+        nxt[key].double() for key in ("reward_energy", "reward_deficit", "reward_spill", "reward_violation")
+    )
+    assert torch.allclose(components, nxt["reward"].squeeze(-1).double(), atol=1e-4)
+    assert bool((nxt["terminated"] == 0).all())
+
+
+def test_episode_is_truncated_after_the_horizon() -> None:
+    rollout = make_env(ENV, 2).rollout(CONFIG.horizon_months, break_when_any_done=False)
+    done = rollout["next", "done"].squeeze(-1)
+    assert not bool(done[:, :-1].any()) and bool(done[:, -1].all())
+    assert bool(rollout["next", "truncated"][:, -1].all()) and not bool(rollout["next", "terminated"].any())
+
+
+def test_batched_and_single_stepping_agree() -> None:
+    batched = _random_rollout(4, seed=11, steps=130, action_seed=3)
+    actions = batched["action"]
+    for index in range(4):
+        env = DiscreteReservoirEnv(CONFIG, 1)
+        env.set_seed(11 + index)
+        tensordict = env.reset()
+        for t in range(130):
+            tensordict["action"] = actions[index, t].reshape(1)
+            out = env.step(tensordict)
+            for key in ("storage", "inflow", "release", "reward"):
+                assert torch.equal(out["next", key][0], batched["next", key][index, t]), (index, t, key)
+            tensordict = env.step_mdp(out) if not bool(out["next", "done"].any()) else env.reset()
+
+
+def test_seeded_runs_repeat_exactly_and_seeds_differ() -> None:
+    a = _random_rollout(3, seed=5, steps=60, action_seed=1)
+    b = _random_rollout(3, seed=5, steps=60, action_seed=1)
+    c = _random_rollout(3, seed=6, steps=60, action_seed=1)
+    assert torch.equal(a["next", "inflow"], b["next", "inflow"]) and torch.equal(
+        a["next", "reward"], b["next", "reward"]
+    )
+    assert not torch.equal(a["next", "inflow"], c["next", "inflow"])
+
+
+def test_inflows_do_not_depend_on_the_actions() -> None:
+    a = _random_rollout(3, seed=5, steps=60, action_seed=1)
+    b = _random_rollout(3, seed=5, steps=60, action_seed=2)
+    assert torch.equal(a["next", "inflow"], b["next", "inflow"])
+
+
+def test_inflow_classes_match_the_lognormal_mean() -> None:
+    for median, cv in zip(CONFIG.inflow_median, CONFIG.inflow_cv, strict=True):
+        classes = discretise_lognormal(median, cv, 25)
+        mean = median * math.exp(math.log(1 + cv * cv) / 2)
+        assert sum(classes) / 25 == pytest.approx(mean, abs=0.6)  # rounding to whole units
+        assert classes == sorted(classes)
+
+
+def test_sdp_value_matches_monte_carlo_of_its_own_policy() -> None:
+    solution = reservoir_optimum(CONFIG)
+    episodes = run_episodes(ENV, SDPPolicy(solution), 400, seed=123)
+    returns = episodes.returns.double()
+    error = float(returns.std()) / math.sqrt(len(returns))
+    assert abs(float(returns.mean()) - solution.expected_return) < 4 * error
+
+
+def test_no_one_step_deviation_improves_the_sdp_value() -> None:
+    """Bellman optimality, recomputed state by state with scalar code (not the solver's)."""
+    solution = reservoir_optimum(CONFIG)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        t = int(torch.randint(CONFIG.horizon_months, (1,), generator=generator))
+        s = int(torch.randint(CONFIG.capacity + 1, (1,), generator=generator))
+        month = (t + CONFIG.start_month) % 12
+        best = float(solution.values[t, s])
+        for action in range(MODEL.num_actions):
+            value = 0.0
+            for inflow in MODEL.inflow_values[month].tolist():
+                outcome = MODEL.transition(
+                    torch.tensor(float(s), dtype=torch.float64),
+                    torch.tensor(inflow, dtype=torch.float64),
+                    torch.tensor(action),
+                    torch.tensor(month),
+                )
+                value += float(outcome.reward) + float(solution.values[t + 1, int(outcome.next_storage)])
+            value /= MODEL.inflow_values.shape[1]
+            assert value <= best + 1e-9
+            if action == int(solution.policy[t, s]):
+                assert value == pytest.approx(best, abs=1e-9)
+
+
+def test_sdp_beats_sop_beats_random_on_the_evaluation_scenarios() -> None:
+    policies = {
+        "sdp": SDPPolicy(reservoir_optimum(CONFIG)),
+        "sop": StandardOperatingPolicy(MODEL),
+        "random": RandomPolicy(MODEL.num_actions, seed=0),
+    }
+    means = {
+        name: float(run_episodes(ENV, policy, 100, 2_000_000_000).returns.mean()) for name, policy in policies.items()
+    }
+    assert means["sdp"] >= means["sop"] >= means["random"]
+
+
+def test_sop_releases_the_demand() -> None:
+    sop = StandardOperatingPolicy(MODEL)
+    months = torch.arange(12)
+    out = sop(TensorDict(month=months, batch_size=[12]))
+    assert torch.equal(MODEL.release_levels[out["action"]], MODEL.demand)
+
+
+def test_sdp_solves_the_default_problem_quickly() -> None:
+    import time
+
+    from reservoir_dqn.envs.sdp import solve
+
+    started = time.perf_counter()
+    solution = solve(MODEL)
+    assert time.perf_counter() - started < 5.0
+    assert solution.policy.shape == (CONFIG.horizon_months, CONFIG.capacity + 1)
