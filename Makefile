@@ -16,9 +16,9 @@ $(STAMP): requirements.lock pyproject.toml tools/build_torchrl_extension.py
 	$(BIN)/python tools/build_torchrl_extension.py
 	touch $(STAMP)
 
+# dvc.yaml calls `python -m reservoir_dqn...`: put the virtual environment first on PATH.
 run: $(STAMP)
-	$(BIN)/reservoir-dqn train
-	$(BIN)/reservoir-dqn evaluate
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

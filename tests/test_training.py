@@ -95,10 +95,10 @@ def test_another_seed_gives_other_weights(project: Path) -> None:
     assert not all(torch.equal(a[key], b[key]) for key in a)
 
 
-@pytest.mark.parametrize("prioritized", [False, True])
-def test_resume_is_exact(project: Path, prioritized: bool) -> None:
+@pytest.mark.parametrize(("prioritized", "n_steps"), [(False, 1), (True, 1), (False, 3)])
+def test_resume_is_exact(project: Path, prioritized: bool, n_steps: int) -> None:
     """N frames straight == N/2 frames, stop, resume to N: bit-identical weights and log."""
-    extra = ["--set", f"dqn.prioritized={str(prioritized).lower()}"]
+    extra = ["--set", f"dqn.prioritized={str(prioritized).lower()}", "--set", f"dqn.n_steps={n_steps}"]
     assert (
         train.main(
             [

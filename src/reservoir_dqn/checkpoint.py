@@ -24,6 +24,8 @@ from typing import Any
 
 from torchrl.checkpoint import Checkpoint, CheckpointAdapter, CheckpointRotation
 
+from reservoir_dqn.errors import first_line
+
 CHECKPOINT_PREFIX = "checkpoint"
 CHECKPOINT_PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)\.torchrl$")
 SAFE_MEMBER_SUFFIXES = (".json", ".memmap")
@@ -171,8 +173,7 @@ class Checkpointer:
         try:
             checkpoint.load(path)
         except Exception as error:  # noqa: BLE001 - any failure to load means "not usable"
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise CorruptCheckpoint(message) from None
+            raise CorruptCheckpoint(first_line(error)) from None
 
     def set_aside(self, path: Path, reason: str) -> None:
         """Report a checkpoint that cannot be used, and rename it so it is never tried again."""

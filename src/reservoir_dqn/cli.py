@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
+from reservoir_dqn import compare
 from reservoir_dqn.stages import evaluate, plot, train
 
 COMMANDS: dict[str, Callable[[Sequence[str] | None], int]] = {
     "train": train.main,
     "evaluate": evaluate.main,
     "plot": plot.main,
+    "compare": compare.main,
 }
 
 

@@ -117,6 +117,7 @@ class DQNConfig(Section):
 
     hidden_sizes: IntTuple = Field(min_length=1, description="Hidden layer widths of the Q-network MLP.")
     gamma: float = Field(gt=0.0, le=1.0, description="Discount factor.")
+    n_steps: Annotated[int, Field(ge=1, le=50)] = Field(description="Steps per TD target (1: one-step DQN).")
     lr: PositiveFloat = Field(description="Adam learning rate.")
     loss: Literal["huber", "l2"] = Field(description="TD-error loss: 'huber' (smooth L1) or 'l2'.")
     double_dqn: bool = Field(description="Select next actions with the online network (double DQN).")
@@ -187,6 +188,15 @@ class TrackingConfig(Section):
     connect_timeout_s: float = Field(gt=0.0, le=15.0, description="Seconds to wait for the tracking server.")
 
 
+class CompareConfig(Section):
+    """``reservoir-dqn compare``: the CI metric diff and the regressions that fail it."""
+
+    baseline: str = Field(min_length=1, description="Git revision (or DVC experiment) compared against by default.")
+    gates: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        description="Metric -> largest allowed relative drop (higher is better), e.g. dqn.return_mean: 0.05."
+    )
+
+
 RelativePath = Annotated[str, Field(min_length=1)]
 
 
@@ -220,6 +230,7 @@ class Config(Section):
     train: TrainConfig
     evaluate: EvaluateConfig
     tracking: TrackingConfig
+    compare: CompareConfig
     paths: PathsConfig
 
     @model_validator(mode="after")

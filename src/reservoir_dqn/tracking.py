@@ -40,6 +40,7 @@ from urllib.parse import urlparse
 import torch
 
 from reservoir_dqn.config import Config
+from reservoir_dqn.errors import first_line
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -151,6 +152,31 @@ def _store_lock(root: Path, uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _fluent_store(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (which ``mlflow.pytorch.log_model`` uses) at ``uri`` for a moment.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI`` to the environment; left
+    behind, it would redirect every later store lookup of this process, so both the module
+    state and the environment are put back afterwards.
+    """
+    import mlflow
+
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None resets it
+        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _retrying(call: Callable[[], Any], attempts: int = 8, delay: float = 0.25) -> Any:
@@ -290,7 +316,7 @@ class MlflowSink:
             self.run.spool(values)
             if not self._failed:
                 self._failed = True
-                first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                first = first_line(error)
                 self.say(
                     f"MLflow: logging failed ({first}); training continues, metrics are kept in "
                     f"{self.run.spool_path} and re-sent when the store answers"
@@ -465,7 +491,7 @@ class Tracking:
             try:
                 self.experiment_id = self._experiment_id()
             except Exception as error:  # noqa: BLE001 - any failure here means "cannot track"
-                first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                first = first_line(error)
                 raise TrackingUnavailable(f"MLflow store {self.uri} cannot be used ({first})") from None
         return self
 
@@ -498,7 +524,7 @@ class Tracking:
             )
             self.run = MlflowRun(self._client, run.info.run_id, self.root)
             self.run.log_params(self.config.flat())
-        self.run.send_spool()
+        self._catch_up()
         return self.run.run_id
 
     def attach(self, run_id: str | None) -> bool:
@@ -510,7 +536,7 @@ class Tracking:
             return False
         self.run = MlflowRun(self._client, run_id, self.root)
         _retrying(lambda: self._client.update_run(run_id, status="RUNNING"))  # type: ignore[union-attr]
-        self.run.send_spool()
+        self._catch_up()
         return True
 
     def _exists(self, run_id: str) -> bool:
@@ -547,6 +573,75 @@ class Tracking:
         name = self.run.run_id if self.run is not None else os.environ.get("DVC_EXP_NAME", "workspace")
         return self.root / "runs" / self.config.env.name / name
 
+    @property
+    def pending_path(self) -> Path:
+        """Uploads a lost store did not take (artifacts, the model), replayed by the next stage."""
+        assert self.run is not None
+        return self.root / SPOOL_FOLDER / f"{self.run.run_id}.pending.jsonl"
+
+    def publish(self, artifacts: Sequence[tuple[Path, str | None]] = (), model: Path | None = None) -> None:
+        """Upload artifacts, log and register the model file, then close the run.
+
+        A store that fails here does not fail the stage (its outputs are already on disk):
+        the operations not done are kept in :attr:`pending_path`, said once, and replayed
+        when a later stage reaches the store.
+        """
+        if self.run is None:
+            return
+        operations: list[dict[str, Any]] = [{"artifact": str(path), "to": to} for path, to in artifacts]
+        if model is not None:
+            operations.append({"model": str(model)})
+        if self._run_operations(operations):
+            self.finish()
+
+    def _run_operations(self, operations: Sequence[Mapping[str, Any]]) -> bool:
+        assert self.run is not None
+        for index, operation in enumerate(operations):
+            try:
+                if "artifact" in operation:
+                    self.run.log_artifact(Path(operation["artifact"]), operation["to"])
+                else:
+                    self._log_model_file(Path(operation["model"]))
+            except Exception as error:  # noqa: BLE001 - keep what is left for later, never lose it
+                self.pending_path.parent.mkdir(parents=True, exist_ok=True)
+                with self.pending_path.open("a", encoding="utf-8") as file:
+                    file.writelines(json.dumps(dict(rest)) + "\n" for rest in operations[index:])
+                first = first_line(error)
+                self.say(
+                    f"MLflow: publishing to run {self.run.run_id} failed ({first}); {len(operations) - index} "
+                    f"upload(s) kept in {self.pending_path} for the next stage that reaches the store"
+                )
+                return False
+        return True
+
+    def _catch_up(self) -> None:
+        """Re-send what an earlier process of this run could not: spooled metrics, pending uploads."""
+        assert self.run is not None
+        sent = self.run.send_spool()
+        if self.pending_path.exists():
+            operations = [json.loads(line) for line in self.pending_path.read_text().splitlines() if line.strip()]
+            self.pending_path.unlink()
+            present = [op for op in operations if Path(op.get("artifact") or op["model"]).exists()]
+            if len(present) < len(operations):
+                self.say(
+                    f"MLflow: {len(operations) - len(present)} pending upload(s) of run {self.run.run_id} "
+                    "no longer exist on disk and are skipped"
+                )
+            self._run_operations(present)
+            sent += len(present)
+        if sent:
+            self.run.mark_synced()
+            self.say(f"MLflow: re-sent {sent} pending item(s) to run {self.run.run_id}")
+
+    def _log_model_file(self, model_path: Path) -> None:
+        """Log the model file's greedy policy with ``mlflow.pytorch.log_model``; register it as a new version."""
+        from reservoir_dqn.agent import GreedyPolicy, load_model
+
+        q_network, spec = load_model(model_path)
+        version = self.log_model(GreedyPolicy(q_network), spec)
+        if version is not None:
+            self.run.set_tags({"model_version": version})  # type: ignore[union-attr]
+
     def log_model(self, policy: torch.nn.Module, spec: NetworkSpec) -> str | None:
         """Log the greedy policy with ``mlflow.pytorch.log_model`` and register it; return the version."""
         if self.run is None or self.uri is None:
@@ -560,9 +655,7 @@ class Tracking:
             signature = infer_signature(example, policy(torch.from_numpy(example)).numpy())
         requirements = [f"torch=={torch.__version__.split('+')[0]}", "torchrl", "reservoir-dqn"]
         name = registered_model_name(spec.env_name) if self.settings.register_model else None
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
-        with mlflow.start_run(run_id=self.run.run_id):
+        with _fluent_store(self.uri), mlflow.start_run(run_id=self.run.run_id):
             info = _retrying(
                 lambda: mlflow.pytorch.log_model(
                     policy,
@@ -580,6 +673,15 @@ class Tracking:
         """Tag ``version`` with its evaluation score; move alias ``champion`` to it if it beats the holder."""
         if self._client is None or not self.settings.register_model:
             return False
+        try:
+            return self._promote(env_name, version, score, metric)
+        except Exception as error:  # noqa: BLE001 - the evaluation itself is done and written
+            first = first_line(error)
+            self.say(f"MLflow: could not update the 'champion' alias ({first})")
+            return False
+
+    def _promote(self, env_name: str, version: str, score: float, metric: str) -> bool:
+        assert self._client is not None
         client, name = self._client, registered_model_name(env_name)
         _retrying(lambda: client.set_model_version_tag(name, version, metric, str(score)))
         try:

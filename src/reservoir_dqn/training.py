@@ -20,7 +20,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from reservoir_dqn.config import TRAIN_SEED_LIMIT, VALIDATION_SEED_BASE, Config
 from reservoir_dqn.envs import RESERVOIR, SUCCESS_COUNTS, episode_success, make_env
 from reservoir_dqn.envs.reservoir import INFO_KEYS
 from reservoir_dqn.evaluation import run_episodes, success
-from reservoir_dqn.replay import make_replay_buffer, transitions
+from reservoir_dqn.replay import TransitionWriter, make_replay_buffer
 from reservoir_dqn.tracking import CsvLog, MetricSink, Tracker, Tracking
 
 BUFFER_CHECKPOINT_AUTO_LIMIT = 200_000  # 'auto' saves the replay buffer up to this many transitions
@@ -215,16 +215,20 @@ def train(
         sinks += tracking.sinks()
     tracker = Tracker(sinks)
 
-    batches = _segments(session.collector, config, progress)
+    writer = TransitionWriter(buffer, config.dqn.n_steps, config.dqn.gamma)
+    batches = iter(session.collector)
     bar = tqdm(total=train_cfg.total_frames, initial=progress.frames, unit="frame", mininterval=2.0, smoothing=0.05)
     clock = time.perf_counter()
     try:
         while progress.frames < train_cfg.total_frames:
+            # 0. A segment starts: re-seed and reset the environments (what makes resume exact).
+            if progress.frames % train_cfg.checkpoint_interval_frames == 0:
+                _start_segment(session.collector, writer, config, progress)
             # 1. Collect a batch with the exploring policy and store its transitions.
             batch = next(batches)
             frames = batch.numel()
             progress.frames += frames
-            buffer.extend(transitions(batch))
+            writer.write(batch)
             # 2. Anneal epsilon by frames collected (not by updates).
             agent.exploration.step(frames)
             # 3. Learn once the buffer is warm; the target network follows each update.
@@ -269,7 +273,7 @@ def _build_session(config: Config, device: torch.device) -> _Session:
     seed_everything(config.seed)
     env = make_env(config.env, config.env.num_envs)
     spec = network_spec(env, config.env.name, config.dqn.hidden_sizes)
-    agent = make_agent(config.dqn, spec, device)
+    agent = make_agent(config.dqn, spec, device, compile_loss=config.train.compile)
     buffer = make_replay_buffer(config.dqn, device)
     progress = Progress()
     best_network = copy.deepcopy(agent.q_network)
@@ -331,15 +335,12 @@ def _restore_or_start(
     return _build_session(config, device)
 
 
-def _segments(collector: Collector, config: Config, progress: Progress) -> Iterator[TensorDictBase]:
-    """Collected batches; the environments are re-seeded and reset at every segment start."""
-    interval = config.train.checkpoint_interval_frames
-    iterator = iter(collector)
-    while True:
-        if progress.frames % interval == 0:
-            collector.set_seed(segment_seed(config.seed, progress.frames // interval, config.env.num_envs))
-            collector.reset()
-        yield next(iterator)
+def _start_segment(collector: Collector, writer: TransitionWriter, config: Config, progress: Progress) -> None:
+    """Re-seed and reset the environments from ``(seed, segment)``; drop frames held for n-step returns."""
+    segment = progress.frames // config.train.checkpoint_interval_frames
+    collector.set_seed(segment_seed(config.seed, segment, config.env.num_envs))
+    collector.reset()
+    writer.start_segment()
 
 
 def _learn(

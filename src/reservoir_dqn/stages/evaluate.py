@@ -147,16 +147,19 @@ def run(argv: Sequence[str] | None = None) -> None:
     tracker = Tracker(tracking.sinks())
     tracker.log_metrics(tracked_metrics(metrics), step=frames)
     tracker.close()
+    artifacts: list[tuple[Path, str | None]] = [
+        (Path(paths.eval_metrics), None),
+        (Path(paths.eval_episodes), None),
+        (Path(paths.trajectories), None),
+    ]
+    if config.tracking.tensorboard:
+        artifacts.append((tracking.tensorboard_dir, "tensorboard"))
     if tracking.run is not None:
-        for path in (paths.eval_metrics, paths.eval_episodes, paths.trajectories):
-            tracking.run.log_artifact(Path(path))
-        if config.tracking.tensorboard:
-            tracking.run.log_artifact(tracking.tensorboard_dir, "tensorboard")
         version = tracking.run.tag("model_version")
         if version is not None:
             metric, score = champion_score(metrics)
             tracking.promote_if_better(config.env.name, version, score, metric)
-        tracking.finish()
+    tracking.publish(artifacts)
     print(report(metrics))
 
 

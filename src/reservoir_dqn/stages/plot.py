@@ -237,9 +237,7 @@ def run(argv: Sequence[str] | None = None) -> None:
         config.env.reservoir,
     )
     written = save_figures(figures, Path(paths.plots))
-    if tracking.run is not None:
-        tracking.run.log_artifact(Path(paths.plots), "figures")
-        tracking.finish()
+    tracking.publish([(Path(paths.plots), "figures")])
     print(f"{len(written)} figures written to {paths.plots}/: " + ", ".join(path.name for path in written))
 
 

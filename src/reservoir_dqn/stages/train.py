@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from reservoir_dqn.agent import GreedyPolicy, save_model
+from reservoir_dqn.agent import save_model
 from reservoir_dqn.checkpoint import newest_checkpoint
 from reservoir_dqn.config import config_from_args
 from reservoir_dqn.files import write_json
@@ -46,18 +46,17 @@ def run(argv: Sequence[str] | None = None) -> None:
         raise
     save_model(result.q_network, result.spec, Path(paths.model))
     write_json(Path(paths.train_metrics), {"env": config.env.name, **result.summary})
-    if tracking.run is not None:
-        for path in (args.params, Path(paths.train_metrics), Path(paths.train_log)):
-            tracking.run.log_artifact(path)
-        if config.tracking.tensorboard:
-            tracking.run.log_artifact(tracking.tensorboard_dir, "tensorboard")
-        final = newest_checkpoint(Path(paths.checkpoints))
-        if final is not None:
-            tracking.run.log_artifact(final, "checkpoint")
-        version = tracking.log_model(GreedyPolicy(result.q_network), result.spec)
-        if version is not None:
-            tracking.run.set_tags({"model_version": version})
-        tracking.finish()
+    artifacts: list[tuple[Path, str | None]] = [
+        (args.params, None),
+        (Path(paths.train_metrics), None),
+        (Path(paths.train_log), None),
+    ]
+    if config.tracking.tensorboard:
+        artifacts.append((tracking.tensorboard_dir, "tensorboard"))
+    final = newest_checkpoint(Path(paths.checkpoints))
+    if final is not None:
+        artifacts.append((final, "checkpoint"))
+    tracking.publish(artifacts, model=Path(paths.model))
     print(f"model written to {paths.model}; training metrics in {paths.train_metrics}")
 
 

@@ -1,0 +1,63 @@
+"""A real DVC project for the tests: a copy of this repository, made a git repository, tiny budget."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import copy_repo, write_params
+
+VENV_BIN = str(Path(sys.executable).parent)
+OUTPUTS = ("models", "logs", "metrics", "plots", "checkpoints", "mlflow.db", "mlartifacts", "runs")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment a user's shell would give DVC: this venv first on PATH, no leaked DVC/MLflow state."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # `python` in dvc.yaml is this venv's
+    env["DVC_NO_ANALYTICS"] = "1"
+    return {**env, **extra}
+
+
+def run(
+    repo: Path, *command: str, check: bool = True, timeout: int = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(command, cwd=repo, env=env or clean_env(), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def dvc(repo: Path, *args: str, **kwargs) -> subprocess.CompletedProcess[str]:
+    return run(repo, sys.executable, "-m", "dvc", *args, **kwargs)
+
+
+def commit(repo: Path, message: str) -> None:
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+
+
+def make_repo(destination: Path, **params: object) -> Path:
+    """This project at ``destination`` with the tiny budget (plus ``params``), committed on branch main."""
+    root = copy_repo(destination)
+    write_params(root / "params.yaml", **params)
+    for name in OUTPUTS:
+        path = root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    run(root, "git", "init", "-q", "-b", "main")
+    commit(root, "tiny baseline")
+    return root
+
+
+def clone_repo(source: Path, destination: Path) -> Path:
+    """A full copy of a test repository (git history, DVC cache and outputs included)."""
+    shutil.copytree(source, destination, symlinks=True)
+    return destination

@@ -1,0 +1,249 @@
+"""Fault injection: crashes, bad parameters, tracking outages and parallel sweeps lose nothing.
+
+(Corrupt and untrusted checkpoints and model files: tests/test_checkpoint.py. A diverging
+loss: tests/test_training.py. Bad parameters one by one: tests/test_config.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+
+from reservoir_dqn.agent import load_model
+from reservoir_dqn.stages import evaluate, train
+from tests.conftest import tiny_params, tree_digest, write_params
+from tests.dvc_repo import clean_env, dvc, make_repo, run
+from tests.servers import MlflowServer, PostgresServer, postgres_binaries
+from tests.test_config import BAD_FILES
+
+pytestmark = pytest.mark.slow
+
+# Imported by every Python process started with this folder on PYTHONPATH (DVC's stage
+# commands included): when asked, it slows down writing checkpoint archives so that a
+# test can kill the process in the middle of one.
+SLOW_CHECKPOINT_WRITES = """
+import os
+if os.environ.get("RDQN_TEST_SLOW_CHECKPOINT_WRITES"):
+    import time, zipfile
+    _write = zipfile.ZipFile.write
+    def _slow_write(self, *args, **kwargs):
+        time.sleep(0.05)
+        return _write(self, *args, **kwargs)
+    zipfile.ZipFile.write = _slow_write
+"""
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_model(path)[0].state_dict()
+
+
+def _wait_for(condition, timeout: float = 300.0, interval: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def test_sigkill_at_random_points_then_repro_finishes_with_identical_weights(tmp_path: Path) -> None:
+    """Three SIGKILLs, one in the middle of a checkpoint write; the resumed run equals a straight one."""
+    params = {"train.total_frames": 4000, "train.checkpoint_interval_frames": 400, "train.keep_checkpoints": 2}
+    repo = make_repo(tmp_path / "repo", **params)
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    (faults / "sitecustomize.py").write_text(SLOW_CHECKPOINT_WRITES)
+    # The reference: the same training, uninterrupted, beside the pipeline's outputs.
+    run(
+        repo,
+        sys.executable,
+        "-m",
+        "reservoir_dqn.cli",
+        "train",
+        "--set",
+        "paths.model=straight.pt",
+        "--set",
+        "paths.checkpoints=straight",
+        "--set",
+        "paths.train_log=straight.csv",
+        "--set",
+        "paths.train_metrics=straight.json",
+    )
+    checkpoints = repo / "checkpoints"
+    rng = random.Random(20261121)
+
+    def archives() -> set[str]:
+        return {p.name for p in checkpoints.glob("checkpoint-*.torchrl")} if checkpoints.exists() else set()
+
+    def in_flight() -> set[str]:  # TorchRL stages a checkpoint under hidden names, then renames it
+        return {p.name for p in checkpoints.glob(".checkpoint-*")} if checkpoints.exists() else set()
+
+    kills = [  # (what, the condition to wait for, given what was there before, pause, slow writes)
+        ("a random time after a checkpoint", lambda old: lambda: bool(archives() - old[0]), rng.uniform(0, 1), False),
+        ("the middle of a checkpoint write", lambda old: lambda: bool(in_flight() - old[1]), 0.0, True),
+        ("a random time after a checkpoint", lambda old: lambda: bool(archives() - old[0]), rng.uniform(0, 1), False),
+    ]
+    for label, condition, pause, slow in kills:
+        env = clean_env(PYTHONPATH=str(faults), **({"RDQN_TEST_SLOW_CHECKPOINT_WRITES": "1"} if slow else {}))
+        ready = condition((archives(), in_flight()))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dvc", "repro"],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        assert _wait_for(ready), f"never reached {label}"
+        time.sleep(pause)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        assert process.returncode == -signal.SIGKILL, f"the run ended before it was killed at {label}"
+    assert not (repo / "models/model.pt").exists()
+    result = dvc(repo, "repro")
+    assert "resuming from" in result.stdout
+    straight, recovered = _weights(repo / "straight.pt"), _weights(repo / "models/model.pt")
+    assert all(torch.equal(straight[key], recovered[key]) for key in straight)
+    assert json.loads((repo / "metrics/train.json").read_text())["frames"] == 4000
+
+
+@pytest.mark.parametrize(("case", "breaker", "overrides", "fragments"), BAD_FILES, ids=[c[0] for c in BAD_FILES])
+def test_bad_params_exit_non_zero_and_leave_outputs_untouched(
+    project: Path, capsys, case, breaker, overrides, fragments
+) -> None:
+    for name, content in {
+        "models/model.pt": b"the previous model",
+        "metrics/train.json": b'{"frames": 1}',
+        "metrics/eval.json": b"{}",
+        "checkpoints/checkpoint-000000000200.torchrl": b"ck",
+    }.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_bytes(content)
+    (project / "params.yaml").write_text(yaml.safe_dump(breaker(tiny_params())))
+    before = tree_digest(project)
+    arguments = [argument for override in overrides for argument in ("-S", override)]
+    for stage in (train, evaluate):
+        assert stage.main(arguments) == 2, case
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), err
+        assert all(fragment in err[0] for fragment in fragments), err[0]
+    assert tree_digest(project) == before
+
+
+def test_dvc_exp_with_a_bad_override_fails_and_keeps_the_results(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    dvc(repo, "repro")
+    before = tree_digest(repo, exclude=(".git", ".dvc/tmp", "params.yaml", "dvc.lock"))
+    result = dvc(repo, "exp", "run", "-S", "dqn.gamma=7", check=False)
+    assert result.returncode != 0
+    assert "dqn.gamma = 7" in result.stdout + result.stderr
+    assert tree_digest(repo, exclude=(".git", ".dvc/tmp", "params.yaml", "dvc.lock")) == before
+
+
+def test_tracking_server_lost_mid_run_then_resynced(project: Path, tmp_path: Path, capsys) -> None:
+    server = MlflowServer(tmp_path / "server").start()
+    try:
+        write_params(
+            project / "params.yaml",
+            **{
+                "tracking.enabled": True,
+                "tracking.uri": server.uri,
+                "train.total_frames": 4000,
+                "train.checkpoint_interval_frames": 400,
+            },
+        )
+        checkpoints = project / "checkpoints"
+        killer = threading.Thread(
+            target=lambda: (
+                _wait_for(lambda: checkpoints.exists() and any(checkpoints.glob("checkpoint-*.torchrl")))
+                and server.stop()
+            )
+        )
+        killer.start()
+        assert train.main([]) == 0  # training carries on without the server
+        killer.join()
+        out = capsys.readouterr().out
+        assert out.count("MLflow: logging failed") == 1, out
+        run_id = json.loads((project / "metrics/train.json").read_text())["mlflow_run_id"]
+        spool = project / ".mlflow-spool"
+        assert any(spool.glob(f"{run_id}*")), "nothing was kept locally"
+        # The server returns; the next stage re-sends everything that was kept.
+        server.start()
+        assert evaluate.main([]) == 0
+        assert "re-sent" in capsys.readouterr().out
+        assert not any(spool.glob(f"{run_id}*"))
+        client = MlflowClient(server.uri)
+        history = client.get_metric_history(run_id, "train/epsilon")
+        assert sorted(point.step for point in history) == list(range(40, 4001, 40))
+        run_info = client.get_run(run_id)
+        assert run_info.data.tags.get("sync_status") == "complete"
+        assert "model_version" in run_info.data.tags  # the model registration was replayed too
+    finally:
+        server.stop()
+
+
+def _sweep_of_four(repo: Path, tracking_uri: str | None) -> None:
+    write_params(
+        repo / "params.yaml", **{"tracking.enabled": True, "tracking.uri": tracking_uri, "tracking.tensorboard": False}
+    )
+    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "track")
+    dvc(repo, "exp", "run", "--queue", "-S", "seed=0,1,2,3")
+    dvc(repo, "queue", "start", "-j", "4")
+    assert _wait_for(
+        lambda: "Queued" not in (s := dvc(repo, "queue", "status").stdout) and "Running" not in s,
+        timeout=600,
+        interval=3.0,
+    )
+    status = dvc(repo, "queue", "status").stdout
+    logs = "".join(
+        dvc(repo, "queue", "logs", line.split()[0], check=False).stdout
+        for line in status.splitlines()[1:]
+        if line.strip()
+    )
+    dvc(repo, "queue", "stop", check=False)
+    assert status.count("Success") == 4, status
+    assert "database is locked" not in logs
+
+
+def _check_four_runs(client: MlflowClient) -> None:
+    runs = client.search_runs([experiment.experiment_id for experiment in client.search_experiments()], max_results=50)
+    seeds = sorted(int(run.data.tags["seed"]) for run in runs)
+    assert seeds == [0, 1, 2, 3]
+    for run_info in runs:
+        assert run_info.info.status == "FINISHED"
+        assert len(client.get_metric_history(run_info.info.run_id, "train/epsilon")) == 20
+        assert "eval/test_dqn_return_mean" in run_info.data.metrics
+
+
+def test_four_parallel_experiments_share_the_embedded_store(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    _sweep_of_four(repo, None)
+    _check_four_runs(MlflowClient(f"sqlite:///{repo / 'mlflow.db'}"))  # at the real root, not the temp copies
+
+
+def test_four_parallel_experiments_against_a_server_on_postgresql(tmp_path: Path) -> None:
+    binaries, reason = postgres_binaries()
+    if binaries is None:
+        pytest.skip(reason)
+    database = PostgresServer(binaries).start()
+    server = MlflowServer(tmp_path / "server", backend=database.uri)
+    try:
+        server.start()
+        repo = make_repo(tmp_path / "repo")
+        _sweep_of_four(repo, server.uri)
+        _check_four_runs(MlflowClient(server.uri))
+    finally:
+        server.stop()
+        database.stop()

@@ -1,0 +1,235 @@
+"""Experiment tracking against real stores: the embedded SQLite store and a real `mlflow server`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow import MlflowClient
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from reservoir_dqn.stages import evaluate, plot, train
+from reservoir_dqn.tracking import experiment_name, registered_model_name
+from tests.conftest import write_params
+
+TRACKED = {"tracking.enabled": True, "tracking.tensorboard": True}
+NAMESPACES = ("train/", "episode/", "agent/", "eval/")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_healthy(uri: str, process: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("mlflow server exited")
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError("mlflow server did not become healthy")
+
+
+def start_mlflow_server(folder: Path, port: int, backend: str | None = None) -> subprocess.Popen[bytes]:
+    """A real tracking server on 127.0.0.1 (SQLite backend unless one is given), artifacts proxied."""
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        backend or f"sqlite:///{folder}/server.db",
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+    ]
+    process = subprocess.Popen(command, stdout=(folder / "server.log").open("ab"), stderr=subprocess.STDOUT)
+    _wait_healthy(f"http://127.0.0.1:{port}", process)
+    return process
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    process = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), port)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _run_id(project: Path) -> str:
+    run_id = json.loads((project / "metrics/train.json").read_text())["mlflow_run_id"]
+    assert run_id
+    return str(run_id)
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_a_pipeline_execution_is_one_complete_mlflow_run(project: Path, monkeypatch) -> None:
+    write_params(project / "params.yaml", **TRACKED)
+    assert train.main([]) == 0
+    assert evaluate.main([]) == 0
+    assert plot.main([]) == 0
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.get_run(_run_id(project))
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == experiment_name("CartPole-v1")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["dqn.gamma"] == str(json.loads(json.dumps(run.data.params["dqn.gamma"])))
+    assert {"seed", "env.name", "dqn.lr", "train.total_frames", "evaluate.episodes"} <= set(run.data.params)
+    assert {"git_commit", "env", "seed", "dvc_exp_name", "dvc_baseline_rev"} <= set(run.data.tags)
+    for namespace in NAMESPACES:
+        names = [name for name in run.data.metrics if name.startswith(namespace)]
+        assert names, namespace
+        history = client.get_metric_history(run.info.run_id, names[0])
+        assert len({point.step for point in history}) >= 2 or namespace == "eval/", namespace
+    assert len(client.get_metric_history(run.info.run_id, "train/epsilon")) == 20  # one per batch
+    assert "eval/test_dqn_return_mean" in run.data.metrics
+    artifacts = _artifacts(client, run.info.run_id)
+    assert {"params.yaml", "train.json", "eval.json", "figures/training_curves.png"} <= artifacts
+    assert any(name.startswith("tensorboard/events.out.tfevents") for name in artifacts)
+    assert any(name.startswith("checkpoint/checkpoint-") for name in artifacts)
+    assert (project / "mlartifacts").is_dir() and not (project / "mlruns").exists()
+    # The registered model loads back and acts greedily.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the fluent API reads it; monkeypatch undoes it
+    policy = mlflow.pytorch.load_model(f"models:/{registered_model_name('CartPole-v1')}@champion")
+    actions = policy(torch.randn(5, 4))
+    assert actions.shape == (5,) and actions.dtype == torch.int64 and bool(((actions >= 0) & (actions < 2)).all())
+
+
+def test_tensorboard_holds_the_same_scalar_names_as_mlflow(project: Path) -> None:
+    write_params(project / "params.yaml", **TRACKED)
+    assert train.main([]) == 0
+    run_id = _run_id(project)
+    mlflow_names = set(MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(run_id).data.metrics)
+    events = EventAccumulator(str(project / "runs" / "CartPole-v1" / run_id)).Reload()
+    tensorboard_names = set(events.Tags()["scalars"])
+    assert tensorboard_names == mlflow_names
+    assert "agent/actions" in events.Tags()["histograms"]
+    assert len(events.Scalars("train/loss")) >= 2
+
+
+def test_reservoir_runs_log_the_reservoir_namespace(project: Path) -> None:
+    write_params(project / "params.yaml", **TRACKED, **{"env.name": "reservoir", "evaluate.episodes": 4})
+    assert train.main([]) == 0
+    assert evaluate.main([]) == 0
+    run = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(_run_id(project))
+    reservoir = {name for name in run.data.metrics if name.startswith("reservoir/")}
+    assert {
+        "reservoir/storage_mean",
+        "reservoir/storage_min",
+        "reservoir/storage_max",
+        "reservoir/energy_gwh",
+        "reservoir/deficit",
+        "reservoir/spill",
+        "reservoir/violation",
+        "reservoir/reward_energy",
+        "reservoir/reward_deficit",
+        "reservoir/reward_spill",
+        "reservoir/reward_violation",
+    } <= reservoir
+    assert "eval/test_fraction_of_optimum" in run.data.metrics
+
+
+def test_training_against_a_real_tracking_server(project: Path, mlflow_server: str) -> None:
+    write_params(project / "params.yaml", **TRACKED, **{"tracking.uri": mlflow_server})
+    assert train.main([]) == 0
+    assert evaluate.main([]) == 0
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(_run_id(project))
+    assert run.info.status == "FINISHED"
+    assert "train/loss" in run.data.metrics and "eval/test_dqn_return_mean" in run.data.metrics
+    assert "train.json" in _artifacts(client, run.info.run_id)
+    assert not (project / "mlflow.db").exists()  # everything went over HTTP
+
+
+def test_environment_variable_points_at_the_server(project: Path, mlflow_server: str, monkeypatch) -> None:
+    write_params(project / "params.yaml", **TRACKED)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    assert train.main([]) == 0
+    assert MlflowClient(mlflow_server).get_run(_run_id(project)).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:{closed}", "http://10.255.255.1:5000"])
+def test_unreachable_server_fails_fast_before_training(project: Path, capsys, uri: str) -> None:
+    uri = uri.format(closed=_free_port())
+    write_params(project / "params.yaml", **TRACKED, **{"tracking.uri": uri, "tracking.connect_timeout_s": 3.0})
+    started = time.monotonic()
+    assert train.main([]) == 1
+    assert time.monotonic() - started < 15
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be reached" in err[0] and uri in err[0]
+    assert not (project / "checkpoints").exists() and not (project / "models").exists()
+
+
+def test_tracking_disabled_writes_no_store(project: Path) -> None:
+    write_params(project / "params.yaml", **{"tracking.enabled": False, "tracking.tensorboard": False})
+    assert train.main([]) == 0 and evaluate.main([]) == 0
+    assert not (project / "mlflow.db").exists() and not (project / "runs").exists()
+    assert json.loads((project / "metrics/train.json").read_text())["mlflow_run_id"] is None
+
+
+def test_two_processes_logging_to_the_embedded_store_both_complete(project: Path) -> None:
+    write_params(project / "params.yaml", **TRACKED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "reservoir_dqn.cli",
+                "train",
+                "--set",
+                f"seed={seed}",
+                "--set",
+                f"paths.model=model_{seed}.pt",
+                "--set",
+                f"paths.checkpoints=ck_{seed}",
+                "--set",
+                f"paths.train_log=log_{seed}.csv",
+                "--set",
+                f"paths.train_metrics=train_{seed}.json",
+            ],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for seed in (0, 1)
+    ]
+    outputs = [process.communicate(timeout=300)[0].decode() for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    for seed in (0, 1):
+        run_id = json.loads((project / f"train_{seed}.json").read_text())["mlflow_run_id"]
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.data.tags["seed"] == str(seed)
+        assert len(client.get_metric_history(run_id, "train/epsilon")) == 20
