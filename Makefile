@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check lock clean
+.PHONY: run test bench soak lint typecheck check lock clean
 
 $(STAMP): requirements.lock pyproject.toml tools/build_torchrl_extension.py
 	rm -rf $(VENV)
@@ -22,6 +22,14 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Benchmarks (not tests): bench/results/benchmark.{json,md}, scaling.png; about 45 minutes.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+# A 1,000,000-frame reservoir run sampling resident memory: bench/results/soak.{json,png}.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench tools

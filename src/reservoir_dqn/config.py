@@ -127,6 +127,7 @@ class DQNConfig(Section):
     max_grad_norm: PositiveFloat = Field(description="Gradient-norm clipping threshold.")
     batch_size: PositiveInt = Field(description="Transitions per optimiser update.")
     buffer_size: PositiveInt = Field(description="Replay buffer capacity in transitions.")
+    buffer_on_disk: bool = Field(description="Keep the replay buffer in memory-mapped files (buffers beyond RAM).")
     prioritized: bool = Field(description="Prioritized experience replay instead of uniform sampling.")
     priority_alpha: float = Field(ge=0.0, description="Prioritization exponent (0 = uniform).")
     priority_beta: Probability = Field(description="Importance-sampling correction exponent.")

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
+
 import torch
 from tensordict import TensorDictBase
-from torchrl.data import LazyTensorStorage, PrioritizedSampler, RandomSampler, TensorDictReplayBuffer
+from torchrl.data import (
+    LazyMemmapStorage,
+    LazyTensorStorage,
+    PrioritizedSampler,
+    RandomSampler,
+    TensorDictReplayBuffer,
+)
 from torchrl.data.replay_buffers.samplers import Sampler
+from torchrl.data.replay_buffers.storages import Storage
 from torchrl.envs import MultiStepTransform
 
 from reservoir_dqn.config import DQNConfig
@@ -23,18 +34,29 @@ TRANSITION_KEYS = (
 
 
 def make_replay_buffer(config: DQNConfig, device: torch.device | str = "cpu") -> TensorDictReplayBuffer:
-    """Uniform or prioritized replay of ``config.buffer_size`` transitions, sampled in ``config.batch_size``."""
+    """Uniform or prioritized replay of ``config.buffer_size`` transitions, sampled in ``config.batch_size``.
+
+    The storage is a ``LazyTensorStorage`` in memory, or a ``LazyMemmapStorage`` on disk when
+    ``config.buffer_on_disk`` (for buffers larger than the machine's memory).
+    """
     sampler: Sampler
     if config.prioritized:
         sampler = PrioritizedSampler(config.buffer_size, alpha=config.priority_alpha, beta=config.priority_beta)
     else:
         sampler = RandomSampler()
-    return TensorDictReplayBuffer(
-        storage=LazyTensorStorage(config.buffer_size, device=device),
-        sampler=sampler,
-        batch_size=config.batch_size,
-        priority_key="td_error",
+    storage: Storage
+    scratch = None
+    if config.buffer_on_disk:
+        scratch = tempfile.mkdtemp(prefix="reservoir-dqn-replay-")
+        storage = LazyMemmapStorage(config.buffer_size, scratch_dir=scratch, device=device)
+    else:
+        storage = LazyTensorStorage(config.buffer_size, device=device)
+    buffer = TensorDictReplayBuffer(
+        storage=storage, sampler=sampler, batch_size=config.batch_size, priority_key="td_error"
     )
+    if scratch is not None:  # the files go when the buffer does
+        weakref.finalize(buffer, shutil.rmtree, scratch, ignore_errors=True)
+    return buffer
 
 
 class TransitionWriter:
