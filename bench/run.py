@@ -93,7 +93,7 @@ def throughput(repeats: int) -> dict[str, Any]:
     from reservoir_dqn.config import load_config
     from reservoir_dqn.envs import make_env
     from reservoir_dqn.envs.reservoir import DiscreteReservoirEnv
-    from reservoir_dqn.replay import make_replay_buffer
+    from reservoir_dqn.replay import TRANSITION_KEYS, make_replay_buffer
     from reservoir_dqn.training import network_spec
 
     torch.set_num_threads(1)
@@ -151,18 +151,7 @@ def throughput(repeats: int) -> dict[str, Any]:
         spec = network_spec(env, "reservoir", cfg.dqn.hidden_sizes)
         agent = make_agent(cfg.dqn, spec, compile_loss=compiled)
         buffer = make_replay_buffer(cfg.dqn)
-        buffer.extend(
-            env.rollout(600, break_when_any_done=False)
-            .reshape(-1)
-            .select(
-                "observation",
-                "action",
-                ("next", "observation"),
-                ("next", "reward"),
-                ("next", "done"),
-                ("next", "terminated"),
-            )
-        )
+        buffer.extend(env.rollout(600, break_when_any_done=False).reshape(-1).select(*TRANSITION_KEYS))
         started = time.perf_counter()
         update(agent, buffer.sample())  # compiles, when asked
         warmup = time.perf_counter() - started

@@ -36,9 +36,8 @@ def repo(reproduced: Path, tmp_path: Path) -> Path:
     return clone_repo(reproduced, tmp_path / "repo")
 
 
-def test_repro_produces_everything_and_a_second_repro_does_nothing(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
-    dvc(repo, "repro")
+def test_repro_produces_everything_and_a_second_repro_does_nothing(repo: Path) -> None:
+    """`repo` is a copy of the project after its first `dvc repro`."""
     assert (repo / "models/model.pt").exists()
     for name in (
         "metrics/train.json",

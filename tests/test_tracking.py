@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,62 +19,17 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from reservoir_dqn.stages import evaluate, plot, train
 from reservoir_dqn.tracking import experiment_name, registered_model_name
 from tests.conftest import write_params
+from tests.servers import MlflowServer, free_port
 
 TRACKED = {"tracking.enabled": True, "tracking.tensorboard": True}
 NAMESPACES = ("train/", "episode/", "agent/", "eval/")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_healthy(uri: str, process: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("mlflow server exited")
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError("mlflow server did not become healthy")
-
-
-def start_mlflow_server(folder: Path, port: int, backend: str | None = None) -> subprocess.Popen[bytes]:
-    """A real tracking server on 127.0.0.1 (SQLite backend unless one is given), artifacts proxied."""
-    folder.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        backend or f"sqlite:///{folder}/server.db",
-        "--artifacts-destination",
-        str(folder / "artifacts"),
-    ]
-    process = subprocess.Popen(command, stdout=(folder / "server.log").open("ab"), stderr=subprocess.STDOUT)
-    _wait_healthy(f"http://127.0.0.1:{port}", process)
-    return process
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    process = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), port)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=30)
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    yield server.uri
+    server.stop()
 
 
 def _run_id(project: Path) -> str:
@@ -180,7 +133,7 @@ def test_environment_variable_points_at_the_server(project: Path, mlflow_server:
 
 @pytest.mark.parametrize("uri", ["http://127.0.0.1:{closed}", "http://10.255.255.1:5000"])
 def test_unreachable_server_fails_fast_before_training(project: Path, capsys, uri: str) -> None:
-    uri = uri.format(closed=_free_port())
+    uri = uri.format(closed=free_port())
     write_params(project / "params.yaml", **TRACKED, **{"tracking.uri": uri, "tracking.connect_timeout_s": 3.0})
     started = time.monotonic()
     assert train.main([]) == 1

@@ -280,6 +280,12 @@ class Config(Section):
         payload = {"seed": self.seed, "env": _plain(self.env), "dqn": _plain(self.dqn), "train": train}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
+    @property
+    def source(self) -> Path:
+        """The parameter file this config was loaded from (params.yaml unless --params said otherwise)."""
+        source: Path = getattr(self, "_source", DEFAULT_PARAMS)
+        return source
+
     def flat(self) -> dict[str, Any]:
         """Dotted keys to values, e.g. ``{'dqn.gamma': 0.99, ...}`` (what trackers log as params)."""
         return _flatten(_plain(self))
@@ -426,9 +432,11 @@ def load_config(params_path: Path = DEFAULT_PARAMS, overrides: Sequence[str] = (
     data = apply_overrides(data, overrides, str(params_path))
     source = f"{params_path}" + (" (with overrides)" if overrides else "")
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as error:
         raise ConfigError(validation_message(error, source, data)) from None
+    object.__setattr__(config, "_source", params_path)  # not a parameter: where they were read from
+    return config
 
 
 # --------------------------------------------------------------------------- command line

@@ -12,9 +12,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from reservoir_dqn.agent import ModelFileError
-from reservoir_dqn.config import ConfigError, add_config_arguments
+from reservoir_dqn.config import Config, ConfigError, add_config_arguments, config_from_args
+from reservoir_dqn.tracking import Tracking, TrackingUnavailable, attached_tracking
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -24,19 +26,44 @@ class StageFailed(RuntimeError):
     """A stage could not complete; the message is one line for the user."""
 
 
-def stage_parser(name: str, description: str) -> argparse.ArgumentParser:
-    """An argument parser with the common parameter options (--params, --set, shortcuts)."""
+# The command-line option of each output path: ``--<flag> PATH`` overrides ``paths.<name>``.
+PATH_OPTIONS = {
+    "model": ("--model", "model file"),
+    "checkpoints": ("--checkpoints", "checkpoint folder"),
+    "train_log": ("--train-log", "training log CSV"),
+    "train_metrics": ("--train-metrics", "training metrics JSON (names the MLflow run)"),
+    "eval_metrics": ("--eval-metrics", "evaluation metrics JSON"),
+    "eval_episodes": ("--episodes-csv", "per-episode evaluation CSV"),
+    "trajectories": ("--trajectories", "per-step evaluation trajectories CSV"),
+    "plots": ("--plots", "folder of PNG figures"),
+}
+
+
+def stage_config(name: str, description: str, paths: Sequence[str], argv: Sequence[str] | None) -> Config:
+    """Parse a stage's command line: the parameter options plus its ``paths``; return the validated config.
+
+    A path given on the command line becomes a ``paths.<name>`` override, so it is checked
+    like any parameter (relative, inside the repository).
+    """
     parser = argparse.ArgumentParser(prog=f"reservoir-dqn {name}", description=description)
     add_config_arguments(parser)
-    return parser
+    group = parser.add_argument_group("paths")
+    for path in paths:
+        flag, what = PATH_OPTIONS[path]
+        group.add_argument(flag, dest=path, metavar="PATH", help=f"{what} (default: paths.{path})")
+    args = parser.parse_args(argv)
+    args.overrides += [f"paths.{path}={getattr(args, path)}" for path in paths if getattr(args, path) is not None]
+    return config_from_args(args)
 
 
-def path_overrides(args: argparse.Namespace, names: Sequence[str]) -> None:
-    """Turn ``--<name> PATH`` options into ``paths.<name>=PATH`` overrides, validated like params."""
-    for name in names:
-        value = getattr(args, name, None)
-        if value is not None:
-            args.overrides.append(f"paths.{name}={value}")
+def connect_tracking(config: Config, attach: bool) -> Tracking:
+    """The stage's tracking, checked before any work: a new run for train, the training run otherwise."""
+    try:
+        if attach:
+            return attached_tracking(config, Path(config.paths.train_metrics))
+        return Tracking(config).connect()
+    except TrackingUnavailable as error:
+        raise StageFailed(str(error)) from None
 
 
 def run_stage(stage: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:

@@ -16,16 +16,16 @@ from typing import Any
 import torch
 
 from reservoir_dqn.agent import load_model
-from reservoir_dqn.config import Config, config_from_args
+from reservoir_dqn.config import Config
 from reservoir_dqn.envs import RESERVOIR, episode_success
 from reservoir_dqn.envs.baselines import baseline_policies, reservoir_optimum
 from reservoir_dqn.envs.reservoir import INFO_KEYS
 from reservoir_dqn.evaluation import Episodes, episode_totals, run_episodes, summarize_returns
 from reservoir_dqn.files import read_json, write_csv, write_json
-from reservoir_dqn.stages import StageFailed, path_overrides, run_stage, stage_parser
-from reservoir_dqn.tracking import Tracker, TrackingUnavailable, attached_tracking
+from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config
+from reservoir_dqn.tracking import Tracker
 
-PATH_OPTIONS = ("model", "train_metrics", "eval_metrics", "eval_episodes", "trajectories")
+PATHS = ("model", "train_metrics", "eval_metrics", "eval_episodes", "trajectories")
 TRAJECTORY_POLICIES = ("dqn", "sdp", "sop")  # whose step-by-step trajectories are written
 
 
@@ -125,20 +125,9 @@ def champion_score(metrics: dict[str, Any]) -> tuple[str, float]:
 
 
 def run(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser("evaluate", "Evaluate the trained model and the baselines on seeded evaluation episodes.")
-    parser.add_argument("--model", help="model file to evaluate (default: paths.model)")
-    parser.add_argument("--train-metrics", dest="train_metrics", help="training JSON naming the MLflow run")
-    parser.add_argument("--metrics", dest="eval_metrics", help="metrics JSON (default: paths.eval_metrics)")
-    parser.add_argument("--episodes-csv", dest="eval_episodes", help="per-episode CSV (default: paths.eval_episodes)")
-    parser.add_argument("--trajectories", help="per-step CSV (default: paths.trajectories)")
-    args = parser.parse_args(argv)
-    path_overrides(args, PATH_OPTIONS)
-    config = config_from_args(args)
+    config = stage_config("evaluate", "Evaluate the trained model and the baselines on seeded episodes.", PATHS, argv)
     paths = config.paths
-    try:
-        tracking = attached_tracking(config, Path(paths.train_metrics))
-    except TrackingUnavailable as error:
-        raise StageFailed(str(error)) from None
+    tracking = connect_tracking(config, attach=True)
     metrics, rows, trajectory = evaluate(config, Path(paths.model))
     write_json(Path(paths.eval_metrics), metrics)
     write_csv(Path(paths.eval_episodes), list(rows[0]), rows)

@@ -23,13 +23,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from reservoir_dqn.config import ReservoirConfig, config_from_args
+from reservoir_dqn.config import ReservoirConfig
 from reservoir_dqn.envs import RESERVOIR
 from reservoir_dqn.files import read_json
-from reservoir_dqn.stages import StageFailed, path_overrides, run_stage, stage_parser
-from reservoir_dqn.tracking import TrackingUnavailable, attached_tracking, read_csv_log
+from reservoir_dqn.stages import connect_tracking, run_stage, stage_config
+from reservoir_dqn.tracking import read_csv_log
 
-PATH_OPTIONS = ("train_log", "train_metrics", "eval_metrics", "eval_episodes", "trajectories", "plots")
+PATHS = ("train_log", "train_metrics", "eval_metrics", "eval_episodes", "trajectories", "plots")
 POLICY_COLORS = {"dqn": "tab:blue", "sdp": "tab:green", "sop": "tab:orange", "random": "tab:gray"}
 COMPONENTS = ("reward_energy", "reward_deficit", "reward_spill", "reward_violation")
 
@@ -213,21 +213,9 @@ def save_figures(figures: dict[str, Figure], folder: Path) -> list[Path]:
 
 
 def run(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser("plot", "Draw the training and evaluation figures as PNG files.")
-    parser.add_argument("--train-log", dest="train_log", help="training log CSV (default: paths.train_log)")
-    parser.add_argument("--train-metrics", dest="train_metrics", help="training JSON naming the MLflow run")
-    parser.add_argument("--eval-metrics", dest="eval_metrics", help="evaluation JSON (default: paths.eval_metrics)")
-    parser.add_argument("--episodes-csv", dest="eval_episodes", help="per-episode CSV (default: paths.eval_episodes)")
-    parser.add_argument("--trajectories", help="per-step CSV (default: paths.trajectories)")
-    parser.add_argument("--plots", help="output folder (default: paths.plots)")
-    args = parser.parse_args(argv)
-    path_overrides(args, PATH_OPTIONS)
-    config = config_from_args(args)
+    config = stage_config("plot", "Draw the training and evaluation figures as PNG files.", PATHS, argv)
     paths = config.paths
-    try:
-        tracking = attached_tracking(config, Path(paths.train_metrics))
-    except TrackingUnavailable as error:
-        raise StageFailed(str(error)) from None
+    tracking = connect_tracking(config, attach=True)
     figures = make_figures(
         Path(paths.train_log),
         Path(paths.eval_metrics),

@@ -13,29 +13,17 @@ from pathlib import Path
 
 from reservoir_dqn.agent import save_model
 from reservoir_dqn.checkpoint import newest_checkpoint
-from reservoir_dqn.config import config_from_args
 from reservoir_dqn.files import write_json
-from reservoir_dqn.stages import StageFailed, path_overrides, run_stage, stage_parser
-from reservoir_dqn.tracking import Tracking, TrackingUnavailable
+from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config
 from reservoir_dqn.training import TrainingDiverged, train
 
-PATH_OPTIONS = ("model", "checkpoints", "train_log", "train_metrics")
+PATHS = ("model", "checkpoints", "train_log", "train_metrics")
 
 
 def run(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser("train", "Train a DQN agent; resumes from the newest valid checkpoint.")
-    parser.add_argument("--model", help="model file to write (default: paths.model)")
-    parser.add_argument("--checkpoints", help="checkpoint folder (default: paths.checkpoints)")
-    parser.add_argument("--train-log", dest="train_log", help="training log CSV (default: paths.train_log)")
-    parser.add_argument("--metrics", dest="train_metrics", help="metrics JSON (default: paths.train_metrics)")
-    args = parser.parse_args(argv)
-    path_overrides(args, PATH_OPTIONS)
-    config = config_from_args(args)
+    config = stage_config("train", "Train a DQN agent; resumes from the newest valid checkpoint.", PATHS, argv)
     paths = config.paths
-    try:
-        tracking = Tracking(config).connect()
-    except TrackingUnavailable as error:
-        raise StageFailed(str(error)) from None
+    tracking = connect_tracking(config, attach=False)
     try:
         result = train(config, Path(paths.checkpoints), Path(paths.train_log), tracking)
     except TrainingDiverged as error:
@@ -47,7 +35,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     save_model(result.q_network, result.spec, Path(paths.model))
     write_json(Path(paths.train_metrics), {"env": config.env.name, **result.summary})
     artifacts: list[tuple[Path, str | None]] = [
-        (args.params, None),
+        (config.source, None),
         (Path(paths.train_metrics), None),
         (Path(paths.train_log), None),
     ]
