@@ -7,7 +7,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.objectives import HardUpdate, SoftUpdate
 
-from reservoir_dqn.agent import NetworkSpec, make_agent, make_q_network, update
+from reservoir_dqn.agent import NetworkSpec, anneal_exploration, make_agent, make_q_network, update
 from reservoir_dqn.config import load_config
 from tests.conftest import REPO
 
@@ -44,10 +44,16 @@ def test_q_network_shapes_and_greedy_action() -> None:
 
 def test_epsilon_anneals_linearly_by_frames() -> None:
     agent = make_agent(_dqn(eps_start=1.0, eps_end=0.1, eps_decay_frames=100), SPEC)
-    agent.exploration.step(50)
-    assert float(agent.exploration.eps) == pytest.approx(0.55, abs=1e-5)
-    agent.exploration.step(500)
+    assert float(agent.exploration.eps) == pytest.approx(1.0)
+    anneal_exploration(agent.exploration, 50)
+    assert float(agent.exploration.eps) == pytest.approx(0.55, abs=1e-6)
+    anneal_exploration(agent.exploration, 550)
     assert float(agent.exploration.eps) == pytest.approx(0.1)
+    # The same schedule as TorchRL's own frame-by-frame step, up to float rounding.
+    stepped = make_agent(_dqn(eps_start=1.0, eps_end=0.1, eps_decay_frames=100), SPEC).exploration
+    stepped.step(37)
+    anneal_exploration(agent.exploration, 37)
+    assert float(agent.exploration.eps) == pytest.approx(float(stepped.eps), abs=1e-5)
 
 
 @pytest.mark.parametrize(("loss", "expected"), [("huber", "smooth_l1"), ("l2", "l2")])

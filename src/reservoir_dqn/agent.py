@@ -134,6 +134,17 @@ def make_agent(
     return Agent(q_network, exploration, policy, loss, compute, target_updater, optimizer, config.max_grad_norm)
 
 
+def anneal_exploration(exploration: EGreedyModule, frames: int) -> None:
+    """Set epsilon for ``frames`` collected: linear from ``eps_init`` to ``eps_end`` over the decay frames.
+
+    Closed form rather than ``EGreedyModule.step(frames)``, which loops once per frame in
+    Python; the value lands in the module's own ``eps`` buffer, so checkpoints keep it.
+    """
+    progress = min(frames / exploration.annealing_num_steps, 1.0)
+    value = exploration.eps_init + (exploration.eps_end - exploration.eps_init) * progress
+    exploration.eps.copy_(value)
+
+
 def update(agent: Agent, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on a replay batch; returns the (detached) loss and gradient norm.
 

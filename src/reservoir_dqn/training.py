@@ -36,7 +36,7 @@ from torchrl.envs.utils import ExplorationType
 from torchrl.modules import QValueActor
 from tqdm import tqdm
 
-from reservoir_dqn.agent import Agent, NetworkSpec, make_agent, update
+from reservoir_dqn.agent import Agent, NetworkSpec, anneal_exploration, make_agent, update
 from reservoir_dqn.checkpoint import Checkpointer, CorruptCheckpoint, SafeReplayBufferAdapter, checkpoint_frames
 from reservoir_dqn.config import TRAIN_SEED_LIMIT, VALIDATION_SEED_BASE, Config
 from reservoir_dqn.envs import RESERVOIR, SUCCESS_COUNTS, episode_success, make_env
@@ -230,7 +230,7 @@ def train(
             progress.frames += frames
             writer.write(batch)
             # 2. Anneal epsilon by frames collected (not by updates).
-            agent.exploration.step(frames)
+            anneal_exploration(agent.exploration, progress.frames)
             # 3. Learn once the buffer is warm; the target network follows each update.
             losses, grad_norms = _learn(agent, buffer, config, progress)
             # 4. Log what happened in this batch.
