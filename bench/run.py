@@ -122,7 +122,7 @@ def throughput(repeats: int) -> dict[str, Any]:
     for name in ("reservoir", "CartPole-v1"):
         cfg = load_config(Path("params.yaml"), [f"env.name={name}"])
         env = make_env(cfg.env, cfg.env.num_envs)
-        agent = make_agent(cfg.dqn, network_spec(env, name, cfg.dqn.hidden_sizes))
+        agent = make_agent(cfg.dqn, network_spec(env, cfg.env, cfg.dqn.hidden_sizes))
         collector = Collector(
             env,
             agent.policy,
@@ -148,7 +148,7 @@ def throughput(repeats: int) -> dict[str, Any]:
     for compiled in (False, True):
         cfg = load_config(Path("params.yaml"), ["env.name=reservoir"])
         env = make_env(cfg.env, 4)
-        spec = network_spec(env, "reservoir", cfg.dqn.hidden_sizes)
+        spec = network_spec(env, cfg.env, cfg.dqn.hidden_sizes)
         agent = make_agent(cfg.dqn, spec, compile_loss=compiled)
         buffer = make_replay_buffer(cfg.dqn)
         buffer.extend(env.rollout(600, break_when_any_done=False).reshape(-1).select(*TRANSITION_KEYS))

@@ -42,6 +42,19 @@ def test_q_network_shapes_and_greedy_action() -> None:
     assert [(layer.in_features, layer.out_features) for layer in layers] == [(4, 32), (32, 16), (16, 2)]
 
 
+def test_the_network_scales_raw_observations_first() -> None:
+    scaled = NetworkSpec(obs_dim=4, num_actions=2, hidden_sizes=(8,), env_name="CartPole-v1", obs_scale=(2.0,) * 4)
+    plain = NetworkSpec(obs_dim=4, num_actions=2, hidden_sizes=(8,), env_name="CartPole-v1")
+    torch.manual_seed(0)
+    a = make_q_network(scaled)
+    torch.manual_seed(0)
+    b = make_q_network(plain)
+    observation = torch.randn(3, 4)
+    out_a = a(TensorDict(observation=observation, batch_size=[3]))["action_value"]
+    out_b = b(TensorDict(observation=2 * observation, batch_size=[3]))["action_value"]
+    assert torch.allclose(out_a, out_b)
+
+
 def test_epsilon_anneals_linearly_by_frames() -> None:
     agent = make_agent(_dqn(eps_start=1.0, eps_end=0.1, eps_decay_frames=100), SPEC)
     assert float(agent.exploration.eps) == pytest.approx(1.0)
@@ -67,11 +80,11 @@ def test_double_dqn_is_selectable(double: bool) -> None:
 
 
 def _target(agent) -> torch.Tensor:
-    return agent.loss.target_value_network_params.flatten_keys()["module.0.module.0.weight"].clone()
+    return agent.loss.target_value_network_params.flatten_keys()["module.0.module.1.0.weight"].clone()
 
 
 def _online(agent) -> torch.Tensor:
-    return agent.loss.value_network_params.flatten_keys()["module.0.module.0.weight"].clone()
+    return agent.loss.value_network_params.flatten_keys()["module.0.module.1.0.weight"].clone()
 
 
 def test_hard_update_copies_only_every_interval() -> None:

@@ -133,7 +133,7 @@ def test_repository_params_are_valid_and_exponents_are_floats(tmp_path: Path) ->
     config = load_config(REPO / "params.yaml")
     assert config.dqn.lr > 0
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(tiny_params()).replace("lr: 0.0005", "lr: 5e-4"))
+    path.write_text(yaml.safe_dump(tiny_params()).replace("lr: 0.003", "lr: 5e-4"))
     assert load_config(path).dqn.lr == pytest.approx(5e-4)
 
 

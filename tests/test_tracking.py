@@ -54,7 +54,7 @@ def test_a_pipeline_execution_is_one_complete_mlflow_run(project: Path, monkeypa
     client = MlflowClient(uri)
     run = client.get_run(_run_id(project))
     experiment = client.get_experiment(run.info.experiment_id)
-    assert experiment.name == experiment_name("CartPole-v1")
+    assert experiment.name == experiment_name("reservoir")
     assert run.info.status == "FINISHED"
     assert run.data.params["dqn.gamma"] == str(json.loads(json.dumps(run.data.params["dqn.gamma"])))
     assert {"seed", "env.name", "dqn.lr", "train.total_frames", "evaluate.episodes"} <= set(run.data.params)
@@ -73,9 +73,9 @@ def test_a_pipeline_execution_is_one_complete_mlflow_run(project: Path, monkeypa
     assert (project / "mlartifacts").is_dir() and not (project / "mlruns").exists()
     # The registered model loads back and acts greedily.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the fluent API reads it; monkeypatch undoes it
-    policy = mlflow.pytorch.load_model(f"models:/{registered_model_name('CartPole-v1')}@champion")
-    actions = policy(torch.randn(5, 4))
-    assert actions.shape == (5,) and actions.dtype == torch.int64 and bool(((actions >= 0) & (actions < 2)).all())
+    policy = mlflow.pytorch.load_model(f"models:/{registered_model_name('reservoir')}@champion")
+    actions = policy(torch.rand(5, 3))  # storage / capacity, sin and cos of the month
+    assert actions.shape == (5,) and actions.dtype == torch.int64 and bool(((actions >= 0) & (actions < 11)).all())
 
 
 def test_tensorboard_holds_the_same_scalar_names_as_mlflow(project: Path) -> None:
@@ -83,7 +83,7 @@ def test_tensorboard_holds_the_same_scalar_names_as_mlflow(project: Path) -> Non
     assert train.main([]) == 0
     run_id = _run_id(project)
     mlflow_names = set(MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(run_id).data.metrics)
-    events = EventAccumulator(str(project / "runs" / "CartPole-v1" / run_id)).Reload()
+    events = EventAccumulator(str(project / "runs" / "reservoir" / run_id)).Reload()
     tensorboard_names = set(events.Tags()["scalars"])
     assert tensorboard_names == mlflow_names
     assert "agent/actions" in events.Tags()["histograms"]

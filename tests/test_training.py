@@ -31,30 +31,36 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return q_network.state_dict()
 
 
-def test_smoke_train_then_evaluate_through_the_console_script(project: Path) -> None:
-    """The real entry points, as a user runs them, with a tiny budget."""
+STATISTICS = {"return_mean", "return_std", "return_min", "return_max", "length_mean", "success_rate"}
+BASELINES = {"reservoir": ["sdp", "sop", "random"], "CartPole-v1": ["random"]}
+
+
+@pytest.mark.parametrize("env_name", ["reservoir", "CartPole-v1"])
+def test_smoke_train_then_evaluate_through_the_console_script(project: Path, env_name: str) -> None:
+    """The real entry points, as a user runs them, with a tiny budget, on both environments."""
+    write_params(project / "params.yaml", **{"env.name": env_name})
     for stage in ("train", "evaluate"):
         result = subprocess.run(
             [sys.executable, "-m", "reservoir_dqn.cli", stage], capture_output=True, text=True, cwd=project
         )
         assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((project / "metrics/train.json").read_text())
-    assert summary["frames"] == 800 and summary["updates"] > 0 and summary["env"] == "CartPole-v1"
+    assert summary["frames"] == 800 and summary["updates"] > 0 and summary["env"] == env_name
     metrics = json.loads((project / "metrics/eval.json").read_text())
     assert metrics["episodes"] == 3
-    assert set(metrics["dqn"]) == {
-        "return_mean",
-        "return_std",
-        "return_min",
-        "return_max",
-        "length_mean",
-        "success_rate",
-    }
+    assert set(metrics["dqn"]) >= STATISTICS
     assert metrics["dqn"]["return_min"] <= metrics["dqn"]["return_mean"] <= metrics["dqn"]["return_max"]
-    assert metrics["random"]["return_mean"] > 0  # CartPole's baseline: a random policy
+    for baseline in BASELINES[env_name]:
+        assert set(metrics[baseline]) >= STATISTICS
+    if env_name == "reservoir":
+        assert metrics["sdp"]["return_mean"] >= metrics["sop"]["return_mean"] >= metrics["random"]["return_mean"]
+        assert metrics["fraction_of_optimum"] == pytest.approx(
+            metrics["dqn"]["return_mean"] / metrics["sdp"]["return_mean"]
+        )
+        assert {"energy_gwh_mean", "deficit_mean", "spill_mean", "violation_mean"} <= set(metrics["dqn"])
     with (project / "logs/eval_episodes.csv").open() as file:
         policies = [row["policy"] for row in csv.DictReader(file)]
-    assert policies == ["dqn"] * 3 + ["random"] * 3
+    assert policies == [name for name in ["dqn", *BASELINES[env_name]] for _ in range(3)]
     rows = _log_without_timing(project / "logs/train_log.csv")
     assert [int(row["frames"]) for row in rows] == list(range(40, 801, 40))
     assert float(rows[-1]["train/epsilon"]) == pytest.approx(0.02)

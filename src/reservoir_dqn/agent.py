@@ -26,17 +26,22 @@ from reservoir_dqn.errors import first_line
 
 OBSERVATION_KEY = "observation"
 MODEL_FORMAT = "reservoir_dqn.model"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """Everything needed to rebuild the Q-network, stored beside its weights in the model file."""
+    """Everything needed to rebuild the Q-network, stored beside its weights in the model file.
+
+    ``obs_scale`` multiplies each observation entry before the first layer (the environment's
+    :func:`~reservoir_dqn.envs.observation_scale`), so the network takes raw observations.
+    """
 
     obs_dim: int
     num_actions: int
     hidden_sizes: tuple[int, ...]
     env_name: str
+    obs_scale: tuple[float, ...] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -44,7 +49,21 @@ class NetworkSpec:
             "num_actions": self.num_actions,
             "hidden_sizes": list(self.hidden_sizes),
             "env_name": self.env_name,
+            "obs_scale": None if self.obs_scale is None else list(self.obs_scale),
         }
+
+
+class InputScale(torch.nn.Module):
+    """Multiplies each input feature by a fixed factor (a buffer: saved, never trained)."""
+
+    scale: torch.Tensor
+
+    def __init__(self, scale: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        return observation * self.scale
 
 
 @dataclass
@@ -83,7 +102,7 @@ class FusedSoftUpdate(SoftUpdate):
 
 
 def make_q_network(spec: NetworkSpec, device: torch.device | str = "cpu") -> QValueActor:
-    """An MLP Q-network with ReLU hidden layers, wrapped as a greedy QValueActor."""
+    """An MLP Q-network with ReLU hidden layers (after the fixed input scale), as a greedy QValueActor."""
     mlp = MLP(
         in_features=spec.obs_dim,
         out_features=spec.num_actions,
@@ -91,7 +110,9 @@ def make_q_network(spec: NetworkSpec, device: torch.device | str = "cpu") -> QVa
         activation_class=torch.nn.ReLU,
         device=device,
     )
-    return QValueActor(mlp, in_keys=[OBSERVATION_KEY], spec=Categorical(spec.num_actions, device=device))
+    scale = spec.obs_scale or (1.0,) * spec.obs_dim
+    network = torch.nn.Sequential(InputScale(scale), mlp).to(device)
+    return QValueActor(network, in_keys=[OBSERVATION_KEY], spec=Categorical(spec.num_actions, device=device))
 
 
 def make_agent(
@@ -212,11 +233,13 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[QValueAc
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path}: not a reservoir_dqn model file")
     raw = payload["spec"]
+    scale = raw.get("obs_scale")
     spec = NetworkSpec(
         obs_dim=int(raw["obs_dim"]),
         num_actions=int(raw["num_actions"]),
         hidden_sizes=tuple(int(size) for size in raw["hidden_sizes"]),
         env_name=str(raw["env_name"]),
+        obs_scale=None if scale is None else tuple(float(value) for value in scale),
     )
     q_network = make_q_network(spec, device)
     q_network.load_state_dict(payload["state_dict"])

@@ -38,8 +38,8 @@ from tqdm import tqdm
 
 from reservoir_dqn.agent import Agent, NetworkSpec, anneal_exploration, make_agent, update
 from reservoir_dqn.checkpoint import Checkpointer, CorruptCheckpoint, SafeReplayBufferAdapter, checkpoint_frames
-from reservoir_dqn.config import TRAIN_SEED_LIMIT, VALIDATION_SEED_BASE, Config
-from reservoir_dqn.envs import RESERVOIR, SUCCESS_COUNTS, episode_success, make_env
+from reservoir_dqn.config import TRAIN_SEED_LIMIT, VALIDATION_SEED_BASE, Config, EnvConfig
+from reservoir_dqn.envs import RESERVOIR, SUCCESS_COUNTS, episode_success, make_env, observation_scale
 from reservoir_dqn.envs.reservoir import INFO_KEYS
 from reservoir_dqn.evaluation import run_episodes, success
 from reservoir_dqn.replay import TransitionWriter, make_replay_buffer
@@ -147,11 +147,15 @@ def segment_seed(seed: int, segment: int, num_envs: int) -> int:
     return int(state) % (TRAIN_SEED_LIMIT - num_envs)
 
 
-def network_spec(env: EnvBase, env_name: str, hidden_sizes: Sequence[int]) -> NetworkSpec:
+def network_spec(env: EnvBase, config: EnvConfig, hidden_sizes: Sequence[int]) -> NetworkSpec:
     """Read observation size and number of actions off the environment's specs."""
-    obs_dim = int(env.observation_spec["observation"].shape[-1])
-    num_actions = int(env.action_spec_unbatched.space.n)
-    return NetworkSpec(obs_dim=obs_dim, num_actions=num_actions, hidden_sizes=tuple(hidden_sizes), env_name=env_name)
+    return NetworkSpec(
+        obs_dim=int(env.observation_spec["observation"].shape[-1]),
+        num_actions=int(env.action_spec_unbatched.space.n),
+        hidden_sizes=tuple(hidden_sizes),
+        env_name=config.name,
+        obs_scale=observation_scale(config),
+    )
 
 
 # Per-month reservoir quantities averaged over each collected batch (reservoir/ namespace).
@@ -207,7 +211,7 @@ def train(
     checkpointer = Checkpointer(checkpoint_dir, config.training_hash, train_cfg.keep_checkpoints, say)
     session = _restore_or_start(config, device, checkpointer, say)
     agent, buffer, progress = session.agent, session.buffer, session.progress
-    spec = network_spec(session.collector.env, config.env.name, config.dqn.hidden_sizes)
+    spec = network_spec(session.collector.env, config.env, config.dqn.hidden_sizes)
     resumed_from = progress.frames
     sinks: list[MetricSink] = [CsvLog(train_log, metric_names(spec.num_actions, config.env.name), resumed_from)]
     if tracking is not None:
@@ -272,7 +276,7 @@ def _build_session(config: Config, device: torch.device) -> _Session:
     """Everything a training process holds, freshly seeded (identical on every call)."""
     seed_everything(config.seed)
     env = make_env(config.env, config.env.num_envs)
-    spec = network_spec(env, config.env.name, config.dqn.hidden_sizes)
+    spec = network_spec(env, config.env, config.dqn.hidden_sizes)
     agent = make_agent(config.dqn, spec, device, compile_loss=config.train.compile)
     buffer = make_replay_buffer(config.dqn, device)
     progress = Progress()
