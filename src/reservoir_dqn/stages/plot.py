@@ -105,7 +105,7 @@ def evaluation_returns(episodes: list[dict[str, str]], metrics: dict[str, Any]) 
 def trajectory(rows: list[dict[str, str]], reservoir: ReservoirConfig, episode: int = 0) -> Figure:
     """One evaluation episode month by month: storage, inflow, release and spill, per policy."""
     policies = [name for name in POLICY_COLORS if any(r["policy"] == name for r in rows)]
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(12, 7), sharex=True, layout="constrained")
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(13, 7), sharex=True, layout="constrained")
     for name in policies:
         steps = [r for r in rows if r["policy"] == name and int(r["episode"]) == episode]
         months = np.arange(1, len(steps) + 1)
@@ -122,7 +122,7 @@ def trajectory(rows: list[dict[str, str]], reservoir: ReservoirConfig, episode: 
     bottom.plot(months, inflow, color="black", alpha=0.6, linewidth=1, label="inflow (same for all)")
     bottom.set(title="Inflow, release and spill", xlabel="month of the episode", ylabel="units per month")
     for ax in (top, bottom):
-        ax.legend(fontsize=8, ncol=3, loc="upper right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, off the lines
         ax.grid(alpha=0.3)
     return figure
 
