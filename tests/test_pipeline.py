@@ -91,7 +91,7 @@ def test_compare_passes_unchanged_and_fails_on_an_injected_regression(repo: Path
     assert "| `dqn.return_mean` | 5% |" in same.stdout and "**FAIL**" not in same.stdout
     metrics_path = repo / "metrics/eval.json"
     metrics = json.loads(metrics_path.read_text())
-    metrics["dqn"]["return_mean"] *= 0.5
+    metrics["dqn"]["return_mean"] -= 0.5 * abs(metrics["dqn"]["return_mean"])  # 50% worse, whatever its sign
     metrics_path.write_text(json.dumps(metrics))
     write_params(repo / "params.yaml", **{"dqn.gamma": 0.5})
     worse = run(repo, *compare, check=False)
