@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reservoir_dqn.config import load_config
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 
@@ -31,7 +33,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": load_config(REPO / "params.yaml").train.torch_threads,  # what training runs with
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchrl": torchrl.__version__,

@@ -266,7 +266,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Benchmarks",
         "",
-        f"{m['cores']} cores, {m['torch_threads']} torch threads, torch {m['torch']}, "
+        f"{m['cores']} cores, {m['torch_threads']} torch thread(s) in training, torch {m['torch']}, "
         f"torchrl {m['torchrl']}, {m['date']}. Median (min-max, n runs).",
         "",
     ]

@@ -213,7 +213,7 @@ def _sweep_of_four(repo: Path, tracking_uri: str | None) -> None:
         if line.strip()
     )
     dvc(repo, "queue", "stop", check=False)
-    assert status.count("Success") == 4, status
+    assert status.count("Success") == 4, status + logs
     assert "database is locked" not in logs
 
 

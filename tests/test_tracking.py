@@ -16,8 +16,9 @@ import torch
 from mlflow import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from reservoir_dqn.config import load_config
 from reservoir_dqn.stages import evaluate, plot, train
-from reservoir_dqn.tracking import experiment_name, registered_model_name
+from reservoir_dqn.tracking import Tracking, experiment_name, registered_model_name
 from tests.conftest import write_params
 from tests.servers import MlflowServer, free_port
 
@@ -122,6 +123,28 @@ def test_training_against_a_real_tracking_server(project: Path, mlflow_server: s
     assert "train/loss" in run.data.metrics and "eval/test_dqn_return_mean" in run.data.metrics
     assert "train.json" in _artifacts(client, run.info.run_id)
     assert not (project / "mlflow.db").exists()  # everything went over HTTP
+
+
+def test_an_experiment_created_by_a_parallel_process_is_joined(project: Path, mlflow_server: str, monkeypatch) -> None:
+    """Queued experiments start together: the loser of the race to create the MLflow experiment joins it."""
+    config = load_config(project / "params.yaml", ["env.name=CartPole-v1", "tracking.enabled=true"])
+    name = experiment_name("CartPole-v1")
+    client = MlflowClient(mlflow_server)
+    original = MlflowClient.get_experiment_by_name
+    calls = []
+
+    def looked_up_just_before_the_other_process_created_it(self: MlflowClient, looked_for: str):  # type: ignore[no-untyped-def]
+        calls.append(looked_for)
+        if len(calls) == 1:
+            client.create_experiment(looked_for)  # the other process wins the race
+            return None
+        return original(self, looked_for)
+
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", looked_up_just_before_the_other_process_created_it)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    tracking = Tracking(config, say=lambda line: None).connect()
+    assert calls == [name, name]
+    assert tracking.experiment_id == original(client, name).experiment_id
 
 
 def test_environment_variable_points_at_the_server(project: Path, mlflow_server: str, monkeypatch) -> None:

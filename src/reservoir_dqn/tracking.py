@@ -505,7 +505,14 @@ class Tracking:
         if self.uri is not None and self.uri.startswith("sqlite:"):
             # Without this MLflow would put artifacts in ./mlruns of whatever folder runs the stage.
             artifacts = (self.root / "mlartifacts" / self.config.env.name).as_uri()
-        return str(_retrying(lambda: self._client.create_experiment(name, artifact_location=artifacts)))  # type: ignore[union-attr]
+        try:
+            return str(_retrying(lambda: self._client.create_experiment(name, artifact_location=artifacts)))  # type: ignore[union-attr]
+        except Exception:
+            # Parallel experiments starting together: another process may have created it first.
+            found = _retrying(lambda: self._client.get_experiment_by_name(name))  # type: ignore[union-attr]
+            if found is None:
+                raise
+            return str(found.experiment_id)
 
     def start_run(self, resume_run_id: str | None) -> str | None:
         """Open the training run: the checkpoint's run when resuming and it still exists, else a new one."""
