@@ -34,6 +34,7 @@ TINY = {
     # Most tests leave tracking out; tests/test_tracking.py turns it on against real stores.
     "tracking.enabled": False,
     "tracking.tensorboard": False,
+    "tracking.log_interval_frames": 40,  # a point per batch; tests/test_tracking.py thins it out
 }
 
 

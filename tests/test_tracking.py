@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from reservoir_dqn.config import load_config
 from reservoir_dqn.stages import evaluate, plot, train
-from reservoir_dqn.tracking import Tracking, experiment_name, registered_model_name
+from reservoir_dqn.tracking import Thinned, Tracking, experiment_name, registered_model_name
 from tests.conftest import write_params
 from tests.servers import MlflowServer, free_port
 
@@ -47,7 +48,7 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
 
 
 def test_a_pipeline_execution_is_one_complete_mlflow_run(project: Path, monkeypatch) -> None:
-    write_params(project / "params.yaml", **TRACKED)
+    write_params(project / "params.yaml", **TRACKED, **{"tracking.log_interval_frames": 240})
     assert train.main([]) == 0
     assert evaluate.main([]) == 0
     assert plot.main([]) == 0
@@ -65,7 +66,11 @@ def test_a_pipeline_execution_is_one_complete_mlflow_run(project: Path, monkeypa
         assert names, namespace
         history = client.get_metric_history(run.info.run_id, names[0])
         assert len({point.step for point in history}) >= 2 or namespace == "eval/", namespace
-    assert len(client.get_metric_history(run.info.run_id, "train/epsilon")) == 20  # one per batch
+    # One point per 240 frames (batches of 40), plus one at each periodic evaluation (400, 800).
+    steps = [point.step for point in client.get_metric_history(run.info.run_id, "train/epsilon")]
+    assert sorted(steps) == [240, 400, 480, 720, 800]
+    eval_steps = [point.step for point in client.get_metric_history(run.info.run_id, "eval/return_mean")]
+    assert sorted(eval_steps) == [400, 800]
     assert "eval/test_dqn_return_mean" in run.data.metrics
     artifacts = _artifacts(client, run.info.run_id)
     assert {"params.yaml", "train.json", "eval.json", "figures/training_curves.png"} <= artifacts
@@ -209,3 +214,27 @@ def test_two_processes_logging_to_the_embedded_store_both_complete(project: Path
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED" and run.data.tags["seed"] == str(seed)
         assert len(client.get_metric_history(run_id, "train/epsilon")) == 20
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.points: list[tuple[int, dict[str, float]]] = []
+        self.closed = False
+
+    def log_metrics(self, metrics, step: int) -> None:  # type: ignore[no-untyped-def]
+        self.points.append((step, dict(metrics)))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_thinned_sink_sends_the_latest_values_once_per_interval() -> None:
+    recorder = _Recorder()
+    sink = Thinned(recorder, interval=100, start=40)  # resumed at 40 frames: points at 100, 200, ...
+    for step in range(80, 281, 40):  # 80, 120, 160, 200, 240, 280
+        sink.log_metrics({"loss": float(step), "episode/return": step if step == 80 else math.nan}, step)
+    assert [step for step, _ in recorder.points] == [120, 200]
+    assert recorder.points[0] == (120, {"loss": 120.0, "episode/return": 80.0})  # the last time it was seen
+    assert recorder.points[1] == (200, {"loss": 200.0})  # not seen since the previous point
+    sink.close()
+    assert [step for step, _ in recorder.points] == [120, 200, 280] and recorder.closed

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from reservoir_dqn.agent import load_model
+from reservoir_dqn.checkpoint import verify_archive
 from reservoir_dqn.config import load_config
 from reservoir_dqn.stages import evaluate, train
 from reservoir_dqn.training import TrainingDiverged, segment_seed
@@ -168,15 +169,19 @@ def test_divergence_raises_in_the_loop(tiny_config, project: Path, monkeypatch) 
     import reservoir_dqn.training as training
 
     real_update = training.update
+    updates = []
 
-    def poisoned(agent, batch):
+    def poisoned_after_the_first_checkpoint(agent, batch):
         loss, grad_norm = real_update(agent, batch)
-        return loss * float("nan"), grad_norm
+        updates.append(1)  # 2 updates per 40-frame batch from frame 80: the 9th comes after frame 200
+        return (loss * float("nan") if len(updates) > 8 else loss), grad_norm
 
-    monkeypatch.setattr(training, "update", poisoned)
-    with pytest.raises(TrainingDiverged, match="at frame 80"):
+    monkeypatch.setattr(training, "update", poisoned_after_the_first_checkpoint)
+    with pytest.raises(TrainingDiverged, match="at frame 240"):
         train_loop(tiny_config, project / "ck", project / "log.csv")
-    assert not list((project / "ck").glob("checkpoint-*"))
+    kept = sorted(path.name for path in (project / "ck").glob("checkpoint-*"))
+    assert kept == ["checkpoint-000000000200.torchrl"]  # the last good one, nothing after it
+    verify_archive(project / "ck" / kept[0])
 
 
 def test_segment_seeds_stay_in_the_training_range() -> None:

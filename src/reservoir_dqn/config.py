@@ -187,6 +187,9 @@ class TrackingConfig(Section):
     tensorboard: bool = Field(description="Write TensorBoard event files under <root>/runs/.")
     register_model: bool = Field(description="Register each trained model; move alias 'champion' to better ones.")
     connect_timeout_s: float = Field(gt=0.0, le=15.0, description="Seconds to wait for the tracking server.")
+    log_interval_frames: PositiveInt = Field(
+        description="Frames between training points sent to MLflow and TensorBoard (the CSV log has every batch)."
+    )
 
 
 class CompareConfig(Section):

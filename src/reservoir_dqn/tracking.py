@@ -335,20 +335,73 @@ class Tracker:
     def __init__(self, sinks: Iterable[MetricSink] = ()) -> None:
         self.sinks = list(sinks)
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Record ``metrics`` (namespaced names to numbers) at ``step`` frames in every sink."""
+    def log(
+        self, metrics: Mapping[str, float], step: int, histograms: Mapping[str, torch.Tensor] | None = None
+    ) -> None:
+        """Record ``metrics`` (namespaced names to numbers) at ``step`` frames in every sink.
+
+        ``histograms`` (for example the actions taken) go to the sinks that draw distributions.
+        """
         for sink in self.sinks:
+            if histograms and isinstance(sink, (TensorBoardSink, Thinned)):
+                for name, values in histograms.items():
+                    sink.log_histogram(name, values, step)
             sink.log_metrics(metrics, step)
 
-    def log_histogram(self, name: str, values: torch.Tensor, step: int) -> None:
-        """A distribution (for example the actions taken) for the sinks that draw histograms."""
+    def flush(self) -> None:
+        """Send what thinned sinks hold now (a periodic evaluation is worth its own point)."""
         for sink in self.sinks:
-            if isinstance(sink, TensorBoardSink):
-                sink.log_histogram(name, values, step)
+            if isinstance(sink, Thinned):
+                sink.flush()
 
     def close(self) -> None:
         for sink in self.sinks:
             sink.close()
+
+
+class Thinned:
+    """Passes ``sink`` one point per ``interval`` frames instead of one per collected batch.
+
+    MLflow stores every value as a database row and TensorBoard encodes each one, so a point
+    per batch of a few frames would cost training time for curves no one can tell apart.
+    A point holds, for each metric logged since the previous point, its newest value (so the
+    return of episodes that ended a few batches earlier is not lost to the batches after them
+    where none ended), and the histograms of everything logged since. ``flush`` sends a point
+    now; ``close`` sends what is pending, so the last batch always arrives.
+
+    :param sink: MLflow or TensorBoard.
+    :param interval: frames between points; at most one point per call of ``log_metrics``.
+    :param start: frames already trained (a resumed run continues the same grid of points).
+    """
+
+    def __init__(self, sink: MetricSink, interval: int, start: int = 0) -> None:
+        self.sink, self.interval = sink, interval
+        self._sent = start
+        self._step: int | None = None
+        self._latest: dict[str, float] = {}
+        self._histograms: dict[str, list[torch.Tensor]] = {}
+
+    def log_histogram(self, name: str, values: torch.Tensor, step: int) -> None:
+        self._histograms.setdefault(name, []).append(values.detach().reshape(-1).cpu())
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self._latest.update((key, value) for key, value in metrics.items() if not math.isnan(value))
+        self._step = step
+        if step // self.interval > self._sent // self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._step is None or self._step == self._sent:
+            return
+        if isinstance(self.sink, TensorBoardSink):
+            for name, parts in self._histograms.items():
+                self.sink.log_histogram(name, torch.cat(parts), self._step)
+        self.sink.log_metrics(self._latest, self._step)
+        self._sent, self._latest, self._histograms = self._step, {}, {}
+
+    def close(self) -> None:
+        self.flush()
+        self.sink.close()
 
 
 def attached_tracking(config: Config, train_metrics: Path) -> Tracking:
@@ -565,14 +618,20 @@ class Tracking:
             "params_hash": self.config.training_hash[:12],
         }
 
-    def sinks(self) -> list[MetricSink]:
-        """The metric sinks of this stage: MLflow (when a run is open) and TensorBoard (when enabled)."""
+    def sinks(self, start: int | None = None) -> list[MetricSink]:
+        """The metric sinks of this stage: MLflow (when a run is open) and TensorBoard (when enabled).
+
+        :param start: for training, the frames already trained: the sinks then get one point
+            per ``tracking.log_interval_frames`` (see :class:`Thinned`); ``None``: every call.
+        """
         sinks: list[MetricSink] = []
         if self.run is not None:
             sinks.append(MlflowSink(self.run, self.say))
         if self.settings.tensorboard:
             sinks.append(TensorBoardSink(self.tensorboard_dir))
-        return sinks
+        if start is None:
+            return sinks
+        return [Thinned(sink, self.settings.log_interval_frames, start) for sink in sinks]
 
     @property
     def tensorboard_dir(self) -> Path:

@@ -216,7 +216,7 @@ def train(
     sinks: list[MetricSink] = [CsvLog(train_log, metric_names(spec.num_actions, config.env.name), resumed_from)]
     if tracking is not None:
         progress.run_id = tracking.start_run(progress.run_id or None) or ""
-        sinks += tracking.sinks()
+        sinks += tracking.sinks(start=resumed_from)
     tracker = Tracker(sinks)
 
     writer = TransitionWriter(buffer, config.dqn.n_steps, config.dqn.gamma)
@@ -254,8 +254,9 @@ def train(
                     progress.best_eval_return, progress.best_eval_frames = progress.last_eval_return, progress.frames
                     session.best_network.load_state_dict(agent.q_network.state_dict())
                 clock = _add_elapsed(progress, "eval_seconds", clock)
-            tracker.log_metrics(metrics, step=progress.frames)
-            tracker.log_histogram("agent/actions", batch["action"].reshape(-1), step=progress.frames)
+            tracker.log(metrics, step=progress.frames, histograms={"agent/actions": batch["action"]})
+            if "eval/return_mean" in metrics:
+                tracker.flush()
             bar.update(frames)
             bar.set_postfix(_postfix(progress, agent, metrics), refresh=False)
             # 6. Checkpoint at segment boundaries (and at the end).

@@ -134,7 +134,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     write_csv(Path(paths.trajectories), list(trajectory[0]) if trajectory else ["policy"], trajectory)
     frames = int(read_json(Path(paths.train_metrics)).get("frames", 0)) if Path(paths.train_metrics).exists() else 0
     tracker = Tracker(tracking.sinks())
-    tracker.log_metrics(tracked_metrics(metrics), step=frames)
+    tracker.log(tracked_metrics(metrics), step=frames)
     tracker.close()
     artifacts: list[tuple[Path, str | None]] = [
         (Path(paths.eval_metrics), None),
