@@ -23,7 +23,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# Benchmarks (not tests): bench/results/benchmark.{json,md}, scaling.png; about 45 minutes.
+# Benchmarks (not tests): bench/results/benchmark.{json,md}, scaling.png; about 50 minutes.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 

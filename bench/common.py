@@ -33,7 +33,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
-        "torch_threads": load_config(REPO / "params.yaml").train.torch_threads,  # what training runs with
+        "torch_threads": load_config(REPO / "params.yaml").train.torch_threads or os.cpu_count(),  # training's
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchrl": torchrl.__version__,

@@ -1,6 +1,6 @@
 """The benchmark suite: sample efficiency, speed, throughput, scaling and tracking overhead.
 
-Usage (from the repository root; ``make bench`` runs all of it, about 45 minutes on 2 cores)::
+Usage (from the repository root; ``make bench`` runs all of it, about 50 minutes on 2 cores)::
 
     .venv/bin/python -m bench.run                      # every section
     .venv/bin/python -m bench.run --sections throughput,reservoir --repeats 3
@@ -243,17 +243,19 @@ def tracking_overhead(repeats: int) -> dict[str, Any]:
     MlflowClient(uri).search_experiments()  # creates the tables
     on = ["tracking.enabled=true", "tracking.tensorboard=true", f"tracking.uri={uri}"]
     results: dict[str, Any] = {}
-    for label, overrides in (("off", QUIET), ("on", on)):
-        runs = [run_pipeline(list(overrides), evaluate=False) for _ in range(repeats)]
-        results[label] = {
-            "train_time_s": spread([r.train["train_time_s"] for r in runs]),
-            "stage_wall_s": spread([r.wall_s for r in runs]),
-        }
-        print(f"  tracking {label}: {results[label]}", flush=True)
+    try:
+        for label, overrides in (("off", QUIET), ("on", on)):
+            runs = [run_pipeline(list(overrides), evaluate=False) for _ in range(repeats)]
+            results[label] = {
+                "train_time_s": spread([r.train["train_time_s"] for r in runs]),
+                "stage_wall_s": spread([r.wall_s for r in runs]),
+            }
+            print(f"  tracking {label}: {results[label]}", flush=True)
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
     off, tracked = results["off"], results["on"]
     results["loop_overhead"] = tracked["train_time_s"]["median"] / off["train_time_s"]["median"] - 1
     results["stage_overhead"] = tracked["stage_wall_s"]["median"] / off["stage_wall_s"]["median"] - 1
-    shutil.rmtree(store, ignore_errors=True)
     return results
 
 

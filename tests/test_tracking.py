@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from reservoir_dqn.config import load_config
 from reservoir_dqn.stages import evaluate, plot, train
-from reservoir_dqn.tracking import Thinned, Tracking, experiment_name, registered_model_name
+from reservoir_dqn.tracking import TensorBoardSink, ThinnedSink, Tracking, experiment_name, registered_model_name
 from tests.conftest import write_params
 from tests.servers import MlflowServer, free_port
 
@@ -48,7 +48,9 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
 
 
 def test_a_pipeline_execution_is_one_complete_mlflow_run(project: Path, monkeypatch) -> None:
-    write_params(project / "params.yaml", **TRACKED, **{"tracking.log_interval_frames": 240})
+    # Two-year episodes, so that some end inside the tiny run's 200-frame segments.
+    overrides = {"tracking.log_interval_frames": 240, "env.reservoir.horizon_months": 24}
+    write_params(project / "params.yaml", **TRACKED, **overrides)
     assert train.main([]) == 0
     assert evaluate.main([]) == 0
     assert plot.main([]) == 0
@@ -66,9 +68,9 @@ def test_a_pipeline_execution_is_one_complete_mlflow_run(project: Path, monkeypa
         assert names, namespace
         history = client.get_metric_history(run.info.run_id, names[0])
         assert len({point.step for point in history}) >= 2 or namespace == "eval/", namespace
-    # One point per 240 frames (batches of 40), plus one at each periodic evaluation (400, 800).
+    # One point per 240 frames (batches of 40), plus one at each checkpoint (every 200) and evaluation (400, 800).
     steps = [point.step for point in client.get_metric_history(run.info.run_id, "train/epsilon")]
-    assert sorted(steps) == [240, 400, 480, 720, 800]
+    assert sorted(steps) == [200, 240, 400, 480, 600, 720, 800]
     eval_steps = [point.step for point in client.get_metric_history(run.info.run_id, "eval/return_mean")]
     assert sorted(eval_steps) == [400, 800]
     assert "eval/test_dqn_return_mean" in run.data.metrics
@@ -230,7 +232,7 @@ class _Recorder:
 
 def test_thinned_sink_sends_the_latest_values_once_per_interval() -> None:
     recorder = _Recorder()
-    sink = Thinned(recorder, interval=100, start=40)  # resumed at 40 frames: points at 100, 200, ...
+    sink = ThinnedSink(recorder, interval=100, start=40)  # resumed at 40 frames: points at 100, 200, ...
     for step in range(80, 281, 40):  # 80, 120, 160, 200, 240, 280
         sink.log_metrics({"loss": float(step), "episode/return": step if step == 80 else math.nan}, step)
     assert [step for step, _ in recorder.points] == [120, 200]
@@ -238,3 +240,16 @@ def test_thinned_sink_sends_the_latest_values_once_per_interval() -> None:
     assert recorder.points[1] == (200, {"loss": 200.0})  # not seen since the previous point
     sink.close()
     assert [step for step, _ in recorder.points] == [120, 200, 280] and recorder.closed
+
+
+def test_thinned_tensorboard_gets_one_histogram_of_every_action_in_the_interval(tmp_path: Path) -> None:
+    sink = ThinnedSink(TensorBoardSink(tmp_path), interval=100)
+    for step in (40, 80, 120):
+        sink.log_histogram("agent/actions", torch.full((10,), step // 40), step)
+        sink.log_metrics({"train/loss": 1.0}, step)
+    sink.close()
+    events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0}).Reload()
+    (histogram,) = events.Histograms("agent/actions")
+    assert histogram.step == 120
+    assert histogram.histogram_value.num == 30 and histogram.histogram_value.sum == 60  # 10 x (1 + 2 + 3)
+    assert [event.step for event in events.Scalars("train/loss")] == [120]

@@ -338,12 +338,14 @@ class Tracker:
     def log(
         self, metrics: Mapping[str, float], step: int, histograms: Mapping[str, torch.Tensor] | None = None
     ) -> None:
-        """Record ``metrics`` (namespaced names to numbers) at ``step`` frames in every sink.
+        """Record ``metrics`` at ``step`` in every sink.
 
-        ``histograms`` (for example the actions taken) go to the sinks that draw distributions.
+        :param metrics: namespaced names (``train/loss``) to numbers; NaN means "none this time".
+        :param step: frames collected so far.
+        :param histograms: distributions, such as the actions taken, for the sinks that draw them.
         """
         for sink in self.sinks:
-            if histograms and isinstance(sink, (TensorBoardSink, Thinned)):
+            if histograms and isinstance(sink, (TensorBoardSink, ThinnedSink)):
                 for name, values in histograms.items():
                     sink.log_histogram(name, values, step)
             sink.log_metrics(metrics, step)
@@ -351,7 +353,7 @@ class Tracker:
     def flush(self) -> None:
         """Send what thinned sinks hold now (a periodic evaluation is worth its own point)."""
         for sink in self.sinks:
-            if isinstance(sink, Thinned):
+            if isinstance(sink, ThinnedSink):
                 sink.flush()
 
     def close(self) -> None:
@@ -359,7 +361,7 @@ class Tracker:
             sink.close()
 
 
-class Thinned:
+class ThinnedSink:
     """Passes ``sink`` one point per ``interval`` frames instead of one per collected batch.
 
     MLflow stores every value as a database row and TensorBoard encodes each one, so a point
@@ -382,15 +384,19 @@ class Thinned:
         self._histograms: dict[str, list[torch.Tensor]] = {}
 
     def log_histogram(self, name: str, values: torch.Tensor, step: int) -> None:
-        self._histograms.setdefault(name, []).append(values.detach().reshape(-1).cpu())
+        """Keep ``values`` for the next point's histogram (TensorBoard only; MLflow has none)."""
+        if isinstance(self.sink, TensorBoardSink):
+            self._histograms.setdefault(name, []).append(values.detach().reshape(-1).cpu())
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Keep the newest value of each metric; send a point when ``step`` enters a new interval."""
         self._latest.update((key, value) for key, value in metrics.items() if not math.isnan(value))
         self._step = step
         if step // self.interval > self._sent // self.interval:
             self.flush()
 
     def flush(self) -> None:
+        """Send what is held as a point at the newest step (nothing when nothing new was logged)."""
         if self._step is None or self._step == self._sent:
             return
         if isinstance(self.sink, TensorBoardSink):
@@ -400,6 +406,7 @@ class Thinned:
         self._sent, self._latest, self._histograms = self._step, {}, {}
 
     def close(self) -> None:
+        """Send what is pending, then close the sink."""
         self.flush()
         self.sink.close()
 
@@ -622,7 +629,7 @@ class Tracking:
         """The metric sinks of this stage: MLflow (when a run is open) and TensorBoard (when enabled).
 
         :param start: for training, the frames already trained: the sinks then get one point
-            per ``tracking.log_interval_frames`` (see :class:`Thinned`); ``None``: every call.
+            per ``tracking.log_interval_frames`` (see :class:`ThinnedSink`); ``None``: every call.
         """
         sinks: list[MetricSink] = []
         if self.run is not None:
@@ -631,7 +638,7 @@ class Tracking:
             sinks.append(TensorBoardSink(self.tensorboard_dir))
         if start is None:
             return sinks
-        return [Thinned(sink, self.settings.log_interval_frames, start) for sink in sinks]
+        return [ThinnedSink(sink, self.settings.log_interval_frames, start) for sink in sinks]
 
     @property
     def tensorboard_dir(self) -> Path:

@@ -247,20 +247,21 @@ def train(
                 metrics |= _reservoir_metrics(batch)
             # 5. Periodic greedy evaluation on validation seeds (never used for training).
             every = train_cfg.eval_interval_frames
-            if every and progress.frames % every == 0:
+            evaluated = bool(every) and progress.frames % every == 0
+            if evaluated:
                 metrics.update(_validate(agent, config))
                 progress.last_eval_return = metrics["eval/return_mean"]
                 if progress.last_eval_return >= progress.best_eval_return:  # ties: the later, longer-trained one
                     progress.best_eval_return, progress.best_eval_frames = progress.last_eval_return, progress.frames
                     session.best_network.load_state_dict(agent.q_network.state_dict())
                 clock = _add_elapsed(progress, "eval_seconds", clock)
+            at_boundary = progress.frames % train_cfg.checkpoint_interval_frames == 0
             tracker.log(metrics, step=progress.frames, histograms={"agent/actions": batch["action"]})
-            if "eval/return_mean" in metrics:
+            if evaluated or at_boundary:  # an evaluation gets its own point; a checkpoint leaves none pending
                 tracker.flush()
             bar.update(frames)
             bar.set_postfix(_postfix(progress, agent, metrics), refresh=False)
             # 6. Checkpoint at segment boundaries (and at the end).
-            at_boundary = progress.frames % train_cfg.checkpoint_interval_frames == 0
             if at_boundary or progress.frames >= train_cfg.total_frames:
                 checkpointer.save(session.checkpoint, progress.frames)
                 clock = _add_elapsed(progress, "train_seconds", clock)
@@ -425,9 +426,9 @@ def _episode_metrics(
     """episode/ metrics of the episodes that ended in one batch (NaN when none did)."""
     if not len(returns):
         nan = float("nan")
-        return {"episode/count": 0.0} | {
+        return {
             f"episode/{name}": nan
-            for name in ("return_mean", "return_min", "return_max", "length_mean", "success_rate")
+            for name in ("count", "return_mean", "return_min", "return_max", "length_mean", "success_rate")
         }
     succeeded = episode_success(config.env, returns, lengths, totals)
     return {
