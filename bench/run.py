@@ -206,14 +206,15 @@ def _plot_scaling(by_frames: dict[str, Any], by_buffer: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    frames = [int(k) for k in by_frames]
+    frames = sorted(int(k) for k in by_frames)  # JSON keeps them as sorted strings
     ax = axes[0]
     ax.plot(frames, [by_frames[str(f)]["train_time_s"]["median"] for f in frames], "o-", label="train time (s)")
     ax2 = ax.twinx()
     ax2.plot(frames, [by_frames[str(f)]["peak_rss_mb"]["median"] for f in frames], "s--", color="tab:red")
     ax.set(title="Reservoir: total frames", xlabel="frames", ylabel="training time (s)")
     ax2.set_ylabel("peak RSS (MiB)", color="tab:red")
-    sizes = list(by_buffer)
+    ax2.set_ylim(0, 1.15 * max(by_frames[str(f)]["peak_rss_mb"]["max"] for f in frames))  # from 0: flat is flat
+    sizes = sorted(by_buffer, key=int)
     ax = axes[1]
     ax.bar(sizes, [by_buffer[s]["peak_rss_mb"]["median"] for s in sizes], color="tab:red", alpha=0.6)
     for index, size in enumerate(sizes):
@@ -224,7 +225,9 @@ def _plot_scaling(by_frames: dict[str, Any], by_buffer: dict[str, Any]) -> None:
             va="bottom",
             fontsize=8,
         )
+    top = max(by_buffer[s]["peak_rss_mb"]["median"] for s in sizes)
     ax.set(title="Replay buffer size (100k frames)", xlabel="buffer size", ylabel="peak RSS (MiB)")
+    ax.set_ylim(0, 1.25 * top)
     RESULTS.mkdir(parents=True, exist_ok=True)
     figure.savefig(RESULTS / "scaling.png", dpi=110)
     plt.close(figure)
@@ -355,12 +358,12 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["## Scaling (reservoir)", "", "| total frames | training s | peak RSS MiB |", "|---|---|---|"]
         lines += [
             f"| {k} | {cell(v['train_time_s'])} | {cell(v['peak_rss_mb'], 0)} |"
-            for k, v in s["by_total_frames"].items()
+            for k, v in sorted(s["by_total_frames"].items(), key=lambda item: int(item[0]))
         ]
         lines += ["", "| buffer size | storage | training s (100k frames) | peak RSS MiB |", "|---|---|---|---|"]
         lines += [
             f"| {k} | {v['storage']} | {cell(v['train_time_s'])} | {cell(v['peak_rss_mb'], 0)} |"
-            for k, v in s["by_buffer_size"].items()
+            for k, v in sorted(s["by_buffer_size"].items(), key=lambda item: int(item[0]))
         ]
         lines += ["", "![scaling](scaling.png)", ""]
     return "\n".join(lines)
