@@ -556,23 +556,26 @@ class Tracking:
         return self
 
     def _experiment_id(self) -> str:
-        assert self._client is not None
-        name = experiment_name(self.config.env.name)
-        found = _retrying(lambda: self._client.get_experiment_by_name(name))  # type: ignore[union-attr]
-        if found is not None:
-            return str(found.experiment_id)
+        client, name = self._client, experiment_name(self.config.env.name)
+        assert client is not None
+
+        def existing() -> str | None:
+            found = _retrying(lambda: client.get_experiment_by_name(name))
+            return None if found is None else str(found.experiment_id)
+
+        if (found := existing()) is not None:
+            return found
         artifacts = None
         if self.uri is not None and self.uri.startswith("sqlite:"):
             # Without this MLflow would put artifacts in ./mlruns of whatever folder runs the stage.
             artifacts = (self.root / "mlartifacts" / self.config.env.name).as_uri()
         try:
-            return str(_retrying(lambda: self._client.create_experiment(name, artifact_location=artifacts)))  # type: ignore[union-attr]
+            return str(_retrying(lambda: client.create_experiment(name, artifact_location=artifacts)))
         except Exception:
             # Parallel experiments starting together: another process may have created it first.
-            found = _retrying(lambda: self._client.get_experiment_by_name(name))  # type: ignore[union-attr]
-            if found is None:
+            if (found := existing()) is None:
                 raise
-            return str(found.experiment_id)
+            return found
 
     def start_run(self, resume_run_id: str | None) -> str | None:
         """Open the training run: the checkpoint's run when resuming and it still exists, else a new one."""
