@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+from reservoir_dqn.agent import load_model
 from reservoir_dqn.config import Config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +65,21 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def tiny_config(project: Path) -> Config:
     """The validated tiny configuration of the ``project`` fixture."""
     return load_config(project / "params.yaml")
+
+
+def model_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The Q-network weights of a model file, to compare two trainings bit for bit."""
+    return load_model(path)[0].state_dict()
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 300.0, interval: float = 0.01) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return False
 
 
 def write_params(path: Path, **overrides: object) -> None:

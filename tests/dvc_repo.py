@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import copy_repo, write_params
+from tests.conftest import copy_repo, wait_for, write_params
 
 VENV_BIN = str(Path(sys.executable).parent)
 OUTPUTS = ("models", "logs", "metrics", "plots", "checkpoints", "mlflow.db", "mlartifacts", "runs")
@@ -40,6 +40,28 @@ def dvc(repo: Path, *args: str, **kwargs) -> subprocess.CompletedProcess[str]:
 def commit(repo: Path, message: str) -> None:
     run(repo, "git", "add", "-A")
     run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+
+
+def run_queue(repo: Path, jobs: int, timeout: float) -> str:
+    """``dvc queue start -j jobs``, wait until no experiment is queued or running; the final ``dvc queue status``."""
+    dvc(repo, "queue", "start", "-j", str(jobs))
+    done = wait_for(
+        lambda: "Queued" not in (s := dvc(repo, "queue", "status").stdout) and "Running" not in s,
+        timeout=timeout,
+        interval=3.0,
+    )
+    status = dvc(repo, "queue", "status").stdout
+    assert done, f"the queue did not finish in {timeout:.0f} s:\n{status}"
+    return status
+
+
+def queue_logs(repo: Path, status: str) -> str:
+    """The output of every task that ``dvc queue status`` lists."""
+    return "".join(
+        dvc(repo, "queue", "logs", line.split()[0], check=False).stdout
+        for line in status.splitlines()[1:]
+        if line.strip()
+    )
 
 
 def make_repo(destination: Path, **params: object) -> Path:

@@ -13,6 +13,7 @@ import torch
 from reservoir_dqn.agent import ModelFileError, NetworkSpec, load_model, make_q_network, save_model
 from reservoir_dqn.checkpoint import CorruptCheckpoint, verify_archive
 from reservoir_dqn.stages import train
+from tests.conftest import model_weights
 
 
 class _Payload:
@@ -29,10 +30,6 @@ class _Payload:
 
 def _checkpoints(project: Path) -> list[Path]:
     return sorted((project / "checkpoints").glob("checkpoint-*.torchrl"))
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_model(path)[0].state_dict()
 
 
 def test_checkpoint_archive_holds_only_json_and_memory_maps(project: Path) -> None:
@@ -77,7 +74,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(project: Path,
     out = capsys.readouterr().out
     assert "unusable checkpoint" in out and "resuming from" in out and "400.torchrl" in out
     assert (project / "checkpoints" / (newest.name + ".corrupt")).exists()
-    straight, recovered = _weights(project / "straight.pt"), _weights(project / "models/model.pt")
+    straight, recovered = model_weights(project / "straight.pt"), model_weights(project / "models/model.pt")
     assert all(torch.equal(straight[key], recovered[key]) for key in straight)
 
 

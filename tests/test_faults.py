@@ -21,10 +21,9 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from reservoir_dqn.agent import load_model
 from reservoir_dqn.stages import evaluate, train
-from tests.conftest import tiny_params, tree_digest, write_params
-from tests.dvc_repo import clean_env, dvc, make_repo, run
+from tests.conftest import model_weights, tiny_params, tree_digest, wait_for, write_params
+from tests.dvc_repo import clean_env, commit, dvc, make_repo, queue_logs, run, run_queue
 from tests.servers import MlflowServer, PostgresServer, postgres_binaries
 from tests.test_config import BAD_FILES
 
@@ -45,20 +44,7 @@ if os.environ.get("RDQN_TEST_SLOW_CHECKPOINT_WRITES"):
 """
 
 
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_model(path)[0].state_dict()
-
-
-def _wait_for(condition, timeout: float = 300.0, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return False
-
-
-def test_sigkill_at_random_points_then_repro_finishes_with_identical_weights(tmp_path: Path) -> None:
+def test_sigkill_at_random_points_then_repro_finishes_with_identicalmodel_weights(tmp_path: Path) -> None:
     """Three SIGKILLs, one in the middle of a checkpoint write; the resumed run equals a straight one."""
     params = {"train.total_frames": 4000, "train.checkpoint_interval_frames": 400, "train.keep_checkpoints": 2}
     repo = make_repo(tmp_path / "repo", **params)
@@ -106,7 +92,7 @@ def test_sigkill_at_random_points_then_repro_finishes_with_identical_weights(tmp
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        assert _wait_for(ready), f"never reached {label}"
+        assert wait_for(ready), f"never reached {label}"
         time.sleep(pause)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -114,7 +100,7 @@ def test_sigkill_at_random_points_then_repro_finishes_with_identical_weights(tmp
     assert not (repo / "models/model.pt").exists()
     result = dvc(repo, "repro")
     assert "resuming from" in result.stdout
-    straight, recovered = _weights(repo / "straight.pt"), _weights(repo / "models/model.pt")
+    straight, recovered = model_weights(repo / "straight.pt"), model_weights(repo / "models/model.pt")
     assert all(torch.equal(straight[key], recovered[key]) for key in straight)
     assert json.loads((repo / "metrics/train.json").read_text())["frames"] == 4000
 
@@ -167,7 +153,7 @@ def test_tracking_server_lost_mid_run_then_resynced(project: Path, tmp_path: Pat
         checkpoints = project / "checkpoints"
         killer = threading.Thread(
             target=lambda: (
-                _wait_for(lambda: checkpoints.exists() and any(checkpoints.glob("checkpoint-*.torchrl")))
+                wait_for(lambda: checkpoints.exists() and any(checkpoints.glob("checkpoint-*.torchrl")))
                 and server.stop()
             )
         )
@@ -198,20 +184,10 @@ def _sweep_of_four(repo: Path, tracking_uri: str | None) -> None:
     write_params(
         repo / "params.yaml", **{"tracking.enabled": True, "tracking.uri": tracking_uri, "tracking.tensorboard": False}
     )
-    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "track")
+    commit(repo, "track")
     dvc(repo, "exp", "run", "--queue", "-S", "seed=0,1,2,3")
-    dvc(repo, "queue", "start", "-j", "4")
-    assert _wait_for(
-        lambda: "Queued" not in (s := dvc(repo, "queue", "status").stdout) and "Running" not in s,
-        timeout=600,
-        interval=3.0,
-    )
-    status = dvc(repo, "queue", "status").stdout
-    logs = "".join(
-        dvc(repo, "queue", "logs", line.split()[0], check=False).stdout
-        for line in status.splitlines()[1:]
-        if line.strip()
-    )
+    status = run_queue(repo, jobs=4, timeout=600)
+    logs = queue_logs(repo, status)
     dvc(repo, "queue", "stop", check=False)
     assert status.count("Success") == 4, status + logs
     assert "database is locked" not in logs

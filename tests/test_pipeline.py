@@ -11,13 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_params
-from tests.dvc_repo import clean_env, clone_repo, commit, dvc, make_repo, run
+from tests.conftest import wait_for, write_params
+from tests.dvc_repo import clean_env, clone_repo, commit, dvc, make_repo, queue_logs, run, run_queue
 
 pytestmark = pytest.mark.slow
 
@@ -66,15 +65,8 @@ def test_experiment_with_a_changed_param_is_listed_with_its_metric(repo: Path) -
 
 def test_queued_sweep_runs_two_experiments_in_parallel(repo: Path) -> None:
     dvc(repo, "exp", "run", "--queue", "-S", "dqn.gamma=0.9,0.95")
-    dvc(repo, "queue", "start", "-j", "2")
-    deadline = time.monotonic() + 480
-    while time.monotonic() < deadline:
-        status = dvc(repo, "queue", "status").stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
-    status = dvc(repo, "queue", "status").stdout
-    assert status.count("Success") == 2, status
+    status = run_queue(repo, jobs=2, timeout=480)
+    assert status.count("Success") == 2, status + queue_logs(repo, status)
     shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
     gammas = {
         exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["dqn"]["gamma"]
@@ -112,10 +104,8 @@ def test_killed_repro_resumes_from_the_checkpoint(tmp_path: Path) -> None:
         start_new_session=True,
     )
     checkpoints = repo / "checkpoints"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list(checkpoints.glob("checkpoint-*.torchrl")):
-        time.sleep(0.2)
-    assert list(checkpoints.glob("checkpoint-*.torchrl")), "no checkpoint was written"
+    wrote = wait_for(lambda: list(checkpoints.glob("checkpoint-*.torchrl")), timeout=300, interval=0.2)
+    assert wrote, "no checkpoint was written"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not (repo / "models/model.pt").exists()

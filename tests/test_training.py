@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from reservoir_dqn.agent import load_model
 from reservoir_dqn.checkpoint import verify_archive
 from reservoir_dqn.config import load_config
 from reservoir_dqn.stages import evaluate, train
 from reservoir_dqn.training import TrainingDiverged, segment_seed
 from reservoir_dqn.training import train as train_loop
-from tests.conftest import write_params
+from tests.conftest import model_weights, write_params
 
 TIMING_COLUMNS = {"train/fps"}
 
@@ -25,11 +24,6 @@ TIMING_COLUMNS = {"train/fps"}
 def _log_without_timing(path: Path) -> list[dict[str, str]]:
     with path.open() as file:
         return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(file)]
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    q_network, _ = load_model(path)
-    return q_network.state_dict()
 
 
 STATISTICS = {"return_mean", "return_std", "return_min", "return_max", "length_mean", "success_rate"}
@@ -73,7 +67,7 @@ def test_smoke_train_then_evaluate_through_the_console_script(project: Path, env
     ]
 
 
-def test_same_seed_gives_identical_metrics_and_weights(project: Path, tmp_path: Path) -> None:
+def test_same_seed_gives_identical_metrics_andmodel_weights(project: Path, tmp_path: Path) -> None:
     runs = []
     for name in ("a", "b"):
         assert (
@@ -89,16 +83,16 @@ def test_same_seed_gives_identical_metrics_and_weights(project: Path, tmp_path: 
             )
             == 0
         )
-        runs.append((_log_without_timing(project / f"log_{name}.csv"), _weights(project / f"model_{name}.pt")))
+        runs.append((_log_without_timing(project / f"log_{name}.csv"), model_weights(project / f"model_{name}.pt")))
     (log_a, weights_a), (log_b, weights_b) = runs
     assert log_a == log_b
     assert all(torch.equal(weights_a[key], weights_b[key]) for key in weights_a)
 
 
-def test_another_seed_gives_other_weights(project: Path) -> None:
+def test_another_seed_gives_othermodel_weights(project: Path) -> None:
     assert train.main(["--set", "paths.model=a.pt", "--set", "paths.checkpoints=ck_a"]) == 0
     assert train.main(["--set", "seed=1", "--set", "paths.model=b.pt", "--set", "paths.checkpoints=ck_b"]) == 0
-    a, b = _weights(project / "a.pt"), _weights(project / "b.pt")
+    a, b = model_weights(project / "a.pt"), model_weights(project / "b.pt")
     assert not all(torch.equal(a[key], b[key]) for key in a)
 
 
@@ -131,7 +125,7 @@ def test_resume_is_exact(project: Path, prioritized: bool, n_steps: int) -> None
     ]
     assert train.main([*resumed, "--set", "train.total_frames=400"]) == 0
     assert train.main(resumed) == 0
-    straight, again = _weights(project / "straight.pt"), _weights(project / "resumed.pt")
+    straight, again = model_weights(project / "straight.pt"), model_weights(project / "resumed.pt")
     assert all(torch.equal(straight[key], again[key]) for key in straight)
     assert _log_without_timing(project / "straight.csv") == _log_without_timing(project / "resumed.csv")
     summary = json.loads((project / "metrics/train.json").read_text())
@@ -140,11 +134,11 @@ def test_resume_is_exact(project: Path, prioritized: bool, n_steps: int) -> None
 
 def test_finished_run_is_not_trained_again(project: Path, capsys) -> None:
     assert train.main([]) == 0
-    first = _weights(project / "models/model.pt")
+    first = model_weights(project / "models/model.pt")
     assert train.main([]) == 0
     assert "resuming from" in capsys.readouterr().out
     assert json.loads((project / "metrics/train.json").read_text())["resumed_from_frames"] == 800
-    again = _weights(project / "models/model.pt")
+    again = model_weights(project / "models/model.pt")
     assert all(torch.equal(first[key], again[key]) for key in first)
 
 
