@@ -66,7 +66,10 @@ class TransitionWriter:
     :class:`~torchrl.envs.MultiStepTransform` replaces reward and next observation by the
     discounted ``n``-step return and the observation ``n`` steps ahead (fewer at an
     episode's end) and records ``steps_to_next_obs``, which ``DQNLoss`` uses to discount
-    the bootstrap by ``gamma ** steps``. The transform holds the last ``n`` frames of each
+    the bootstrap by ``gamma ** steps``. The end flags (``done``, ``terminated``,
+    ``truncated``) follow the next observation: left as they are (TorchRL's default keeps
+    them at step ``t``), a window that reaches a termination would bootstrap from the
+    terminal observation. The transform holds the last ``n`` frames of each
     environment until their future is known; :meth:`start_segment` drops them when the
     environments are reset, so no transition spans a reset.
     """
@@ -81,7 +84,10 @@ class TransitionWriter:
 
     def start_segment(self) -> None:
         """Forget frames held back for n-step returns (the environments were just reset)."""
-        self._multi_step = MultiStepTransform(self.n_steps, self.gamma) if self.n_steps > 1 else None
+        self._multi_step = None
+        if self.n_steps > 1:
+            # done_keys=[]: gather the end flags at t + steps like every other ("next", ...) entry.
+            self._multi_step = MultiStepTransform(self.n_steps, self.gamma, done_keys=[])
 
     def write(self, batch: TensorDictBase) -> int:
         """Store the transitions a batch completes; return how many."""

@@ -1,0 +1,98 @@
+"""Replay: n-step transitions never bootstrap through a termination."""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Categorical, Composite, LazyTensorStorage, TensorDictReplayBuffer, Unbounded
+from torchrl.envs import EnvBase
+from torchrl.envs.utils import step_mdp
+
+from reservoir_dqn.replay import TransitionWriter
+
+
+class Countdown(EnvBase):
+    """A terminating environment: slot ``i`` terminates after ``lengths[i]`` steps, reward 1 per step.
+
+    The observation is ``[steps taken in the episode, episode length]``, so a stored transition
+    says where in its episode it starts, where its next observation lies and whether that is
+    the terminal one.
+    """
+
+    def __init__(self, lengths: list[int]) -> None:
+        super().__init__(batch_size=torch.Size([len(lengths)]))
+        self.lengths = torch.tensor(lengths)
+        self.t = torch.zeros(len(lengths), dtype=torch.long)
+        shape = self.batch_size
+        self.observation_spec = Composite(observation=Unbounded(shape=(*shape, 2)), shape=shape)
+        self.action_spec = Categorical(2, shape=shape)
+        self.reward_spec = Unbounded(shape=(*shape, 1))
+        self.full_done_spec = Composite(
+            done=Bounded(0, 1, shape=(*shape, 1), dtype=torch.bool),
+            terminated=Bounded(0, 1, shape=(*shape, 1), dtype=torch.bool),
+            truncated=Bounded(0, 1, shape=(*shape, 1), dtype=torch.bool),
+            shape=shape,
+        )
+
+    def _reset(self, tensordict: TensorDictBase | None, **kwargs: object) -> TensorDictBase:
+        mask = None if tensordict is None else tensordict.get("_reset", None)
+        reset = torch.ones_like(self.t, dtype=torch.bool) if mask is None else mask.reshape(-1)
+        self.t[reset] = 0
+        return TensorDict(
+            {
+                "observation": self._observation(),
+                "done": torch.zeros(*self.batch_size, 1, dtype=torch.bool),
+                "terminated": torch.zeros(*self.batch_size, 1, dtype=torch.bool),
+                "truncated": torch.zeros(*self.batch_size, 1, dtype=torch.bool),
+            },
+            batch_size=self.batch_size,
+        )
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        self.t = self.t + 1
+        terminated = (self.t >= self.lengths).unsqueeze(-1)
+        return TensorDict(
+            {
+                "observation": self._observation(),
+                "reward": torch.ones(*self.batch_size, 1),
+                "done": terminated.clone(),
+                "terminated": terminated,
+                "truncated": torch.zeros_like(terminated),
+            },
+            batch_size=self.batch_size,
+        )
+
+    def _observation(self) -> torch.Tensor:
+        return torch.stack([self.t, self.lengths], dim=-1).float()
+
+    def _set_seed(self, seed: int | None) -> None:
+        pass
+
+
+def test_an_n_step_transition_whose_window_holds_a_termination_is_terminal() -> None:
+    n_steps, gamma, lengths = 3, 0.9, [2, 3, 5, 7]
+    env = Countdown(lengths)
+    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(1000), batch_size=8)
+    writer = TransitionWriter(buffer, n_steps=n_steps, gamma=gamma)
+    carry = env.reset()
+    for _ in range(6):  # six batches of 5 steps: windows cross batch boundaries and episode ends
+        batch = env.rollout(5, auto_reset=False, tensordict=carry, break_when_any_done=False)
+        writer.write(batch)
+        carry = env.maybe_reset(step_mdp(batch[..., -1]))
+    stored = buffer[:]
+    start, length = stored["observation"].long().unbind(-1)
+    steps = stored["steps_to_next_obs"].squeeze(-1)
+    next_step = stored["next", "observation"][..., 0].long()
+    assert torch.equal(next_step, start + steps)  # the next observation lies `steps` steps ahead ...
+    assert torch.equal(steps, (length - start).clamp(max=n_steps))  # ... n, or fewer where the episode ends
+    # The next observation is terminal exactly when the window reaches the episode's end; the
+    # target must then be the discounted rewards alone, with no bootstrap from that observation.
+    reaches_the_end = next_step == length
+    terminated = stored["next", "terminated"].squeeze(-1)
+    assert bool(reaches_the_end.any()) and bool((~reaches_the_end).any())
+    assert torch.equal(terminated, reaches_the_end), (
+        f"{int((reaches_the_end & ~terminated).sum())} of {int(reaches_the_end.sum())} transitions whose next "
+        "observation is terminal are stored as non-terminal"
+    )
+    expected_return = (1 - gamma ** steps.double()) / (1 - gamma)  # reward 1 per step, discounted
+    assert torch.allclose(stored["next", "reward"].squeeze(-1).double(), expected_return, atol=1e-5)
