@@ -1,12 +1,16 @@
-# Everyday commands. `make run` and `make test` create .venv from requirements.lock when
-# it is missing or older than the lock file, so both work on a fresh clone.
+# Everyday commands. `make run` and `make test` create .venv from requirements.lock when it
+# is missing or older than the lock file, so both work on a fresh clone.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test workers: the suite mostly waits on DVC, servers and subprocesses, so more workers than cores pay.
+JOBS ?= 4
 
-.PHONY: run test bench soak lint typecheck check lock clean
+.PHONY: setup system run test test-fast bench soak lint typecheck check lock screenshots clean
+
+setup: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml tools/build_torchrl_extension.py
 	rm -rf $(VENV)
@@ -16,26 +20,37 @@ $(STAMP): requirements.lock pyproject.toml tools/build_torchrl_extension.py
 	$(BIN)/python tools/build_torchrl_extension.py
 	touch $(STAMP)
 
-# dvc.yaml calls `python -m reservoir_dqn...`: put the virtual environment first on PATH.
-run: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+# Debian packages of the distributed and remote tests (PostgreSQL, OpenSSH server), when root.
+system:
+	sh tools/system_packages.sh
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
+run: setup
+	$(BIN)/dvc repro
 
-# Benchmarks (not tests): bench/results/benchmark.{json,md}, scaling.png; about 50 minutes.
-bench: $(STAMP)
+test: setup system
+	$(BIN)/python -m pytest -n $(JOBS)
+
+# The everyday loop: everything but the tests marked slow (DVC, servers, whole trainings).
+test-fast: setup
+	$(BIN)/python -m pytest -n $(JOBS) -m "not slow"
+
+# Benchmarks (not tests): bench/results/benchmark.{json,md} and figures.
+bench: setup
 	$(BIN)/python -m bench.run
 
 # A 1,000,000-frame reservoir run sampling resident memory: bench/results/soak.{json,png}.
-soak: $(STAMP)
+soak: setup
 	$(BIN)/python -m bench.soak
 
-lint: $(STAMP)
+# Headless-Chromium screenshots of MLflow, TensorBoard and `dvc plots` (Debian package chromium).
+screenshots: setup
+	$(BIN)/python tools/screenshots.py
+
+lint: setup
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 
-typecheck: $(STAMP)
+typecheck: setup
 	$(BIN)/mypy src
 
 check: lint typecheck test

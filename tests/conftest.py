@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from dvc.utils.serialize import modify_yaml
 
 from reservoir_dqn.agent import load_model
 from reservoir_dqn.config import Config, load_config
@@ -24,7 +25,9 @@ TINY = {
     "dqn.batch_size": 32,
     "dqn.buffer_size": 2000,
     "dqn.eps_decay_frames": 400,
+    "dqn.lr_decay_frames": 800,
     "dqn.target_update_interval": 20,
+    "train.seeds": 2,
     "train.total_frames": 800,
     "train.frames_per_batch": 40,
     "train.min_replay_size": 64,
@@ -34,10 +37,11 @@ TINY = {
     "train.checkpoint_interval_frames": 200,
     "evaluate.episodes": 3,
     "evaluate.trajectory_episodes": 1,
+    "compare.resamples": 200,
     # Most tests leave tracking out; tests/test_tracking.py turns it on against real stores.
     "tracking.enabled": False,
     "tracking.tensorboard": False,
-    "tracking.log_interval_frames": 40,  # a point per batch; tests/test_tracking.py thins it out
+    "tracking.log_interval_frames": 40,  # a point per batch
 }
 
 
@@ -56,7 +60,7 @@ def tiny_params(**overrides: object) -> dict:
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty project folder holding a tiny-budget params.yaml; the test runs inside it."""
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    write_params(tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -83,7 +87,19 @@ def wait_for(condition: Callable[[], object], timeout: float = 300.0, interval: 
 
 
 def write_params(path: Path, **overrides: object) -> None:
-    path.write_text(yaml.safe_dump(tiny_params(**overrides), sort_keys=False))
+    """The repository's params.yaml, its layout and comments kept, with TINY and ``overrides`` set.
+
+    Values are set with DVC's own YAML round trip (what ``dvc exp run -S`` does), so every
+    test project's params.yaml looks like the real one.
+    """
+    shutil.copyfile(REPO / "params.yaml", path)
+    with modify_yaml(path) as params:
+        for key, value in {**TINY, **overrides}.items():
+            node = params
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
 
 
 def tree_digest(root: Path, exclude: Sequence[str] = ()) -> dict[str, str]:
@@ -106,10 +122,14 @@ def copy_repo(destination: Path) -> Path:
         ".pytest_cache",
         ".mypy_cache",
         ".ruff_cache",
+        ".hypothesis",
         "mlflow.db",
         "mlartifacts",
         "runs",
         "checkpoints",
+        "dvc_plots",
+        "optuna.db",
+        ".mlflow-outbox",
     )
     shutil.copytree(REPO, destination, ignore=ignore)
     return destination

@@ -11,21 +11,29 @@ from pathlib import Path
 from tests.conftest import copy_repo, wait_for, write_params
 
 VENV_BIN = str(Path(sys.executable).parent)
-OUTPUTS = ("models", "logs", "metrics", "plots", "checkpoints", "mlflow.db", "mlartifacts", "runs")
+OUTPUTS = ("models", "logs", "metrics", "plots", "checkpoints", "mlflow.db", "mlartifacts", "runs", "dvc.lock")
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment a user's shell would give DVC: this venv first on PATH, no leaked DVC/MLflow state."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # `python` in dvc.yaml is this venv's
+def clean_env(repo: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment a user's shell gives DVC: no activated venv, no leaked DVC/MLflow state.
+
+    The repository's ``.venv`` links to this one, whose package is installed in editable mode
+    from *this* checkout; ``PYTHONPATH`` makes the stages import the copy's own ``src``.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_", "VIRTUAL_ENV"))}
+    env["PATH"] = os.pathsep.join(part for part in env.get("PATH", "").split(os.pathsep) if part != VENV_BIN)
     env["DVC_NO_ANALYTICS"] = "1"
+    if repo is not None:
+        env["PYTHONPATH"] = str(repo / "src")
     return {**env, **extra}
 
 
 def run(
     repo: Path, *command: str, check: bool = True, timeout: int = 900, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(command, cwd=repo, env=env or clean_env(), capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        command, cwd=repo, env=env or clean_env(repo), capture_output=True, text=True, timeout=timeout
+    )
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -43,8 +51,14 @@ def commit(repo: Path, message: str) -> None:
 
 
 def run_queue(repo: Path, jobs: int, timeout: float) -> str:
-    """``dvc queue start -j jobs``, wait until no experiment is queued or running; the final ``dvc queue status``."""
-    dvc(repo, "queue", "start", "-j", str(jobs))
+    """``dvc queue start -j jobs``, wait until no experiment is queued or running; the final ``dvc queue status``.
+
+    DVC's queue starts its workers as ``dvc`` found on PATH, so the README's command puts the
+    project's ``.venv/bin`` first on PATH for that one command, and so does this.
+    """
+    env = clean_env(repo)
+    env["PATH"] = f"{repo / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"
+    dvc(repo, "queue", "start", "-j", str(jobs), env=env)
     done = wait_for(
         lambda: "Queued" not in (s := dvc(repo, "queue", "status").stdout) and "Running" not in s,
         timeout=timeout,
@@ -65,8 +79,13 @@ def queue_logs(repo: Path, status: str) -> str:
 
 
 def make_repo(destination: Path, **params: object) -> Path:
-    """This project at ``destination`` with the tiny budget (plus ``params``), committed on branch main."""
+    """This project at ``destination`` with the tiny budget (plus ``params``), committed on branch main.
+
+    Its ``.venv`` is this one (a link), as ``make setup`` would have made it, so that
+    ``tools/stage`` finds the project's Python without any activated environment.
+    """
     root = copy_repo(destination)
+    (root / ".venv").symlink_to(Path(VENV_BIN).parent)
     write_params(root / "params.yaml", **params)
     for name in OUTPUTS:
         path = root / name

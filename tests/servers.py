@@ -1,8 +1,8 @@
-"""Real servers for the tests: an MLflow tracking server and a PostgreSQL database, on 127.0.0.1.
+"""Real servers for the tests: an MLflow tracking server, PostgreSQL and an SSH server, on 127.0.0.1.
 
-PostgreSQL comes from Debian's packages. When its binaries are missing the set-up installs
-them with apt-get (as root); where that is impossible the tests that need it are skipped
-with the reason.
+PostgreSQL and OpenSSH come from Debian's packages, which the set-up installs
+(``make system``, run by ``make test``); where they are missing the tests that need them
+are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -88,19 +88,9 @@ def _postgres_bin() -> Path | None:
 
 
 def postgres_binaries() -> tuple[Path | None, str]:
-    """The folder of PostgreSQL's server binaries, installing Debian's package if needed; or why not."""
+    """The folder of PostgreSQL's server binaries; or why there is none."""
     found = _postgres_bin()
-    if found is not None:
-        return found, ""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return None, "PostgreSQL is not installed and cannot be installed here (needs root and apt-get)"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
-    result = subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], env=env, capture_output=True, text=True)
-    found = _postgres_bin()
-    if found is None:
-        return None, f"apt-get install postgresql failed: {(result.stderr or result.stdout).strip()[-200:]}"
-    return found, ""
+    return (found, "") if found is not None else (None, "PostgreSQL is not installed (make system installs it)")
 
 
 class PostgresServer:
@@ -113,6 +103,7 @@ class PostgresServer:
         self.folder = Path(tempfile.mkdtemp(prefix="reservoir-dqn-pg-"))
         self.folder.chmod(0o755)
         self.uri = f"postgresql+psycopg2://mlflow@127.0.0.1:{self.port}/mlflow"
+        self.url = f"postgresql://mlflow@127.0.0.1:{self.port}"  # + /<database>
 
     def _run(self, *command: str) -> None:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -134,8 +125,13 @@ class PostgresServer:
             "-o",
             f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1",
         )
-        self._run(str(self.binaries / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "mlflow", "mlflow")
+        self.create_database("mlflow")
         return self
+
+    def create_database(self, name: str) -> str:
+        """A new database on this server; its SQLAlchemy URL."""
+        self._run(str(self.binaries / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "mlflow", name)
+        return f"{self.url}/{name}"
 
     def stop(self) -> None:
         subprocess.run(
@@ -151,3 +147,49 @@ class PostgresServer:
             capture_output=True,
         )
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class SshServer:
+    """OpenSSH's sshd on 127.0.0.1, accepting one generated key for the current user (a DVC remote's host)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.client_key = folder / "client_key"
+        self.user = (
+            os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SshServer:
+        sshd = Path("/usr/sbin/sshd")
+        if not sshd.exists():
+            raise FileNotFoundError("OpenSSH's server is not installed (make system installs it)")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for key in ("host_key", "client_key"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.folder / key)], check=True)
+        (self.folder / "authorized_keys").write_text((self.folder / "client_key.pub").read_text())
+        config = self.folder / "sshd_config"
+        config.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.folder / 'host_key'}\n"
+            f"AuthorizedKeysFile {self.folder / 'authorized_keys'}\nPasswordAuthentication no\n"
+            f"KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {self.folder / 'sshd.pid'}\n"
+            "Subsystem sftp internal-sftp\n"
+        )
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
+        log = (self.folder / "sshd.log").open("ab")
+        self.process = subprocess.Popen(
+            [str(sshd), "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.2)
+        raise RuntimeError(f"sshd did not listen on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)

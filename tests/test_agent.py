@@ -1,28 +1,40 @@
-"""The agent's TorchRL parts: shapes, exploration schedule, loss options, target updates."""
+"""The agents' TorchRL parts: stacked networks that stay independent, loss options, schedules, target updates."""
 
 from __future__ import annotations
+
+import copy
+from dataclasses import replace
 
 import pytest
 import torch
 from tensordict import TensorDict
 from torchrl.objectives import HardUpdate, SoftUpdate
 
-from reservoir_dqn.agent import NetworkSpec, anneal_exploration, make_agent, make_q_network, update
+from reservoir_dqn.agent import (
+    NetworkSpec,
+    anneal,
+    clip_grad_norm_per_agent,
+    make_agent,
+    make_q_network,
+    select_agents,
+    stacked_mlp,
+    update,
+)
 from reservoir_dqn.config import load_config
 from tests.conftest import REPO
 
-SPEC = NetworkSpec(obs_dim=4, num_actions=2, hidden_sizes=(32, 16), env_name="CartPole-v1")
+SPEC = NetworkSpec(obs_dim=4, num_actions=2, hidden_sizes=(32, 16), env_name="CartPole-v1", agents=3)
 
 
-def _batch(size: int = 32) -> TensorDict:
+def _batch(size: int = 32, reward: float = 1.0, terminated: bool = False) -> TensorDict:
     return TensorDict(
         {
             "observation": torch.randn(size, 4),
             "action": torch.randint(0, 2, (size,)),
             ("next", "observation"): torch.randn(size, 4),
-            ("next", "reward"): torch.ones(size, 1),
-            ("next", "done"): torch.zeros(size, 1, dtype=torch.bool),
-            ("next", "terminated"): torch.zeros(size, 1, dtype=torch.bool),
+            ("next", "reward"): torch.full((size, 1), reward),
+            ("next", "done"): torch.full((size, 1), terminated),
+            ("next", "terminated"): torch.full((size, 1), terminated),
         },
         batch_size=[size],
     )
@@ -32,95 +44,184 @@ def _dqn(**overrides: object):
     return load_config(REPO / "params.yaml", [f"dqn.{key}={value}" for key, value in overrides.items()]).dqn
 
 
-def test_q_network_shapes_and_greedy_action() -> None:
-    network = make_q_network(SPEC)
-    out = network(TensorDict(observation=torch.randn(7, 4), batch_size=[7]))
-    assert out["action_value"].shape == (7, 2)
-    assert out["action"].shape == (7,)
+def _values(network, observation: torch.Tensor) -> torch.Tensor:
+    return network(TensorDict(observation=observation, batch_size=observation.shape[:1]))["action_value"]
+
+
+def test_stacked_network_shapes_and_greedy_action() -> None:
+    network = make_q_network(SPEC, seeds=[1, 2, 3])
+    out = network(TensorDict(observation=torch.randn(3 * 7, 4), batch_size=[21]))
+    assert out["action_value"].shape == (21, 2) and out["action"].shape == (21,)
     assert torch.equal(out["action"], out["action_value"].argmax(-1))
-    layers = [m for m in network.modules() if isinstance(m, torch.nn.Linear)]
-    assert [(layer.in_features, layer.out_features) for layer in layers] == [(4, 32), (32, 16), (16, 2)]
+    assert [tuple(w.shape) for w in stacked_mlp(network).weights] == [(3, 4, 32), (3, 32, 16), (3, 16, 2)]
+
+
+def test_each_agent_sees_only_its_own_rows_and_weights() -> None:
+    network = make_q_network(SPEC, seeds=[1, 2, 3])
+    observation = torch.randn(3 * 5, 4)
+    before = _values(network, observation)
+    with torch.no_grad():
+        for weight in stacked_mlp(network).weights:
+            weight[1].mul_(-3.0)  # change agent 1 only
+    after = _values(network, observation)
+    assert torch.equal(before[:5], after[:5]) and torch.equal(before[10:], after[10:])
+    assert not torch.allclose(before[5:10], after[5:10])
+
+
+def test_agents_start_from_their_own_seeds() -> None:
+    a, b = make_q_network(SPEC, seeds=[1, 2, 3]), make_q_network(SPEC, seeds=[1, 9, 3])
+    first_a, first_b = stacked_mlp(a).weights[0], stacked_mlp(b).weights[0]
+    assert torch.equal(first_a[0], first_b[0]) and torch.equal(first_a[2], first_b[2])
+    assert not torch.equal(first_a[1], first_b[1])
+
+
+def test_one_agent_of_a_stack_is_the_same_network_alone() -> None:
+    network = make_q_network(SPEC, seeds=[1, 2, 3])
+    alone, spec = select_agents(network, SPEC, [1])
+    assert spec.agents == 1
+    observation = torch.randn(6, 4)
+    stacked_input = torch.cat([torch.zeros(6, 4), observation, torch.zeros(6, 4)])
+    assert torch.allclose(_values(network, stacked_input)[6:12], _values(alone, observation), atol=1e-6)
 
 
 def test_the_network_scales_raw_observations_first() -> None:
-    scaled = NetworkSpec(obs_dim=4, num_actions=2, hidden_sizes=(8,), env_name="CartPole-v1", obs_scale=(2.0,) * 4)
-    plain = NetworkSpec(obs_dim=4, num_actions=2, hidden_sizes=(8,), env_name="CartPole-v1")
-    torch.manual_seed(0)
-    a = make_q_network(scaled)
-    torch.manual_seed(0)
-    b = make_q_network(plain)
+    scaled = replace(SPEC, agents=1, obs_scale=(2.0,) * 4)
+    plain = replace(SPEC, agents=1)
     observation = torch.randn(3, 4)
-    out_a = a(TensorDict(observation=observation, batch_size=[3]))["action_value"]
-    out_b = b(TensorDict(observation=2 * observation, batch_size=[3]))["action_value"]
-    assert torch.allclose(out_a, out_b)
+    a, b = make_q_network(scaled, seeds=[0]), make_q_network(plain, seeds=[0])
+    assert torch.allclose(_values(a, observation), _values(b, 2 * observation))
 
 
-def test_epsilon_anneals_linearly_by_frames() -> None:
-    agent = make_agent(_dqn(eps_start=1.0, eps_end=0.1, eps_decay_frames=100), SPEC)
-    assert float(agent.exploration.eps) == pytest.approx(1.0)
-    anneal_exploration(agent.exploration, 50)
+def test_epsilon_and_learning_rate_anneal_linearly_by_frames() -> None:
+    agent = make_agent(
+        _dqn(eps_start=1.0, eps_end=0.1, eps_decay_frames=100, lr=0.01, lr_end_factor=0.1, lr_decay_frames=200), SPEC
+    )
+    anneal(agent, 50)
     assert float(agent.exploration.eps) == pytest.approx(0.55, abs=1e-6)
-    anneal_exploration(agent.exploration, 550)
+    assert agent.optimizer.param_groups[0]["lr"] == pytest.approx(0.01 - 0.009 * 0.25)
+    anneal(agent, 10_000)
     assert float(agent.exploration.eps) == pytest.approx(0.1)
-    # The same schedule as TorchRL's own frame-by-frame step, up to float rounding.
+    assert agent.optimizer.param_groups[0]["lr"] == pytest.approx(0.001)
+    # The same epsilon schedule as TorchRL's own frame-by-frame step, up to float rounding.
     stepped = make_agent(_dqn(eps_start=1.0, eps_end=0.1, eps_decay_frames=100), SPEC).exploration
     stepped.step(37)
-    anneal_exploration(agent.exploration, 37)
+    anneal(agent, 37)
     assert float(agent.exploration.eps) == pytest.approx(float(stepped.eps), abs=1e-5)
 
 
-@pytest.mark.parametrize(("loss", "expected"), [("huber", "smooth_l1"), ("l2", "l2")])
-def test_loss_function_is_selectable(loss: str, expected: str) -> None:
-    assert make_agent(_dqn(loss=loss), SPEC).loss.loss_function == expected
+def _constant_values(network, values: list[float]) -> None:
+    """Make every agent's Q-values the constants ``values``, whatever the observation."""
+    mlp = stacked_mlp(network)
+    with torch.no_grad():
+        for weight, bias in zip(mlp.weights, mlp.biases, strict=True):
+            weight.zero_()
+            bias.zero_()
+        mlp.biases[-1].copy_(torch.tensor(values).expand_as(mlp.biases[-1]))
 
 
-@pytest.mark.parametrize("double", [True, False])
-def test_double_dqn_is_selectable(double: bool) -> None:
-    assert make_agent(_dqn(double_dqn=str(double).lower()), SPEC).loss.double_dqn is double
+@pytest.mark.parametrize(("loss", "expected"), [("huber", 10.0 - 0.5), ("l2", 100.0)])
+def test_loss_function_is_selectable(loss: str, expected: float) -> None:
+    """A TD error of 10 (terminal reward 10, prediction 0) costs 9.5 with Huber and 100 with L2."""
+    agent = make_agent(_dqn(loss=loss), replace(SPEC, agents=1))
+    _constant_values(agent.q_network, [0.0, 0.0])
+    per_transition = agent.compute_loss(_batch(8, reward=10.0, terminated=True))
+    assert torch.allclose(per_transition, torch.full((8,), expected))
+
+
+@pytest.mark.parametrize(("double", "target"), [(False, 5.0), (True, 3.0)])
+def test_double_dqn_values_the_online_networks_choice_with_the_target_network(double: bool, target: float) -> None:
+    """Online Q = [1, 2] prefers action 1; target Q = [5, 3]. DQN bootstraps max = 5, double DQN Q_target(1) = 3."""
+    agent = make_agent(_dqn(double_dqn=str(double).lower(), loss="l2", gamma=1.0), replace(SPEC, agents=1))
+    _constant_values(agent.q_network, [1.0, 2.0])
+    target_network = copy.deepcopy(agent.q_network)
+    _constant_values(target_network, [5.0, 3.0])
+    targets = agent.loss.target_value_network_params.flatten_keys(".")
+    for name, source in target_network.named_parameters():
+        targets[name].data.copy_(source.detach())
+    batch = _batch(4, reward=0.0)
+    batch["action"] = torch.zeros(4, dtype=torch.long)  # prediction Q_online(s, 0) = 1
+    per_transition = agent.compute_loss(batch)
+    assert torch.allclose(per_transition, torch.full((4,), (1.0 - target) ** 2))
+
+
+def test_gradients_are_clipped_per_agent_as_each_would_be_alone() -> None:
+    torch.manual_seed(0)
+    parameters = [torch.nn.Parameter(torch.randn(3, 4, 5)), torch.nn.Parameter(torch.randn(3, 1, 5))]
+    for parameter, scale in zip(parameters, (1.0, 50.0), strict=True):
+        parameter.grad = torch.randn_like(parameter) * scale
+    alone = []
+    for agent in range(3):
+        copies = [torch.nn.Parameter(parameter[agent].detach().clone()) for parameter in parameters]
+        for copied, parameter in zip(copies, parameters, strict=True):
+            copied.grad = parameter.grad[agent].clone()
+        norm = torch.nn.utils.clip_grad_norm_(copies, 10.0)
+        alone.append((norm, [copied.grad for copied in copies]))
+    norms = clip_grad_norm_per_agent(parameters, 10.0, agents=3)
+    for agent, (norm, grads) in enumerate(alone):
+        assert torch.allclose(norms[agent], norm)
+        for parameter, grad in zip(parameters, grads, strict=True):
+            assert torch.allclose(parameter.grad[agent], grad)
+
+
+def test_an_update_of_the_stack_moves_each_agent_as_if_it_trained_alone() -> None:
+    """Agent 0 of a two-agent stack updated on (its rows, other rows) equals agent 0 trained alone on its rows."""
+    config = _dqn(lr=0.01, lr_end_factor=1.0, max_grad_norm=0.5)  # small clip: clipping must stay per agent
+    pair = make_agent(config, replace(SPEC, agents=2), seeds=[4, 5])
+    single = make_agent(config, replace(SPEC, agents=1), seeds=[4])
+    torch.manual_seed(0)
+    mine, theirs = _batch(16), _batch(16, reward=100.0)
+    for _ in range(3):
+        update(pair, torch.cat([mine, theirs]))
+        update(single, mine.clone())
+    for stacked, alone in zip(stacked_mlp(pair.q_network).weights, stacked_mlp(single.q_network).weights, strict=True):
+        assert torch.allclose(stacked[0], alone[0], atol=1e-5)
+
+
+FIRST_LAYER = "module.0.module.weights.0"
 
 
 def _target(agent) -> torch.Tensor:
-    return agent.loss.target_value_network_params.flatten_keys()["module.0.module.1.0.weight"].clone()
+    return agent.loss.target_value_network_params.flatten_keys(".")[FIRST_LAYER].detach().clone()
 
 
 def _online(agent) -> torch.Tensor:
-    return agent.loss.value_network_params.flatten_keys()["module.0.module.1.0.weight"].clone()
+    return agent.loss.value_network_params.flatten_keys(".")[FIRST_LAYER].detach().clone()
 
 
 def test_hard_update_copies_only_every_interval() -> None:
-    torch.manual_seed(0)
-    agent = make_agent(_dqn(target_update="hard", target_update_interval=3), SPEC)
+    agent = make_agent(_dqn(target_update="hard", target_update_interval=3), SPEC, seeds=[0, 1, 2])
     assert isinstance(agent.target_updater, HardUpdate)
     start = _target(agent)
     for _ in range(3):
-        update(agent, _batch())
+        update(agent, _batch(3 * 8))
         assert torch.equal(_target(agent), start)
-    update(agent, _batch())
+    update(agent, _batch(3 * 8))
     assert torch.equal(_target(agent), _online(agent))
 
 
-def test_soft_update_moves_target_by_tau() -> None:
-    torch.manual_seed(0)
-    agent = make_agent(_dqn(target_update="soft", tau=0.25), SPEC)
+def test_soft_update_moves_target_and_averaged_weights_by_their_rates() -> None:
+    agent = make_agent(_dqn(target_update="soft", tau=0.25, policy_averaging=0.1), SPEC, seeds=[0, 1, 2])
     assert isinstance(agent.target_updater, SoftUpdate)
-    before = _target(agent)
-    update(agent, _batch())
-    expected = 0.75 * before + 0.25 * _online(agent)
-    assert torch.allclose(_target(agent), expected, atol=1e-6)
+    target_before = _target(agent)
+    averaged_before = next(agent.averaged_network.parameters()).clone()
+    update(agent, _batch(3 * 8))
+    online = _online(agent)
+    assert torch.allclose(_target(agent), 0.75 * target_before + 0.25 * online, atol=1e-6)
+    assert torch.allclose(next(agent.averaged_network.parameters()), 0.9 * averaged_before + 0.1 * online, atol=1e-6)
 
 
 def test_update_reduces_the_loss_on_a_fixed_batch() -> None:
     torch.manual_seed(0)
-    agent = make_agent(_dqn(lr=0.01, target_update_interval=1000), SPEC)
-    batch = _batch(64)
+    agent = make_agent(_dqn(lr=0.01, lr_end_factor=1.0), SPEC, seeds=[0, 1, 2])
+    batch = _batch(3 * 64)
     first, _ = update(agent, batch.clone())
     for _ in range(50):
         last, _ = update(agent, batch.clone())
-    assert float(last) < float(first)
+    assert bool((last < first).all())
 
 
 def test_update_writes_td_error_for_prioritized_replay() -> None:
     agent = make_agent(_dqn(), SPEC)
-    batch = _batch(16)
+    batch = _batch(3 * 16)
     update(agent, batch)
-    assert batch["td_error"].shape[0] == 16 and bool((batch["td_error"] >= 0).all())
+    assert batch["td_error"].shape[0] == 48 and bool((batch["td_error"] >= 0).all())

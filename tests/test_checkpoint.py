@@ -39,14 +39,18 @@ def test_checkpoint_archive_holds_only_json_and_memory_maps(project: Path) -> No
     names = zipfile.ZipFile(newest).namelist()
     components = {name.split("/")[1].split("-", 1)[1] for name in names if name.startswith("components/")}
     assert components == {
-        "best_network",
+        "averaged",
+        "best",
         "exploration",
         "loss",
         "optimizer",
         "progress",
         "replay_buffer",
         "rng",
+        "rollout",
+        "stopped",
         "target_updater",
+        "writer",
     }
     assert all(name.endswith((".json", ".memmap")) for name in names)
 
@@ -59,7 +63,7 @@ def test_buffer_is_left_out_when_switched_off(project: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(project: Path, capsys, damage: str) -> None:
-    assert train.main(["--set", "paths.model=straight.pt", "--set", "paths.checkpoints=straight"]) == 0
+    assert train.main(["--set", "paths.agents=straight", "--set", "paths.checkpoints=straight"]) == 0
     assert train.main(["--set", "train.total_frames=600"]) == 0
     newest = _checkpoints(project)[-1]
     assert newest.name.endswith("600.torchrl")
@@ -74,7 +78,10 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(project: Path,
     out = capsys.readouterr().out
     assert "unusable checkpoint" in out and "resuming from" in out and "400.torchrl" in out
     assert (project / "checkpoints" / (newest.name + ".corrupt")).exists()
-    straight, recovered = model_weights(project / "straight.pt"), model_weights(project / "models/model.pt")
+    straight, recovered = (
+        model_weights(project / "straight/final.pt"),
+        model_weights(project / "models/agents/final.pt"),
+    )
     assert all(torch.equal(straight[key], recovered[key]) for key in straight)
 
 
@@ -118,16 +125,16 @@ def test_interrupted_checkpoint_write_leaves_no_partial_file(project: Path, monk
 
 
 def test_model_round_trip(tmp_path: Path) -> None:
-    spec = NetworkSpec(obs_dim=4, num_actions=3, hidden_sizes=(16, 8), env_name="CartPole-v1")
-    network = make_q_network(spec)
+    spec = NetworkSpec(obs_dim=4, num_actions=3, hidden_sizes=(16, 8), env_name="CartPole-v1", agents=2)
+    network = make_q_network(spec, seeds=[1, 2])
     save_model(network, spec, tmp_path / "model.pt")
     loaded, loaded_spec = load_model(tmp_path / "model.pt")
     assert loaded_spec == spec
-    observation = torch.randn(5, 4)
+    observation = torch.randn(10, 4)
     from tensordict import TensorDict
 
-    a = network(TensorDict(observation=observation, batch_size=[5]))
-    b = loaded(TensorDict(observation=observation, batch_size=[5]))
+    a = network(TensorDict(observation=observation, batch_size=[10]))
+    b = loaded(TensorDict(observation=observation, batch_size=[10]))
     assert torch.equal(a["action_value"], b["action_value"]) and torch.equal(a["action"], b["action"])
 
 
@@ -146,8 +153,10 @@ def test_evaluate_refuses_a_tampered_model_with_exit_2(project: Path, tmp_path: 
     from reservoir_dqn.stages import evaluate
 
     marker = tmp_path / "pwned"
-    (project / "models").mkdir()
-    torch.save(_Payload(marker), project / "models/model.pt")
+    (project / "models/agents").mkdir(parents=True)
+    (project / "metrics").mkdir()
+    (project / "metrics/train.json").write_text('{"shipped_agent": 0, "shipped_network": "final", "run_ids": {}}')
+    torch.save(_Payload(marker), project / "models/agents/final.pt")
     assert evaluate.main([]) == 2
     assert "refused to load model file" in capsys.readouterr().err
     assert not marker.exists()

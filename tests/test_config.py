@@ -55,7 +55,31 @@ BAD_FILES = [
     ),
     ("missing section", lambda p: _delete(p, "dqn"), [], ["missing section 'dqn'"]),
     ("missing key", lambda p: _delete(p, "dqn.gamma"), [], ["missing key 'dqn.gamma'"]),
-    ("unknown environment", lambda p: _set(p, "env.name", "Pong-v5"), [], ["env.name", '"Pong-v5"']),
+    (
+        "mistyped key names the typo",
+        lambda p: _set(_delete(p, "dqn.gamma"), "dqn.gama", 0.95),
+        [],
+        ["unknown key 'dqn.gama'", "did you mean 'dqn.gamma'"],
+    ),
+    (
+        "search space key that is not a parameter",
+        lambda p: p["tune"]["space"].update({"dqn.lrr": {"distribution": "float", "low": 0.1, "high": 0.2}}) or p,
+        [],
+        ["tune.space", "'dqn.lrr'", "did you mean 'dqn.lr'"],
+    ),
+    (
+        "search dimension without bounds",
+        lambda p: p["tune"]["space"].update({"dqn.tau": {"distribution": "float", "low": 0.5, "high": 0.1}}) or p,
+        [],
+        ["tune.space.dqn.tau", "low < high"],
+    ),
+    ("no seeds", lambda p: _set(p, "train.seeds", 0), [], ["train.seeds", "0"]),
+    (
+        "unknown environment",
+        lambda p: _set(p, "env.name", "Pong-v5"),
+        [],
+        ["env.name", '"Pong-v5"', "known: reservoir"],
+    ),
     ("absolute output path", lambda p: _set(p, "paths.model", "/etc/model.pt"), [], ["paths.model", "/etc/model.pt"]),
     ("output path escapes", lambda p: _set(p, "paths.train_metrics", "../train.json"), [], ["paths.train_metrics"]),
     (
@@ -98,6 +122,8 @@ def test_bad_parameters_give_one_line_naming_the_key(tmp_path, case, breaker, ov
         load_config(path, overrides)
     message = str(raised.value)
     assert "\n" not in message
+    # The message says where the bad value came from: the --set that gave it, else the file.
+    assert message.startswith(f"--set {overrides[-1]}" if overrides else str(path)), message
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
 
@@ -133,7 +159,7 @@ def test_repository_params_are_valid_and_exponents_are_floats(tmp_path: Path) ->
     config = load_config(REPO / "params.yaml")
     assert config.dqn.lr > 0
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(tiny_params()).replace("lr: 0.003", "lr: 5e-4"))
+    path.write_text(yaml.safe_dump(tiny_params()).replace("lr: 0.001", "lr: 5e-4"))
     assert load_config(path).dqn.lr == pytest.approx(5e-4)
 
 
@@ -161,9 +187,9 @@ def test_every_key_of_params_yaml_is_a_config_field() -> None:
     assert dotted(params) == set(config.flat())
 
 
-def test_training_hash_ignores_budget_but_not_hyperparameters(project: Path) -> None:
+def test_training_hash_ignores_budget_and_checkpoints_but_not_hyperparameters(project: Path) -> None:
     base = load_config(project / "params.yaml")
-    longer = load_config(project / "params.yaml", ["train.total_frames=4000"])
+    longer = load_config(project / "params.yaml", ["train.total_frames=4000", "train.checkpoint_interval_frames=400"])
     other = load_config(project / "params.yaml", ["dqn.gamma=0.9"])
     assert base.training_hash == longer.training_hash != other.training_hash
 
@@ -177,7 +203,11 @@ def test_stage_exits_2_and_touches_nothing_on_bad_params(project: Path, capsys, 
     assert stage.main(["--set", "dqn.gamma=7"]) == 2
     assert stage.main(["--gamma", "0"]) == 2
     assert stage.main(["--params", "missing.yaml"]) == 2
+    (project / "params.yaml").write_text((project / "params.yaml").read_text().replace("gamma:", "gama:"))
+    assert stage.main(["--set", "paths.model=models/model.pt"]) == 2  # a path option, not the culprit
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
-    assert "dqn.gamma" in err[0] and "7" in err[0]
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err)
+    assert err[0].startswith("error: --set dqn.gamma=7: dqn.gamma") and "7" in err[0]
+    assert err[3] == "error: params.yaml: unknown key 'dqn.gama' (did you mean 'dqn.gamma'?)"
+    (project / "params.yaml").write_text((project / "params.yaml").read_text().replace("gama:", "gamma:"))
     assert tree_digest(project) == before

@@ -1,44 +1,67 @@
-"""The environment factory: specs, seeding, batched sub-environments."""
+"""The environment profiles: CartPole's specs, seeding and state; what every profile provides."""
 
 from __future__ import annotations
 
 import torch
-import torch as _torch
 from torchrl.envs.utils import check_env_specs
 
 from reservoir_dqn.config import load_config
-from reservoir_dqn.envs import episode_limit, episode_success, make_env
+from reservoir_dqn.envs import PROFILES, profile
+from reservoir_dqn.envs.baselines import RandomPolicy
+from reservoir_dqn.evaluation import describe, run_episodes
 from tests.conftest import REPO
 
 CARTPOLE = load_config(REPO / "params.yaml", ["env.name=CartPole-v1"]).env
+PROFILE = profile(CARTPOLE)
 
 
 def test_cartpole_specs_and_batch() -> None:
-    env = make_env(CARTPOLE, 3)
+    env = PROFILE.make(CARTPOLE, [0, 1, 2])
     check_env_specs(env)
     assert env.batch_size == (3,)
     assert env.observation_spec["observation"].shape == (3, 4)
     assert env.action_spec_unbatched.space.n == 2
-    assert episode_limit(CARTPOLE) == 500
-    returns = _torch.tensor([474.0, 475.0, 500.0])
-    assert episode_success(CARTPOLE, returns, returns, {}).tolist() == [False, True, True]
+    assert PROFILE.episode_limit(CARTPOLE) == 500
+    assert PROFILE.optimum_return(CARTPOLE, {"random": 20.0}) == 500.0
 
 
-def test_sub_environment_i_behaves_like_a_single_env_seeded_seed_plus_i() -> None:
-    batched = make_env(CARTPOLE, 3)
-    batched.set_seed(100)
-    first = batched.reset()["observation"]
+def test_copy_i_behaves_like_a_single_env_with_its_seed() -> None:
+    first = PROFILE.make(CARTPOLE, [100, 101, 102]).reset()["observation"]
     for index in range(3):
-        single = make_env(CARTPOLE, 1)
-        single.set_seed(100 + index)
+        single = PROFILE.make(CARTPOLE, [100 + index])
         assert torch.equal(single.reset()["observation"][0], first[index])
 
 
 def test_seeded_rollouts_repeat_exactly() -> None:
     def rollout() -> torch.Tensor:
-        env = make_env(CARTPOLE, 2)
-        env.set_seed(7)
-        torch.manual_seed(0)  # random actions come from torch's generator
-        return env.rollout(50, break_when_any_done=False)["next", "observation"]
+        return PROFILE.make(CARTPOLE, [7, 8]).rollout(50, RandomPolicy(2, 0), break_when_any_done=False)[
+            "next", "observation"
+        ]
 
     assert torch.equal(rollout(), rollout())
+
+
+def test_state_restored_mid_episode_continues_exactly() -> None:
+    env, policy = PROFILE.make(CARTPOLE, [3, 4, 5]), RandomPolicy(2, seed=1)
+    first = env.rollout(30, policy, break_when_any_done=False)
+    carrier = env.maybe_reset(env.step_mdp(first[..., -1]))
+    state, policy_state = PROFILE.get_state(env), policy.generator.get_state()
+    go_on = env.rollout(60, policy, auto_reset=False, tensordict=carrier.clone(), break_when_any_done=False)
+    other, replay = PROFILE.make(CARTPOLE, [50, 51, 52]), RandomPolicy(2, seed=1)
+    PROFILE.set_state(other, state)
+    replay.generator.set_state(policy_state)
+    again = other.rollout(60, replay, auto_reset=False, tensordict=carrier.clone(), break_when_any_done=False)
+    assert torch.equal(go_on["next", "observation"], again["next", "observation"])
+    assert torch.equal(go_on["next", "done"], again["next", "done"])  # resets after an episode end repeat too
+
+
+def test_solved_is_the_share_of_episodes_reaching_gymnasiums_threshold() -> None:
+    episodes = run_episodes(PROFILE, CARTPOLE, RandomPolicy(2, 0), [10, 11, 12, 13])
+    described = describe(PROFILE, CARTPOLE, episodes)
+    assert described["solved"] == 0.0 and described["return"] < 100
+
+
+def test_every_profile_declares_score_first_and_return() -> None:
+    for env_profile in PROFILES.values():
+        names = [metric.name for metric in env_profile.headline]
+        assert names[:2] == ["score", "return"], env_profile.name

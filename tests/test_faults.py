@@ -61,9 +61,11 @@ def test_sigkill_at_random_points_then_repro_finishes_with_identicalmodel_weight
         "--set",
         "paths.model=straight.pt",
         "--set",
-        "paths.checkpoints=straight",
+        "paths.agents=straight",
         "--set",
-        "paths.train_log=straight.csv",
+        "paths.checkpoints=straight_checkpoints",
+        "--set",
+        "paths.train_log=straight_log",
         "--set",
         "paths.train_metrics=straight.json",
     )
@@ -82,7 +84,8 @@ def test_sigkill_at_random_points_then_repro_finishes_with_identicalmodel_weight
         ("a random time after a checkpoint", lambda old: lambda: bool(archives() - old[0]), rng.uniform(0, 1), False),
     ]
     for label, condition, pause, slow in kills:
-        env = clean_env(PYTHONPATH=str(faults), **({"RDQN_TEST_SLOW_CHECKPOINT_WRITES": "1"} if slow else {}))
+        env = clean_env(repo, **({"RDQN_TEST_SLOW_CHECKPOINT_WRITES": "1"} if slow else {}))
+        env["PYTHONPATH"] = f"{env['PYTHONPATH']}{os.pathsep}{faults}"
         ready = condition((archives(), in_flight()))
         process = subprocess.Popen(
             [sys.executable, "-m", "dvc", "repro"],
@@ -100,7 +103,7 @@ def test_sigkill_at_random_points_then_repro_finishes_with_identicalmodel_weight
     assert not (repo / "models/model.pt").exists()
     result = dvc(repo, "repro")
     assert "resuming from" in result.stdout
-    straight, recovered = model_weights(repo / "straight.pt"), model_weights(repo / "models/model.pt")
+    straight, recovered = model_weights(repo / "straight/final.pt"), model_weights(repo / "models/agents/final.pt")
     assert all(torch.equal(straight[key], recovered[key]) for key in straight)
     assert json.loads((repo / "metrics/train.json").read_text())["frames"] == 4000
 
@@ -128,16 +131,6 @@ def test_bad_params_exit_non_zero_and_leave_outputs_untouched(
     assert tree_digest(project) == before
 
 
-def test_dvc_exp_with_a_bad_override_fails_and_keeps_the_results(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
-    dvc(repo, "repro")
-    before = tree_digest(repo, exclude=(".git", ".dvc/tmp", "params.yaml", "dvc.lock"))
-    result = dvc(repo, "exp", "run", "-S", "dqn.gamma=7", check=False)
-    assert result.returncode != 0
-    assert "dqn.gamma = 7" in result.stdout + result.stderr
-    assert tree_digest(repo, exclude=(".git", ".dvc/tmp", "params.yaml", "dvc.lock")) == before
-
-
 def test_tracking_server_lost_mid_run_then_resynced(project: Path, tmp_path: Path, capsys) -> None:
     server = MlflowServer(tmp_path / "server").start()
     try:
@@ -162,25 +155,26 @@ def test_tracking_server_lost_mid_run_then_resynced(project: Path, tmp_path: Pat
         killer.join()
         out = capsys.readouterr().out
         assert out.count("MLflow: logging failed") == 1, out
-        run_id = json.loads((project / "metrics/train.json").read_text())["mlflow_run_id"]
-        spool = project / ".mlflow-spool"
-        assert any(spool.glob(f"{run_id}*")), "nothing was kept locally"
+        run_ids = json.loads((project / "metrics/train.json").read_text())["run_ids"]
+        outbox = project / ".mlflow-outbox" / f"{run_ids['parent']}.jsonl"
+        assert outbox.exists(), "nothing was kept locally"
         # The server returns; the next stage re-sends everything that was kept.
         server.start()
         assert evaluate.main([]) == 0
         assert "re-sent" in capsys.readouterr().out
-        assert not any(spool.glob(f"{run_id}*"))
+        assert not outbox.exists()
         client = MlflowClient(server.uri)
-        history = client.get_metric_history(run_id, "train/epsilon")
-        assert sorted(point.step for point in history) == list(range(40, 4001, 40))
-        run_info = client.get_run(run_id)
+        for agent in ("seed-0", "seed-1"):
+            history = client.get_metric_history(run_ids[agent], "progress/epsilon")
+            assert sorted(point.step for point in history) == list(range(40, 4001, 40))
+        run_info = client.get_run(run_ids["parent"])
         assert run_info.data.tags.get("sync_status") == "complete"
         assert "model_version" in run_info.data.tags  # the model registration was replayed too
     finally:
         server.stop()
 
 
-def _sweep_of_four(repo: Path, tracking_uri: str | None) -> None:
+def _sweep_of_four(repo: Path, tracking_uri: str) -> None:
     write_params(
         repo / "params.yaml", **{"tracking.enabled": True, "tracking.uri": tracking_uri, "tracking.tensorboard": False}
     )
@@ -194,18 +188,20 @@ def _sweep_of_four(repo: Path, tracking_uri: str | None) -> None:
 
 
 def _check_four_runs(client: MlflowClient) -> None:
-    runs = client.search_runs([experiment.experiment_id for experiment in client.search_experiments()], max_results=50)
-    seeds = sorted(int(run.data.tags["seed"]) for run in runs)
-    assert seeds == [0, 1, 2, 3]
-    for run_info in runs:
-        assert run_info.info.status == "FINISHED"
-        assert len(client.get_metric_history(run_info.info.run_id, "train/epsilon")) == 20
-        assert "eval/test_dqn_return_mean" in run_info.data.metrics
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    parents = client.search_runs(experiments, "tags.run_kind = 'pipeline'", max_results=50)
+    assert sorted(int(run.data.params["seed"]) for run in parents) == [0, 1, 2, 3]
+    for parent in parents:
+        assert parent.info.status == "FINISHED" and "eval/score_mean" in parent.data.metrics
+        children = client.search_runs(experiments, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        assert len(children) == 2
+        for child in children:
+            assert len(client.get_metric_history(child.info.run_id, "progress/epsilon")) == 20
 
 
 def test_four_parallel_experiments_share_the_embedded_store(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
-    _sweep_of_four(repo, None)
+    _sweep_of_four(repo, "")
     _check_four_runs(MlflowClient(f"sqlite:///{repo / 'mlflow.db'}"))  # at the real root, not the temp copies
 
 

@@ -1,14 +1,17 @@
-"""Replay: n-step transitions never bootstrap through a termination."""
+"""Replay: n-step transitions never bootstrap through a termination; agents never share a sample."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Bounded, Categorical, Composite, LazyTensorStorage, TensorDictReplayBuffer, Unbounded
+from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import step_mdp
 
-from reservoir_dqn.replay import TransitionWriter
+from reservoir_dqn.config import load_config
+from reservoir_dqn.replay import TransitionWriter, make_replay_buffer
+from tests.conftest import REPO
 
 
 class Countdown(EnvBase):
@@ -70,16 +73,16 @@ class Countdown(EnvBase):
 
 
 def test_an_n_step_transition_whose_window_holds_a_termination_is_terminal() -> None:
-    n_steps, gamma, lengths = 3, 0.9, [2, 3, 5, 7]
+    n_steps, gamma, lengths = 3, 0.9, [2, 3, 5, 7]  # two agents of two environments each
     env = Countdown(lengths)
-    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(1000), batch_size=8)
-    writer = TransitionWriter(buffer, n_steps=n_steps, gamma=gamma)
+    buffer = make_replay_buffer(_dqn(buffer_size=1000, batch_size=8), agents=2)
+    writer = TransitionWriter(buffer, agents=2, n_steps=n_steps, gamma=gamma)
     carry = env.reset()
     for _ in range(6):  # six batches of 5 steps: windows cross batch boundaries and episode ends
         batch = env.rollout(5, auto_reset=False, tensordict=carry, break_when_any_done=False)
         writer.write(batch)
         carry = env.maybe_reset(step_mdp(batch[..., -1]))
-    stored = buffer[:]
+    stored = buffer[:].reshape(-1)
     start, length = stored["observation"].long().unbind(-1)
     steps = stored["steps_to_next_obs"].squeeze(-1)
     next_step = stored["next", "observation"][..., 0].long()
@@ -96,3 +99,48 @@ def test_an_n_step_transition_whose_window_holds_a_termination_is_terminal() -> 
     )
     expected_return = (1 - gamma ** steps.double()) / (1 - gamma)  # reward 1 per step, discounted
     assert torch.allclose(stored["next", "reward"].squeeze(-1).double(), expected_return, atol=1e-5)
+
+
+def _dqn(**overrides: object):
+    return load_config(REPO / "params.yaml", [f"dqn.{key}={value}" for key, value in overrides.items()]).dqn
+
+
+def _marked(rows: int, agents: int) -> TensorDict:
+    """``rows`` transitions of each agent whose observation says (agent, row)."""
+    agent = torch.arange(agents).expand(rows, agents).float()
+    row = torch.arange(rows).unsqueeze(1).expand(rows, agents).float()
+    marks = torch.stack([agent, row], dim=-1)
+    return TensorDict(
+        {
+            "observation": marks,
+            "action": torch.zeros(rows, agents, dtype=torch.long),
+            ("next", "observation"): marks,
+            ("next", "reward"): torch.zeros(rows, agents, 1),
+            ("next", "done"): torch.zeros(rows, agents, 1, dtype=torch.bool),
+            ("next", "terminated"): torch.zeros(rows, agents, 1, dtype=torch.bool),
+        },
+        batch_size=[rows, agents],
+    )
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_each_agent_replays_only_its_own_transitions_with_indices_of_its_own(prioritized: bool) -> None:
+    agents, batch = 3, 64
+    buffer = make_replay_buffer(_dqn(buffer_size=1000, batch_size=batch, prioritized=str(prioritized).lower()), agents)
+    buffer.extend(_marked(400, agents))
+    sample = buffer.sample()
+    assert sample.batch_size == (agents * batch,)
+    owner, row = sample["observation"].long().unbind(-1)
+    assert torch.equal(owner, torch.arange(agents).repeat_interleave(batch))  # agent-major, never mixed
+    rows = row.reshape(agents, batch)
+    assert not torch.equal(rows[0], rows[1]) and not torch.equal(rows[1], rows[2])  # no shared replay indices
+    if prioritized:
+        # A priority update reaches only the agent it belongs to: agent 1's row 7 becomes dominant for agent 1 alone.
+        index = sample["index"]
+        priority = torch.full((agents * batch,), 1e-6)
+        index[:, 0] = torch.where(index[:, 1] == 1, 7, index[:, 0])
+        priority[index[:, 1] == 1] = 1e9
+        buffer.update_priority(index, priority)
+        again = buffer.sample()["observation"].long().reshape(agents, batch, 2)
+        assert float((again[1, :, 1] == 7).double().mean()) > 0.9
+        assert float((again[0, :, 1] == 7).double().mean()) < 0.5

@@ -12,15 +12,25 @@ from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs
 
 from reservoir_dqn.config import load_config
-from reservoir_dqn.envs import make_env
+from reservoir_dqn.envs import Episodes, profile
 from reservoir_dqn.envs.baselines import RandomPolicy, SDPPolicy, StandardOperatingPolicy, reservoir_optimum
-from reservoir_dqn.envs.reservoir import DiscreteReservoirEnv, ReservoirModel, discretise_lognormal
-from reservoir_dqn.evaluation import run_episodes
+from reservoir_dqn.envs.reservoir import DiscreteReservoirEnv
+from reservoir_dqn.envs.reservoir_model import ReservoirModel, discretise_lognormal
+from reservoir_dqn.evaluation import reference, run_episodes
 from tests.conftest import REPO
 
 ENV = load_config(REPO / "params.yaml", ["env.name=reservoir"]).env
 CONFIG = ENV.reservoir
 MODEL = ReservoirModel.from_config(CONFIG)
+PROFILE = profile(ENV)
+
+
+def make_env(config, count: int, seed: int = 0):  # type: ignore[no-untyped-def]
+    return PROFILE.make(config, [seed + index for index in range(count)])
+
+
+def episodes_of(policy, count: int, seed: int) -> Episodes:  # type: ignore[no-untyped-def]
+    return run_episodes(PROFILE, ENV, policy, [seed + index for index in range(count)])
 
 
 def _random_rollout(num_envs: int, seed: int, steps: int, action_seed: int) -> TensorDict:
@@ -59,14 +69,36 @@ def test_mass_balance_and_bounds_hold_on_every_step(seed: int, action_seed: int,
         nxt[key].double() for key in ("reward_energy", "reward_deficit", "reward_spill", "reward_violation")
     )
     assert torch.allclose(components, nxt["reward"].squeeze(-1).double(), atol=1e-4)
-    assert bool((nxt["terminated"] == 0).all())
 
 
-def test_episode_is_truncated_after_the_horizon() -> None:
-    rollout = make_env(ENV, 2).rollout(CONFIG.horizon_months, break_when_any_done=False)
+@pytest.mark.parametrize("time_left", [True, False])
+def test_the_horizon_ends_the_episode_as_a_termination_only_when_the_time_is_observed(time_left: bool) -> None:
+    env_config = ENV.model_copy(update={"reservoir": CONFIG.model_copy(update={"observe_time_left": time_left})})
+    rollout = make_env(env_config, 2).rollout(CONFIG.horizon_months, break_when_any_done=False)
     done = rollout["next", "done"].squeeze(-1)
     assert not bool(done[:, :-1].any()) and bool(done[:, -1].all())
-    assert bool(rollout["next", "truncated"][:, -1].all()) and not bool(rollout["next", "terminated"].any())
+    assert bool(rollout["next", "terminated"][:, -1].all()) is time_left
+    assert bool(rollout["next", "truncated"][:, -1].all()) is not time_left
+    observation = rollout["observation"]
+    assert observation.shape[-1] == (4 if time_left else 3)
+    if time_left:  # months left / horizon: 1 at the start, 1/H in the last month
+        assert torch.allclose(observation[0, :, 3], 1 - torch.arange(CONFIG.horizon_months) / CONFIG.horizon_months)
+
+
+def test_state_restored_mid_episode_continues_exactly() -> None:
+    """The checkpointed state (physics, the episode's inflows, counts, generators) resumes an episode bit for bit."""
+    env, policy = make_env(ENV, 3, seed=40), RandomPolicy(MODEL.num_actions, seed=1)
+    first = env.rollout(50, policy, break_when_any_done=False)
+    carrier = env.step_mdp(first[..., -1])
+    state = PROFILE.get_state(env)
+    policy_state = policy.generator.get_state()
+    go_on = env.rollout(130, policy, auto_reset=False, tensordict=carrier.clone(), break_when_any_done=False)
+    other, replay = make_env(ENV, 3, seed=999), RandomPolicy(MODEL.num_actions, seed=1)
+    PROFILE.set_state(other, state)
+    replay.generator.set_state(policy_state)
+    again = other.rollout(130, replay, auto_reset=False, tensordict=carrier.clone(), break_when_any_done=False)
+    for key in ("storage", "inflow", "reward", "deficit_months", "done"):
+        assert torch.equal(go_on["next", key], again["next", key]), key
 
 
 def test_batched_and_single_stepping_agree() -> None:
@@ -110,7 +142,7 @@ def test_inflow_classes_match_the_lognormal_mean() -> None:
 
 def test_sdp_value_matches_monte_carlo_of_its_own_policy() -> None:
     solution = reservoir_optimum(CONFIG)
-    episodes = run_episodes(ENV, SDPPolicy(solution), 400, seed=123)
+    episodes = episodes_of(SDPPolicy(solution), 400, seed=123)
     returns = episodes.returns.double()
     error = float(returns.std()) / math.sqrt(len(returns))
     assert abs(float(returns.mean()) - solution.expected_return) < 4 * error
@@ -147,9 +179,7 @@ def test_sdp_beats_sop_beats_random_on_the_evaluation_scenarios() -> None:
         "sop": StandardOperatingPolicy(MODEL),
         "random": RandomPolicy(MODEL.num_actions, seed=0),
     }
-    means = {
-        name: float(run_episodes(ENV, policy, 100, 2_000_000_000).returns.mean()) for name, policy in policies.items()
-    }
+    means = {name: float(episodes_of(policy, 100, 2_000_000_000).returns.mean()) for name, policy in policies.items()}
     assert means["sdp"] >= means["sop"] >= means["random"]
 
 
@@ -169,3 +199,45 @@ def test_sdp_solves_the_default_problem_quickly() -> None:
     solution = solve(MODEL)
     assert time.perf_counter() - started < 5.0
     assert solution.policy.shape == (CONFIG.horizon_months, CONFIG.capacity + 1)
+
+
+def test_the_score_cannot_invert_when_every_return_is_negative() -> None:
+    """Double demand and a heavy shortfall penalty make every return negative; the score still orders them."""
+    harsh = CONFIG.model_copy(update={"demand": tuple(2 * d for d in CONFIG.demand), "weight_deficit": 20.0})
+    env_config = ENV.model_copy(update={"reservoir": harsh})
+    score_reference, played = reference(PROFILE, env_config, MODEL.num_actions, 60, 2_000_000_000)
+    means = {name: float(episodes.returns.double().mean()) for name, episodes in played.items()}
+    assert max(means.values()) < 0
+    scores = {name: float(score_reference.score(value)) for name, value in means.items()}
+    assert scores["random"] == pytest.approx(0.0) and scores["sdp"] == pytest.approx(1.0)
+    assert 0.0 < scores["sop"] < 1.0
+    assert means["sop"] / means["sdp"] > 1.0  # the old fraction of optimum would rank SOP above the optimum
+
+
+def _episode(deficits: list[float], violations: list[float]) -> Episodes:
+    steps = len(deficits)
+    zeros = torch.zeros(1, steps)
+    nxt = TensorDict(
+        {
+            "deficit": torch.tensor([deficits]),
+            "violation": torch.tensor([violations]),
+            "spill": zeros + 1.0,
+            "energy_gwh": zeros + 2.0,
+        },
+        batch_size=[1, steps],
+    )
+    steps_td = TensorDict({"next": nxt, "valid": torch.ones(1, steps, dtype=torch.bool)}, batch_size=[1, steps])
+    return Episodes(steps_td, torch.zeros(1), torch.tensor([steps]))
+
+
+def test_reliability_resilience_and_vulnerability_follow_hashimoto() -> None:
+    """Eight months: shortfalls of 2 and 4 units in months 2-3, 1 unit in month 6; one month below the minimum."""
+    episodes = _episode([0, 0, 2, 4, 0, 0, 1, 0], [0, 0, 0, 3, 0, 0, 0, 0])
+    metrics = PROFILE.policy_metrics(ENV, episodes)
+    assert metrics["reliability"] == pytest.approx(5 / 8)
+    assert metrics["resilience"] == pytest.approx(2 / 3)  # of 3 failure months, 2 are followed by a success
+    assert metrics["vulnerability_hm3"] == pytest.approx((2 + 4 + 1) / 3 * CONFIG.unit_hm3)
+    assert metrics["violation_months"] == 1
+    assert metrics["spill_hm3"] == pytest.approx(8 * CONFIG.unit_hm3) and metrics["energy_gwh"] == pytest.approx(16)
+    perfect = PROFILE.policy_metrics(ENV, _episode([0] * 8, [0] * 8))
+    assert perfect["reliability"] == 1 and perfect["resilience"] == 1 and perfect["vulnerability_hm3"] == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -19,12 +18,16 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from reservoir_dqn.config import load_config
 from reservoir_dqn.stages import evaluate, plot, train
-from reservoir_dqn.tracking import TensorBoardSink, ThinnedSink, Tracking, experiment_name, registered_model_name
-from tests.conftest import write_params
+from reservoir_dqn.tracking import Tracking, experiment_name, registered_model_name
+from reservoir_dqn.tracking.naming import identify
+from reservoir_dqn.tracking.runs import PipelineRun
+from reservoir_dqn.tracking.sinks import MlflowSink
+from reservoir_dqn.tracking.store import connect
+from tests.conftest import wait_for, write_params
 from tests.servers import MlflowServer, free_port
 
 TRACKED = {"tracking.enabled": True, "tracking.tensorboard": True}
-NAMESPACES = ("train/", "episode/", "agent/", "eval/")
+TINY_CHAMPION = {"tracking.champion_budget": {"reservoir": {"total_frames": 800, "seeds": 2}}}
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +37,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
-def _run_id(project: Path) -> str:
-    run_id = json.loads((project / "metrics/train.json").read_text())["mlflow_run_id"]
-    assert run_id
-    return str(run_id)
+def _run_ids(project: Path) -> dict[str, str]:
+    run_ids = json.loads((project / "metrics/train.json").read_text())["run_ids"]
+    assert run_ids["parent"]
+    return dict(run_ids)
 
 
 def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
@@ -47,88 +50,79 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
     return found
 
 
-def test_a_pipeline_execution_is_one_complete_mlflow_run(project: Path, monkeypatch) -> None:
-    # Two-year episodes, so that some end inside the tiny run's 200-frame segments.
-    overrides = {"tracking.log_interval_frames": 240, "env.reservoir.horizon_months": 24}
-    write_params(project / "params.yaml", **TRACKED, **overrides)
-    assert train.main([]) == 0
-    assert evaluate.main([]) == 0
-    assert plot.main([]) == 0
+def test_a_pipeline_execution_is_a_parent_run_with_a_child_run_per_seed(project: Path, monkeypatch, capsys) -> None:
+    write_params(project / "params.yaml", **TRACKED, **TINY_CHAMPION, **{"tracking.log_interval_frames": 200})
+    assert train.main([]) == 0 and evaluate.main([]) == 0 and plot.main([]) == 0
     uri = f"sqlite:///{project / 'mlflow.db'}"
     client = MlflowClient(uri)
-    run = client.get_run(_run_id(project))
-    experiment = client.get_experiment(run.info.experiment_id)
-    assert experiment.name == experiment_name("reservoir")
-    assert run.info.status == "FINISHED"
-    assert run.data.params["dqn.gamma"] == str(json.loads(json.dumps(run.data.params["dqn.gamma"])))
-    assert {"seed", "env.name", "dqn.lr", "train.total_frames", "evaluate.episodes"} <= set(run.data.params)
-    assert {"git_commit", "env", "seed", "dvc_exp_name", "dvc_baseline_rev"} <= set(run.data.tags)
-    for namespace in NAMESPACES:
-        names = [name for name in run.data.metrics if name.startswith(namespace)]
-        assert names, namespace
-        history = client.get_metric_history(run.info.run_id, names[0])
-        assert len({point.step for point in history}) >= 2 or namespace == "eval/", namespace
-    # One point per 240 frames (batches of 40), plus one at each checkpoint (every 200) and evaluation (400, 800).
-    steps = [point.step for point in client.get_metric_history(run.info.run_id, "train/epsilon")]
-    assert sorted(steps) == [200, 240, 400, 480, 600, 720, 800]
-    eval_steps = [point.step for point in client.get_metric_history(run.info.run_id, "eval/return_mean")]
-    assert sorted(eval_steps) == [400, 800]
-    assert "eval/test_dqn_return_mean" in run.data.metrics
-    artifacts = _artifacts(client, run.info.run_id)
-    assert {"params.yaml", "train.json", "eval.json", "figures/training_curves.png"} <= artifacts
-    assert any(name.startswith("tensorboard/events.out.tfevents") for name in artifacts)
+    ids = _run_ids(project)
+    parent = client.get_run(ids["parent"])
+    assert client.get_experiment(parent.info.experiment_id).name == experiment_name("reservoir")
+    assert parent.info.status == "FINISHED" and parent.data.tags["seeds"] == "2"
+    assert parent.data.params["dqn.gamma"] == str(load_config(project / "params.yaml").dqn.gamma)
+    assert {"seed", "env.name", "dqn.lr", "train.seeds", "evaluate.episodes"} <= set(parent.data.params)
+    # The parent holds few metrics, the evaluation's first: mean, IQM and interval of each headline metric.
+    assert {"eval/score_mean", "eval/score_ci_low", "eval/score_ci_high", "eval/return_mean"} <= set(
+        parent.data.metrics
+    )
+    assert all(name.startswith(("eval/", "train/")) for name in parent.data.metrics), parent.data.metrics
+    assert parent.data.tags["baselines_run"]  # the baselines live in one reference run, not in every run
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{ids['parent']}'")
+    assert sorted(child.info.run_id for child in children) == sorted([ids["seed-0"], ids["seed-1"]])
+    for child in children:
+        steps = [point.step for point in client.get_metric_history(child.info.run_id, "learning/td_loss")]
+        assert steps == [200, 400, 600, 800]  # a point per log interval (the checkpoints fall on it)
+        assert {"episode/return", "validation/score", "progress/epsilon", "reservoir/storage_hm3"} <= set(
+            child.data.metrics
+        )
+    artifacts = _artifacts(client, ids["parent"])
+    assert {"params.yaml", "train.json", "eval.json", "summary.json", "figures/training_curves.png"} <= artifacts
+    assert any(name.startswith("tensorboard/seed-0/events.out.tfevents") for name in artifacts)
     assert any(name.startswith("checkpoint/checkpoint-") for name in artifacts)
     assert (project / "mlartifacts").is_dir() and not (project / "mlruns").exists()
-    # The registered model loads back and acts greedily.
+    # The registered version describes the run, and loads back as a greedy policy.
+    name = registered_model_name("reservoir")
+    version = client.get_model_version_by_alias(name, "champion")
+    assert version.run_id == ids["parent"] and version.tags["seeds"] == "2" and "2 seeds" in version.description
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the fluent API reads it; monkeypatch undoes it
-    policy = mlflow.pytorch.load_model(f"models:/{registered_model_name('reservoir')}@champion")
-    actions = policy(torch.rand(5, 3))  # storage / capacity, sin and cos of the month
+    policy = mlflow.pytorch.load_model(f"models:/{name}@champion")
+    actions = policy(torch.rand(5, 4))  # storage / capacity, sin and cos of the month, months left
     assert actions.shape == (5,) and actions.dtype == torch.int64 and bool(((actions >= 0) & (actions < 11)).all())
 
 
-def test_tensorboard_holds_the_same_scalar_names_as_mlflow(project: Path) -> None:
+def test_tensorboard_runs_are_named_by_the_run_and_compare_hyperparameters(project: Path) -> None:
     write_params(project / "params.yaml", **TRACKED)
-    assert train.main([]) == 0
-    run_id = _run_id(project)
-    mlflow_names = set(MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(run_id).data.metrics)
-    events = EventAccumulator(str(project / "runs" / "reservoir" / run_id)).Reload()
-    tensorboard_names = set(events.Tags()["scalars"])
-    assert tensorboard_names == mlflow_names
-    assert "agent/actions" in events.Tags()["histograms"]
-    assert len(events.Scalars("train/loss")) >= 2
+    assert train.main([]) == 0 and evaluate.main([]) == 0
+    summary = json.loads((project / "metrics/train.json").read_text())
+    folder = project / summary["tensorboard_dir"]
+    assert folder.parent == project / "runs" / "reservoir" and folder.name.startswith("unversioned params [")
+    run = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(summary["run_ids"]["seed-0"])
+    events = EventAccumulator(str(folder / "seed-0")).Reload()
+    assert set(events.Tags()["scalars"]) == set(run.data.metrics)  # the same names as the agent's MLflow run
+    assert "actions" in events.Tags()["histograms"]
+    plugins = EventAccumulator(str(folder)).Reload().PluginTagToContent("hparams")
+    assert plugins  # the HPARAMS tab's session of this run
 
 
-def test_reservoir_runs_log_the_reservoir_namespace(project: Path) -> None:
-    write_params(project / "params.yaml", **TRACKED, **{"env.name": "reservoir", "evaluate.episodes": 4})
-    assert train.main([]) == 0
-    assert evaluate.main([]) == 0
-    run = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(_run_id(project))
-    reservoir = {name for name in run.data.metrics if name.startswith("reservoir/")}
-    assert {
-        "reservoir/storage_mean",
-        "reservoir/storage_min",
-        "reservoir/storage_max",
-        "reservoir/energy_gwh",
-        "reservoir/deficit",
-        "reservoir/spill",
-        "reservoir/violation",
-        "reservoir/reward_energy",
-        "reservoir/reward_deficit",
-        "reservoir/reward_spill",
-        "reservoir/reward_violation",
-    } <= reservoir
-    assert "eval/test_fraction_of_optimum" in run.data.metrics
+def test_a_run_is_named_by_what_changed_against_the_committed_params(project: Path) -> None:
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run(["git", "add", "params.yaml"], cwd=project, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "p"], cwd=project, check=True)
+    same = identify(load_config(project / "params.yaml"), project)
+    assert same.name == "baseline" and same.changes == {}
+    changed = identify(load_config(project / "params.yaml", ["dqn.gamma=0.95", "dqn.lr=0.002"]), project)
+    assert changed.name == "gamma=0.95, lr=0.002"
+    assert changed.changes["dqn.gamma"] == (0.995, 0.95) and "`dqn.gamma` 0.995 -> 0.95" in changed.description
 
 
 def test_training_against_a_real_tracking_server(project: Path, mlflow_server: str) -> None:
     write_params(project / "params.yaml", **TRACKED, **{"tracking.uri": mlflow_server})
-    assert train.main([]) == 0
-    assert evaluate.main([]) == 0
+    assert train.main([]) == 0 and evaluate.main([]) == 0
     client = MlflowClient(mlflow_server)
-    run = client.get_run(_run_id(project))
-    assert run.info.status == "FINISHED"
-    assert "train/loss" in run.data.metrics and "eval/test_dqn_return_mean" in run.data.metrics
-    assert "train.json" in _artifacts(client, run.info.run_id)
+    ids = _run_ids(project)
+    assert client.get_run(ids["parent"]).info.status == "FINISHED"
+    assert "learning/td_loss" in client.get_run(ids["seed-1"]).data.metrics
+    assert "train.json" in _artifacts(client, ids["parent"])
     assert not (project / "mlflow.db").exists()  # everything went over HTTP
 
 
@@ -149,16 +143,9 @@ def test_an_experiment_created_by_a_parallel_process_is_joined(project: Path, ml
 
     monkeypatch.setattr(MlflowClient, "get_experiment_by_name", looked_up_just_before_the_other_process_created_it)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    tracking = Tracking(config, say=lambda line: None).connect()
-    assert calls == [name, name]
-    assert tracking.experiment_id == original(client, name).experiment_id
-
-
-def test_environment_variable_points_at_the_server(project: Path, mlflow_server: str, monkeypatch) -> None:
-    write_params(project / "params.yaml", **TRACKED)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    assert train.main([]) == 0
-    assert MlflowClient(mlflow_server).get_run(_run_id(project)).info.status == "FINISHED"
+    store = connect(config, project)
+    assert store is not None and calls == [name, name]
+    assert store.experiment_id == original(client, name).experiment_id
 
 
 @pytest.mark.parametrize("uri", ["http://127.0.0.1:{closed}", "http://10.255.255.1:5000"])
@@ -177,7 +164,38 @@ def test_tracking_disabled_writes_no_store(project: Path) -> None:
     write_params(project / "params.yaml", **{"tracking.enabled": False, "tracking.tensorboard": False})
     assert train.main([]) == 0 and evaluate.main([]) == 0
     assert not (project / "mlflow.db").exists() and not (project / "runs").exists()
-    assert json.loads((project / "metrics/train.json").read_text())["mlflow_run_id"] is None
+    assert json.loads((project / "metrics/train.json").read_text())["run_ids"] == {}
+
+
+def test_a_lost_store_keeps_the_values_in_the_outbox_and_catches_up(project: Path, monkeypatch) -> None:
+    config = load_config(project / "params.yaml", ["tracking.enabled=true"])
+    tracking = Tracking.connect(config)
+    ids = tracking.start_training({})
+    run = tracking.run
+    assert isinstance(run, PipelineRun)
+    real = PipelineRun.send_metrics
+    failing = {"on": True}
+
+    def flaky(self: PipelineRun, values):  # type: ignore[no-untyped-def]
+        if failing["on"]:
+            raise ConnectionError("the server went away")
+        real(self, values)
+
+    monkeypatch.setattr(PipelineRun, "send_metrics", flaky)
+    monkeypatch.setattr("reservoir_dqn.tracking.sinks.FLUSH_SECONDS", 0.1)
+    sink = MlflowSink(run)
+    from reservoir_dqn.curves import PROGRESS
+    from reservoir_dqn.metrics import Record
+
+    schedule = {"epsilon": 0.5, "lr": 0.001, "updates": 1.0, "frames_per_second": 10.0}
+    sink.emit([Record.of(PROGRESS, 40, schedule)], [])
+    assert wait_for(lambda: bool(run.outbox), timeout=10)
+    failing["on"] = False
+    sink.emit([Record.of(PROGRESS, 80, schedule)], [])
+    sink.close()
+    client = MlflowClient(run.store.uri)
+    steps = sorted(point.step for point in client.get_metric_history(ids["seed-0"], "progress/epsilon"))
+    assert steps == [40, 80] and not run.outbox
 
 
 def test_two_processes_logging_to_the_embedded_store_both_complete(project: Path) -> None:
@@ -193,11 +211,13 @@ def test_two_processes_logging_to_the_embedded_store_both_complete(project: Path
                 "--set",
                 f"seed={seed}",
                 "--set",
+                f"paths.agents=agents_{seed}",
+                "--set",
                 f"paths.model=model_{seed}.pt",
                 "--set",
                 f"paths.checkpoints=ck_{seed}",
                 "--set",
-                f"paths.train_log=log_{seed}.csv",
+                f"paths.train_log=log_{seed}",
                 "--set",
                 f"paths.train_metrics=train_{seed}.json",
             ],
@@ -212,44 +232,6 @@ def test_two_processes_logging_to_the_embedded_store_both_complete(project: Path
     assert [process.returncode for process in processes] == [0, 0], outputs
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     for seed in (0, 1):
-        run_id = json.loads((project / f"train_{seed}.json").read_text())["mlflow_run_id"]
-        run = client.get_run(run_id)
-        assert run.info.status == "FINISHED" and run.data.tags["seed"] == str(seed)
-        assert len(client.get_metric_history(run_id, "train/epsilon")) == 20
-
-
-class _Recorder:
-    def __init__(self) -> None:
-        self.points: list[tuple[int, dict[str, float]]] = []
-        self.closed = False
-
-    def log_metrics(self, metrics, step: int) -> None:  # type: ignore[no-untyped-def]
-        self.points.append((step, dict(metrics)))
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def test_thinned_sink_sends_the_latest_values_once_per_interval() -> None:
-    recorder = _Recorder()
-    sink = ThinnedSink(recorder, interval=100, start=40)  # resumed at 40 frames: points at 100, 200, ...
-    for step in range(80, 281, 40):  # 80, 120, 160, 200, 240, 280
-        sink.log_metrics({"loss": float(step), "episode/return": step if step == 80 else math.nan}, step)
-    assert [step for step, _ in recorder.points] == [120, 200]
-    assert recorder.points[0] == (120, {"loss": 120.0, "episode/return": 80.0})  # the last time it was seen
-    assert recorder.points[1] == (200, {"loss": 200.0})  # not seen since the previous point
-    sink.close()
-    assert [step for step, _ in recorder.points] == [120, 200, 280] and recorder.closed
-
-
-def test_thinned_tensorboard_gets_one_histogram_of_every_action_in_the_interval(tmp_path: Path) -> None:
-    sink = ThinnedSink(TensorBoardSink(tmp_path), interval=100)
-    for step in (40, 80, 120):
-        sink.log_histogram("agent/actions", torch.full((10,), step // 40), step)
-        sink.log_metrics({"train/loss": 1.0}, step)
-    sink.close()
-    events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0}).Reload()
-    (histogram,) = events.Histograms("agent/actions")
-    assert histogram.step == 120
-    assert histogram.histogram_value.num == 30 and histogram.histogram_value.sum == 60  # 10 x (1 + 2 + 3)
-    assert [event.step for event in events.Scalars("train/loss")] == [120]
+        ids = json.loads((project / f"train_{seed}.json").read_text())["run_ids"]
+        assert client.get_run(ids["parent"]).data.params["seed"] == str(seed)
+        assert len(client.get_metric_history(ids["seed-0"], "progress/epsilon")) == 20

@@ -15,10 +15,11 @@ the previous one is tried.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -30,6 +31,8 @@ CHECKPOINT_PREFIX = "checkpoint"
 CHECKPOINT_PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)\.torchrl$")
 SAFE_MEMBER_SUFFIXES = (".json", ".memmap")
 CONFIG_HASH_KEY = "config_hash"
+
+log = logging.getLogger(__name__)
 
 
 class SafeReplayBufferAdapter(CheckpointAdapter):
@@ -119,13 +122,11 @@ class Checkpointer:
     :param config_hash: hash of the parameters that determine training; a checkpoint with
         another hash is never resumed.
     :param keep: how many of the newest checkpoints to keep.
-    :param say: where one-line notices go (the console by default).
     """
 
-    def __init__(self, directory: Path, config_hash: str, keep: int, say: Callable[[str], None] = print) -> None:
+    def __init__(self, directory: Path, config_hash: str, keep: int) -> None:
         self.directory = directory
         self.config_hash = config_hash
-        self.say = say
         self._rotation = CheckpointRotation(directory, keep_last=keep, prefix=CHECKPOINT_PREFIX)
 
     def save(self, checkpoint: Checkpoint, frames: int) -> Path:
@@ -155,7 +156,7 @@ class Checkpointer:
             config_hash = _manifest_hash(path)
             (others if config_hash is not None and config_hash != self.config_hash else mine).append(path)
         if others:
-            self.say(
+            log.warning(
                 f"{self.directory}: {len(others)} checkpoint(s) come from other parameters and are never resumed; "
                 "removing them and starting from this configuration's own state"
             )
@@ -178,7 +179,7 @@ class Checkpointer:
     def set_aside(self, path: Path, reason: str) -> None:
         """Report a checkpoint that cannot be used, and rename it so it is never tried again."""
         aside = path.with_name(path.name + ".corrupt")
-        self.say(f"{path}: unusable checkpoint ({reason}); set aside as {aside.name}, trying the previous one")
+        log.warning(f"{path}: unusable checkpoint ({reason}); set aside as {aside.name}, trying the previous one")
         _remove(aside)
         path.replace(aside)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from reservoir_dqn import compare
+from reservoir_dqn import compare, tune
 from reservoir_dqn.stages import evaluate, plot, train
 
 COMMANDS: dict[str, Callable[[Sequence[str] | None], int]] = {
@@ -13,6 +13,7 @@ COMMANDS: dict[str, Callable[[Sequence[str] | None], int]] = {
     "evaluate": evaluate.main,
     "plot": plot.main,
     "compare": compare.main,
+    "tune": tune.main,
 }
 
 

@@ -1,55 +1,42 @@
-"""Seeded evaluation episodes: run a policy on N environments, one episode each.
+"""Seeded greedy episodes: every policy, and every agent, on the same scenarios.
 
-Episode ``i`` of an evaluation seeded with ``s`` runs sub-environment ``i`` seeded with
-``s + i``, so every policy evaluated with the same seed faces the same scenarios.
+Episode ``i`` of an evaluation seeded ``s`` runs in an environment copy seeded ``s + i``,
+whichever policy or agent plays it, so all of them face the same inflows (or initial
+states). N agents are evaluated together in one batched environment of ``N x episodes``
+copies, laid out agent-major like everything else.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
+from torchrl.checkpoint import GlobalRNGState
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from reservoir_dqn.config import EnvConfig
-from reservoir_dqn.envs import RESERVOIR, SUCCESS_COUNTS, episode_limit, episode_success, make_env
-from reservoir_dqn.envs.reservoir import INFO_KEYS
+from reservoir_dqn.envs import EnvProfile, Episodes
 
 
-@dataclass(frozen=True)
-class Episodes:
-    """The first episode of each evaluation environment.
+def run_episodes(
+    profile: EnvProfile, config: EnvConfig, policy: TensorDictModuleBase, slot_seeds: Sequence[int]
+) -> Episodes:
+    """Run ``policy`` greedily (exploration off) for one episode in each copy, copy ``i`` seeded ``slot_seeds[i]``.
 
-    :ivar steps: the rollout, shape ``[episodes, T]``, with a boolean ``valid`` entry that is
-        true for steps of the first episode (later steps belong to episodes that started
-        after it and are ignored).
-    :ivar returns: undiscounted return of each episode, shape ``[episodes]``.
-    :ivar lengths: number of steps of each episode, shape ``[episodes]``.
+    Leaves every global random generator as it found it, so an evaluation in the middle of
+    training changes nothing of the training.
     """
-
-    steps: TensorDictBase
-    returns: torch.Tensor
-    lengths: torch.Tensor
-
-
-def run_episodes(config: EnvConfig, policy: TensorDictModuleBase, episodes: int, seed: int) -> Episodes:
-    """Run ``policy`` greedily (exploration off) for one episode in each of ``episodes`` environments.
-
-    :param config: the environment section.
-    :param policy: a TensorDict module writing ``action`` from ``observation``.
-    :param episodes: number of episodes (= environments stepped together).
-    :param seed: seed of episode 0; episode ``i`` uses ``seed + i``.
-    """
-    env = make_env(config, episodes)
+    rng = GlobalRNGState()
+    saved = rng.state_dict()
+    env = profile.make(config, slot_seeds)
     try:
-        env.set_seed(seed)
         with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
-            steps = env.rollout(episode_limit(config), policy, break_when_any_done=False)
+            steps = env.rollout(profile.episode_limit(config), policy, break_when_any_done=False)
     finally:
         env.close()
+        rng.load_state_dict(saved)
     done = steps["next", "done"].squeeze(-1)
     if not bool(done.any(dim=1).all()):
         raise RuntimeError("an evaluation episode did not end within the episode limit")
@@ -57,44 +44,58 @@ def run_episodes(config: EnvConfig, policy: TensorDictModuleBase, episodes: int,
     valid = (done.long().cumsum(dim=1) - done.long()) == 0
     steps.set("valid", valid)
     last = done.float().argmax(dim=1)
-    rows = torch.arange(episodes)
+    rows = torch.arange(len(slot_seeds))
     returns = steps["next", "episode_reward"].squeeze(-1)[rows, last]
     lengths = steps["next", "step_count"].squeeze(-1)[rows, last]
     return Episodes(steps=steps, returns=returns, lengths=lengths)
 
 
-def summarize_returns(returns: torch.Tensor, lengths: torch.Tensor, success: torch.Tensor) -> dict[str, float]:
-    """Mean, std, min and max return, mean length and success rate of a set of episodes."""
-    values = returns.double()
+def run_agents(
+    profile: EnvProfile, config: EnvConfig, q_network: TensorDictModuleBase, agents: int, episodes: int, seed: int
+) -> list[Episodes]:
+    """Each of the ``agents`` stacked networks plays ``episodes`` episodes seeded ``seed, seed + 1, ...``."""
+    everyone = run_episodes(
+        profile, config, q_network, [seed + index for _ in range(agents) for index in range(episodes)]
+    )
+    return [everyone.part(agent * episodes, (agent + 1) * episodes) for agent in range(agents)]
+
+
+def describe(profile: EnvProfile, config: EnvConfig, episodes: Episodes) -> dict[str, float]:
+    """Return statistics and the environment's own metrics of one policy's episodes."""
+    returns = episodes.returns.double()
     return {
-        "return_mean": float(values.mean()),
-        "return_std": float(values.std(unbiased=False)) if len(values) > 1 else 0.0,
-        "return_min": float(values.min()),
-        "return_max": float(values.max()),
-        "length_mean": float(lengths.double().mean()),
-        "success_rate": float(success.double().mean()) if len(success) else math.nan,
+        "return": float(returns.mean()),
+        "return_std": float(returns.std(unbiased=False)),
+        "return_min": float(returns.min()),
+        "return_max": float(returns.max()),
+        "length": float(episodes.lengths.double().mean()),
+        **profile.policy_metrics(config, episodes),
     }
 
 
-def success(config: EnvConfig, episodes: Episodes) -> torch.Tensor:
-    """Which evaluation episodes succeeded (see :func:`reservoir_dqn.envs.episode_success`)."""
-    return episode_success(config, episodes.returns, episodes.lengths, episode_totals(config, episodes))
+@dataclass(frozen=True)
+class Reference:
+    """What a score is measured against on one set of scenarios.
+
+    :ivar random_return: the random policy's mean return there (score 0).
+    :ivar optimum_return: the optimum's mean return there (score 1).
+    """
+
+    random_return: float
+    optimum_return: float
+
+    def score(self, mean_return: float | torch.Tensor) -> float | torch.Tensor:
+        """``(R - R_random) / (R_optimum - R_random)``: cannot invert when returns are negative."""
+        return (mean_return - self.random_return) / (self.optimum_return - self.random_return)
 
 
-def episode_totals(config: EnvConfig, episodes: Episodes) -> dict[str, torch.Tensor]:
-    """Per-episode sums of the reservoir's physical quantities and reward components (empty for others)."""
-    if config.name != RESERVOIR:
-        return {}
-    valid = episodes.steps["valid"].double()
-    nxt = episodes.steps["next"]
-    flows = [key for key in INFO_KEYS if key not in ("storage", *SUCCESS_COUNTS)]
-    totals = {key: (nxt[key].double() * valid).sum(dim=1) for key in flows}
-    storage = nxt["storage"].double()
-    totals["storage_mean"] = (storage * valid).sum(dim=1) / valid.sum(dim=1)
-    totals["storage_min"] = storage.masked_fill(~episodes.steps["valid"], float("inf")).min(dim=1).values
-    totals["storage_max"] = storage.masked_fill(~episodes.steps["valid"], float("-inf")).max(dim=1).values
-    # Running counts: their value at the episode's last step is the episode's total.
-    last = episodes.lengths.long() - 1
-    rows = torch.arange(len(last))
-    totals |= {key: nxt[key][rows, last].double() for key in SUCCESS_COUNTS}
-    return totals
+def reference(
+    profile: EnvProfile, config: EnvConfig, num_actions: int, episodes: int, seed: int
+) -> tuple[Reference, dict[str, Episodes]]:
+    """Run the baselines on ``episodes`` scenarios seeded from ``seed``; the score's reference and their episodes."""
+    played = {
+        name: run_episodes(profile, config, policy, [seed + index for index in range(episodes)])
+        for name, policy in profile.baselines(config, num_actions, seed).items()
+    }
+    means = {name: float(result.returns.double().mean()) for name, result in played.items()}
+    return Reference(means["random"], profile.optimum_return(config, means)), played

@@ -1,26 +1,39 @@
-"""Small file helpers: outputs are replaced atomically, so a crash never leaves half a file."""
+"""Output files: every one is replaced atomically, so a crash never leaves half a file.
+
+:func:`write_atomic` is the one place that writes to a temporary name beside the target
+and renames it over the target; every writer of the package (JSON, CSV, model files,
+figures) goes through it.
+"""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Let ``write`` fill a temporary file beside ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
+    try:
+        write(temporary)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write pretty, key-sorted JSON atomically (stable diffs for git and DVC)."""
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    """Pretty, key-sorted JSON (stable diffs for git and DVC); NaN is refused."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -31,12 +44,10 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
-    """Write rows (dicts keyed by column) as CSV, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with temporary.open("w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(rows)
-    temporary.replace(path)
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    """A data frame as CSV without its index."""
+    write_atomic(path, lambda temporary: frame.to_csv(temporary, index=False))
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path)

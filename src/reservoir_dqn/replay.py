@@ -1,28 +1,32 @@
-"""The replay buffer: a TorchRL TensorDictReplayBuffer over a LazyTensorStorage."""
+"""Replay: one TorchRL buffer that keeps every agent's transitions apart, and the n-step writer.
+
+The storage is a ``LazyTensorStorage`` (or, for buffers beyond RAM, a ``LazyMemmapStorage``)
+whose element is one transition of every agent, written together: row ``r``, column ``k``
+is agent ``k``'s ``r``-th stored transition. The samplers draw each agent's rows from its
+own column only, with indices of its own, so a sample never mixes agents and no two agents
+share which transitions they replay. A sample is ``agents * batch_size`` transitions,
+agent-major, as :func:`reservoir_dqn.agent.update` expects.
+"""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
 import weakref
+from pathlib import Path
+from typing import Any
 
 import torch
-from tensordict import TensorDictBase
-from torchrl.data import (
-    LazyMemmapStorage,
-    LazyTensorStorage,
-    PrioritizedSampler,
-    RandomSampler,
-    TensorDictReplayBuffer,
-)
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import LazyMemmapStorage, LazyTensorStorage, PrioritizedSampler, TensorDictReplayBuffer
 from torchrl.data.replay_buffers.samplers import Sampler
 from torchrl.data.replay_buffers.storages import Storage
 from torchrl.envs import MultiStepTransform
 
 from reservoir_dqn.config import DQNConfig
 
-# What one-step DQN needs from a collected frame; everything else the collector records
-# (Q-values, trajectory ids, running episode return, ...) stays out of the buffer.
+# What DQN needs from a collected frame; everything else the rollout records (Q-values,
+# running episode return, environment diagnostics, ...) stays out of the buffer.
 TRANSITION_KEYS = (
     "observation",
     "action",
@@ -33,17 +37,104 @@ TRANSITION_KEYS = (
 )
 
 
-def make_replay_buffer(config: DQNConfig, device: torch.device | str = "cpu") -> TensorDictReplayBuffer:
-    """Uniform or prioritized replay of ``config.buffer_size`` transitions, sampled in ``config.batch_size``.
+class PerAgentSampler(Sampler):
+    """Uniform replay per agent: ``batch_size / agents`` rows drawn independently from each agent's column."""
 
-    The storage is a ``LazyTensorStorage`` in memory, or a ``LazyMemmapStorage`` on disk when
-    ``config.buffer_on_disk`` (for buffers larger than the machine's memory).
+    def __init__(self, agents: int) -> None:
+        self.agents = agents
+
+    def sample(self, storage: Storage, batch_size: int) -> tuple[tuple[torch.Tensor, torch.Tensor], dict[str, Any]]:
+        per_agent = batch_size // self.agents
+        rows = torch.randint(len(storage), (self.agents * per_agent,))
+        return (rows, _agent_columns(self.agents, per_agent)), {}
+
+    def _empty(self) -> None:
+        pass
+
+    def dumps(self, path: Path) -> None:
+        pass
+
+    def loads(self, path: Path) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
+
+
+class PerAgentPrioritizedSampler(Sampler):
+    """Prioritized replay per agent: one TorchRL :class:`PrioritizedSampler` (its own sum tree) per agent."""
+
+    def __init__(self, agents: int, capacity: int, alpha: float, beta: float) -> None:
+        self.agents = agents
+        self.samplers = [PrioritizedSampler(capacity, alpha=alpha, beta=beta) for _ in range(agents)]
+
+    def sample(self, storage: Storage, batch_size: int) -> tuple[tuple[torch.Tensor, torch.Tensor], dict[str, Any]]:
+        per_agent = batch_size // self.agents
+        drawn = [sampler.sample(storage, per_agent) for sampler in self.samplers]
+        rows = torch.cat([torch.as_tensor(index) for index, _ in drawn])
+        weights = torch.cat([torch.as_tensor(info["priority_weight"]) for _, info in drawn])
+        return (rows, _agent_columns(self.agents, per_agent)), {"priority_weight": weights}
+
+    def add(self, index: int) -> None:
+        for sampler in self.samplers:
+            sampler.add(index)
+
+    def extend(self, index: torch.Tensor) -> None:
+        for sampler in self.samplers:
+            sampler.extend(index)
+
+    def mark_update(self, index: torch.Tensor, *, storage: Storage | None = None) -> None:
+        """New rows were written: every agent's tree gives them the highest priority so far."""
+        for sampler in self.samplers:
+            sampler.mark_update(index)
+
+    def update_priority(self, index: torch.Tensor, priority: torch.Tensor, *, storage: Storage | None = None) -> None:
+        index = torch.as_tensor(index).reshape(-1, 2)
+        priority = torch.as_tensor(priority).reshape(-1)
+        for agent, sampler in enumerate(self.samplers):
+            mine = index[:, 1] == agent
+            sampler.update_priority(index[mine, 0], priority[mine])
+
+    def _empty(self) -> None:
+        for sampler in self.samplers:
+            sampler._empty()
+
+    def dumps(self, path: Path) -> None:
+        for agent, sampler in enumerate(self.samplers):
+            folder = Path(path) / f"agent-{agent}"
+            folder.mkdir(parents=True, exist_ok=True)
+            sampler.dumps(folder)
+
+    def loads(self, path: Path) -> None:
+        for agent, sampler in enumerate(self.samplers):
+            sampler.loads(Path(path) / f"agent-{agent}")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {str(agent): sampler.state_dict() for agent, sampler in enumerate(self.samplers)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for agent, sampler in enumerate(self.samplers):
+            sampler.load_state_dict(state_dict[str(agent)])
+
+
+def _agent_columns(agents: int, per_agent: int) -> torch.Tensor:
+    return torch.arange(agents).repeat_interleave(per_agent)
+
+
+def make_replay_buffer(config: DQNConfig, agents: int, device: torch.device | str = "cpu") -> TensorDictReplayBuffer:
+    """Uniform or prioritized replay of ``config.buffer_size`` transitions per agent.
+
+    Samples hold ``config.batch_size`` transitions of each agent. The storage lives in
+    memory, or in memory-mapped files of a temporary folder when ``config.buffer_on_disk``.
     """
     sampler: Sampler
     if config.prioritized:
-        sampler = PrioritizedSampler(config.buffer_size, alpha=config.priority_alpha, beta=config.priority_beta)
+        sampler = PerAgentPrioritizedSampler(agents, config.buffer_size, config.priority_alpha, config.priority_beta)
     else:
-        sampler = RandomSampler()
+        sampler = PerAgentSampler(agents)
     storage: Storage
     scratch = None
     if config.buffer_on_disk:
@@ -52,7 +143,7 @@ def make_replay_buffer(config: DQNConfig, device: torch.device | str = "cpu") ->
     else:
         storage = LazyTensorStorage(config.buffer_size, device=device)
     buffer = TensorDictReplayBuffer(
-        storage=storage, sampler=sampler, batch_size=config.batch_size, priority_key="td_error"
+        storage=storage, sampler=sampler, batch_size=agents * config.batch_size, priority_key="td_error"
     )
     if scratch is not None:  # the files go when the buffer does
         weakref.finalize(buffer, shutil.rmtree, scratch, ignore_errors=True)
@@ -60,7 +151,7 @@ def make_replay_buffer(config: DQNConfig, device: torch.device | str = "cpu") ->
 
 
 class TransitionWriter:
-    """Turns collected batches (envs x time) into stored transitions.
+    """Turns collected batches (``[agents * envs, time]``, agent-major) into stored transitions.
 
     With ``n_steps == 1`` a transition is one step. With more, TorchRL's
     :class:`~torchrl.envs.MultiStepTransform` replaces reward and next observation by the
@@ -69,32 +160,44 @@ class TransitionWriter:
     the bootstrap by ``gamma ** steps``. The end flags (``done``, ``terminated``,
     ``truncated``) follow the next observation: left as they are (TorchRL's default keeps
     them at step ``t``), a window that reaches a termination would bootstrap from the
-    terminal observation. The transform holds the last ``n`` frames of each
-    environment until their future is known; :meth:`start_segment` drops them when the
-    environments are reset, so no transition spans a reset.
+    terminal observation. The transform holds the last ``n`` frames of each environment
+    until their future is known; :meth:`state_dict` carries them into checkpoints. Rewards
+    are multiplied by ``reward_scale`` on the way in.
     """
 
-    def __init__(self, buffer: TensorDictReplayBuffer, n_steps: int, gamma: float) -> None:
+    def __init__(
+        self, buffer: TensorDictReplayBuffer, agents: int, n_steps: int, gamma: float, reward_scale: float = 1.0
+    ) -> None:
         self.buffer = buffer
-        self.n_steps = n_steps
-        self.gamma = gamma
+        self.agents = agents
+        self.reward_scale = reward_scale
         self.keys = (*TRANSITION_KEYS, "steps_to_next_obs") if n_steps > 1 else TRANSITION_KEYS
         self._multi_step: MultiStepTransform | None = None
-        self.start_segment()
-
-    def start_segment(self) -> None:
-        """Forget frames held back for n-step returns (the environments were just reset)."""
-        self._multi_step = None
-        if self.n_steps > 1:
+        if n_steps > 1:
             # done_keys=[]: gather the end flags at t + steps like every other ("next", ...) entry.
-            self._multi_step = MultiStepTransform(self.n_steps, self.gamma, done_keys=[])
+            self._multi_step = MultiStepTransform(n_steps, gamma, done_keys=[])
 
     def write(self, batch: TensorDictBase) -> int:
-        """Store the transitions a batch completes; return how many."""
+        """Store the transitions a batch completes; return how many per agent."""
+        batch = batch.select(*self.keys, strict=False)
+        if self.reward_scale != 1.0:
+            batch.set(("next", "reward"), batch["next", "reward"] * self.reward_scale)
         if self._multi_step is not None:
             batch = self._multi_step.inv(batch)
             if batch is None:
                 return 0
-        flat = batch.select(*self.keys).contiguous().reshape(-1)
-        self.buffer.extend(flat)
-        return int(flat.numel())
+        per_agent = batch.select(*self.keys).reshape(self.agents, -1)
+        self.buffer.extend(per_agent.transpose(0, 1).contiguous())
+        return int(per_agent.shape[1])
+
+    def state_dict(self) -> dict[str, Any]:
+        """The frames held back for n-step returns (TorchRL keeps them in the transform's ``_buffer``)."""
+        pending = None if self._multi_step is None else self._multi_step._buffer
+        if pending is None:
+            return {"pending": None}
+        return {"pending": pending.to_dict(), "batch_size": list(pending.batch_size)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self._multi_step is None or state["pending"] is None:
+            return
+        self._multi_step._buffer = TensorDict(state["pending"], batch_size=state["batch_size"])

@@ -1,130 +1,139 @@
-"""The DQN training loop, top to bottom in algorithm order.
+"""The DQN training loop, top to bottom in algorithm order; every agent of the experiment at once.
 
-collect a batch -> store its transitions -> anneal epsilon by frames collected ->
-when the buffer is warm, sample and update (the target network follows) -> log ->
-every ``eval_interval_frames``: greedy evaluation -> every ``checkpoint_interval_frames``:
-checkpoint.
+For every batch:
 
-Exact resume. Training is split into segments of ``checkpoint_interval_frames``; each
-segment starts by re-seeding and resetting the environments from ``(seed, segment)``
-(an episode still running there is truncated, not terminated). A checkpoint, written at
-a segment boundary, holds every other piece of state: networks, optimiser, exploration,
-target updater, RNG states, counters and the replay buffer. A run resumed from it
-therefore computes exactly what the uninterrupted run computes after that boundary.
+1. collect a batch with the exploring policy (every agent's environments in one batched env);
+2. store its (n-step) transitions, each agent's in its own replay column;
+3. anneal epsilon and the learning rate by frames collected;
+4. once the buffer is warm, ``updates_per_batch`` optimiser steps, all agents in one;
+5. gather the training curves, and emit them at each log point;
+6. every ``eval_interval_frames``: greedy validation of every agent on the validation seeds;
+   keep each agent's best snapshot; an agent that reached ``stop_at_validation_return``
+   keeps its network from then on (the others go on);
+7. every ``checkpoint_interval_frames``: a checkpoint.
+
+At the end every agent is validated once more, and the one that validated best is shipped.
+
+Exact resume. A checkpoint holds every piece of state, the environments' included (the
+episodes in flight, their generators, the frames held back for n-step returns), so a run
+resumed from any checkpoint computes exactly what the uninterrupted run computes.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tensordict import TensorDictBase
+from pydantic import BaseModel
 from torchrl.checkpoint import Checkpoint, GlobalRNGState
-from torchrl.collectors import Collector
 from torchrl.data import TensorDictReplayBuffer
-from torchrl.envs import EnvBase
-from torchrl.envs.utils import ExplorationType
 from torchrl.modules import QValueActor
 from tqdm import tqdm
 
-from reservoir_dqn.agent import Agent, NetworkSpec, anneal_exploration, make_agent, update
+from reservoir_dqn.agent import Agent, NetworkSpec, anneal, make_agent, update
 from reservoir_dqn.checkpoint import Checkpointer, CorruptCheckpoint, SafeReplayBufferAdapter, checkpoint_frames
-from reservoir_dqn.config import TRAIN_SEED_LIMIT, VALIDATION_SEED_BASE, Config, EnvConfig
-from reservoir_dqn.envs import RESERVOIR, SUCCESS_COUNTS, episode_success, make_env, observation_scale
-from reservoir_dqn.envs.reservoir import INFO_KEYS
-from reservoir_dqn.evaluation import run_episodes, success
+from reservoir_dqn.collect import Rollout
+from reservoir_dqn.config import TRAIN_SEED_LIMIT, VALIDATION_SEED_BASE, Config
+from reservoir_dqn.curves import LEARNING, PROGRESS, VALIDATION, Interval
+from reservoir_dqn.envs import EnvProfile, profile
+from reservoir_dqn.evaluation import Reference, reference, run_agents
+from reservoir_dqn.metrics import MetricGroup, Record, Sink
 from reservoir_dqn.replay import TransitionWriter, make_replay_buffer
-from reservoir_dqn.tracking import CsvLog, MetricSink, Tracker, Tracking
 
-BUFFER_CHECKPOINT_AUTO_LIMIT = 200_000  # 'auto' saves the replay buffer up to this many transitions
-RECENT_EPISODES = 100  # the progress bar and summary report the mean over this many episodes
+BUFFER_CHECKPOINT_AUTO_LIMIT = 1_000_000  # 'auto' saves the replay buffer up to this many transitions in all
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the frame and update."""
 
 
-@dataclass
-class Progress:
-    """Counters that a checkpoint restores with the rest of the training state."""
+class Progress(BaseModel):
+    """Counters and per-agent results that a checkpoint restores with the rest of the training state."""
 
     frames: int = 0
     updates: int = 0
-    episodes: int = 0
-    train_seconds: float = 0.0  # wall time of collection and updates, all processes together
-    eval_seconds: float = 0.0  # wall time of the periodic greedy evaluations
-    recent_returns: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_EPISODES))
-    last_eval_return: float = float("nan")
-    best_eval_return: float = float("-inf")  # best periodic evaluation so far ...
-    best_eval_frames: int = 0  # ... and when it happened
-    run_id: str = ""  # the MLflow run this training logs to, continued on resume
+    train_seconds: float = 0.0  # collection and updates
+    eval_seconds: float = 0.0  # periodic validation
+    validated_at: int = -1  # frames of the newest validation
+    last_return: list[float] = []  # per agent: newest validation
+    last_score: list[float] = []
+    best_return: list[float] = []  # per agent: best validation so far ...
+    best_score: list[float] = []
+    best_frames: list[int] = []  # ... and when
+    stopped_frames: list[int | None] = []  # per agent: when it reached stop_at_validation_return
+    run_ids: dict[str, str] = {}  # the tracking runs this training logs to, continued on resume
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "frames": self.frames,
-            "updates": self.updates,
-            "episodes": self.episodes,
-            "train_seconds": self.train_seconds,
-            "eval_seconds": self.eval_seconds,
-            "recent_returns": list(self.recent_returns),
-            "last_eval_return": self.last_eval_return,
-            "best_eval_return": self.best_eval_return,
-            "best_eval_frames": self.best_eval_frames,
-            "run_id": self.run_id,
-        }
+        return self.model_dump()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.frames = int(state["frames"])
-        self.updates = int(state["updates"])
-        self.episodes = int(state["episodes"])
-        self.train_seconds = float(state["train_seconds"])
-        self.eval_seconds = float(state["eval_seconds"])
-        self.recent_returns = deque((float(value) for value in state["recent_returns"]), maxlen=RECENT_EPISODES)
-        self.last_eval_return = float(state["last_eval_return"])
-        self.best_eval_return = float(state["best_eval_return"])
-        self.best_eval_frames = int(state["best_eval_frames"])
-        self.run_id = str(state["run_id"])
+        for name, value in Progress.model_validate(state):
+            setattr(self, name, value)
 
-    def record_episodes(self, returns: torch.Tensor) -> None:
-        self.episodes += len(returns)
-        self.recent_returns.extend(returns.tolist())
+
+@dataclass
+class Session:
+    """The live objects of one training process; rebuilt from scratch for every restore attempt."""
+
+    config: Config
+    profile: EnvProfile
+    spec: NetworkSpec
+    agent: Agent
+    buffer: TensorDictReplayBuffer
+    writer: TransitionWriter
+    rollout: Rollout
+    best: QValueActor  # each agent's best-validated averaged weights
+    stopped: QValueActor  # the weights of agents that stopped early, as they were then
+    progress: Progress
+    reference: Reference  # the score's reference on the validation seeds
+    checkpoint: Checkpoint
+    resumed_from: int = 0
+
+    def close(self) -> None:
+        self.rollout.close()
+
+    @property
+    def metric_groups(self) -> list[MetricGroup]:
+        """Every group of training curves this session emits."""
+        groups = [PROGRESS, LEARNING, self.profile.episode_group, VALIDATION]
+        return groups if self.profile.batch_group is None else [*groups, self.profile.batch_group]
 
 
 @dataclass
 class TrainResult:
-    """What training produced: the network to ship, its description and summary metrics.
+    """The agents' final and best networks, which one to ship, and the summary metrics."""
 
-    ``q_network`` is the best-evaluated network when ``train.select_best`` is on, else the last.
-    """
-
-    q_network: QValueActor
-    agent: Agent
+    final: QValueActor
+    best: QValueActor
     spec: NetworkSpec
-    summary: dict[str, float | int | str | None]
+    shipped_agent: int
+    summary: dict[str, Any]
 
 
-@dataclass
-class _Session:
-    """The live objects of one training process; rebuilt from scratch for every restore attempt."""
+def agent_seeds(seed: int, agents: int) -> list[int]:
+    """One seed per agent, derived from the master seed (independent streams, NumPy's SeedSequence)."""
+    children = np.random.SeedSequence(seed).spawn(agents)
+    return [int(child.generate_state(1, dtype=np.uint32)[0]) for child in children]
 
-    agent: Agent
-    best_network: QValueActor  # a copy of the Q-network as of its best periodic evaluation
-    buffer: TensorDictReplayBuffer
-    progress: Progress
-    checkpoint: Checkpoint
-    collector: Collector
 
-    def close(self) -> None:
-        self.collector.shutdown()
+def env_seeds(seed: int, agents: int, envs: int) -> list[int]:
+    """Seeds of every training environment, agent-major, all below TRAIN_SEED_LIMIT."""
+    return [
+        int(value) % TRAIN_SEED_LIMIT
+        for agent in range(agents)
+        for value in np.random.SeedSequence([seed, agent]).generate_state(envs, dtype=np.uint32)
+    ]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -134,255 +143,229 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) global generators."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def segment_seed(seed: int, segment: int, num_envs: int) -> int:
-    """Environment seed of training segment ``segment``: distinct per segment, below TRAIN_SEED_LIMIT."""
-    state = np.random.SeedSequence([seed, segment]).generate_state(1, dtype=np.uint32)[0]
-    return int(state) % (TRAIN_SEED_LIMIT - num_envs)
-
-
-def network_spec(env: EnvBase, config: EnvConfig, hidden_sizes: Sequence[int]) -> NetworkSpec:
-    """Read observation size and number of actions off the environment's specs."""
-    return NetworkSpec(
-        obs_dim=int(env.observation_spec["observation"].shape[-1]),
-        num_actions=int(env.action_spec_unbatched.space.n),
-        hidden_sizes=tuple(hidden_sizes),
-        env_name=config.name,
-        obs_scale=observation_scale(config),
-    )
-
-
-# Per-month reservoir quantities averaged over each collected batch (reservoir/ namespace).
-RESERVOIR_MEANS = tuple(key for key in INFO_KEYS if key not in ("storage", *SUCCESS_COUNTS))
-
-
-def metric_names(num_actions: int, env_name: str) -> list[str]:
-    """Every metric the loop emits, in training-log column order."""
-    reservoir = ["reservoir/storage_mean", "reservoir/storage_min", "reservoir/storage_max"]
-    reservoir += [f"reservoir/{key}" for key in RESERVOIR_MEANS]
-    return [
-        "train/loss",
-        "train/grad_norm",
-        "train/epsilon",
-        "train/lr",
-        "train/buffer_size",
-        "train/updates",
-        "train/fps",
-        "episode/count",
-        "episode/return_mean",
-        "episode/return_min",
-        "episode/return_max",
-        "episode/length_mean",
-        "episode/success_rate",
-        "agent/q_mean",
-        "agent/q_max",
-        *[f"agent/action_frac_{action}" for action in range(num_actions)],
-        "eval/return_mean",
-        "eval/return_std",
-        "eval/success_rate",
-        *(reservoir if env_name == RESERVOIR else []),
-    ]
-
-
-def train(
-    config: Config,
-    checkpoint_dir: Path,
-    train_log: Path,
-    tracking: Tracking | None = None,
-    say: Callable[[str], None] = print,
-) -> TrainResult:
-    """Train a DQN agent as ``config`` says, resuming from ``checkpoint_dir`` when it can.
-
-    :param config: validated parameters.
-    :param checkpoint_dir: folder of checkpoints for this configuration.
-    :param train_log: CSV training log (one row per collected batch).
-    :param tracking: MLflow and TensorBoard, already connected; ``None`` logs to the CSV only.
-    :param say: where one-line notices go.
-    """
-    train_cfg = config.train
-    device = resolve_device(train_cfg.device)
-    torch.set_num_threads(train_cfg.torch_threads or os.cpu_count() or 1)
-    checkpointer = Checkpointer(checkpoint_dir, config.training_hash, train_cfg.keep_checkpoints, say)
-    session = _restore_or_start(config, device, checkpointer, say)
-    agent, buffer, progress = session.agent, session.buffer, session.progress
-    spec = network_spec(session.collector.env, config.env, config.dqn.hidden_sizes)
-    resumed_from = progress.frames
-    sinks: list[MetricSink] = [CsvLog(train_log, metric_names(spec.num_actions, config.env.name), resumed_from)]
-    if tracking is not None:
-        progress.run_id = tracking.start_run(progress.run_id or None) or ""
-        sinks += tracking.sinks(start=resumed_from)
-    tracker = Tracker(sinks)
-
-    writer = TransitionWriter(buffer, config.dqn.n_steps, config.dqn.gamma)
-    batches = iter(session.collector)
-    bar = tqdm(total=train_cfg.total_frames, initial=progress.frames, unit="frame", mininterval=2.0, smoothing=0.05)
-    clock = time.perf_counter()
-    try:
-        while progress.frames < train_cfg.total_frames:
-            # 0. A segment starts: re-seed and reset the environments (what makes resume exact).
-            if progress.frames % train_cfg.checkpoint_interval_frames == 0:
-                _start_segment(session.collector, writer, config, progress)
-            # 1. Collect a batch with the exploring policy and store its transitions.
-            batch = next(batches)
-            frames = batch.numel()
-            progress.frames += frames
-            writer.write(batch)
-            # 2. Anneal epsilon by frames collected (not by updates).
-            anneal_exploration(agent.exploration, progress.frames)
-            # 3. Learn once the buffer is warm; the target network follows each update.
-            losses, grad_norms = _learn(agent, buffer, config, progress)
-            # 4. Log what happened in this batch.
-            returns, lengths, totals = _finished_episodes(batch)
-            progress.record_episodes(returns)
-            clock = _add_elapsed(progress, "train_seconds", clock)
-            metrics = _batch_metrics(batch, agent, buffer, progress, losses, grad_norms)
-            metrics |= _episode_metrics(config, returns, lengths, totals)
-            if config.env.name == RESERVOIR:
-                metrics |= _reservoir_metrics(batch)
-            # 5. Periodic greedy evaluation on validation seeds (never used for training).
-            every = train_cfg.eval_interval_frames
-            evaluated = bool(every) and progress.frames % every == 0
-            if evaluated:
-                metrics.update(_validate(agent, config))
-                progress.last_eval_return = metrics["eval/return_mean"]
-                if progress.last_eval_return >= progress.best_eval_return:  # ties: the later, longer-trained one
-                    progress.best_eval_return, progress.best_eval_frames = progress.last_eval_return, progress.frames
-                    session.best_network.load_state_dict(agent.q_network.state_dict())
-                clock = _add_elapsed(progress, "eval_seconds", clock)
-            at_boundary = progress.frames % train_cfg.checkpoint_interval_frames == 0
-            tracker.log(metrics, step=progress.frames, histograms={"agent/actions": batch["action"]})
-            if evaluated or at_boundary:  # an evaluation gets its own point; a checkpoint leaves none pending
-                tracker.flush()
-            bar.update(frames)
-            bar.set_postfix(_postfix(progress, agent, metrics), refresh=False)
-            # 6. Checkpoint at segment boundaries (and at the end).
-            if at_boundary or progress.frames >= train_cfg.total_frames:
-                checkpointer.save(session.checkpoint, progress.frames)
-                clock = _add_elapsed(progress, "train_seconds", clock)
-    finally:
-        bar.close()
-        tracker.close()
-        session.close()
-    summary = _summary(progress, resumed_from, agent)
-    shipped = session.best_network if train_cfg.select_best else agent.q_network
-    return TrainResult(q_network=shipped, agent=agent, spec=spec, summary=summary)
-
-
-def _build_session(config: Config, device: torch.device) -> _Session:
-    """Everything a training process holds, freshly seeded (identical on every call)."""
-    seed_everything(config.seed)
-    env = make_env(config.env, config.env.num_envs)
-    spec = network_spec(env, config.env, config.dqn.hidden_sizes)
-    agent = make_agent(config.dqn, spec, device, compile_loss=config.train.compile)
-    buffer = make_replay_buffer(config.dqn, device)
-    progress = Progress()
-    best_network = copy.deepcopy(agent.q_network)
-    checkpoint = Checkpoint(
-        format="archive",
-        loss=agent.loss,
-        best_network=best_network,
-        optimizer=agent.optimizer,
-        exploration=agent.exploration,
-        target_updater=agent.target_updater,
-        rng=GlobalRNGState(),
-        progress=progress,
-    )
-    if _checkpoint_buffer(config):
-        checkpoint.register("replay_buffer", buffer, adapter=SafeReplayBufferAdapter())
-    # The collector is built before any restore: building it runs the policy once, and
-    # that must not consume random numbers after the checkpoint's RNG state is restored.
-    collector = Collector(
-        env,
-        agent.policy,
-        frames_per_batch=config.train.frames_per_batch,
-        total_frames=-1,
-        env_device="cpu",
-        policy_device=device,
-        storing_device=device,
-        exploration_type=ExplorationType.RANDOM,
-        auto_register_policy_transforms=False,
-    )
-    return _Session(agent, best_network, buffer, progress, checkpoint, collector)
-
-
-def _checkpoint_buffer(config: Config) -> bool:
-    choice = config.train.checkpoint_buffer
-    return choice == "always" or (choice == "auto" and config.dqn.buffer_size <= BUFFER_CHECKPOINT_AUTO_LIMIT)
-
-
-def _restore_or_start(
-    config: Config, device: torch.device, checkpointer: Checkpointer, say: Callable[[str], None]
-) -> _Session:
-    """A session restored from the newest usable checkpoint, or a fresh one if there is none.
-
-    Usable means written by these parameters, within ``total_frames``, and either at a
-    segment boundary (so that training continues exactly) or final (nothing to continue).
-    """
-    total, interval = config.train.total_frames, config.train.checkpoint_interval_frames
+def start(config: Config, checkpoint_dir: Path) -> Session:
+    """The newest usable checkpoint of these parameters, restored; or a fresh session if there is none."""
+    torch.set_num_threads(config.train.torch_threads or os.cpu_count() or 1)
+    checkpointer = _checkpointer(config, checkpoint_dir)
+    device = resolve_device(config.train.device)
     for path in checkpointer.candidates():
-        frames = checkpoint_frames(path)
-        if frames > total or (frames % interval and frames != total):
+        if checkpoint_frames(path) > config.train.total_frames:
             continue
-        session = _build_session(config, device)
+        session = _build(config, device)
         try:
             checkpointer.restore(session.checkpoint, path)
         except CorruptCheckpoint as error:
             session.close()
             checkpointer.set_aside(path, str(error))
             continue
-        say(f"resuming from {path} ({session.progress.frames:,} frames)")
+        session.resumed_from = session.progress.frames
+        log.info(f"resuming from {path} ({session.progress.frames:,} frames per agent)")
         return session
-    return _build_session(config, device)
+    return _build(config, device)
 
 
-def _start_segment(collector: Collector, writer: TransitionWriter, config: Config, progress: Progress) -> None:
-    """Re-seed and reset the environments from ``(seed, segment)``; drop frames held for n-step returns."""
-    segment = progress.frames // config.train.checkpoint_interval_frames
-    collector.set_seed(segment_seed(config.seed, segment, config.env.num_envs))
-    collector.reset()
-    writer.start_segment()
+def _checkpointer(config: Config, checkpoint_dir: Path) -> Checkpointer:
+    return Checkpointer(checkpoint_dir, config.training_hash, config.train.keep_checkpoints)
 
 
-def _learn(
-    agent: Agent, buffer: TensorDictReplayBuffer, config: Config, progress: Progress
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def _build(config: Config, device: torch.device) -> Session:
+    """Everything a training process holds, freshly seeded (identical on every call)."""
+    agents, envs = config.train.seeds, config.env.num_envs
+    env_profile = profile(config.env)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    env = env_profile.make(config.env, env_seeds(config.seed, agents, envs))
+    spec = NetworkSpec(
+        obs_dim=int(env.observation_spec["observation"].shape[-1]),
+        num_actions=int(env.action_spec_unbatched.space.n),
+        hidden_sizes=tuple(config.dqn.hidden_sizes),
+        env_name=config.env.name,
+        obs_scale=env_profile.observation_scale(config.env),
+        agents=agents,
+    )
+    agent = make_agent(config.dqn, spec, device, agent_seeds(config.seed, agents), compile_loss=config.train.compile)
+    buffer = make_replay_buffer(config.dqn, agents, device)
+    writer = TransitionWriter(buffer, agents, config.dqn.n_steps, config.dqn.gamma, config.dqn.reward_scale)
+    rollout = Rollout(env, agent.policy, config.train.frames_per_batch // envs, env_profile)
+    validation, _ = reference(
+        env_profile, config.env, spec.num_actions, config.train.eval_episodes, VALIDATION_SEED_BASE
+    )
+    progress = Progress(
+        last_return=[float("nan")] * agents,
+        last_score=[float("nan")] * agents,
+        best_return=[float("-inf")] * agents,
+        best_score=[float("-inf")] * agents,
+        best_frames=[0] * agents,
+        stopped_frames=[None] * agents,
+    )
+    best, stopped = copy.deepcopy(agent.averaged_network), copy.deepcopy(agent.averaged_network)
+    checkpoint = Checkpoint(
+        format="archive",
+        loss=agent.loss,
+        averaged=agent.averaged_network,
+        best=best,
+        stopped=stopped,
+        optimizer=agent.optimizer,
+        exploration=agent.exploration,
+        target_updater=agent.target_updater,
+        rng=GlobalRNGState(),
+        progress=progress,
+        rollout=rollout,
+        writer=writer,
+    )
+    if config.train.checkpoint_buffer == "always" or (
+        config.train.checkpoint_buffer == "auto" and agents * config.dqn.buffer_size <= BUFFER_CHECKPOINT_AUTO_LIMIT
+    ):
+        checkpoint.register("replay_buffer", buffer, adapter=SafeReplayBufferAdapter())
+    return Session(
+        config, env_profile, spec, agent, buffer, writer, rollout, best, stopped, progress, validation, checkpoint
+    )
+
+
+ValidationHook = Callable[[int, torch.Tensor], None]
+
+
+def train(
+    session: Session, checkpoint_dir: Path, sinks: Sequence[Sink] = (), on_validation: ValidationHook | None = None
+) -> TrainResult:
+    """Train every agent of ``session`` to ``train.total_frames`` (or until all stopped early).
+
+    :param session: from :func:`start`: fresh, or restored from a checkpoint.
+    :param checkpoint_dir: where checkpoints go.
+    :param sinks: where the training curves go.
+    :param on_validation: called with the frames and every agent's validation score after each
+        periodic validation; it may raise to stop training (a pruned tuning trial does).
+    """
+    config, agent, progress = session.config, session.agent, session.progress
+    settings = config.train
+    checkpointer = _checkpointer(config, checkpoint_dir)
+    interval = Interval(session.profile, config.env, agent.agents, session.spec.num_actions)
+    bar = tqdm(total=settings.total_frames, initial=progress.frames, unit="frame", mininterval=2.0, smoothing=0.05)
+    clock = time.perf_counter()
+    try:
+        while progress.frames < settings.total_frames and not all(f is not None for f in progress.stopped_frames):
+            # 1-2. Collect a batch with the exploring policy and store its transitions.
+            batch = session.rollout.collect()
+            progress.frames += settings.frames_per_batch
+            session.writer.write(batch)
+            # 3. Anneal epsilon and the learning rate by frames collected (not by updates).
+            anneal(agent, progress.frames)
+            # 4. Learn once the buffer is warm; target and averaged weights follow each update.
+            _learn(session, interval)
+            # 5. Gather what happened in this batch.
+            interval.add_batch(batch)
+            clock = _add_elapsed(progress, "train_seconds", clock)
+            # 6. Periodic greedy validation on validation seeds (never used for training).
+            records = []
+            every = settings.eval_interval_frames
+            if every and progress.frames % every == 0:
+                records.append(_validate(session))
+                clock = _add_elapsed(progress, "eval_seconds", clock)
+                if on_validation is not None:
+                    on_validation(progress.frames, torch.tensor(progress.last_score))
+            at_checkpoint = progress.frames % settings.checkpoint_interval_frames == 0
+            finished = progress.frames >= settings.total_frames
+            if records or at_checkpoint or finished or progress.frames % config.tracking.log_interval_frames == 0:
+                _emit(session, interval, records, sinks)
+            bar.update(settings.frames_per_batch)
+            bar.set_postfix(_postfix(progress, agent), refresh=False)
+            # 7. Checkpoint (and always at the end, so a finished run is never trained again).
+            if at_checkpoint or finished:
+                checkpointer.save(session.checkpoint, progress.frames)
+                clock = _add_elapsed(progress, "train_seconds", clock)
+        if progress.validated_at != progress.frames:  # the shipped agent is chosen on a fresh validation
+            _emit(session, interval, [_validate(session)], sinks)
+            _add_elapsed(progress, "eval_seconds", clock)
+    finally:
+        bar.close()
+        for sink in sinks:
+            sink.close()
+        session.close()
+    return _result(session)
+
+
+def _learn(session: Session, interval: Interval) -> None:
     """``updates_per_batch`` optimiser steps on replayed transitions, once the buffer is warm."""
-    losses: list[torch.Tensor] = []
-    grad_norms: list[torch.Tensor] = []
-    if len(buffer) < config.train.min_replay_size:
-        return losses, grad_norms
+    config, progress = session.config, session.progress
+    if len(session.buffer) < config.train.min_replay_size:
+        return
+    losses = []
     for _ in range(config.train.updates_per_batch):
-        sample = buffer.sample()
-        loss, grad_norm = update(agent, sample)
+        sample = session.buffer.sample()
+        loss, grad_norm = update(session.agent, sample)
         if config.dqn.prioritized:
-            buffer.update_tensordict_priority(sample)
+            session.buffer.update_priority(sample["index"], sample["td_error"])
         losses.append(loss)
-        grad_norms.append(grad_norm)
+        interval.add_updates(loss, grad_norm)
         progress.updates += 1
-    if not bool(torch.isfinite(torch.stack(losses)).all()):
-        bad = next(float(loss) for loss in losses if not torch.isfinite(loss))
+    stacked = torch.stack(losses)
+    if not bool(torch.isfinite(stacked).all()):
+        bad = float(stacked[~torch.isfinite(stacked)][0])
         raise TrainingDiverged(
             f"the loss became {bad} at frame {progress.frames:,} (update {progress.updates:,}); "
             "training stopped, no model written, the last checkpoint is kept"
         )
-    return losses, grad_norms
 
 
-def _finished_episodes(batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """Returns, lengths and success counts of the episodes that ended in this batch."""
-    nxt = batch["next"]
-    done = nxt["done"].squeeze(-1)
-    returns = nxt["episode_reward"].squeeze(-1)[done].double()
-    lengths = nxt["step_count"].squeeze(-1)[done].double()
-    present = set(nxt.keys())  # a TensorDict does not support `in` directly
-    totals = {name: nxt[name].squeeze(-1)[done].double() for name in SUCCESS_COUNTS if name in present}
-    return returns, lengths, totals
+def _validate(session: Session) -> Record:
+    """Greedy episodes of every agent's averaged weights on the validation seeds; snapshots and early stops."""
+    config, progress, agent = session.config, session.progress, session.agent
+    episodes = run_agents(
+        session.profile,
+        config.env,
+        agent.averaged_network,
+        agent.agents,
+        config.train.eval_episodes,
+        VALIDATION_SEED_BASE,
+    )
+    returns = torch.stack([result.returns.double().mean() for result in episodes])
+    scores = session.reference.score(returns)
+    assert isinstance(scores, torch.Tensor)
+    target = config.train.stop_at_validation_return
+    for index in range(agent.agents):
+        if progress.stopped_frames[index] is not None:  # a stopped agent's network no longer changes
+            continue
+        progress.last_return[index], progress.last_score[index] = float(returns[index]), float(scores[index])
+        if returns[index] >= progress.best_return[index]:  # ties: the later, longer-trained one
+            progress.best_return[index], progress.best_score[index] = float(returns[index]), float(scores[index])
+            progress.best_frames[index] = progress.frames
+            _copy_agent(agent.averaged_network, session.best, index)
+        if target is not None and returns[index] >= target:
+            progress.stopped_frames[index] = progress.frames
+            _copy_agent(agent.averaged_network, session.stopped, index)
+            log.info(
+                f"agent {index} reached a validation return of {float(returns[index]):.1f} (>= {target:g}) "
+                f"at {progress.frames:,} frames and stops learning"
+            )
+    progress.validated_at = progress.frames
+    return Record.of(
+        VALIDATION,
+        progress.frames,
+        {"return": torch.tensor(progress.last_return), "score": torch.tensor(progress.last_score)},
+    )
+
+
+@torch.no_grad()
+def _copy_agent(source: QValueActor, destination: QValueActor, index: int) -> None:
+    """Copy agent ``index``'s weights (its row of every stacked parameter) from one network to another."""
+    for target, origin in zip(destination.parameters(), source.parameters(), strict=True):
+        target[index].copy_(origin[index])
+
+
+def _emit(session: Session, interval: Interval, extra: list[Record], sinks: Sequence[Sink]) -> None:
+    progress, agent = session.progress, session.agent
+    schedule = {
+        "epsilon": float(agent.exploration.eps),
+        "lr": float(agent.optimizer.param_groups[0]["lr"]),
+        "updates": float(progress.updates),
+        "frames_per_second": progress.frames * agent.agents / max(progress.train_seconds, 1e-9),
+    }
+    records = interval.records(progress.frames, schedule) + extra
+    histograms = interval.action_histograms()
+    for sink in sinks:
+        sink.emit(records, histograms)
+    interval.reset()
 
 
 def _add_elapsed(progress: Progress, counter: str, since: float) -> float:
@@ -392,109 +375,50 @@ def _add_elapsed(progress: Progress, counter: str, since: float) -> float:
     return now
 
 
-def _batch_metrics(
-    batch: TensorDictBase,
-    agent: Agent,
-    buffer: TensorDictReplayBuffer,
-    progress: Progress,
-    losses: list[torch.Tensor],
-    grad_norms: list[torch.Tensor],
-) -> dict[str, float]:
-    """train/ and agent/ metrics of one collected batch and the updates that followed it."""
-    nan = float("nan")
-    greedy_values = batch["chosen_action_value"].squeeze(-1)
-    num_actions = int(batch["action_value"].shape[-1])
-    actions = torch.bincount(batch["action"].reshape(-1).long(), minlength=num_actions).double()
-    actions /= actions.sum()
+def _postfix(progress: Progress, agent: Agent) -> dict[str, str]:
+    scores = [score for score in progress.last_score if np.isfinite(score)]
     return {
-        "train/loss": float(torch.stack(losses).mean()) if losses else nan,
-        "train/grad_norm": float(torch.stack(grad_norms).mean()) if grad_norms else nan,
-        "train/epsilon": float(agent.exploration.eps),
-        "train/lr": float(agent.optimizer.param_groups[0]["lr"]),
-        "train/buffer_size": float(len(buffer)),
-        "train/updates": float(progress.updates),
-        "train/fps": progress.frames / max(progress.train_seconds, 1e-9),
-        "agent/q_mean": float(greedy_values.mean()),
-        "agent/q_max": float(greedy_values.max()),
-        **{f"agent/action_frac_{action}": float(share) for action, share in enumerate(actions)},
-    }
-
-
-def _episode_metrics(
-    config: Config, returns: torch.Tensor, lengths: torch.Tensor, totals: dict[str, torch.Tensor]
-) -> dict[str, float]:
-    """episode/ metrics of the episodes that ended in one batch (NaN when none did)."""
-    if not len(returns):
-        nan = float("nan")
-        return {
-            f"episode/{name}": nan
-            for name in ("count", "return_mean", "return_min", "return_max", "length_mean", "success_rate")
-        }
-    succeeded = episode_success(config.env, returns, lengths, totals)
-    return {
-        "episode/count": float(len(returns)),
-        "episode/return_mean": float(returns.mean()),
-        "episode/return_min": float(returns.min()),
-        "episode/return_max": float(returns.max()),
-        "episode/length_mean": float(lengths.mean()),
-        "episode/success_rate": float(succeeded.double().mean()),
-    }
-
-
-def _reservoir_metrics(batch: TensorDictBase) -> dict[str, float]:
-    """reservoir/ metrics: storage range and per-month means of every flow and reward component."""
-    nxt = batch["next"]
-    storage = nxt["storage"]
-    return {
-        "reservoir/storage_mean": float(storage.mean()),
-        "reservoir/storage_min": float(storage.min()),
-        "reservoir/storage_max": float(storage.max()),
-        **{f"reservoir/{key}": float(nxt[key].mean()) for key in RESERVOIR_MEANS},
-    }
-
-
-def _validate(agent: Agent, config: Config) -> dict[str, float]:
-    """Greedy episodes on the fixed validation seeds; leaves every global RNG as it found it."""
-    rng = GlobalRNGState()
-    state = rng.state_dict()
-    try:
-        episodes = run_episodes(config.env, agent.q_network, config.train.eval_episodes, VALIDATION_SEED_BASE)
-    finally:
-        rng.load_state_dict(state)
-    returns = episodes.returns.double()
-    return {
-        "eval/return_mean": float(returns.mean()),
-        "eval/return_std": float(returns.std(unbiased=False)),
-        "eval/success_rate": float(success(config.env, episodes).double().mean()),
-    }
-
-
-def _postfix(progress: Progress, agent: Agent, metrics: dict[str, float]) -> dict[str, str]:
-    recent = f"{np.mean(progress.recent_returns):.1f}" if progress.recent_returns else "-"
-    loss = metrics["train/loss"]
-    return {
-        "return": recent,
+        "validation score": f"{np.median(scores):.3f}" if scores else "-",
         "eps": f"{float(agent.exploration.eps):.3f}",
-        "loss": "-" if np.isnan(loss) else f"{loss:.4f}",
     }
 
 
-def _summary(progress: Progress, resumed_from: int, agent: Agent) -> dict[str, float | int | str | None]:
-    recent = float(np.mean(progress.recent_returns)) if progress.recent_returns else None
-    last_eval = None if np.isnan(progress.last_eval_return) else progress.last_eval_return
-    evaluated = np.isfinite(progress.best_eval_return)
-    return {
+def _result(session: Session) -> TrainResult:
+    """The final networks (stopped agents as they were when they stopped), the best ones, and the summary."""
+    progress, agent = session.progress, session.agent
+    final = copy.deepcopy(agent.averaged_network)
+    for index, stopped_at in enumerate(progress.stopped_frames):
+        if stopped_at is not None:
+            _copy_agent(session.stopped, final, index)
+    select_best = session.config.train.select_best
+    shipped = int(np.argmax(progress.best_return if select_best else progress.last_return))
+    summary = {
+        "env": session.config.env.name,
+        "seeds": agent.agents,
         "frames": progress.frames,
         "updates": progress.updates,
-        "episodes": progress.episodes,
-        "episode_return_mean_100": recent,
-        "last_eval_return_mean": last_eval,
-        "best_eval_return_mean": progress.best_eval_return if evaluated else None,
-        "best_eval_frames": progress.best_eval_frames if evaluated else None,
-        "final_epsilon": float(agent.exploration.eps),
         "train_time_s": round(progress.train_seconds, 2),
-        "eval_time_s": round(progress.eval_seconds, 2),
-        "fps": round(progress.frames / max(progress.train_seconds, 1e-9), 1),
-        "resumed_from_frames": resumed_from,
-        "mlflow_run_id": progress.run_id or None,
+        "validation_time_s": round(progress.eval_seconds, 2),
+        "frames_per_second": round(progress.frames * agent.agents / max(progress.train_seconds, 1e-9), 1),
+        "resumed_from_frames": session.resumed_from,
+        "shipped_agent": shipped,
+        "shipped_network": "best" if select_best else "final",
+        "validation_reference": {
+            "random_return": session.reference.random_return,
+            "optimum_return": session.reference.optimum_return,
+        },
+        "agents": [
+            {
+                "seed_index": index,
+                "final_validation_return": progress.last_return[index],
+                "final_validation_score": progress.last_score[index],
+                "best_validation_return": progress.best_return[index],
+                "best_validation_score": progress.best_score[index],
+                "best_validation_frames": progress.best_frames[index],
+                "stopped_at_frames": progress.stopped_frames[index],
+            }
+            for index in range(agent.agents)
+        ],
+        "run_ids": dict(progress.run_ids),
     }
+    return TrainResult(final, session.best, session.spec, shipped, summary)

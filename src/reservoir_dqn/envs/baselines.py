@@ -1,7 +1,7 @@
-"""Baseline reservoir policies: random, the standard operating policy (SOP) and the SDP optimum.
+"""Baseline policies: random, the standard operating policy (SOP) and the SDP optimum.
 
-Each is a TensorDict module that reads the reservoir's state keys and writes ``action``,
-so the evaluation runs it exactly like the trained agent.
+Each is a TensorDict module that reads the environment's keys and writes ``action``, so the
+evaluation runs it exactly like the trained agent.
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
-from reservoir_dqn.config import EnvConfig, ReservoirConfig
-from reservoir_dqn.envs import RESERVOIR
-from reservoir_dqn.envs.reservoir import ReservoirModel
+from reservoir_dqn.config import ReservoirConfig
+from reservoir_dqn.envs.reservoir_model import ReservoirModel
 from reservoir_dqn.envs.sdp import SDPSolution, solve
 
 
 class RandomPolicy(TensorDictModuleBase):
-    """Uniformly random release levels, from its own seeded generator."""
+    """Uniformly random actions, from its own seeded generator."""
 
     def __init__(self, num_actions: int, seed: int) -> None:
         super().__init__()
@@ -72,18 +71,11 @@ def reservoir_optimum(config: ReservoirConfig) -> SDPSolution:
     return solve(ReservoirModel.from_config(config))
 
 
-def baseline_policies(config: EnvConfig, num_actions: int, seed: int) -> dict[str, TensorDictModuleBase]:
-    """The policies a trained agent is compared with: random everywhere; SOP and SDP on the reservoir.
-
-    :param config: the environment section.
-    :param num_actions: size of the action space.
-    :param seed: seed of the random policy's own generator.
-    """
-    if config.name != RESERVOIR:
-        return {"random": RandomPolicy(num_actions, seed)}
-    model = ReservoirModel.from_config(config.reservoir)
+def reservoir_baselines(config: ReservoirConfig, seed: int) -> dict[str, TensorDictModuleBase]:
+    """The SDP optimum, the SOP and a random policy (seeded with ``seed``) for the reservoir ``config``."""
+    model = ReservoirModel.from_config(config)
     return {
-        "sdp": SDPPolicy(reservoir_optimum(config.reservoir)),
+        "sdp": SDPPolicy(reservoir_optimum(config)),
         "sop": StandardOperatingPolicy(model),
         "random": RandomPolicy(model.num_actions, seed),
     }

@@ -1,16 +1,13 @@
 """``DiscreteReservoirEnv``: monthly operation of a multipurpose reservoir, as an exact finite MDP.
 
-The physics live in :class:`ReservoirModel`, shared by the batched TorchRL environment
-and the stochastic dynamic programming solver (:mod:`reservoir_dqn.envs.sdp`), so the
-optimum the solver computes is the optimum of exactly the environment the agent trains on.
+The physics live in :class:`~reservoir_dqn.envs.reservoir_model.ReservoirModel`, shared by
+this batched TorchRL environment and the stochastic dynamic programming solver
+(:mod:`reservoir_dqn.envs.sdp`).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from statistics import NormalDist
-from typing import NamedTuple
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -19,146 +16,7 @@ from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 from reservoir_dqn.config import ReservoirConfig
-
-WATER_WEIGHT_N_PER_M3 = 9810.0  # rho * g: weight of one cubic metre of water, N/m3
-JOULES_PER_GWH = 3.6e12
-MONTHS = 12
-
-# Per-step quantities the environment reports next to the reward (all float, one per reservoir).
-INFO_KEYS = (
-    "storage",  # storage at the end of the month, units
-    "inflow",  # inflow during the month, units
-    "release",  # water actually released (target cut to what is available), units
-    "spill",  # uncontrolled overflow above capacity, units
-    "energy_gwh",  # hydropower generated, GWh
-    "deficit",  # demand not met by the release, units
-    "violation",  # storage below the minimum operating level at the end of the month, units
-    "deficit_months",  # months of this episode so far whose demand was not met in full
-    "violation_months",  # months of this episode so far that ended below the minimum operating level
-    "reward_energy",  # weighted reward components; they sum to the reward
-    "reward_deficit",
-    "reward_spill",
-    "reward_violation",
-)
-
-
-class Outcome(NamedTuple):
-    """One month of reservoir operation; every field broadcasts like the inputs."""
-
-    next_storage: torch.Tensor
-    release: torch.Tensor
-    spill: torch.Tensor
-    energy_gwh: torch.Tensor
-    deficit: torch.Tensor
-    violation: torch.Tensor
-    reward_energy: torch.Tensor
-    reward_deficit: torch.Tensor
-    reward_spill: torch.Tensor
-    reward_violation: torch.Tensor
-
-    @property
-    def reward(self) -> torch.Tensor:
-        """The reward is the sum of the weighted components."""
-        return self.reward_energy + self.reward_deficit + self.reward_spill + self.reward_violation
-
-
-def discretise_lognormal(median: float, cv: float, classes: int) -> list[int]:
-    """Equiprobable classes of a lognormal flow, each represented by its conditional mean, in whole units.
-
-    Band ``k`` holds the flows between the ``k/K`` and ``(k+1)/K`` quantiles; its value is
-    ``E[X | band k] = exp(mu + s^2/2) * K * (Phi(z_{k+1} - s) - Phi(z_k - s))``, rounded.
-    """
-    sigma = math.sqrt(math.log(1.0 + cv * cv))
-    mean = median * math.exp(sigma * sigma / 2.0)
-    normal = NormalDist()
-    edges = [-math.inf, *(normal.inv_cdf(k / classes) for k in range(1, classes)), math.inf]
-
-    def cdf(z: float) -> float:
-        return 0.0 if z == -math.inf else 1.0 if z == math.inf else normal.cdf(z)
-
-    return [max(0, round(mean * classes * (cdf(edges[k + 1] - sigma) - cdf(edges[k] - sigma)))) for k in range(classes)]
-
-
-@dataclass(frozen=True)
-class ReservoirModel:
-    """The reservoir's physics and inflow model, as tensors derived from :class:`ReservoirConfig`.
-
-    :ivar inflow_values: ``[12, K]`` inflow of each equiprobable class, units per month.
-    :ivar release_levels: ``[A]`` release target of each action, units per month.
-    :ivar demand: ``[12]`` water-supply demand, units per month.
-    """
-
-    config: ReservoirConfig
-    inflow_values: torch.Tensor
-    release_levels: torch.Tensor
-    demand: torch.Tensor
-
-    @classmethod
-    def from_config(cls, config: ReservoirConfig) -> ReservoirModel:
-        inflows = [
-            discretise_lognormal(median, cv, config.inflow_classes)
-            for median, cv in zip(config.inflow_median, config.inflow_cv, strict=True)
-        ]
-        return cls(
-            config=config,
-            inflow_values=torch.tensor(inflows, dtype=torch.float64),
-            release_levels=torch.tensor(config.release_levels, dtype=torch.float64),
-            demand=torch.tensor(config.demand, dtype=torch.float64),
-        )
-
-    @property
-    def num_actions(self) -> int:
-        return len(self.config.release_levels)
-
-    @property
-    def num_storages(self) -> int:
-        return self.config.capacity + 1
-
-    def month(self, time_step: torch.Tensor) -> torch.Tensor:
-        """Calendar month (0 = January) of a time step."""
-        return (time_step + self.config.start_month) % MONTHS
-
-    def head_m(self, storage: torch.Tensor) -> torch.Tensor:
-        """Hydraulic head, linear in storage between ``head_min_m`` (empty) and ``head_max_m`` (full)."""
-        c = self.config
-        return c.head_min_m + (c.head_max_m - c.head_min_m) * storage / c.capacity
-
-    def transition(
-        self, storage: torch.Tensor, inflow: torch.Tensor, action: torch.Tensor, month: torch.Tensor
-    ) -> Outcome:
-        """One month: mass balance, spill, energy, deficit, violation and the weighted rewards.
-
-        All arguments broadcast; storage and inflow in units, ``action`` indexes the release
-        levels, ``month`` is the calendar month.
-        """
-        c = self.config
-        available = storage + inflow
-        release = torch.minimum(self.release_levels[action], available)
-        after_release = available - release
-        spill = torch.clamp(after_release - c.capacity, min=0.0)
-        next_storage = after_release - spill
-        turbined = torch.clamp(release, max=float(c.turbine_capacity))
-        head = self.head_m((storage + next_storage) / 2.0)
-        energy_gwh = WATER_WEIGHT_N_PER_M3 * head * turbined * c.unit_hm3 * 1e6 * c.efficiency / JOULES_PER_GWH
-        deficit = torch.clamp(self.demand[month] - release, min=0.0)
-        violation = torch.clamp(c.min_storage - next_storage, min=0.0)
-        return Outcome(
-            next_storage=next_storage,
-            release=release,
-            spill=spill,
-            energy_gwh=energy_gwh,
-            deficit=deficit,
-            violation=violation,
-            reward_energy=c.weight_energy * energy_gwh,
-            reward_deficit=-c.weight_deficit * deficit,
-            reward_spill=-c.weight_spill * spill,
-            reward_violation=-c.weight_violation * violation,
-        )
-
-    def observation(self, storage: torch.Tensor, time_step: torch.Tensor) -> torch.Tensor:
-        """``[storage / capacity, sin(2 pi month / 12), cos(2 pi month / 12)]`` as float32."""
-        angle = 2.0 * math.pi * self.month(time_step).double() / MONTHS
-        return torch.stack([storage / self.config.capacity, torch.sin(angle), torch.cos(angle)], dim=-1).float()
+from reservoir_dqn.envs.reservoir_model import INFO_KEYS, MONTHS, Outcome, ReservoirModel
 
 
 class DiscreteReservoirEnv(EnvBase):
@@ -179,13 +37,19 @@ class DiscreteReservoirEnv(EnvBase):
 
     ## Observation Space
 
-    ``observation`` is a float32 vector of shape ``(3,)``:
+    ``observation`` is a float32 vector of shape ``(4,)`` (``(3,)`` when ``observe_time_left``
+    is off):
 
-    | Num | Observation                      | Min  | Max |
-    |-----|----------------------------------|------|-----|
-    | 0   | storage / capacity (start of month) | 0 | 1   |
-    | 1   | sin(2 pi month / 12)             | -1   | 1   |
-    | 2   | cos(2 pi month / 12)             | -1   | 1   |
+    | Num | Observation                           | Min  | Max |
+    |-----|---------------------------------------|------|-----|
+    | 0   | storage / capacity (start of month)   | 0    | 1   |
+    | 1   | sin(2 pi month / 12)                  | -1   | 1   |
+    | 2   | cos(2 pi month / 12)                  | -1   | 1   |
+    | 3   | months left / horizon_months          | 0    | 1   |
+
+    The months left make the observation the SDP's own state (time step, storage): without
+    them the best policy the agent can represent is stationary in the month, and it cannot
+    draw the reservoir down before the horizon as the optimum does.
 
     The output also carries, per reservoir, the month's physical quantities and reward
     components, the episode's running counts of months with a supply shortfall and with
@@ -222,8 +86,20 @@ class DiscreteReservoirEnv(EnvBase):
 
     ## Episode End
 
-    - Termination: never (a reservoir does not fail).
-    - Truncation: after ``horizon_months`` steps (default 120, ten years).
+    The reservoir never fails; an episode ends after ``horizon_months`` steps (default 120,
+    ten years). With ``observe_time_left`` (the default) that end is a termination: the
+    time is part of the state and the MDP ends there, exactly as the SDP's ``V_H = 0``
+    says, so no value is bootstrapped beyond it. Without it the observation cannot tell
+    the last month from any other, so the end is a truncation (Pardo et al., 2018, "Time
+    Limits in Reinforcement Learning").
+
+    ## Seeding and state
+
+    Each reservoir slot has its own generator. ``set_seed(s)`` seeds slot ``i`` with
+    ``s + i``; :meth:`seed_slots` gives each slot an explicit seed (several agents then
+    face the same scenarios). :meth:`get_state`/:meth:`set_state` carry the whole
+    state (storage, time step, the episode's inflows, running counts, every generator), so
+    a checkpoint resumes an episode where it was.
 
     ## Arguments
 
@@ -248,7 +124,7 @@ class DiscreteReservoirEnv(EnvBase):
         shape = self.batch_size
         info = {key: Unbounded(shape=shape, dtype=torch.float32) for key in INFO_KEYS}
         self.observation_spec = Composite(
-            observation=Bounded(low=-1.0, high=1.0, shape=(*shape, 3), dtype=torch.float32),
+            observation=Bounded(low=-1.0, high=1.0, shape=(*shape, self.model.observation_size), dtype=torch.float32),
             month=Bounded(low=0, high=MONTHS - 1, shape=shape, dtype=torch.int64),
             time_step=Bounded(low=0, high=self.model.config.horizon_months, shape=shape, dtype=torch.int64),
             **info,
@@ -265,7 +141,35 @@ class DiscreteReservoirEnv(EnvBase):
 
     def _set_seed(self, seed: int | None) -> None:
         base = 0 if seed is None else int(seed)
-        self._generators = [np.random.default_rng(base + index) for index in range(self.num_envs)]
+        self.seed_slots([base + index for index in range(self.num_envs)])
+
+    def seed_slots(self, seeds: Sequence[int]) -> None:
+        """Give slot ``i`` the generator of seed ``seeds[i]`` (what a single env seeded ``seeds[i]`` has)."""
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"{len(seeds)} seeds for {self.num_envs} reservoirs")
+        self._generators = [np.random.default_rng(int(seed)) for seed in seeds]
+
+    def get_state(self) -> dict[str, object]:
+        """Everything the next step depends on: physical state, the episode's inflows and every generator."""
+        return {
+            "storage": self._storage.clone(),
+            "time_step": self._time_step.clone(),
+            "inflows": self._inflows.clone(),
+            "deficit_months": self._deficit_months.clone(),
+            "violation_months": self._violation_months.clone(),
+            "generators": [generator.bit_generator.state for generator in self._generators],
+        }
+
+    def set_state(self, state: dict[str, object]) -> None:
+        """Restore what :meth:`get_state` returned."""
+        for name in ("storage", "time_step", "inflows", "deficit_months", "violation_months"):
+            value = state[name]
+            assert isinstance(value, torch.Tensor)
+            setattr(self, f"_{name}", value.clone())
+        states = state["generators"]
+        assert isinstance(states, list) and len(states) == self.num_envs
+        for generator, generator_state in zip(self._generators, states, strict=True):
+            generator.bit_generator.state = generator_state
 
     def _draw_inflows(self, slots: torch.Tensor) -> torch.Tensor:
         """A whole episode of inflows for each slot being reset, from that slot's generator."""
@@ -313,7 +217,8 @@ class DiscreteReservoirEnv(EnvBase):
         self._time_step = self._time_step + 1
         self._deficit_months = self._deficit_months + (outcome.deficit > 0)
         self._violation_months = self._violation_months + (outcome.violation > 0)
-        truncated = (self._time_step >= horizon).unsqueeze(-1)
+        ended = (self._time_step >= horizon).unsqueeze(-1)
+        terminated = ended if self.model.config.observe_time_left else torch.zeros_like(ended)
         info = {
             "storage": outcome.next_storage.float(),
             "inflow": inflow.float(),
@@ -328,9 +233,9 @@ class DiscreteReservoirEnv(EnvBase):
                 "time_step": self._time_step.clone(),
                 **info,
                 "reward": outcome.reward.float().unsqueeze(-1),
-                "done": truncated.clone(),
-                "terminated": torch.zeros_like(truncated),
-                "truncated": truncated,
+                "done": ended,
+                "terminated": terminated,
+                "truncated": ended & ~terminated,
             },
             batch_size=self.batch_size,
             device=self.device,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from reservoir_dqn.envs.reservoir import MONTHS, ReservoirModel
+from reservoir_dqn.envs.reservoir_model import MONTHS, ReservoirModel
 
 
 @dataclass(frozen=True)

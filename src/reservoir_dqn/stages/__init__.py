@@ -13,10 +13,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from reservoir_dqn.agent import ModelFileError
 from reservoir_dqn.config import Config, ConfigError, add_config_arguments, config_from_args
-from reservoir_dqn.tracking import Tracking, TrackingUnavailable, attached_tracking
+from reservoir_dqn.files import read_json
+from reservoir_dqn.tracking import Tracking, TrackingUnavailable
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -28,11 +30,13 @@ class StageFailed(RuntimeError):
 
 # The command-line option of each output path: ``--<flag> PATH`` overrides ``paths.<name>``.
 PATH_OPTIONS = {
-    "model": ("--model", "model file"),
+    "model": ("--model", "shipped model file"),
+    "agents": ("--agents", "folder of every agent's networks"),
     "checkpoints": ("--checkpoints", "checkpoint folder"),
-    "train_log": ("--train-log", "training log CSV"),
-    "train_metrics": ("--train-metrics", "training metrics JSON (names the MLflow run)"),
-    "eval_metrics": ("--eval-metrics", "evaluation metrics JSON"),
+    "train_log": ("--train-log", "training-log folder (a CSV per metric group)"),
+    "train_metrics": ("--train-metrics", "training summary JSON (names the MLflow runs)"),
+    "eval_metrics": ("--eval-metrics", "evaluation detail JSON"),
+    "summary": ("--summary", "headline metrics JSON (what DVC tracks)"),
     "eval_episodes": ("--episodes-csv", "per-episode evaluation CSV"),
     "trajectories": ("--trajectories", "per-step evaluation trajectories CSV"),
     "plots": ("--plots", "folder of PNG figures"),
@@ -56,19 +60,44 @@ def stage_config(name: str, description: str, paths: Sequence[str], argv: Sequen
     return config_from_args(args)
 
 
-def connect_tracking(config: Config, attach: bool) -> Tracking:
-    """The stage's tracking, checked before any work: a new run for train, the training run otherwise."""
+def connect_tracking(config: Config) -> Tracking:
+    """The stage's tracking, checked before any work."""
     try:
-        if attach:
-            return attached_tracking(config, Path(config.paths.train_metrics))
-        return Tracking(config).connect()
+        return Tracking.connect(config)
     except TrackingUnavailable as error:
         raise StageFailed(str(error)) from None
 
 
+def training_summary(config: Config) -> dict[str, Any]:
+    """What the train stage wrote to ``paths.train_metrics`` (the later stages read it)."""
+    path = Path(config.paths.train_metrics)
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        raise StageFailed(f"{path} is missing: run the train stage first") from None
+    except ValueError as error:
+        raise StageFailed(f"{path} cannot be read ({error})") from None
+
+
+class _Console(logging.Handler):
+    """Notices of the package, one line each on stdout (resolved at each line, so redirection works)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stdout, flush=True)
+
+
+def _console_logging() -> None:
+    package = logging.getLogger("reservoir_dqn")
+    if not any(isinstance(handler, _Console) for handler in package.handlers):
+        package.addHandler(_Console())
+    package.setLevel(logging.INFO)
+    package.propagate = False
+    logging.getLogger("torchrl").setLevel(logging.WARNING)  # its INFO lines drown the progress bar
+
+
 def run_stage(stage: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
     """Run a stage's body, mapping the failures a user can cause to one line and an exit status."""
-    logging.getLogger("torchrl").setLevel(logging.WARNING)  # its INFO lines drown the progress bar
+    _console_logging()
     try:
         stage(argv)
     except (ConfigError, ModelFileError) as error:

@@ -1,9 +1,10 @@
-"""Stage ``evaluate``: the trained agent and the baselines on the same seeded, unseen scenarios.
+"""Stage ``evaluate``: every agent and the baselines on the same seeded, unseen test scenarios.
 
-Every policy runs ``evaluate.episodes`` greedy episodes; episode ``i`` uses seed
-``evaluate.seed + i`` for all of them (training never uses seeds that high). On the
-reservoir the baselines are the SDP optimum, the standard operating policy and a random
-policy, and the agent's return is reported as a fraction of the optimum.
+Every agent's final network and best-validated snapshot, and every baseline, plays
+``evaluate.episodes`` greedy episodes; episode ``i`` uses seed ``evaluate.seed + i`` for all
+of them (training never uses seeds that high). Each metric is reported per seed with its
+mean, interquartile mean and 95% bootstrap interval; the score is
+``(R - R_random) / (R_optimum - R_random)`` on these same scenarios.
 """
 
 from __future__ import annotations
@@ -13,158 +14,144 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
+import pandas as pd
 
 from reservoir_dqn.agent import load_model
 from reservoir_dqn.config import Config
-from reservoir_dqn.envs import RESERVOIR, episode_success
-from reservoir_dqn.envs.baselines import baseline_policies, reservoir_optimum
-from reservoir_dqn.envs.reservoir import INFO_KEYS
-from reservoir_dqn.evaluation import Episodes, episode_totals, run_episodes, summarize_returns
-from reservoir_dqn.files import read_json, write_csv, write_json
-from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config
-from reservoir_dqn.tracking import Tracker
+from reservoir_dqn.envs import Episodes, profile
+from reservoir_dqn.evaluation import describe, reference, run_agents
+from reservoir_dqn.files import write_csv, write_json
+from reservoir_dqn.results import NETWORKS, Evaluation
+from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config, training_summary
+from reservoir_dqn.tracking.hparams import log_hparams
 
-PATHS = ("model", "train_metrics", "eval_metrics", "eval_episodes", "trajectories")
-TRAJECTORY_POLICIES = ("dqn", "sdp", "sop")  # whose step-by-step trajectories are written
+PATHS = ("agents", "train_metrics", "eval_metrics", "summary", "eval_episodes", "trajectories")
 
 
-def evaluate(config: Config, model_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Run the model and the baselines; return metrics, per-episode rows and per-step trajectory rows."""
-    q_network, spec = load_model(model_path)
+def evaluate(
+    config: Config, agents_folder: Path, trained: dict[str, Any]
+) -> tuple[Evaluation, pd.DataFrame, pd.DataFrame]:
+    """Run the agents' networks and the baselines; return the evaluation, per-episode rows and trajectory rows."""
+    env_profile, settings = profile(config.env), config.evaluate
+    networks = {network: load_model(agents_folder / f"{network}.pt") for network in NETWORKS}
+    spec = networks["final"][1]
     if spec.env_name != config.env.name:
-        raise StageFailed(f"{model_path} was trained on {spec.env_name} but env.name is {config.env.name}")
-    settings = config.evaluate
-    policies = {"dqn": q_network, **baseline_policies(config.env, spec.num_actions, settings.seed)}
-    metrics: dict[str, Any] = {"env": config.env.name, "episodes": settings.episodes, "first_seed": settings.seed}
-    rows: list[dict[str, Any]] = []
-    trajectories: list[dict[str, Any]] = []
-    for name, policy in policies.items():
-        episodes = run_episodes(config.env, policy, settings.episodes, settings.seed)
-        totals = episode_totals(config.env, episodes)
-        succeeded = episode_success(config.env, episodes.returns, episodes.lengths, totals)
-        metrics[name] = {
-            **summarize_returns(episodes.returns, episodes.lengths, succeeded),
-            **{f"{key}_mean": float(value.mean()) for key, value in totals.items()},
-        }
-        rows += episode_rows(name, episodes, succeeded, totals, settings.seed)
-        if name in TRAJECTORY_POLICIES:
-            trajectories += trajectory_rows(config, name, episodes, settings.trajectory_episodes)
-    if config.env.name == RESERVOIR:
-        metrics["sdp_expected_return"] = reservoir_optimum(config.env.reservoir).expected_return
-        metrics["fraction_of_optimum"] = metrics["dqn"]["return_mean"] / metrics["sdp"]["return_mean"]
-    return metrics, rows, trajectories
+        raise StageFailed(f"{agents_folder} holds agents trained on {spec.env_name} but env.name is {config.env.name}")
+    score_reference, baseline_episodes = reference(
+        env_profile, config.env, spec.num_actions, settings.episodes, settings.seed
+    )
+    played: dict[str, list[Episodes]] = {
+        network: run_agents(env_profile, config.env, q_network, spec.agents, settings.episodes, settings.seed)
+        for network, (q_network, spec) in networks.items()
+    }
+
+    def metrics(episodes: Episodes) -> dict[str, float]:
+        described = describe(env_profile, config.env, episodes)
+        return {"score": float(score_reference.score(described["return"])), **described}
+
+    evaluation = Evaluation.assemble(
+        env=config.env.name,
+        first_seed=settings.seed,
+        reference=score_reference,
+        optimum_label=env_profile.optimum_label,
+        headline=tuple(metric.name for metric in env_profile.headline),
+        per_agent={network: [metrics(episodes) for episodes in agents] for network, agents in played.items()},
+        baselines={name: metrics(episodes) for name, episodes in baseline_episodes.items()},
+        shipped=(int(trained["shipped_agent"]), str(trained["shipped_network"])),
+        resamples=config.compare.resamples,
+        episodes=settings.episodes,
+    )
+    rows = [_episode_rows(config, "dqn", episodes, agent) for agent, episodes in enumerate(played["final"])]
+    rows += [_episode_rows(config, name, episodes, None) for name, episodes in baseline_episodes.items()]
+    shipped = played[evaluation.shipped_network][evaluation.shipped_agent]
+    trajectory_policies = {"dqn": shipped, **{k: v for k, v in baseline_episodes.items() if k != "random"}}
+    trajectories = [
+        env_profile.trajectory_rows(config.env, name, episodes, settings.trajectory_episodes)
+        for name, episodes in trajectory_policies.items()
+    ]
+    return evaluation, pd.concat(rows, ignore_index=True), pd.DataFrame([row for part in trajectories for row in part])
 
 
-def episode_rows(
-    policy: str, episodes: Episodes, success: torch.Tensor, totals: dict[str, torch.Tensor], first_seed: int
-) -> list[dict[str, Any]]:
-    """One row per episode: policy, episode index, seed, return, length, success and any totals."""
-    return [
+def _episode_rows(config: Config, policy: str, episodes: Episodes, agent: int | None) -> pd.DataFrame:
+    """One row per episode: policy, agent ('-' for a baseline), episode, seed, return, length and totals."""
+    first = config.evaluate.seed
+    frame = pd.DataFrame(
         {
             "policy": policy,
-            "episode": index,
-            "seed": first_seed + index,
-            "return": float(episodes.returns[index]),
-            "length": int(episodes.lengths[index]),
-            "success": int(bool(success[index])),
-            **{key: float(value[index]) for key, value in totals.items()},
+            "agent": "-" if agent is None else str(agent),
+            "episode": range(len(episodes)),
+            "seed": [first + index for index in range(len(episodes))],
+            "return": episodes.returns.double().numpy(),
+            "length": episodes.lengths.long().numpy(),
         }
-        for index in range(len(episodes.returns))
+    )
+    for name, values in profile(config.env).episode_columns(config.env, episodes).items():
+        frame[name] = values.numpy()
+    return frame
+
+
+def tracked_metrics(evaluation: Evaluation, train_minutes: float) -> dict[str, float]:
+    """The parent run's metrics: each headline metric's mean, IQM and interval (final networks), sorted first."""
+    metrics: dict[str, float] = {}
+    for name in evaluation.headline:
+        summary = evaluation.metric(name)
+        metrics |= {f"eval/{name}_mean": summary.mean, f"eval/{name}_iqm": summary.iqm}
+        if summary.ci_low is not None and summary.ci_high is not None:
+            metrics |= {f"eval/{name}_ci_low": summary.ci_low, f"eval/{name}_ci_high": summary.ci_high}
+    metrics[f"eval/best_snapshot_{evaluation.headline[0]}_mean"] = evaluation.metric(
+        evaluation.headline[0], "best"
+    ).mean
+    metrics["train/minutes"] = train_minutes
+    return metrics
+
+
+def report(evaluation: Evaluation) -> str:
+    """The table a person reads after the stage: each headline metric per policy, with its interval over seeds."""
+    names = evaluation.headline
+    lines = [
+        f"{evaluation.env}: {evaluation.seeds} agents x {evaluation.episodes} test episodes "
+        f"(score 0 = random, 1 = {evaluation.optimum_label})",
+        f"  {'policy':<22}" + "".join(f"{name:>28}" for name in names),
     ]
 
+    def cell(summary: Any) -> str:
+        if summary.ci_low is None:
+            return f"{summary.mean:>28.3f}"
+        return f"{summary.mean:>12.3f} [{summary.ci_low:.3f}, {summary.ci_high:.3f}]".rjust(28)
 
-def trajectory_rows(config: Config, policy: str, episodes: Episodes, count: int) -> list[dict[str, Any]]:
-    """Per-step rows of the first ``count`` episodes.
-
-    Reservoir: month, storage at the start of the month, action and its release target, then
-    every physical quantity and reward component of the month. Other environments: the
-    action, the reward and each observation entry.
-    """
-    steps, nxt = episodes.steps, episodes.steps["next"]
-    levels = config.env.reservoir.release_levels
-    rows = []
-    for index in range(min(count, steps.shape[0])):
-        for step in range(int(episodes.lengths[index])):
-            action = int(steps["action"][index, step])
-            row: dict[str, Any] = {"policy": policy, "episode": index, "step": step}
-            if config.env.name == RESERVOIR:
-                row |= {
-                    "month": int(steps["month"][index, step]),
-                    "storage_start": float(steps["storage"][index, step]),
-                    "action": action,
-                    "release_target": levels[action],
-                    **{key: float(nxt[key][index, step]) for key in INFO_KEYS},
-                }
-            else:
-                row["action"] = action
-                row |= {f"obs_{i}": float(value) for i, value in enumerate(steps["observation"][index, step])}
-            row["reward"] = float(nxt["reward"][index, step])
-            rows.append(row)
-    return rows
-
-
-def tracked_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The evaluation as ``eval/test_<policy>_<statistic>`` scalars (and the fraction of optimum)."""
-    flat = {
-        f"eval/test_{policy}_{name}": float(value)
-        for policy, stats in metrics.items()
-        if isinstance(stats, dict)
-        for name, value in stats.items()
-    }
-    if "fraction_of_optimum" in metrics:
-        flat["eval/test_fraction_of_optimum"] = float(metrics["fraction_of_optimum"])
-    return flat
-
-
-def champion_score(metrics: dict[str, Any]) -> tuple[str, float]:
-    """What decides the registry's champion: the fraction of optimum on the reservoir, else the mean return."""
-    if "fraction_of_optimum" in metrics:
-        return "eval_fraction_of_optimum", float(metrics["fraction_of_optimum"])
-    return "eval_return_mean", float(metrics["dqn"]["return_mean"])
+    for network in NETWORKS:
+        label = "dqn, final networks" if network == "final" else "dqn, best snapshots"
+        lines.append(f"  {label:<22}" + "".join(cell(evaluation.metric(name, network)) for name in names))
+    for policy, values in evaluation.baselines.items():
+        lines.append(f"  {policy:<22}" + "".join(f"{values[name]:>28.3f}" for name in names))
+    lines.append(
+        f"  mean [95% bootstrap interval] over {evaluation.seeds} seeds; shipped: agent {evaluation.shipped_agent}'s "
+        f"{evaluation.shipped_network} network (the best on the validation seeds)"
+    )
+    return "\n".join(lines)
 
 
 def run(argv: Sequence[str] | None = None) -> None:
-    config = stage_config("evaluate", "Evaluate the trained model and the baselines on seeded episodes.", PATHS, argv)
+    config = stage_config("evaluate", "Evaluate every agent and the baselines on seeded test episodes.", PATHS, argv)
     paths = config.paths
-    tracking = connect_tracking(config, attach=True)
-    metrics, rows, trajectory = evaluate(config, Path(paths.model))
-    write_json(Path(paths.eval_metrics), metrics)
-    write_csv(Path(paths.eval_episodes), list(rows[0]), rows)
-    write_csv(Path(paths.trajectories), list(trajectory[0]) if trajectory else ["policy"], trajectory)
-    frames = int(read_json(Path(paths.train_metrics)).get("frames", 0)) if Path(paths.train_metrics).exists() else 0
-    tracker = Tracker(tracking.sinks())
-    tracker.log(tracked_metrics(metrics), step=frames)
-    tracker.close()
-    artifacts: list[tuple[Path, str | None]] = [
-        (Path(paths.eval_metrics), None),
-        (Path(paths.eval_episodes), None),
-        (Path(paths.trajectories), None),
-    ]
-    if config.tracking.tensorboard:
-        artifacts.append((tracking.tensorboard_dir, "tensorboard"))
+    tracking = connect_tracking(config)
+    trained = training_summary(config)
+    tracking.attach(trained.get("run_ids", {}))
+    evaluation, episodes, trajectories = evaluate(config, Path(paths.agents), trained)
+    write_json(Path(paths.eval_metrics), evaluation.to_json())
+    headline = evaluation.headline_metrics() | {"train_minutes": round(float(trained["train_time_s"]) / 60, 2)}
+    write_json(Path(paths.summary), headline)
+    write_csv(Path(paths.eval_episodes), episodes)
+    write_csv(Path(paths.trajectories), trajectories)
     if tracking.run is not None:
-        version = tracking.run.tag("model_version")
-        if version is not None:
-            metric, score = champion_score(metrics)
-            tracking.promote_if_better(config.env.name, version, score, metric)
-    tracking.publish(artifacts)
-    print(report(metrics))
-
-
-def report(metrics: dict[str, Any]) -> str:
-    """A few lines a person reads after the stage: each policy's return, and the fraction of optimum."""
-    lines = [f"{metrics['env']}: {metrics['episodes']} evaluation episodes per policy"]
-    for name in ("dqn", "sdp", "sop", "random"):
-        if name in metrics:
-            m = metrics[name]
-            lines.append(
-                f"  {name:>6}: return {m['return_mean']:9.2f} +- {m['return_std']:7.2f}   "
-                f"success {m['success_rate']:.2f}"
-            )
-    if "fraction_of_optimum" in metrics:
-        lines.append(f"  DQN reaches {metrics['fraction_of_optimum']:.3f} of the SDP optimum")
-    return "\n".join(lines)
+        tracking.run.log_metrics(tracked_metrics(evaluation, headline["train_minutes"] or 0.0))
+        tracking.log_baselines(evaluation)
+        tracking.promote(evaluation.metric(evaluation.headline[0]).mean)
+    if config.tracking.tensorboard and trained.get("tensorboard_dir"):
+        log_hparams(tracking.root / trained["tensorboard_dir"], config, evaluation)
+    tracking.publish([(Path(path), None) for path in (paths.eval_metrics, paths.summary, paths.eval_episodes)])
+    tracking.finish()
+    print(report(evaluation))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,50 @@
+"""Typed, frozen, validated parameters: ``params.yaml`` plus command-line overrides.
+
+:mod:`.sections` holds the pydantic models (one per params.yaml section, every field
+described); :mod:`.loading` reads the file safely, applies ``--set`` overrides and turns
+any problem into a one-line :class:`ConfigError`.
+"""
+
+from reservoir_dqn.config.loading import (
+    ConfigError,
+    add_config_arguments,
+    config_from_args,
+    load_config,
+    parse_yaml,
+    read_params,
+    split_override,
+)
+from reservoir_dqn.config.sections import (
+    DEFAULT_PARAMS,
+    TEST_SEED_MIN,
+    TRAIN_SEED_LIMIT,
+    VALIDATION_SEED_BASE,
+    Config,
+    DQNConfig,
+    EnvConfig,
+    ReservoirConfig,
+    TrainConfig,
+    TuneConfig,
+    flatten,
+)
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "TEST_SEED_MIN",
+    "TRAIN_SEED_LIMIT",
+    "VALIDATION_SEED_BASE",
+    "Config",
+    "ConfigError",
+    "DQNConfig",
+    "EnvConfig",
+    "ReservoirConfig",
+    "TrainConfig",
+    "TuneConfig",
+    "add_config_arguments",
+    "config_from_args",
+    "flatten",
+    "load_config",
+    "parse_yaml",
+    "read_params",
+    "split_override",
+]

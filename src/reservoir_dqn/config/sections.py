@@ -1,0 +1,413 @@
+"""The sections of ``params.yaml`` as frozen, strict pydantic models; every field says what it means.
+
+A field's description is the documentation a user reads (``params.yaml`` repeats it in a
+comment). Cross-field rules live in the ``_consistent`` validators; each names the keys
+it compares, so its message can be shown to the user as it is.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+# Seeds are partitioned so that evaluation scenarios can never be training scenarios:
+# training environments draw their seeds below TRAIN_SEED_LIMIT, the periodic greedy
+# validation during training uses [VALIDATION_SEED_BASE, TEST_SEED_MIN) and the final
+# evaluation stage starts at ``evaluate.seed`` >= TEST_SEED_MIN.
+TRAIN_SEED_LIMIT = 1_000_000_000
+VALIDATION_SEED_BASE = 1_000_000_000
+TEST_SEED_MIN = 2_000_000_000
+
+
+class Section(BaseModel):
+    """Base of every params.yaml section: frozen, strict types, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+# YAML has only lists: let a list fill a tuple field, but keep its items strictly typed.
+IntTuple = Annotated[tuple[Annotated[int, Strict(), Field(gt=0)], ...], Strict(False)]
+CountTuple = Annotated[tuple[Annotated[int, Strict(), Field(ge=0)], ...], Strict(False)]
+PositiveFloatTuple = Annotated[tuple[Annotated[float, Strict(), Field(gt=0.0)], ...], Strict(False)]
+StringTuple = Annotated[tuple[Annotated[str, Strict(), Field(min_length=1)], ...], Strict(False)]
+
+
+class ReservoirConfig(Section):
+    """Physical parameters of :class:`reservoir_dqn.envs.reservoir.DiscreteReservoirEnv`.
+
+    The defaults describe a mid-sized multipurpose reservoir with a snowmelt-driven
+    inflow regime; see params.yaml for the unit and source of each number.
+    """
+
+    horizon_months: PositiveInt = Field(description="Episode length H in months; the planning horizon.")
+    start_month: int = Field(ge=0, le=11, description="Calendar month of the first step (0 = January).")
+    observe_time_left: bool = Field(
+        description="Observe the months left as a share of the horizon; the horizon is then the end of the MDP "
+        "(termination), as in the SDP. Off: a stationary observation, and the horizon truncates."
+    )
+    unit_hm3: PositiveFloat = Field(description="Volume of one storage unit in hm3.")
+    capacity: PositiveInt = Field(description="Active storage capacity in units.")
+    min_storage: int = Field(ge=0, description="Minimum operating storage in units; below it is a violation.")
+    initial_storage: int = Field(ge=0, description="Storage at the start of every episode, in units.")
+    release_levels: CountTuple = Field(
+        min_length=2, description="Discrete release targets in units per month, ascending."
+    )
+    turbine_capacity: PositiveInt = Field(description="Largest release the turbines can pass, units per month.")
+    head_min_m: PositiveFloat = Field(description="Hydraulic head at empty storage, metres.")
+    head_max_m: PositiveFloat = Field(description="Hydraulic head at full storage, metres.")
+    efficiency: float = Field(gt=0.0, le=1.0, description="Turbine-generator efficiency (dimensionless).")
+    demand: CountTuple = Field(
+        min_length=12, max_length=12, description="Monthly water-supply demand, units, January first."
+    )
+    inflow_median: PositiveFloatTuple = Field(
+        min_length=12, max_length=12, description="Median monthly inflow in units, January first."
+    )
+    inflow_cv: PositiveFloatTuple = Field(
+        min_length=12, max_length=12, description="Coefficient of variation of monthly inflow."
+    )
+    inflow_classes: Annotated[int, Field(ge=2, le=25)] = Field(
+        description="Number K of equiprobable classes the lognormal inflow is discretised into."
+    )
+    weight_energy: float = Field(ge=0.0, description="Reward per GWh of hydropower.")
+    weight_deficit: float = Field(ge=0.0, description="Penalty per unit of unmet demand.")
+    weight_spill: float = Field(ge=0.0, description="Penalty per unit spilled over the crest.")
+    weight_violation: float = Field(ge=0.0, description="Penalty per unit of storage below min_storage.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReservoirConfig:
+        if self.min_storage >= self.capacity:
+            raise ValueError(f"min_storage ({self.min_storage}) must be below capacity ({self.capacity})")
+        if self.initial_storage > self.capacity:
+            raise ValueError(f"initial_storage ({self.initial_storage}) exceeds capacity ({self.capacity})")
+        if list(self.release_levels) != sorted(set(self.release_levels)):
+            raise ValueError(f"release_levels ({list(self.release_levels)}) must be strictly ascending")
+        if self.head_max_m < self.head_min_m:
+            raise ValueError(f"head_max_m ({self.head_max_m}) is below head_min_m ({self.head_min_m})")
+        return self
+
+
+class EnvConfig(Section):
+    """Which environment to train on and how many copies each agent steps together."""
+
+    name: str = Field(description="Environment: 'reservoir' or 'CartPole-v1' (a profile in reservoir_dqn.envs).")
+    num_envs: PositiveInt = Field(description="Environments each agent steps together while collecting.")
+    reservoir: ReservoirConfig = Field(
+        description="Physics of the reservoir environment (used when name is reservoir)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from reservoir_dqn.envs import PROFILES  # the registry imports this module: look it up when validating
+
+        if value not in PROFILES:
+            raise ValueError(f"unknown environment; known: {', '.join(PROFILES)}")
+        return value
+
+
+class DQNConfig(Section):
+    """The agent: Q-network, loss, target network, learning rate, exploration and replay buffer."""
+
+    hidden_sizes: IntTuple = Field(min_length=1, description="Hidden layer widths of the Q-network MLP.")
+    gamma: float = Field(gt=0.0, le=1.0, description="Discount factor.")
+    n_steps: Annotated[int, Field(ge=1, le=50)] = Field(description="Steps per TD target (1: one-step DQN).")
+    reward_scale: PositiveFloat = Field(
+        description="Rewards are multiplied by this before learning, so Q-values are in these units "
+        "(returns are always reported unscaled)."
+    )
+    lr: PositiveFloat = Field(description="Adam learning rate at the start.")
+    lr_end_factor: float = Field(
+        gt=0.0, le=1.0, description="Learning rate after lr_decay_frames, as a share of lr (linear decay; 1: constant)."
+    )
+    lr_decay_frames: PositiveInt = Field(
+        description="Frames over which the learning rate decays to lr * lr_end_factor."
+    )
+    loss: Literal["huber", "l2"] = Field(description="TD-error loss: 'huber' (smooth L1) or 'l2'.")
+    double_dqn: bool = Field(description="Select next actions with the online network (double DQN).")
+    target_update: Literal["hard", "soft"] = Field(description="'hard': periodic copy; 'soft': Polyak averaging.")
+    target_update_interval: PositiveInt = Field(description="Optimiser updates between hard target copies.")
+    tau: float = Field(gt=0.0, le=1.0, description="Polyak rate of the soft target update.")
+    policy_averaging: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="Polyak rate of the averaged weights that evaluation, validation and the shipped model use "
+        "(0: use the online network itself).",
+    )
+    max_grad_norm: PositiveFloat = Field(description="Gradient-norm clipping threshold, per agent.")
+    batch_size: PositiveInt = Field(description="Transitions per optimiser update, per agent.")
+    buffer_size: PositiveInt = Field(description="Replay buffer capacity in transitions, per agent.")
+    buffer_on_disk: bool = Field(description="Keep the replay buffer in memory-mapped files (buffers beyond RAM).")
+    prioritized: bool = Field(description="Prioritized experience replay instead of uniform sampling.")
+    priority_alpha: float = Field(ge=0.0, description="Prioritization exponent (0 = uniform).")
+    priority_beta: Probability = Field(description="Importance-sampling correction exponent.")
+    eps_start: Probability = Field(description="Initial exploration rate.")
+    eps_end: Probability = Field(description="Final exploration rate.")
+    eps_decay_frames: PositiveInt = Field(description="Frames over which epsilon anneals linearly.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DQNConfig:
+        if self.eps_end > self.eps_start:
+            raise ValueError(f"eps_end ({self.eps_end}) is greater than eps_start ({self.eps_start})")
+        if self.batch_size > self.buffer_size:
+            raise ValueError(f"batch_size ({self.batch_size}) is larger than buffer_size ({self.buffer_size})")
+        return self
+
+
+Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
+
+
+class TrainConfig(Section):
+    """The training loop: agents, budget, update schedule, validation and checkpoints."""
+
+    seeds: Annotated[int, Field(ge=1, le=64)] = Field(
+        description="Independent agents trained together, each from its own seed derived from the master seed."
+    )
+    total_frames: PositiveInt = Field(description="Environment frames each agent collects in total.")
+    frames_per_batch: PositiveInt = Field(description="Frames each agent collects between rounds of updates.")
+    min_replay_size: PositiveInt = Field(description="Transitions per agent in the buffer before learning starts.")
+    updates_per_batch: PositiveInt = Field(description="Optimiser updates after each collected batch.")
+    device: Device = Field(description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")
+    torch_threads: int = Field(ge=0, description="Torch intra-op threads; 0 = one per core.")
+    compile: bool = Field(description="torch.compile the loss computation.")
+    eval_interval_frames: int = Field(ge=0, description="Frames between greedy validations; 0 = never.")
+    eval_episodes: PositiveInt = Field(description="Episodes per agent in each periodic greedy validation.")
+    stop_at_validation_return: float | None = Field(
+        description="Stop an agent once its validation mean return reaches this value (null: never stop early)."
+    )
+    select_best: bool = Field(description="Ship each agent's best-validated snapshot instead of its final network.")
+    checkpoint_interval_frames: PositiveInt = Field(description="Frames between checkpoints.")
+    keep_checkpoints: PositiveInt = Field(description="Newest checkpoints kept on disk.")
+    checkpoint_buffer: Literal["auto", "always", "never"] = Field(
+        description="Save the replay buffer in checkpoints ('auto': when seeds x buffer_size <= 1,000,000)."
+    )
+
+
+class EvaluateConfig(Section):
+    """The evaluation stage: seeded greedy episodes on scenarios never used in training."""
+
+    episodes: PositiveInt = Field(description="Evaluation episodes per policy (and per agent).")
+    seed: int = Field(ge=TEST_SEED_MIN, description=f"First evaluation seed (>= {TEST_SEED_MIN:,}).")
+    trajectory_episodes: int = Field(ge=0, description="Episodes whose per-step trajectory is written out.")
+
+
+class ChampionBudget(Section):
+    """The training budget a run must have to compete for the registry's ``champion`` alias."""
+
+    total_frames: PositiveInt = Field(description="train.total_frames of a competing run.")
+    seeds: PositiveInt = Field(description="train.seeds of a competing run.")
+
+
+class TrackingConfig(Section):
+    """Experiment tracking: MLflow runs and model registry, TensorBoard event files."""
+
+    enabled: bool = Field(description="Log every stage to one MLflow parent run per pipeline execution.")
+    uri: str = Field(description="MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db.")
+    tensorboard: bool = Field(description="Write TensorBoard event files under <root>/runs/.")
+    register_model: bool = Field(description="Register each trained model; alias 'champion' follows the best one.")
+    connect_timeout_s: float = Field(gt=0.0, le=15.0, description="Seconds to wait for the tracking server.")
+    log_interval_frames: PositiveInt = Field(
+        description="Frames between points of the training curves (CSV, MLflow and TensorBoard)."
+    )
+    champion_budget: dict[str, ChampionBudget] = Field(
+        description="Per environment: the budget of the runs that compete for 'champion'; others never do."
+    )
+
+
+Gate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class CompareConfig(Section):
+    """``reservoir-dqn compare``: the CI metric diff and the regressions that fail it."""
+
+    baseline: str = Field(min_length=1, description="Git revision (or DVC experiment) compared against by default.")
+    gates: dict[str, Gate] = Field(
+        description="Headline metric -> largest allowed drop, as a share of the baseline mean; "
+        "a larger drop that is also significant fails CI."
+    )
+    significance: float = Field(
+        gt=0.0, lt=0.5, description="One-sided level of the permutation test that makes a drop significant."
+    )
+    resamples: Annotated[int, Field(ge=100)] = Field(
+        description="Bootstrap resamples of each confidence interval (and permutations when not enumerated)."
+    )
+
+
+class SearchDimension(Section):
+    """One hyperparameter of the search space: its distribution and bounds."""
+
+    distribution: Literal["float", "int", "categorical"] = Field(description="Kind of values drawn.")
+    low: float | None = Field(default=None, description="Smallest value (float and int).")
+    high: float | None = Field(default=None, description="Largest value (float and int).")
+    log: bool = Field(default=False, description="Draw on a log scale (float and int).")
+    choices: Annotated[tuple[float | int | str | bool, ...], Strict(False)] | None = Field(
+        default=None, description="The values to choose from (categorical)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchDimension:
+        if self.distribution == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical dimension needs choices")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"a {self.distribution} dimension needs low < high (got {self.low}, {self.high})")
+        elif self.log and self.low <= 0:
+            raise ValueError(f"a log-scale dimension needs low > 0 (got {self.low})")
+        return self
+
+
+class TuneConfig(Section):
+    """``reservoir-dqn tune``: an Optuna study over a search space of params.yaml keys."""
+
+    study: str = Field(min_length=1, description="Study name in the Optuna storage (workers join it by name).")
+    storage: str = Field(
+        description="Optuna storage URL; empty: sqlite:///<root>/optuna.db. postgresql://... for many workers."
+    )
+    trials: PositiveInt = Field(description="Finished (complete or pruned) trials after which the study stops.")
+    sampler: Literal["tpe", "random"] = Field(description="Optuna sampler.")
+    pruner: Literal["median", "none"] = Field(description="Median pruner on the periodic validation, or none.")
+    startup_trials: int = Field(ge=0, description="Trials sampled at random, and never pruned, before TPE starts.")
+    warmup_validations: int = Field(ge=0, description="Validations of a trial before the pruner may stop it.")
+    objective: Literal["score_mean", "score_iqm"] = Field(
+        description="Maximised: the validation score's mean or interquartile mean over seeds (never test seeds)."
+    )
+    overrides: StringTuple = Field(description="KEY=VALUE overrides applied to every trial (its budget, say).")
+    heartbeat_s: PositiveInt = Field(description="Seconds between a worker's heartbeats to the storage.")
+    grace_s: PositiveInt = Field(description="Seconds without a heartbeat after which a trial counts as failed.")
+    retries: int = Field(ge=0, description="Times a failed trial (for example a killed worker's) is re-queued.")
+    space: dict[str, SearchDimension] = Field(min_length=1, description="params.yaml key -> its search dimension.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TuneConfig:
+        if self.grace_s <= self.heartbeat_s:
+            raise ValueError(f"grace_s ({self.grace_s}) must exceed heartbeat_s ({self.heartbeat_s})")
+        return self
+
+
+RelativePath = Annotated[str, Field(min_length=1)]
+
+
+class PathsConfig(Section):
+    """Output locations, relative to the repository root (dvc.yaml interpolates them)."""
+
+    model: RelativePath = Field(description="The shipped model: the agent that validated best.")
+    agents: RelativePath = Field(description="Folder of every agent's networks: final.pt and best.pt.")
+    checkpoints: RelativePath = Field(description="Checkpoint folder (persistent across `dvc repro`).")
+    train_log: RelativePath = Field(description="Folder of training curves, one CSV per metric group.")
+    train_metrics: RelativePath = Field(description="Training summary (JSON): frames, times, runs, per agent.")
+    eval_metrics: RelativePath = Field(description="Evaluation detail (JSON): per-seed values and statistics.")
+    summary: RelativePath = Field(description="The few headline metrics DVC tracks (JSON).")
+    eval_episodes: RelativePath = Field(description="Per-episode evaluation results (CSV).")
+    trajectories: RelativePath = Field(description="Per-step evaluation trajectories (CSV).")
+    plots: RelativePath = Field(description="Folder of PNG figures.")
+
+    @field_validator("*")
+    @classmethod
+    def _inside_repository(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts or value.startswith("~"):
+            raise ValueError("must be a relative path inside the repository (no absolute path, no '..')")
+        return value
+
+
+class Config(Section):
+    """Everything params.yaml holds."""
+
+    seed: int = Field(ge=0, lt=2**31, description="Master seed; every agent's seed derives from it.")
+    env: EnvConfig
+    dqn: DQNConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    tracking: TrackingConfig
+    compare: CompareConfig
+    tune: TuneConfig
+    paths: PathsConfig
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        train, dqn = self.train, self.dqn
+        if train.frames_per_batch % self.env.num_envs:
+            raise ValueError(
+                f"train.frames_per_batch ({train.frames_per_batch}) must be a multiple of "
+                f"env.num_envs ({self.env.num_envs})"
+            )
+        for key in ("checkpoint_interval_frames", "eval_interval_frames", "total_frames"):
+            value = getattr(train, key)
+            if value % train.frames_per_batch:
+                raise ValueError(
+                    f"train.{key} ({value}) must be a multiple of train.frames_per_batch ({train.frames_per_batch})"
+                )
+        if self.tracking.log_interval_frames % train.frames_per_batch:
+            raise ValueError(
+                f"tracking.log_interval_frames ({self.tracking.log_interval_frames}) must be a multiple of "
+                f"train.frames_per_batch ({train.frames_per_batch})"
+            )
+        if train.select_best and not train.eval_interval_frames:
+            raise ValueError("train.select_best needs periodic validation: set train.eval_interval_frames above 0")
+        if train.stop_at_validation_return is not None and not train.eval_interval_frames:
+            raise ValueError(
+                "train.stop_at_validation_return needs periodic validation: set train.eval_interval_frames above 0"
+            )
+        if train.min_replay_size > dqn.buffer_size:
+            raise ValueError(
+                f"train.min_replay_size ({train.min_replay_size}) is larger than dqn.buffer_size ({dqn.buffer_size})"
+            )
+        if train.min_replay_size < dqn.batch_size:
+            raise ValueError(
+                f"train.min_replay_size ({train.min_replay_size}) is smaller than dqn.batch_size ({dqn.batch_size})"
+            )
+        known = self.flat()
+        for key in self.tune.space:
+            if key not in known or key.startswith(("tune.", "paths.", "tracking.")):
+                close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ValueError(f"tune.space: '{key}' is not a training parameter{hint}")
+        return self
+
+    @property
+    def training_hash(self) -> str:
+        """Hash of everything that changes what training computes; checkpoints are keyed on it.
+
+        ``train.total_frames`` only says where training stops, so raising it continues a
+        finished run; how many checkpoints are kept, how often a checkpoint is written and
+        how often curves are logged do not change the computation either.
+        """
+        exclude = {"total_frames", "keep_checkpoints", "checkpoint_interval_frames", "checkpoint_buffer"}
+        train = self.train.model_dump(mode="json", exclude=exclude)
+        payload = {"seed": self.seed, "env": _plain(self.env), "dqn": _plain(self.dqn), "train": train}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def source(self) -> Path:
+        """The parameter file this config was loaded from (params.yaml unless --params said otherwise)."""
+        source: Path = getattr(self, "_source", DEFAULT_PARAMS)
+        return source
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys to values, e.g. ``{'dqn.gamma': 0.99, ...}``: what params.yaml says (trackers log it)."""
+        return flatten(self.model_dump(mode="json", exclude_unset=True))
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as dotted keys: ``{'dqn': {'gamma': 0.9}}`` -> ``{'dqn.gamma': 0.9}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat

@@ -1,0 +1,154 @@
+"""What the rest of the pipeline asks of an environment: one :class:`EnvProfile` per environment.
+
+Training, evaluation, the stages and tracking never branch on an environment's name: they
+ask its profile how to build it, what its episodes mean (metrics and the score), what it is
+compared with (baselines and the optimum), what to log while training, which rows and
+figures describe an evaluation, and how to save and restore its state.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+from pandas import DataFrame
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torchrl.envs import EnvBase
+
+from reservoir_dqn.config import EnvConfig
+from reservoir_dqn.metrics import MetricGroup
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """The first episode of each of ``N`` evaluation environments.
+
+    :ivar steps: the rollout, shape ``[N, T]``, with a boolean ``valid`` entry that is true
+        for the steps of the first episode (later steps belong to episodes that started after
+        it and are ignored).
+    :ivar returns: undiscounted return of each episode, ``[N]``.
+    :ivar lengths: number of steps of each episode, ``[N]``.
+    """
+
+    steps: TensorDictBase
+    returns: torch.Tensor
+    lengths: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.returns.shape[0])
+
+    def part(self, start: int, stop: int) -> Episodes:
+        """Episodes ``start`` to ``stop - 1`` (one agent's share of a batched evaluation)."""
+        return Episodes(self.steps[start:stop], self.returns[start:stop], self.lengths[start:stop])
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A headline metric: what ``dvc exp show``, the CI gate and the champion look at.
+
+    :param name: key in the metrics files (``score``, ``return``, ``reliability``).
+    :param label: what a reader sees in tables and figures.
+    """
+
+    name: str
+    label: str
+
+
+SCORE = Metric("score", "normalised score (0 random, 1 optimum)")
+RETURN = Metric("return", "mean episode return")
+EPISODE = MetricGroup(
+    "episode",
+    ("return", "length", "count"),
+    description="training episodes that ended in the interval: mean return and length, how many",
+)
+
+
+class EnvProfile(ABC):
+    """Everything environment-specific, behind one interface.
+
+    :cvar name: ``env.name`` in params.yaml.
+    :cvar headline: the few metrics that say which experiment is better; the first is the
+        champion's and the CI gate's main one.
+    :cvar optimum_label: what a score of 1 means, for tables and figures.
+    """
+
+    name: str
+    headline: tuple[Metric, ...]
+    optimum_label: str
+
+    @abstractmethod
+    def make(self, config: EnvConfig, slot_seeds: Sequence[int]) -> EnvBase:
+        """A batched env of ``len(slot_seeds)`` copies, copy ``i`` seeded ``slot_seeds[i]``.
+
+        Its output carries ``observation``, a categorical ``action``, ``reward``, the three end
+        flags and, from transforms, ``step_count`` and ``episode_reward``.
+        """
+
+    @abstractmethod
+    def episode_limit(self, config: EnvConfig) -> int:
+        """The most steps an episode can last."""
+
+    def observation_scale(self, config: EnvConfig) -> tuple[float, ...] | None:
+        """Fixed factors the Q-network applies to raw observations (``None``: already about [-1, 1])."""
+        return None
+
+    @abstractmethod
+    def baselines(self, config: EnvConfig, num_actions: int, seed: int) -> dict[str, TensorDictModuleBase]:
+        """The policies a trained agent is compared with, by name (always ``random``)."""
+
+    @abstractmethod
+    def optimum_return(self, config: EnvConfig, baseline_returns: Mapping[str, float]) -> float:
+        """The mean return that scores 1, given the baselines' mean returns on the same episodes."""
+
+    @abstractmethod
+    def policy_metrics(self, config: EnvConfig, episodes: Episodes) -> dict[str, float]:
+        """The environment's own metrics of one policy over a set of episodes (pooled over them)."""
+
+    def episode_columns(self, config: EnvConfig, episodes: Episodes) -> dict[str, torch.Tensor]:
+        """Per-episode totals written next to each episode's return in the episodes CSV."""
+        return {}
+
+    # ----------------------------------------------------------------------- training
+
+    @property
+    def episode_group(self) -> MetricGroup:
+        """The training-episode metrics: return, length, count, plus :meth:`episode_extras`."""
+        return EPISODE
+
+    def episode_extras(self, finished: TensorDictBase) -> dict[str, torch.Tensor]:
+        """Per-episode values of episodes that just ended (``finished`` holds their last ``next`` step)."""
+        return {}
+
+    @property
+    def batch_group(self) -> MetricGroup | None:
+        """Per-agent metrics of every collected step, averaged over a log interval (``None``: none)."""
+        return None
+
+    def batch_sums(self, config: EnvConfig, steps: TensorDictBase) -> dict[str, torch.Tensor]:
+        """Per-agent sums of :attr:`batch_group`'s quantities over ``steps`` (``[agents, steps]``)."""
+        return {}
+
+    # ----------------------------------------------------------------------- outputs
+
+    @abstractmethod
+    def trajectory_rows(self, config: EnvConfig, policy: str, episodes: Episodes, count: int) -> list[dict[str, Any]]:
+        """Step-by-step rows of the first ``count`` episodes of a policy."""
+
+    def figures(self, config: EnvConfig, trajectories: DataFrame, episodes: DataFrame) -> dict[str, Figure]:
+        """The environment's own figures, by file name, from the trajectory and per-episode CSVs."""
+        return {}
+
+    # ----------------------------------------------------------------------- state
+
+    @abstractmethod
+    def get_state(self, env: EnvBase) -> dict[str, Any]:
+        """Everything the env's next step depends on, to put in a checkpoint."""
+
+    @abstractmethod
+    def set_state(self, env: EnvBase, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned, into an env built with the same config."""

@@ -1,0 +1,166 @@
+"""The reservoir's physics and inflow model, shared by the environment and the SDP solver.
+
+:class:`ReservoirModel` computes one month of operation for any broadcastable batch of
+storages, inflows, actions and months, so the optimum the solver computes
+(:mod:`reservoir_dqn.envs.sdp`) is the optimum of exactly the environment the agent trains
+on (:mod:`reservoir_dqn.envs.reservoir`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import NamedTuple
+
+import torch
+
+from reservoir_dqn.config import ReservoirConfig
+
+WATER_WEIGHT_N_PER_M3 = 9810.0  # rho * g: weight of one cubic metre of water, N/m3
+JOULES_PER_GWH = 3.6e12
+MONTHS = 12
+
+# Per-step quantities the environment reports next to the reward (all float, one per reservoir).
+INFO_KEYS = (
+    "storage",  # storage at the end of the month, units
+    "inflow",  # inflow during the month, units
+    "release",  # water actually released (target cut to what is available), units
+    "spill",  # uncontrolled overflow above capacity, units
+    "energy_gwh",  # hydropower generated, GWh
+    "deficit",  # demand not met by the release, units
+    "violation",  # storage below the minimum operating level at the end of the month, units
+    "deficit_months",  # months of this episode so far whose demand was not met in full
+    "violation_months",  # months of this episode so far that ended below the minimum operating level
+    "reward_energy",  # weighted reward components; they sum to the reward
+    "reward_deficit",
+    "reward_spill",
+    "reward_violation",
+)
+
+
+class Outcome(NamedTuple):
+    """One month of reservoir operation; every field broadcasts like the inputs."""
+
+    next_storage: torch.Tensor
+    release: torch.Tensor
+    spill: torch.Tensor
+    energy_gwh: torch.Tensor
+    deficit: torch.Tensor
+    violation: torch.Tensor
+    reward_energy: torch.Tensor
+    reward_deficit: torch.Tensor
+    reward_spill: torch.Tensor
+    reward_violation: torch.Tensor
+
+    @property
+    def reward(self) -> torch.Tensor:
+        """The reward is the sum of the weighted components."""
+        return self.reward_energy + self.reward_deficit + self.reward_spill + self.reward_violation
+
+
+def discretise_lognormal(median: float, cv: float, classes: int) -> list[int]:
+    """Equiprobable classes of a lognormal flow, each represented by its conditional mean, in whole units.
+
+    Band ``k`` holds the flows between the ``k/K`` and ``(k+1)/K`` quantiles; its value is
+    ``E[X | band k] = exp(mu + s^2/2) * K * (Phi(z_{k+1} - s) - Phi(z_k - s))``, rounded.
+    """
+    sigma = math.sqrt(math.log(1.0 + cv * cv))
+    mean = median * math.exp(sigma * sigma / 2.0)
+    normal = NormalDist()
+    edges = [-math.inf, *(normal.inv_cdf(k / classes) for k in range(1, classes)), math.inf]
+
+    def cdf(z: float) -> float:
+        return 0.0 if z == -math.inf else 1.0 if z == math.inf else normal.cdf(z)
+
+    return [max(0, round(mean * classes * (cdf(edges[k + 1] - sigma) - cdf(edges[k] - sigma)))) for k in range(classes)]
+
+
+@dataclass(frozen=True)
+class ReservoirModel:
+    """The reservoir's physics and inflow model, as tensors derived from :class:`ReservoirConfig`.
+
+    :ivar inflow_values: ``[12, K]`` inflow of each equiprobable class, units per month.
+    :ivar release_levels: ``[A]`` release target of each action, units per month.
+    :ivar demand: ``[12]`` water-supply demand, units per month.
+    """
+
+    config: ReservoirConfig
+    inflow_values: torch.Tensor
+    release_levels: torch.Tensor
+    demand: torch.Tensor
+
+    @classmethod
+    def from_config(cls, config: ReservoirConfig) -> ReservoirModel:
+        inflows = [
+            discretise_lognormal(median, cv, config.inflow_classes)
+            for median, cv in zip(config.inflow_median, config.inflow_cv, strict=True)
+        ]
+        return cls(
+            config=config,
+            inflow_values=torch.tensor(inflows, dtype=torch.float64),
+            release_levels=torch.tensor(config.release_levels, dtype=torch.float64),
+            demand=torch.tensor(config.demand, dtype=torch.float64),
+        )
+
+    @property
+    def num_actions(self) -> int:
+        return len(self.config.release_levels)
+
+    @property
+    def num_storages(self) -> int:
+        return self.config.capacity + 1
+
+    def month(self, time_step: torch.Tensor) -> torch.Tensor:
+        """Calendar month (0 = January) of a time step."""
+        return (time_step + self.config.start_month) % MONTHS
+
+    def head_m(self, storage: torch.Tensor) -> torch.Tensor:
+        """Hydraulic head, linear in storage between ``head_min_m`` (empty) and ``head_max_m`` (full)."""
+        c = self.config
+        return c.head_min_m + (c.head_max_m - c.head_min_m) * storage / c.capacity
+
+    def transition(
+        self, storage: torch.Tensor, inflow: torch.Tensor, action: torch.Tensor, month: torch.Tensor
+    ) -> Outcome:
+        """One month: mass balance, spill, energy, deficit, violation and the weighted rewards.
+
+        All arguments broadcast; storage and inflow in units, ``action`` indexes the release
+        levels, ``month`` is the calendar month.
+        """
+        c = self.config
+        available = storage + inflow
+        release = torch.minimum(self.release_levels[action], available)
+        after_release = available - release
+        spill = torch.clamp(after_release - c.capacity, min=0.0)
+        next_storage = after_release - spill
+        turbined = torch.clamp(release, max=float(c.turbine_capacity))
+        head = self.head_m((storage + next_storage) / 2.0)
+        energy_gwh = WATER_WEIGHT_N_PER_M3 * head * turbined * c.unit_hm3 * 1e6 * c.efficiency / JOULES_PER_GWH
+        deficit = torch.clamp(self.demand[month] - release, min=0.0)
+        violation = torch.clamp(c.min_storage - next_storage, min=0.0)
+        return Outcome(
+            next_storage=next_storage,
+            release=release,
+            spill=spill,
+            energy_gwh=energy_gwh,
+            deficit=deficit,
+            violation=violation,
+            reward_energy=c.weight_energy * energy_gwh,
+            reward_deficit=-c.weight_deficit * deficit,
+            reward_spill=-c.weight_spill * spill,
+            reward_violation=-c.weight_violation * violation,
+        )
+
+    @property
+    def observation_size(self) -> int:
+        return 4 if self.config.observe_time_left else 3
+
+    def observation(self, storage: torch.Tensor, time_step: torch.Tensor) -> torch.Tensor:
+        """``[storage / capacity, sin(2 pi month / 12), cos(2 pi month / 12)(, months left / horizon)]``, float32."""
+        c = self.config
+        angle = 2.0 * math.pi * self.month(time_step).double() / MONTHS
+        features = [storage / c.capacity, torch.sin(angle), torch.cos(angle)]
+        if c.observe_time_left:
+            features.append((c.horizon_months - time_step).double() / c.horizon_months)
+        return torch.stack(features, dim=-1).float()

@@ -1,0 +1,164 @@
+"""The reservoir's profile: how it is built, scored against the SDP optimum, and read by water engineers.
+
+Besides the return, every policy is described with the performance criteria of the
+water-resources field (Hashimoto, Stedinger and Loucks, 1982, "Reliability, resiliency and
+vulnerability criteria for water resource system performance evaluation"), with a month
+as the time unit and "the demand is met in full" as the satisfactory state:
+
+- **reliability**: the share of months whose demand is met in full;
+- **resilience**: the probability that a month of shortfall is followed by a month without
+  (1 when there is no shortfall at all);
+- **vulnerability**: the mean shortfall in the months with one, in hm3 (0 without shortfall);
+
+plus the months that end below the minimum operating storage, the spilled volume and the
+energy generated, per episode. All are pooled over the episodes of a policy, so one unit of
+storage more or less moves them by one month's worth, never by a whole episode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+from pandas import DataFrame
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torchrl.envs import Compose, EnvBase, RewardSum, StepCounter
+
+from reservoir_dqn.config import EnvConfig
+from reservoir_dqn.envs.baselines import reservoir_baselines
+from reservoir_dqn.envs.profile import RETURN, SCORE, EnvProfile, Episodes, Metric
+from reservoir_dqn.envs.reservoir import DiscreteReservoirEnv
+from reservoir_dqn.envs.reservoir_model import INFO_KEYS
+from reservoir_dqn.metrics import MetricGroup
+
+RELIABILITY = Metric("reliability", "reliability (share of months with the demand met in full)")
+# Per-month flows of the training batches, in hm3 (energy in GWh): the reservoir/ namespace.
+FLOWS = ("inflow", "release", "spill", "deficit", "violation")
+BATCH = MetricGroup(
+    "reservoir",
+    ("storage_hm3", *(f"{flow}_hm3" for flow in FLOWS), "energy_gwh"),
+    description="training batches, per month: mean storage at month end, flows in hm3, energy in GWh",
+)
+EPISODE = MetricGroup(
+    "episode",
+    ("return", "length", "count", "reliability"),
+    description="training episodes that ended in the interval: mean return, length and reliability, how many",
+)
+
+
+class ReservoirProfile(EnvProfile):
+    name = "reservoir"
+    headline = (SCORE, RETURN, RELIABILITY)
+    optimum_label = "the SDP optimum"
+
+    def make(self, config: EnvConfig, slot_seeds: Sequence[int]) -> EnvBase:
+        env = DiscreteReservoirEnv(config.reservoir, len(slot_seeds))
+        env.seed_slots(slot_seeds)
+        return env.append_transform(Compose(StepCounter(), RewardSum()))
+
+    def episode_limit(self, config: EnvConfig) -> int:
+        return config.reservoir.horizon_months
+
+    def baselines(self, config: EnvConfig, num_actions: int, seed: int) -> dict[str, TensorDictModuleBase]:
+        return reservoir_baselines(config.reservoir, seed)
+
+    def optimum_return(self, config: EnvConfig, baseline_returns: Mapping[str, float]) -> float:
+        return baseline_returns["sdp"]
+
+    def policy_metrics(self, config: EnvConfig, episodes: Episodes) -> dict[str, float]:
+        unit = config.reservoir.unit_hm3
+        valid = episodes.steps["valid"]
+        nxt = episodes.steps["next"]
+        deficit = nxt["deficit"].double() * valid
+        failure = (deficit > 0) & valid
+        months = int(valid.sum())
+        failures = int(failure.sum())
+        # Resilience: of the failure months that have a next month in the episode, the share followed by success.
+        followed = failure[:, :-1] & valid[:, 1:]
+        recovered = followed & ~failure[:, 1:]
+        totals = {key: (nxt[key].double() * valid).sum(dim=1) for key in ("spill", "energy_gwh")}
+        return {
+            "reliability": 1.0 - failures / months,
+            "resilience": float(recovered.sum()) / int(followed.sum()) if int(followed.sum()) else 1.0,
+            "vulnerability_hm3": float(deficit[failure].mean()) * unit if failures else 0.0,
+            "violation_months": float(((nxt["violation"] > 0) & valid).sum()) / len(episodes),
+            "spill_hm3": float(totals["spill"].mean()) * unit,
+            "energy_gwh": float(totals["energy_gwh"].mean()),
+        }
+
+    def episode_columns(self, config: EnvConfig, episodes: Episodes) -> dict[str, torch.Tensor]:
+        unit = config.reservoir.unit_hm3
+        valid = episodes.steps["valid"].double()
+        nxt = episodes.steps["next"]
+        columns = {f"{flow}_hm3": (nxt[flow].double() * valid).sum(dim=1) * unit for flow in FLOWS}
+        columns["energy_gwh"] = (nxt["energy_gwh"].double() * valid).sum(dim=1)
+        columns |= {key: (nxt[key].double() * valid).sum(dim=1) for key in INFO_KEYS if key.startswith("reward_")}
+        columns["shortfall_months"] = ((nxt["deficit"] > 0).double() * valid).sum(dim=1)
+        columns["violation_months"] = ((nxt["violation"] > 0).double() * valid).sum(dim=1)
+        return columns
+
+    @property
+    def episode_group(self) -> MetricGroup:
+        return EPISODE
+
+    def episode_extras(self, finished: TensorDictBase) -> dict[str, torch.Tensor]:
+        # The running count of months with a shortfall, at the episode's last step, is the episode's total.
+        months = finished["step_count"].squeeze(-1).double()
+        return {"reliability": 1.0 - finished["deficit_months"].double() / months}
+
+    @property
+    def batch_group(self) -> MetricGroup:
+        return BATCH
+
+    def batch_sums(self, config: EnvConfig, steps: TensorDictBase) -> dict[str, torch.Tensor]:
+        nxt = steps["next"]
+        unit = config.reservoir.unit_hm3
+        sums = {"storage_hm3": nxt["storage"].double().sum(dim=1) * unit}
+        sums |= {f"{flow}_hm3": nxt[flow].double().sum(dim=1) * unit for flow in FLOWS}
+        sums["energy_gwh"] = nxt["energy_gwh"].double().sum(dim=1)
+        return sums
+
+    def trajectory_rows(self, config: EnvConfig, policy: str, episodes: Episodes, count: int) -> list[dict[str, Any]]:
+        unit = config.reservoir.unit_hm3
+        levels = config.reservoir.release_levels
+        steps, nxt = episodes.steps, episodes.steps["next"]
+        demand = torch.tensor(config.reservoir.demand, dtype=torch.float64)
+        rows = []
+        for index in range(min(count, len(episodes))):
+            for step in range(int(episodes.lengths[index])):
+                month = int(steps["month"][index, step])
+                action = int(steps["action"][index, step])
+                row: dict[str, Any] = {
+                    "policy": policy,
+                    "episode": index,
+                    "step": step,
+                    "month": month,
+                    "storage_start_hm3": float(steps["storage"][index, step]) * unit,
+                    "action": action,
+                    "release_target_hm3": levels[action] * unit,
+                    "demand_hm3": float(demand[month]) * unit,
+                }
+                row |= {f"{key}_hm3": float(nxt[key][index, step]) * unit for key in ("storage", *FLOWS)}
+                row["energy_gwh"] = float(nxt["energy_gwh"][index, step])
+                row |= {key: float(nxt[key][index, step]) for key in INFO_KEYS if key.startswith("reward_")}
+                row["reward"] = float(nxt["reward"][index, step])
+                rows.append(row)
+        return rows
+
+    def figures(self, config: EnvConfig, trajectories: DataFrame, episodes: DataFrame) -> dict[str, Figure]:
+        from reservoir_dqn.envs.reservoir_figures import reservoir_figures  # matplotlib only where figures are drawn
+
+        return reservoir_figures(config.reservoir, trajectories, episodes)
+
+    def get_state(self, env: EnvBase) -> dict[str, Any]:
+        base = env.base_env
+        assert isinstance(base, DiscreteReservoirEnv)
+        return base.get_state()
+
+    def set_state(self, env: EnvBase, state: Mapping[str, Any]) -> None:
+        base = env.base_env
+        assert isinstance(base, DiscreteReservoirEnv)
+        base.set_state(dict(state))

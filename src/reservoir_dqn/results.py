@@ -1,0 +1,117 @@
+"""The evaluation's results, typed: written by the evaluate stage, read by plot, compare and tune.
+
+``metrics/eval.json`` is :meth:`Evaluation.to_json`: for the agents' final networks and for
+their best-validated snapshots, every metric as per-seed values with mean, interquartile
+mean and 95% bootstrap interval; the baselines' metrics; what the score is measured
+against; which agent was shipped. ``metrics/summary.json`` (:meth:`Evaluation.headline`)
+holds the few numbers DVC tracks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from reservoir_dqn.evaluation import Reference
+from reservoir_dqn.statistics import Summary, summarize
+
+NETWORKS = ("final", "best")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Every policy's results on the same test scenarios.
+
+    :ivar agents: per network (``final``, ``best``), per metric, the summary over seeds.
+    :ivar baselines: per baseline policy, its metrics (score included).
+    :ivar headline: the environment profile's headline metric names, main one first.
+    """
+
+    env: str
+    seeds: int
+    episodes: int
+    first_seed: int
+    reference: Reference
+    optimum_label: str
+    headline: tuple[str, ...]
+    agents: dict[str, dict[str, Summary]]
+    baselines: dict[str, dict[str, float]]
+    shipped_agent: int
+    shipped_network: str
+
+    @classmethod
+    def assemble(
+        cls,
+        env: str,
+        first_seed: int,
+        reference: Reference,
+        optimum_label: str,
+        headline: tuple[str, ...],
+        per_agent: dict[str, list[dict[str, float]]],
+        baselines: dict[str, dict[str, float]],
+        shipped: tuple[int, str],
+        resamples: int,
+        episodes: int,
+    ) -> Evaluation:
+        """Summaries over seeds of the per-agent metrics (score included) of each network."""
+        agents = {
+            network: {name: summarize([row[name] for row in rows], resamples) for name in rows[0]}
+            for network, rows in per_agent.items()
+        }
+        seeds = len(next(iter(per_agent.values())))
+        return cls(env, seeds, episodes, first_seed, reference, optimum_label, headline, agents, baselines, *shipped)
+
+    def metric(self, name: str, network: str = "final") -> Summary:
+        return self.agents[network][name]
+
+    def headline_metrics(self) -> dict[str, float | None]:
+        """The numbers DVC tracks (``metrics/summary.json``): the main metric with its interval, then the others."""
+        main, *others = self.headline
+        summary = self.metric(main)
+        values: dict[str, float | None] = {
+            main: summary.mean,
+            f"{main}_ci_low": summary.ci_low,
+            f"{main}_ci_high": summary.ci_high,
+        }
+        values |= {name: self.metric(name).mean for name in others}
+        return values
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "seeds": self.seeds,
+            "episodes": self.episodes,
+            "first_seed": self.first_seed,
+            "score_reference": {
+                "random_return": self.reference.random_return,
+                "optimum_return": self.reference.optimum_return,
+                "optimum": self.optimum_label,
+            },
+            "headline": list(self.headline),
+            "shipped": {"agent": self.shipped_agent, "network": self.shipped_network},
+            "dqn": {
+                network: {name: summary.as_dict() for name, summary in metrics.items()}
+                for network, metrics in self.agents.items()
+            },
+            "baselines": self.baselines,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Evaluation:
+        reference = data["score_reference"]
+        return cls(
+            env=data["env"],
+            seeds=int(data["seeds"]),
+            episodes=int(data["episodes"]),
+            first_seed=int(data["first_seed"]),
+            reference=Reference(float(reference["random_return"]), float(reference["optimum_return"])),
+            optimum_label=str(reference["optimum"]),
+            headline=tuple(data["headline"]),
+            agents={
+                network: {name: Summary.from_dict(summary) for name, summary in metrics.items()}
+                for network, metrics in data["dqn"].items()
+            },
+            baselines={name: dict(values) for name, values in data["baselines"].items()},
+            shipped_agent=int(data["shipped"]["agent"]),
+            shipped_network=str(data["shipped"]["network"]),
+        )

@@ -1,0 +1,163 @@
+"""Experiment tracking: MLflow runs and registry, TensorBoard, the CSV training log.
+
+A package of one concern per module: :mod:`.store` (where the store is, connecting to it,
+the experiment), :mod:`.runs` (the parent and child runs of a pipeline execution and their
+outbox), :mod:`.sinks` (CSV, TensorBoard, MLflow), :mod:`.naming` (what a run is called) and
+:mod:`.registry` (the model registry and its champion). :class:`Tracking` is what a stage
+holds: it connects first (failing fast), then opens or joins the runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from reservoir_dqn.config import Config
+from reservoir_dqn.metrics import MetricGroup, Sink
+from reservoir_dqn.results import Evaluation
+from reservoir_dqn.tracking.naming import RunIdentity, identify
+from reservoir_dqn.tracking.registry import ModelLogger, promote_if_better
+from reservoir_dqn.tracking.runs import PipelineRun, reference_run
+from reservoir_dqn.tracking.sinks import CsvSink, MlflowSink, TensorBoardSink
+from reservoir_dqn.tracking.store import (
+    Store,
+    TrackingUnavailable,
+    connect,
+    experiment_name,
+    project_root,
+    registered_model_name,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Tracking:
+    """One stage's tracking: the connected store (``None`` when tracking is off) and the pipeline's runs."""
+
+    def __init__(self, config: Config, store: Store | None, root: Path) -> None:
+        self.config = config
+        self.store = store
+        self.root = root
+        self.run: PipelineRun | None = None
+        self.identity: RunIdentity = identify(config, root)
+
+    @classmethod
+    def connect(cls, config: Config) -> Tracking:
+        """Check the store answers (within ``tracking.connect_timeout_s``) before any real work."""
+        root = project_root()
+        return cls(config, connect(config, root), root)
+
+    @property
+    def _model_logger(self) -> ModelLogger:
+        return ModelLogger(self.config.tracking.register_model)
+
+    def start_training(
+        self,
+        run_ids: dict[str, str],
+        parent_of: str | None = None,
+        tags: dict[str, str] | None = None,
+        name: str | None = None,
+    ) -> dict[str, str]:
+        """The training's runs: those of ``run_ids`` when resuming and they still exist, else new ones.
+
+        :param parent_of: make the pipeline's run a child of this run (a tuning study's).
+        :param tags: more tags for the new runs.
+        :param name: the run's name, instead of what changed against the baseline.
+        """
+        if self.store is None:
+            return {}
+        self.run = PipelineRun.existing(self.store, run_ids, self._model_logger) if run_ids else None
+        if self.run is not None:
+            self.run.set_status("RUNNING")
+            log.info(f"MLflow: continuing run {self.run.parent_id} ({self.identity.name})")
+        else:
+            self.run = PipelineRun.create(
+                self.store,
+                name or self.identity.name,
+                self.identity.description,
+                {**self.identity.tags(self.config), **(tags or {})},
+                self.config.train.seeds,
+                self._model_logger,
+                parent_of,
+            )
+            self.run.log_params(self.config.flat())
+            log.info(f"MLflow: run {self.run.parent_id} ({self.identity.name})")
+        self.run.catch_up()
+        return self.run.run_ids
+
+    def attach(self, run_ids: dict[str, str]) -> None:
+        """Join the runs that training created (evaluate and plot)."""
+        if self.store is None:
+            return
+        self.run = PipelineRun.existing(self.store, run_ids, self._model_logger)
+        if self.run is None:
+            log.warning("MLflow: the training run is unknown to this store; this stage is not tracked")
+            return
+        self.run.set_status("RUNNING")
+        self.run.catch_up()
+
+    def tensorboard_dir(self, run_ids: dict[str, str]) -> Path:
+        """``<root>/runs/<env>/<run name> [<id>]``: readable, and unique per pipeline execution."""
+        tag = run_ids.get("parent", "")[:8] or os.environ.get("DVC_EXP_NAME") or "workspace"
+        return self.root / "runs" / self.config.env.name / f"{self.identity.name} [{tag}]"
+
+    def training_sinks(self, log_folder: Path, groups: Sequence[MetricGroup], resumed_from: int | None) -> list[Sink]:
+        """The CSV training log, TensorBoard (when on) and MLflow (when connected)."""
+        sinks: list[Sink] = [CsvSink(log_folder, groups, resumed_from)]
+        ids = self.run.run_ids if self.run is not None else {}
+        if self.config.tracking.tensorboard:
+            sinks.append(TensorBoardSink(self.tensorboard_dir(ids), self.config.train.seeds))
+        if self.run is not None:
+            sinks.append(MlflowSink(self.run))
+        return sinks
+
+    def publish(self, artifacts: Sequence[tuple[Path, str | None]] = (), model: Path | None = None) -> None:
+        """Upload artifacts (and the model) to the parent run; what fails waits in the outbox."""
+        if self.run is not None:
+            self.run.publish(artifacts, model)
+
+    def promote(self, score: float) -> None:
+        """Offer the registered version of this run the ``champion`` alias."""
+        if self.run is None:
+            return
+        version = self.run.tag("model_version")
+        if version is not None:
+            promote_if_better(self.run, self.config, version, score)
+
+    def log_baselines(self, evaluation: Evaluation) -> None:
+        """The baselines' results, logged once per environment configuration in a reference run, linked by tag.
+
+        They are the same for every run of the same environment and test seeds, so they are
+        not repeated in each run.
+        """
+        if self.run is None:
+            return
+        key = f"{self.config.env.name}-{_env_hash(self.config)}-{evaluation.first_seed}-{evaluation.episodes}"
+        metrics = {
+            f"{policy}/{name}": value
+            for policy, values in evaluation.baselines.items()
+            for name, value in values.items()
+        }
+        reference = reference_run(self.run.store, key, f"baselines ({self.config.env.name})", metrics)
+        self.run.set_tags({"baselines_run": reference})
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.run is not None:
+            self.run.set_status(status)
+
+
+def _env_hash(config: Config) -> str:
+    return hashlib.sha256(json.dumps(config.env.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:10]
+
+
+__all__ = [
+    "Tracking",
+    "TrackingUnavailable",
+    "experiment_name",
+    "project_root",
+    "registered_model_name",
+]

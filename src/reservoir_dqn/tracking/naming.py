@@ -1,0 +1,120 @@
+"""Names that tell runs apart: what changed against the baseline's params.yaml.
+
+A run is named by the parameters that differ from the committed ``params.yaml`` of its
+baseline (DVC's baseline revision for an experiment, else ``HEAD``): ``gamma=0.95``,
+``lr=0.001, n_steps=1``; ``baseline`` when nothing differs. The description lists the
+changes in full, with the budget and the seed count.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reservoir_dqn.config import Config, flatten
+
+# Sections whose keys change what is trained and measured (paths, tracking, compare and tune do not).
+TRAINING_SECTIONS = ("seed", "env", "dqn", "train", "evaluate")
+NAME_LIMIT = 60
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """How a pipeline execution presents itself in MLflow, TensorBoard and the registry."""
+
+    name: str
+    description: str
+    changes: dict[str, tuple[Any, Any]]  # dotted key -> (baseline value, this run's value)
+    baseline_rev: str
+    commit: str
+
+    def tags(self, config: Config) -> dict[str, str]:
+        return {
+            "mlflow.source.git.commit": self.commit,
+            "git_commit": self.commit,
+            "baseline_rev": self.baseline_rev,
+            "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
+            "env": config.env.name,
+            "seeds": str(config.train.seeds),
+            "total_frames": str(config.train.total_frames),
+            "budget": f"{config.train.total_frames:,} frames x {config.train.seeds} seeds",
+            "changed": ", ".join(f"{key}={new}" for key, (_, new) in self.changes.items()) or "nothing",
+            "params_hash": config.training_hash[:12],
+        }
+
+
+def identify(config: Config, root: Path) -> RunIdentity:
+    """Name, describe and tag this configuration against its baseline revision's params.yaml."""
+    baseline_rev = os.environ.get("DVC_EXP_BASELINE_REV") or _git(root, "rev-parse", "HEAD") or "unknown"
+    baseline = _params_at(root, baseline_rev)
+    changes = _changes(config, baseline) if baseline is not None else {}
+    name = _name(changes, config) if baseline is not None else "unversioned params"
+    exp = os.environ.get("DVC_EXP_NAME")
+    if exp:
+        name = f"{name} ({exp})"
+    lines = [
+        f"**{name}**: {config.env.name}, {config.train.seeds} seeds x {config.train.total_frames:,} frames each.",
+        "",
+        f"Against params.yaml of `{baseline_rev[:12]}`: "
+        + (", ".join(f"`{key}` {old!r} -> {new!r}" for key, (old, new) in changes.items()) or "no change."),
+    ]
+    return RunIdentity(name, "\n".join(lines), changes, baseline_rev, _git(root, "rev-parse", "HEAD") or "unknown")
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _params_at(root: Path, revision: str) -> dict[str, Any] | None:
+    text = _git(root, "show", f"{revision}:params.yaml")
+    if text is None:
+        return None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _changes(config: Config, baseline: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    current = config.flat()
+    old = flatten(baseline)
+    return {
+        key: (old.get(key), value)
+        for key, value in current.items()
+        if key.split(".")[0] in TRAINING_SECTIONS and _differs(old.get(key), value)
+    }
+
+
+def _differs(old: Any, new: Any) -> bool:
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+        return list(old) != list(new)
+    return bool(old != new)
+
+
+def _name(changes: dict[str, tuple[Any, Any]], config: Config) -> str:
+    if not changes:
+        return "baseline"
+    leaves = [key.rsplit(".", 1)[-1] for key in config.flat()]
+    parts = []
+    for key, (_, value) in changes.items():
+        leaf = key.rsplit(".", 1)[-1]
+        label = leaf if leaves.count(leaf) == 1 else key
+        parts.append(f"{label}={_short(value)}")
+    name = ", ".join(parts)
+    return name if len(name) <= NAME_LIMIT else name[: NAME_LIMIT - 3] + "..."
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(str(item) for item in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)

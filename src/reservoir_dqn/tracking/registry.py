@@ -1,0 +1,139 @@
+"""The model registry: the shipped agent as a registered model version, and the ``champion`` alias.
+
+Each pipeline execution logs its shipped network (the agent that validated best) with
+``mlflow.pytorch.log_model`` and registers it as a new version of
+``reservoir-dqn-<env>``, described and tagged with the run's name, changes, budget and
+seed count. The alias ``champion`` moves to a version only when it beats the holder on the
+environment's headline score (mean over seeds, on the test scenarios) **and** was trained
+with the budget that champions are trained with (``tracking.champion_budget``): a smoke
+run with a few thousand frames, or a single seed, never competes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.models import infer_signature
+
+from reservoir_dqn.agent import GreedyPolicy, load_model
+from reservoir_dqn.config import Config
+from reservoir_dqn.errors import first_line
+from reservoir_dqn.tracking.runs import PipelineRun
+from reservoir_dqn.tracking.store import registered_model_name, retrying
+
+CHAMPION = "champion"
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _fluent_store(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (which ``mlflow.pytorch.log_model`` uses) at ``uri`` for a moment.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``; left behind, it would
+    redirect every later store lookup of this process, so both are put back afterwards.
+    """
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class ModelLogger:
+    """Logs a model file's greedy policy to the parent run and, when ``register``, registers it."""
+
+    def __init__(self, register: bool) -> None:
+        self.register = register
+
+    def __call__(self, run: PipelineRun, model_path: Path) -> None:
+        q_network, spec = load_model(model_path)
+        policy = GreedyPolicy(q_network)
+        example = np.zeros((2, spec.obs_dim), dtype=np.float32)
+        with torch.no_grad():
+            signature = infer_signature(example, policy(torch.from_numpy(example)).numpy())
+        requirements = [f"torch=={torch.__version__.split('+')[0]}", "torchrl", "reservoir-dqn"]
+        name = registered_model_name(spec.env_name) if self.register else None
+        with _fluent_store(run.store.uri), mlflow.start_run(run_id=run.parent_id):
+            info = retrying(
+                mlflow.pytorch.log_model,
+                policy,
+                name="model",
+                input_example=example,
+                signature=signature,
+                registered_model_name=name,
+                pip_requirements=requirements,
+            )
+        version = info.registered_model_version
+        if name is None or version is None:
+            return
+        parent = retrying(run.client.get_run, run.parent_id)
+        tags = parent.data.tags
+        description = tags.get("mlflow.note.content", "")
+        retrying(run.client.update_model_version, name, str(version), description=description)
+        for key in ("budget", "changed", "seeds", "total_frames", "env", "git_commit", "mlflow.runName"):
+            if key in tags:
+                label = "run_name" if key == "mlflow.runName" else key
+                retrying(run.client.set_model_version_tag, name, str(version), label, tags[key])
+        run.set_tags({"model_version": str(version)})
+
+
+def promote_if_better(run: PipelineRun, config: Config, version: str, score: float) -> bool:
+    """Tag ``version`` with its score; move ``champion`` to it if it may compete and beats the holder.
+
+    Says in one line why when it does not. Returns whether ``version`` holds the alias now.
+    """
+    if not config.tracking.register_model:
+        return False
+    name = registered_model_name(config.env.name)
+    budget = config.tracking.champion_budget.get(config.env.name)
+    trained = (config.train.total_frames, config.train.seeds)
+    try:
+        retrying(run.client.set_model_version_tag, name, version, "score", repr(score))
+        if budget is None or trained != (budget.total_frames, budget.seeds):
+            wanted = "no budget is set" if budget is None else f"{budget.total_frames:,} frames x {budget.seeds} seeds"
+            log.info(
+                f"MLflow: {name} version {version} is not promoted: trained {trained[0]:,} frames x {trained[1]} "
+                f"seeds, and only runs of the champion budget compete ({wanted}; tracking.champion_budget)"
+            )
+            return False
+        try:
+            holder = run.client.get_model_version_by_alias(name, CHAMPION)
+        except Exception:  # noqa: BLE001 - no champion yet
+            holder = None
+        if holder is not None and holder.version == version:
+            return True
+        same_budget = holder is not None and (holder.tags.get("total_frames"), holder.tags.get("seeds")) == (
+            str(budget.total_frames),
+            str(budget.seeds),
+        )
+        best = float(holder.tags.get("score", "-inf")) if holder is not None and same_budget else -math.inf
+        if score > best:
+            retrying(run.client.set_registered_model_alias, name, CHAMPION, version)
+            log.info(f"MLflow: {name} version {version} is the new champion (score {score:.4f} > {best:.4f})")
+            return True
+        log.info(
+            f"MLflow: {name} version {version} is not promoted: its score {score:.4f} does not beat "
+            f"champion version {holder.version if holder else '-'} ({best:.4f})"
+        )
+        return False
+    except Exception as error:  # noqa: BLE001 - the evaluation itself is done and written
+        log.warning(f"MLflow: could not update the '{CHAMPION}' alias ({first_line(error)})")
+        return False

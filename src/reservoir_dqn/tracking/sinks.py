@@ -1,0 +1,186 @@
+"""Where the training curves go: the CSV training log, TensorBoard and MLflow.
+
+Every sink receives the same records (:class:`~reservoir_dqn.metrics.Record`: a metric group
+at a step, a row per agent) and derives its names from the group: ``logs/train/<group>.csv``
+with a column per field, ``<group>/<field>`` in TensorBoard and MLflow. Per-agent rows go to
+that agent's TensorBoard run and MLflow child run; rows of a per-run group (the schedules)
+go to every agent's, so each agent's curves are complete on their own.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from reservoir_dqn.errors import first_line
+from reservoir_dqn.metrics import MetricGroup, Record
+from reservoir_dqn.tracking.runs import MetricValue, PipelineRun
+
+FLUSH_SECONDS = 2.0  # the MLflow sink sends what has accumulated at least this often
+ACTIONS = "actions"  # TensorBoard histogram of the actions taken since the previous point
+
+log = logging.getLogger(__name__)
+
+
+class CsvSink:
+    """The training log: one CSV file per metric group, one row per point (and agent).
+
+    Later stages plot it and ``dvc plots`` renders it; no row has an empty cell. On resume
+    the rows written after the checkpoint are dropped, so the files match an uninterrupted run's.
+
+    :param folder: the training-log folder (``paths.train_log``).
+    :param groups: every group that can arrive; each gets its file, header only until rows come.
+    :param resume_from: keep existing rows up to and including this step; ``None`` starts afresh.
+    """
+
+    def __init__(self, folder: Path, groups: Sequence[MetricGroup], resume_from: int | None = None) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        expected = {f"{group.name}.csv" for group in groups}
+        for stale in folder.glob("*.csv"):  # a group this configuration does not have (another environment's)
+            if stale.name not in expected:
+                stale.unlink()
+        self._files: dict[str, IO[str]] = {}
+        self._writers: dict[str, Any] = {}
+        for group in groups:
+            path = folder / f"{group.name}.csv"
+            kept = _rows_up_to(path, group.columns(), resume_from) if resume_from is not None else None
+            file = path.open("w", newline="", encoding="utf-8")
+            writer = csv.writer(file)
+            writer.writerow(group.columns())
+            if kept is not None:
+                writer.writerows(kept.itertuples(index=False, name=None))
+            file.flush()
+            self._files[group.name], self._writers[group.name] = file, writer
+
+    def emit(self, records: Sequence[Record], histograms: Sequence[torch.Tensor]) -> None:
+        for record in records:
+            if record.group.name not in self._writers:
+                raise ValueError(f"metric group '{record.group.name}' has no training-log file")
+            writer = self._writers[record.group.name]
+            for agent, row in record.rows:
+                seed = [] if agent is None else [agent]
+                writer.writerow([record.step, *seed, *(repr(row[field]) for field in record.group.fields)])
+            self._files[record.group.name].flush()
+
+    def close(self) -> None:
+        for file in self._files.values():
+            file.close()
+
+
+def _rows_up_to(path: Path, columns: list[str], step: int) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path)
+    if list(frame.columns) != columns:
+        return None
+    return frame[frame["frames"] <= step]
+
+
+class TensorBoardSink:
+    """Scalars and action histograms as TensorBoard event files, one run folder per agent (``seed-<k>``).
+
+    The writers queue events and background threads write them, so logging never waits on
+    the disk.
+    """
+
+    def __init__(self, folder: Path, agents: int) -> None:
+        self.folder = folder
+        self._writers = [
+            SummaryWriter(log_dir=str(folder / f"seed-{index}"), max_queue=10_000, flush_secs=5)
+            for index in range(agents)
+        ]
+
+    def emit(self, records: Sequence[Record], histograms: Sequence[torch.Tensor]) -> None:
+        step = 0
+        for record in records:
+            step = record.step
+            for agent, row in record.rows:
+                targets = self._writers if agent is None else [self._writers[agent]]
+                for writer in targets:
+                    for field, value in row.items():
+                        writer.add_scalar(record.group.key(field), value, global_step=record.step)
+        for writer, actions in zip(self._writers, histograms, strict=False):
+            writer.add_histogram(ACTIONS, actions, global_step=step, bins="auto")
+
+    def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+
+
+class MlflowSink:
+    """Sends the curves to the agents' MLflow child runs from a background thread, in batches.
+
+    ``emit`` only enqueues, so training never waits on the store. The thread sends what
+    accumulated every ``FLUSH_SECONDS``. When the store fails, it says so once, puts the
+    values in the run's outbox, keeps trying and replays the outbox as soon as the store
+    answers; ``close`` leaves what could not be sent in the outbox.
+    """
+
+    def __init__(self, run: PipelineRun) -> None:
+        self.run = run
+        self._queue: queue.Queue[MetricValue | None] = queue.Queue()
+        self._failed = False
+        self._thread = threading.Thread(target=self._work, name="mlflow-sink", daemon=True)
+        self._thread.start()
+
+    def emit(self, records: Sequence[Record], histograms: Sequence[torch.Tensor]) -> None:
+        stamp = int(time.time() * 1000)
+        for record in records:
+            for agent, row in record.rows:
+                runs = self.run.child_ids if agent is None else [self.run.child_ids[agent]]
+                for run_id in runs:
+                    for field, value in row.items():
+                        self._queue.put((run_id, record.group.key(field), value, stamp, record.step))
+
+    def _work(self) -> None:
+        closing = False
+        while not closing:
+            pending: list[MetricValue] = []
+            deadline = time.monotonic() + FLUSH_SECONDS
+            while not closing:
+                try:
+                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+                except queue.Empty:
+                    break
+                if item is None:
+                    closing = True
+                else:
+                    pending.append(item)
+            self._send(pending)
+
+    def _send(self, values: list[MetricValue]) -> None:
+        try:
+            if values:
+                self.run.send_metrics(values)
+            elif self._failed:
+                self.run.probe()
+        except Exception as error:  # noqa: BLE001 - any store failure: keep the values, keep training
+            self.run.outbox.add([{"kind": "metrics", "values": [list(value) for value in values]}] if values else [])
+            if not self._failed:
+                self._failed = True
+                log.warning(
+                    f"MLflow: logging failed ({first_line(error)}); training continues, metrics are kept in "
+                    f"{self.run.outbox.path} and re-sent when the store answers"
+                )
+            return
+        if self._failed:
+            self._failed = False
+            log.info(f"MLflow: the tracking store answers again; catching up run {self.run.parent_id}")
+        if self.run.outbox:
+            self.run.catch_up()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+        if self.run.outbox:
+            self.run.mark_incomplete()

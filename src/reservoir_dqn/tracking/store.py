@@ -1,0 +1,185 @@
+"""The MLflow store: where it is, whether it answers, and the experiment of each environment.
+
+With no configuration the store is embedded: ``sqlite:///<root>/mlflow.db`` with artifacts
+under ``<root>/mlartifacts``, where ``<root>`` is ``$DVC_ROOT`` when set (queued DVC
+experiments run in a temporary copy that DVC deletes) and the repository root otherwise.
+``tracking.uri`` or ``$MLFLOW_TRACKING_URI`` point at a tracking server instead.
+
+:func:`connect` fails in one line, within ``tracking.connect_timeout_s``, when the store
+cannot be used; everything after it works with a :class:`Store`, which exists only once the
+connection succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+from urllib.parse import urlparse
+
+from mlflow import MlflowClient
+
+from reservoir_dqn.config import Config
+from reservoir_dqn.errors import first_line
+
+ROOT_MARKERS = (".dvc", ".git")
+EXPERIMENT_PREFIX = "reservoir-dqn"
+
+T = TypeVar("T")
+P = ParamSpec("P")
+RETRIES = 8  # attempts of a store call while SQLite reports a concurrent writer
+RETRY_DELAY_S = 0.25  # first wait between them, doubled each time
+
+
+class TrackingUnavailable(RuntimeError):
+    """The configured tracking store cannot be used; the message is one line for the user."""
+
+
+def project_root(start: Path | None = None) -> Path:
+    """``$DVC_ROOT`` when set, else the nearest folder holding ``.dvc`` or ``.git``, else the start folder."""
+    dvc_root = os.environ.get("DVC_ROOT")
+    if dvc_root:
+        return Path(dvc_root).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if any((folder / marker).exists() for marker in ROOT_MARKERS):
+            return folder
+    return here
+
+
+def tracking_uri(configured: str, root: Path) -> str:
+    """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store under ``root``."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+
+
+def experiment_name(env_name: str) -> str:
+    """One MLflow experiment per environment."""
+    return f"{EXPERIMENT_PREFIX}/{env_name}"
+
+
+def registered_model_name(env_name: str) -> str:
+    """One registered model per environment; its versions are the shipped agents."""
+    return f"{EXPERIMENT_PREFIX}-{env_name}"
+
+
+def check_reachable(uri: str, timeout: float) -> None:
+    """Raise :class:`TrackingUnavailable` (one line) unless the tracking store answers within ``timeout``."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+                if response.status == 200:
+                    return
+                reason = f"HTTP {response.status}"
+        except urllib.error.HTTPError as error:
+            reason = f"HTTP {error.code}"
+        except (urllib.error.URLError, OSError) as error:
+            reason = str(getattr(error, "reason", error)) or type(error).__name__
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} cannot be reached ({reason}); start it, correct tracking.uri or "
+            "MLFLOW_TRACKING_URI, or set tracking.enabled: false"
+        )
+    if parsed.scheme == "sqlite":
+        folder = Path(parsed.path[1:] if parsed.path.startswith("//") else parsed.path).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise TrackingUnavailable(f"MLflow store {uri}: cannot create {folder} ({error.strerror})") from None
+        if not os.access(folder, os.W_OK):
+            raise TrackingUnavailable(f"MLflow store {uri}: folder {folder} is not writable")
+    elif parsed.scheme in ("", "file"):
+        raise TrackingUnavailable(
+            f"MLflow tracking URI {uri!r} is a file store, which MLflow 3.13+ refuses; use sqlite:///path/mlflow.db"
+        )
+
+
+def retrying(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``call(*args, **kwargs)``, retried while SQLite reports a concurrent writer ('database is locked')."""
+    for attempt in range(RETRIES):
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:
+            if "locked" not in str(error).lower() or attempt == RETRIES - 1:
+                raise
+            time.sleep(RETRY_DELAY_S * 2**attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _first_contact_lock(root: Path, uri: str) -> Iterator[None]:
+    """Serialise the first contact with an embedded SQLite store across processes.
+
+    Two processes that find no ``mlflow.db`` would otherwise both create its tables.
+    """
+    if not uri.startswith("sqlite:"):
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".mlflow.db.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class Store:
+    """A tracking store that answered, and the experiment of this configuration's environment."""
+
+    client: MlflowClient
+    uri: str
+    root: Path
+    experiment_id: str
+
+    @property
+    def embedded(self) -> bool:
+        return self.uri.startswith("sqlite:")
+
+
+def connect(config: Config, root: Path | None = None) -> Store | None:
+    """Connect to the configured store (``None`` when tracking is off); fail fast and in one line."""
+    if not config.tracking.enabled:
+        return None
+    root = root or project_root()
+    uri = tracking_uri(config.tracking.uri, root)
+    check_reachable(uri, config.tracking.connect_timeout_s)
+    # Bound how long one request to a server that vanishes later may hang the sink thread.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    with _first_contact_lock(root, uri):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        try:
+            experiment_id = _experiment(client, config.env.name, root if uri.startswith("sqlite:") else None)
+        except Exception as error:  # noqa: BLE001 - any failure here means "cannot track"
+            raise TrackingUnavailable(f"MLflow store {uri} cannot be used ({first_line(error)})") from None
+    return Store(client, uri, root, experiment_id)
+
+
+def _experiment(client: MlflowClient, env_name: str, artifact_root: Path | None) -> str:
+    """The experiment of ``env_name``, created when missing (joined when a parallel process created it first)."""
+    name = experiment_name(env_name)
+
+    def existing() -> str | None:
+        found = retrying(client.get_experiment_by_name, name)
+        return None if found is None else str(found.experiment_id)
+
+    if (found := existing()) is not None:
+        return found
+    # Without an explicit location MLflow would put artifacts in ./mlruns of whatever folder runs the stage.
+    location = None if artifact_root is None else (artifact_root / "mlartifacts" / env_name).as_uri()
+    try:
+        return str(retrying(client.create_experiment, name, artifact_location=location))
+    except Exception:
+        # Parallel experiments starting together: another process may have created it first.
+        if (found := existing()) is None:
+            raise
+        return found

@@ -1,0 +1,87 @@
+"""dvc.yaml declares, for every stage, exactly the package modules the stage imports (transitively).
+
+DVC reruns a stage when one of its ``deps`` changes, so a module the stage imports but does
+not declare would let a code change go unnoticed, and one it declares but does not import
+would rerun it for nothing. The imports are read from the source with ``ast``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO
+
+PACKAGE = "reservoir_dqn"
+SOURCE = REPO / "src"
+
+
+def module_file(module: str) -> Path | None:
+    path = SOURCE / Path(*module.split("."))
+    if (path / "__init__.py").exists():
+        return path / "__init__.py"
+    return path.with_suffix(".py") if path.with_suffix(".py").exists() else None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Package modules imported by one file, at any depth of the file (lazy imports included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith(PACKAGE)}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PACKAGE) and not node.level:
+            found.add(node.module)
+            found |= {
+                f"{node.module}.{alias.name}" for alias in node.names if module_file(f"{node.module}.{alias.name}")
+            }
+    return found
+
+
+def closure(module: str) -> set[Path]:
+    """Every package file a module needs: itself, the ``__init__`` of each package on its path, what it imports."""
+    seen: set[Path] = set()
+    pending = [module]
+    while pending:
+        name = pending.pop()
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__.py and a/b/__init__.py too
+            path = module_file(".".join(parts[:depth]))
+            if path is not None and path not in seen:
+                seen.add(path)
+                pending += sorted(imported_modules(path))
+    return seen
+
+
+def declared(stage: dict) -> set[Path]:
+    """The package files a stage's deps cover (a folder covers every file in it)."""
+    files: set[Path] = set()
+    for dep in stage["deps"]:
+        path = REPO / dep
+        if path.is_dir():
+            files |= set(path.rglob("*.py"))
+        elif path.suffix == ".py":
+            files.add(path)
+    return {file for file in files if "__pycache__" not in file.parts}
+
+
+def test_every_stage_declares_exactly_the_modules_it_imports() -> None:
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    for name, stage in pipeline["stages"].items():
+        module = re.search(r"(?:tools/stage |python -m reservoir_dqn\.stages\.)(\w+)", stage["cmd"])
+        assert module, f"stage {name}: its command does not run tools/stage"
+        needed = closure(f"{PACKAGE}.stages.{module.group(1)}")
+        listed = declared(stage)
+        missing = sorted(str(path.relative_to(REPO)) for path in needed - listed)
+        extra = sorted(str(path.relative_to(REPO)) for path in listed - needed)
+        assert not missing, f"stage {name} imports but does not declare: {missing}"
+        assert not extra, f"stage {name} declares but does not import: {extra}"
+
+
+def test_the_import_reader_follows_lazy_and_package_imports() -> None:
+    files = closure(f"{PACKAGE}.stages.plot")
+    relative = {str(path.relative_to(SOURCE)) for path in files}
+    assert "reservoir_dqn/envs/reservoir_figures.py" in relative  # imported inside a method
+    assert "reservoir_dqn/__init__.py" in relative and "reservoir_dqn/envs/__init__.py" in relative
