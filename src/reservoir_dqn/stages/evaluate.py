@@ -23,6 +23,7 @@ from reservoir_dqn.evaluation import describe, reference, run_agents
 from reservoir_dqn.files import write_csv, write_json
 from reservoir_dqn.results import NETWORKS, Evaluation
 from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config, training_summary
+from reservoir_dqn.statistics import Summary
 from reservoir_dqn.tracking.hparams import log_hparams
 
 PATHS = ("agents", "train_metrics", "eval_metrics", "summary", "eval_episodes", "trajectories")
@@ -105,28 +106,34 @@ def tracked_metrics(evaluation: Evaluation, train_minutes: float) -> dict[str, f
     return metrics
 
 
+def _number(name: str, value: float) -> str:
+    return f"{value:,.1f}" if name == "return" else f"{value:.3f}"
+
+
 def report(evaluation: Evaluation) -> str:
     """The table a person reads after the stage: each headline metric per policy, with its interval over seeds."""
     names = evaluation.headline
+    width = 27
     lines = [
-        f"{evaluation.env}: {evaluation.seeds} agents x {evaluation.episodes} test episodes "
-        f"(score 0 = random, 1 = {evaluation.optimum_label})",
-        f"  {'policy':<22}" + "".join(f"{name:>28}" for name in names),
+        f"{evaluation.env}: {evaluation.seeds} agents x {evaluation.episodes} test episodes; "
+        f"score 0 = random, 1 = {evaluation.optimum_label}",
+        f"  {'policy':<21}" + "".join(f"{name:>{width}}" for name in names),
     ]
 
-    def cell(summary: Any) -> str:
-        if summary.ci_low is None:
-            return f"{summary.mean:>28.3f}"
-        return f"{summary.mean:>12.3f} [{summary.ci_low:.3f}, {summary.ci_high:.3f}]".rjust(28)
+    def cell(name: str, summary: Summary) -> str:
+        text = _number(name, summary.mean)
+        if summary.ci_low is not None and summary.ci_high is not None:
+            text += f" [{_number(name, summary.ci_low)}, {_number(name, summary.ci_high)}]"
+        return f"{text:>{width}}"
 
     for network in NETWORKS:
-        label = "dqn, final networks" if network == "final" else "dqn, best snapshots"
-        lines.append(f"  {label:<22}" + "".join(cell(evaluation.metric(name, network)) for name in names))
-    for policy, values in evaluation.baselines.items():
-        lines.append(f"  {policy:<22}" + "".join(f"{values[name]:>28.3f}" for name in names))
+        label = "DQN, final networks" if network == "final" else "DQN, best snapshots"
+        lines.append(f"  {label:<21}" + "".join(cell(name, evaluation.metric(name, network)) for name in names))
+    for policy, values in sorted(evaluation.baselines.items(), key=lambda item: -item[1][names[0]]):
+        lines.append(f"  {policy:<21}" + "".join(f"{_number(name, values[name]):>{width}}" for name in names))
     lines.append(
-        f"  mean [95% bootstrap interval] over {evaluation.seeds} seeds; shipped: agent {evaluation.shipped_agent}'s "
-        f"{evaluation.shipped_network} network (the best on the validation seeds)"
+        f"  DQN: mean [95% bootstrap interval] over {evaluation.seeds} seeds. Shipped: "
+        f"seed {evaluation.shipped_agent}'s {evaluation.shipped_network} network, the best on the validation seeds."
     )
     return "\n".join(lines)
 

@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display: works on servers and in CI
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -65,7 +66,7 @@ def training_curves(log: dict[str, pd.DataFrame], trained: dict[str, Any]) -> Fi
         ),
         (axes[0, 1], "episode", "return", "Return of training episodes (exploring)", "episode return"),
         (axes[1, 0], "learning", "td_loss", "TD loss (mean over the interval's updates)", "Huber/L2 TD loss"),
-        (axes[1, 1], "learning", "q_mean", "Greedy Q-value on collected states", "mean of max_a Q(s, a)"),
+        (axes[1, 1], "learning", "q_mean", "Greedy Q-value on the states collected", "mean of max_a Q(s, a)"),
     ]
     for ax, group, field, title, ylabel in panels:
         frame = log.get(group)
@@ -73,6 +74,9 @@ def training_curves(log: dict[str, pd.DataFrame], trained: dict[str, Any]) -> Fi
             _curve(ax, frame, field, shipped, "agents")
         ax.set(title=title, ylabel=ylabel)
     axes[1, 0].set_yscale("log")
+    for axis in (axes[1, 0].yaxis,):  # plain numbers at every labelled tick, not 4 x 10^-2
+        axis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        axis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
     validation = log.get("validation")
     if validation is not None and len(validation):
         network = trained["shipped_network"]
@@ -91,10 +95,13 @@ def training_curves(log: dict[str, pd.DataFrame], trained: dict[str, Any]) -> Fi
     progress = log["progress"]
     ax = axes[0, 2]
     ax.plot(progress["frames"], progress["epsilon"], color="tab:olive")
-    ax.set(title="Schedules", ylabel="exploration rate epsilon", ylim=(0, 1.02))
-    twin = ax.twinx()
-    twin.plot(progress["frames"], progress["lr"], color="tab:purple")
-    twin.set_ylabel("learning rate", color="tab:purple")
+    ax.set(title="Exploration schedule", ylabel="exploration rate epsilon", ylim=(0, 1.02))
+    if progress["lr"].nunique() == 1:  # a constant learning rate is a number, not a curve
+        ax.set_title(f"Exploration schedule (learning rate {progress['lr'].iloc[0]:g}, constant)")
+    else:
+        twin = ax.twinx()
+        twin.plot(progress["frames"], progress["lr"], color="tab:purple")
+        twin.set_ylabel("learning rate", color="tab:purple")
     ax = axes[1, 2]
     ax.plot(progress["frames"], progress["frames_per_second"], color="tab:blue")
     ax.set(title="Speed", ylabel="frames per second (all agents)")
