@@ -28,11 +28,11 @@ run: setup
 	$(BIN)/dvc repro
 
 test: setup system
-	$(BIN)/python -m pytest -n $(JOBS)
+	$(BIN)/python -m pytest -n $(JOBS) --maxschedchunk 1
 
 # The everyday loop: everything but the tests marked slow (DVC, servers, whole trainings).
 test-fast: setup
-	$(BIN)/python -m pytest -n $(JOBS) -m "not slow"
+	$(BIN)/python -m pytest -n $(JOBS) --maxschedchunk 1 -m "not slow"
 
 # Benchmarks (not tests): bench/results/benchmark.{json,md} and figures.
 bench: setup

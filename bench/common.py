@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: the machine, repeated timings, pipeline runs in a subprocess."""
+"""Helpers shared by the benchmarks: the machine, repeated timings, training runs in a subprocess."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ from reservoir_dqn.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
+QUIET = ["tracking.enabled=false", "tracking.tensorboard=false"]
 
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     import gymnasium
     import mlflow
+    import optuna
     import tensordict
     import torch
     import torchrl
@@ -40,6 +42,7 @@ def machine() -> dict[str, Any]:
         "tensordict": tensordict.__version__,
         "gymnasium": gymnasium.__version__,
         "mlflow": mlflow.__version__,
+        "optuna": optuna.__version__,
         "cuda": torch.cuda.is_available(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
@@ -56,59 +59,52 @@ def repeat(measure: Callable[[], float], times: int) -> dict[str, float]:
 
 
 @dataclass
-class PipelineRun:
-    """One training (and optionally evaluation) in a fresh folder, in its own process."""
+class Run:
+    """One training (and optionally evaluation) in a fresh folder, each stage in its own process."""
 
-    folder: Path
-    train: dict[str, Any]
-    eval: dict[str, Any] | None
-    wall_s: float
-    peak_rss_mb: float
-    log: list[dict[str, str]]
+    train: dict[str, Any]  # metrics/train.json
+    eval: dict[str, Any] | None  # metrics/eval.json
+    wall_s: float  # the train process, start to exit
+    peak_rss_mb: float  # of the train process
 
 
-def run_pipeline(overrides: Sequence[str], evaluate: bool = True, keep: Path | None = None) -> PipelineRun:
-    """Train (and evaluate) with the repository's params.yaml plus ``overrides``, as a user would.
+def run_pipeline(overrides: Sequence[str], evaluate: bool = True) -> Run:
+    """Train (and evaluate) with the repository's params.yaml plus ``overrides``, as a user runs the stages.
 
-    Runs ``reservoir-dqn train`` in a subprocess and measures its wall time and peak resident
-    memory (``ru_maxrss`` of that process).
+    Measures the train process's wall time and peak resident memory (``ru_maxrss``).
     """
     folder = Path(tempfile.mkdtemp(prefix="reservoir-dqn-bench-"))
     shutil.copy(REPO / "params.yaml", folder / "params.yaml")
     sets = [argument for override in overrides for argument in ("--set", override)]
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    started = time.perf_counter()
-    with (folder / "train.out").open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "reservoir_dqn.cli", "train", *sets],
-            cwd=folder,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-        _, status, usage = os.wait4(process.pid, 0)  # the resource usage of this process alone
-    wall = time.perf_counter() - started
-    peak = usage.ru_maxrss / 1024  # KiB -> MiB
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"training failed: {(folder / 'train.out').read_text()[-2000:]}")
-    evaluation = None
-    if evaluate:
-        subprocess.run(
-            [sys.executable, "-m", "reservoir_dqn.cli", "evaluate", *sets],
-            cwd=folder,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        evaluation = json.loads((folder / "metrics/eval.json").read_text())
-    import csv
-
-    with (folder / "logs/train_log.csv").open() as file:
-        log = list(csv.DictReader(file))
-    result = PipelineRun(folder, json.loads((folder / "metrics/train.json").read_text()), evaluation, wall, peak, log)
-    if keep is None:
+    try:
+        started = time.perf_counter()
+        with (folder / "train.out").open("wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "reservoir_dqn.cli", "train", *sets],
+                cwd=folder,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+            _, status, usage = os.wait4(process.pid, 0)  # the resource usage of this process alone
+        wall = time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"training failed: {(folder / 'train.out').read_text()[-2000:]}")
+        evaluation = None
+        if evaluate:
+            subprocess.run(
+                [sys.executable, "-m", "reservoir_dqn.cli", "evaluate", *sets],
+                cwd=folder,
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            evaluation = json.loads((folder / "metrics/eval.json").read_text())
+        train = json.loads((folder / "metrics/train.json").read_text())
+        return Run(train, evaluation, wall, usage.ru_maxrss / 1024)
+    finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return result
 
 
 def write_results(name: str, data: dict[str, Any]) -> Path:

@@ -1,115 +1,305 @@
-"""The benchmark suite: sample efficiency, speed, throughput, scaling and tracking overhead.
+"""The benchmark suite: seeds, learning, CartPole, the pipeline, tuning, the CI gate, throughput, tracking.
 
-Usage (from the repository root; ``make bench`` runs all of it, about 50 minutes on 2 cores)::
+Usage (from the repository root; ``make bench`` runs all of it, about 40 minutes on 2 cores)::
 
-    .venv/bin/python -m bench.run                      # every section
-    .venv/bin/python -m bench.run --sections throughput,reservoir --repeats 3
+    .venv/bin/python -m bench.run                         # every section
+    .venv/bin/python -m bench.run --sections seeds,cartpole --repeats 3
 
 Writes ``bench/results/benchmark.json`` (machine-readable, with the machine it ran on),
-``bench/results/benchmark.md`` (the tables) and ``bench/results/scaling.png``. Every figure
-is a median over repeated runs with its range; nothing here is a test.
+``bench/results/benchmark.md`` (the tables) and ``bench/results/seeds.png``; the ``gate``
+section also writes the measured per-seed results the statistics tests draw from
+(``tests/data/reservoir_seeds.json``). Every timing is a median over repeated runs with its
+range; nothing here is a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, machine, repeat, run_pipeline, spread, write_results
+import numpy as np
 
-QUIET = ["tracking.enabled=false", "tracking.tensorboard=false"]
-CARTPOLE = ["env.name=CartPole-v1", "train.total_frames=50000", *QUIET]
-SOLVED = 475.0
+from bench.common import QUIET, REPO, RESULTS, machine, repeat, run_pipeline, spread, write_results
+from bench.report import markdown
+
+CARTPOLE = [
+    "env.name=CartPole-v1",
+    "train.total_frames=50000",
+    "train.stop_at_validation_return=475",
+    "train.eval_episodes=20",
+]
+SEED_COUNTS = (1, 2, 5, 10)
+SEEDS_FRAMES = 30_000  # the per-frame cost is what scales with the seeds; a shorter run measures it
+POOL = REPO / "tests" / "data" / "reservoir_seeds.json"
 
 
-def cartpole(repeats: int) -> dict[str, Any]:
-    """Default CartPole settings, seeds 0..repeats-1: frames to a solved greedy policy, final score, speed."""
-    seeds = []
-    for seed in range(repeats):
-        result = run_pipeline([*CARTPOLE, f"seed={seed}"])
-        evaluations = [
-            (int(row["frames"]), float(row["eval/return_mean"])) for row in result.log if row["eval/return_mean"]
+def seeds(repeats: int) -> dict[str, Any]:
+    """Training 1, 2, 5 and 10 agents together: process and loop wall time, peak memory."""
+    results: dict[str, Any] = {}
+    for count in SEED_COUNTS:
+        runs = [
+            run_pipeline([*QUIET, f"train.seeds={count}", f"train.total_frames={SEEDS_FRAMES}"], evaluate=False)
+            for _ in range(repeats)
         ]
-        first = next((frames for frames, value in evaluations if value >= SOLVED), None)
-        assert result.eval is not None
-        seeds.append(
+        results[str(count)] = {
+            "process_s": spread([run.wall_s for run in runs]),
+            "loop_s": spread([run.train["train_time_s"] + run.train["validation_time_s"] for run in runs]),
+            "peak_rss_mb": spread([run.peak_rss_mb for run in runs]),
+        }
+        print(f"  {count} seeds: {results[str(count)]}", flush=True)
+    one = results["1"]["process_s"]["median"]
+    results["ratio_to_one_seed"] = {
+        str(count): results[str(count)]["process_s"]["median"] / one for count in SEED_COUNTS
+    }
+    _plot_seeds(results)
+    return results
+
+
+def _plot_seeds(results: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = list(SEED_COUNTS)
+    figure, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    for key, label in (("process_s", "whole train process"), ("loop_s", "training loop")):
+        medians = [results[str(c)][key]["median"] for c in counts]
+        low = [results[str(c)][key]["min"] for c in counts]
+        high = [results[str(c)][key]["max"] for c in counts]
+        ax.errorbar(
+            counts,
+            medians,
+            yerr=[np.subtract(medians, low), np.subtract(high, medians)],
+            marker="o",
+            capsize=3,
+            label=label,
+        )
+    ax.plot(counts, [results["1"]["process_s"]["median"] * c for c in counts], "k:", label="one process per seed")
+    ax.set(
+        xlabel="seeds trained together",
+        ylabel="seconds",
+        xticks=counts,
+        title=f"Reservoir, {SEEDS_FRAMES:,} frames per seed (median, min-max)",
+    )
+    ax.set_ylim(0, results[str(counts[-1])]["process_s"]["max"] * 1.15)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    figure.savefig(RESULTS / "seeds.png", dpi=110)
+    plt.close(figure)
+
+
+def _agents(run: Any) -> list[dict[str, Any]]:
+    """Per agent: final and best test score, and the fraction of the optimum's return."""
+    evaluation = run.eval
+    optimum = evaluation["score_reference"]["optimum_return"]
+    rows = []
+    for index in range(evaluation["seeds"]):
+        final = {name: evaluation["dqn"]["final"][name]["per_seed"][index] for name in ("score", "return")}
+        best = {name: evaluation["dqn"]["best"][name]["per_seed"][index] for name in ("score", "return")}
+        agent = run.train["agents"][index]
+        rows.append(
             {
-                "seed": seed,
-                "frames_to_solved": first,  # first periodic greedy evaluation (validation seeds) with mean >= 475
-                "final_greedy_mean": result.eval["dqn"]["return_mean"],  # 100 test episodes, model written
-                "train_time_s": result.train["train_time_s"],  # collection + updates, evaluation excluded
-                "fps": result.train["fps"],
+                "agent": index,
+                "final_score": final["score"],
+                "best_score": best["score"],
+                "final_fraction": final["return"] / optimum,
+                "best_fraction": best["return"] / optimum,
+                "final_return": final["return"],
+                "best_return": best["return"],
+                "best_validation_frames": agent["best_validation_frames"],
+                "stopped_at_frames": agent["stopped_at_frames"],
+                "stopped_after_seconds": agent["stopped_after_seconds"],
             }
         )
-        print(f"  cartpole seed {seed}: {seeds[-1]}", flush=True)
-    solved = [s for s in seeds if s["final_greedy_mean"] >= SOLVED]
-    reached = [s["frames_to_solved"] for s in seeds if s["frames_to_solved"] is not None]
-    return {
-        "seeds": seeds,
-        "solved_seeds": len(solved),
-        "frames_to_solved": spread(reached) if reached else None,
-        "final_greedy_mean": spread([s["final_greedy_mean"] for s in seeds]),
-        "train_time_s": spread([s["train_time_s"] for s in seeds]),
-        "fps": spread([s["fps"] for s in seeds]),
-    }
+    return rows
 
 
 def reservoir(repeats: int) -> dict[str, Any]:
-    """Default reservoir settings, seeds 0..repeats-1: fraction of the SDP optimum and speed."""
-    seeds = []
-    for seed in range(repeats):
-        result = run_pipeline([*QUIET, f"seed={seed}"])
-        assert result.eval is not None
-        seeds.append(
+    """The default pipeline (100,000 frames x 5 seeds) for master seeds 0 .. repeats-1: final and best per agent."""
+    results: dict[str, Any] = {"runs": []}
+    for master in range(repeats):
+        run = run_pipeline([*QUIET, f"seed={master}"])
+        agents = _agents(run)
+        results["runs"].append(
             {
-                "seed": seed,
-                "fraction_of_optimum": result.eval["fraction_of_optimum"],
-                "dqn_return": result.eval["dqn"]["return_mean"],
-                "sdp_return": result.eval["sdp"]["return_mean"],
-                "sop_return": result.eval["sop"]["return_mean"],
-                "train_time_s": result.train["train_time_s"],
-                "fps": result.train["fps"],
-                "frames": result.train["frames"],
+                "seed": master,
+                "agents": agents,
+                "process_s": run.wall_s,
+                "loop_s": run.train["train_time_s"] + run.train["validation_time_s"],
+                "eval": {name: run.eval["dqn"]["final"][name] for name in ("score", "return", "reliability")},
+                "baselines": run.eval["baselines"],
             }
         )
-        print(f"  reservoir seed {seed}: {seeds[-1]}", flush=True)
+        print(f"  seed {master}: " + ", ".join(f"{a['final_fraction']:.4f}" for a in agents), flush=True)
+    finals = [a["final_fraction"] for r in results["runs"] for a in r["agents"]]
+    results["final_fraction"] = spread(finals)
+    results["final_at_least_0.95"] = sum(value >= 0.95 for value in finals)
+    results["agents"] = len(finals)
+    if len(results["runs"]) > 1:  # a change that only moves the seeds: the gate must not call it a regression
+        results["master_seed_change"] = _seed_change_verdicts(results["runs"][0], results["runs"][1])
+    return results
+
+
+def _seed_change_verdicts(baseline: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    from reservoir_dqn.config import load_config
+    from reservoir_dqn.statistics import compare
+
+    settings = load_config(REPO / "params.yaml").compare
+    verdicts = {}
+    for name, tolerance in settings.gates.items():
+        result = compare(
+            baseline["eval"][name]["per_seed"],
+            change["eval"][name]["per_seed"],
+            tolerance,
+            settings.significance,
+            settings.resamples,
+        )
+        verdicts[name] = {"difference": result.difference, "p_lower": result.p_lower, "verdict": result.verdict}
+    return {"baseline_seed": baseline["seed"], "change_seed": change["seed"], "verdicts": verdicts}
+
+
+def cartpole(repeats: int) -> dict[str, Any]:
+    """The CartPole recipe, 5 seeds: when each agent's validation reached 475, its final test mean; process overhead."""
+    runs = [run_pipeline([*QUIET, *CARTPOLE]) for _ in range(repeats)]  # the same seeds: timing repeats
+    agents = _agents(runs[0])
+    for agent in agents:
+        agent["final_test_mean"] = agent["final_return"]
+    process = [run.wall_s for run in runs]
+    loop = [run.train["train_time_s"] for run in runs]
+    # All 50,000 frames (no early stop): the process against its training loop.
+    full = [run_pipeline([*QUIET, *CARTPOLE[:2], CARTPOLE[3]], evaluate=False) for _ in range(repeats)]
     return {
-        "seeds": seeds,
-        "fraction_of_optimum": spread([s["fraction_of_optimum"] for s in seeds]),
-        "train_time_s": spread([s["train_time_s"] for s in seeds]),
-        "fps": spread([s["fps"] for s in seeds]),
+        "full_50k": {
+            "process_s": spread([run.wall_s for run in full]),
+            "loop_s": spread([run.train["train_time_s"] for run in full]),
+            "validation_s": spread([run.train["validation_time_s"] for run in full]),
+            "process_over_loop": spread([run.wall_s / run.train["train_time_s"] for run in full]),
+        },
+        "agents": agents,
+        "solved_agents": sum(agent["final_test_mean"] >= 475 for agent in agents),
+        "frames_per_agent": runs[0].train["frames"],
+        "process_s": spread(process),
+        "loop_s": spread(loop),
+        "validation_s": spread([run.train["validation_time_s"] for run in runs]),
+        "process_over_loop": spread([p / lo for p, lo in zip(process, loop, strict=True)]),
+    }
+
+
+def repro(repeats: int) -> dict[str, Any]:
+    """The default `dvc repro` (train, evaluate, plot; 5 seeds) in a fresh git copy of the project."""
+    from tests.conftest import copy_repo
+
+    durations = []
+    for _ in range(repeats):
+        folder = Path(tempfile.mkdtemp(prefix="reservoir-dqn-repro-")) / "repo"
+        root = copy_repo(folder)
+        (root / ".venv").symlink_to(REPO / ".venv")
+        env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(root / "src")}
+        for command in (
+            ["git", "init", "-q"],
+            ["git", "add", "-A"],
+            ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "b"],
+        ):
+            subprocess.run(command, cwd=root, check=True, env=env)
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "dvc", "repro", "--force"], cwd=root, env=env, check=True, capture_output=True
+        )
+        durations.append(time.perf_counter() - started)
+        shutil.rmtree(folder.parent, ignore_errors=True)
+        print(f"  dvc repro: {durations[-1]:.1f} s", flush=True)
+    return {"wall_s": spread(durations)}
+
+
+TUNE_OVERRIDES = ["train.total_frames=10000", "train.seeds=2", "train.eval_interval_frames=2000"]
+
+
+def tune(repeats: int) -> dict[str, Any]:
+    """A 12-trial study run by 1 and by 2 workers sharing its SQLite storage (small trials)."""
+    results: dict[str, Any] = {}
+    for workers in (1, 2):
+        durations = []
+        for _ in range(repeats):
+            folder = Path(tempfile.mkdtemp(prefix="reservoir-dqn-tune-"))
+            shutil.copy(REPO / "params.yaml", folder / "params.yaml")
+            sets = [a for o in (*QUIET, "tune.trials=12") for a in ("--set", o)]
+            sets += ["--set", "tune.overrides=" + json.dumps(TUNE_OVERRIDES)]
+            started = time.perf_counter()
+            processes = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "reservoir_dqn.cli", "tune", *sets],
+                    cwd=folder,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for _ in range(workers)
+            ]
+            codes = [process.wait() for process in processes]
+            durations.append(time.perf_counter() - started)
+            assert codes == [0] * workers, codes
+            shutil.rmtree(folder, ignore_errors=True)
+            print(f"  {workers} worker(s): {durations[-1]:.1f} s", flush=True)
+        results[str(workers)] = {"wall_s": spread(durations)}
+    results["trial_overrides"] = TUNE_OVERRIDES
+    return results
+
+
+def gate(repeats: int) -> dict[str, Any]:
+    """False alarms of the CI gate: 5-vs-5-seed no-change pairs drawn from one 20-seed default run."""
+    from reservoir_dqn.config import load_config
+    from reservoir_dqn.statistics import compare
+
+    run = run_pipeline([*QUIET, "train.seeds=20"])
+    pool = {name: run.eval["dqn"]["final"][name]["per_seed"] for name in ("score", "return")}
+    POOL.parent.mkdir(parents=True, exist_ok=True)
+    POOL.write_text(json.dumps({"command": "python -m bench.run --sections gate", "per_seed": pool}, indent=2) + "\n")
+    settings = load_config(REPO / "params.yaml").compare
+    rng = np.random.default_rng(0)
+    pairs = 2000
+    alarms = {name: 0 for name in settings.gates}
+    for _ in range(pairs):
+        order = rng.permutation(20)
+        for name, tolerance in settings.gates.items():
+            values = np.asarray(pool[name])
+            verdict = compare(values[order[:5]], values[order[5:10]], tolerance, settings.significance, 200).verdict
+            alarms[name] += verdict == "regression"
+    return {
+        "pool": {name: {"values": values, **spread(values)} for name, values in pool.items()},
+        "pairs": pairs,
+        "false_alarm_rate": {name: count / pairs for name, count in alarms.items()},
     }
 
 
 def throughput(repeats: int) -> dict[str, Any]:
-    """Raw batched env steps/s, collector frames/s with the policy in the loop, optimiser updates/s."""
+    """Reservoir env steps/s by batch size; collection frames/s and optimiser updates/s for 1 and 5 agents."""
     import torch
-    from torchrl.collectors import Collector
 
-    from reservoir_dqn.agent import make_agent, update
+    from reservoir_dqn.agent import NetworkSpec, make_agent, update
+    from reservoir_dqn.collect import Rollout
     from reservoir_dqn.config import load_config
-    from reservoir_dqn.envs import make_env
-    from reservoir_dqn.envs.reservoir import DiscreteReservoirEnv
-    from reservoir_dqn.replay import TRANSITION_KEYS, make_replay_buffer
-    from reservoir_dqn.training import network_spec
+    from reservoir_dqn.envs import profile
+    from reservoir_dqn.replay import TransitionWriter, make_replay_buffer
 
     torch.set_num_threads(1)
-    config = load_config(Path("params.yaml"), ["env.name=reservoir"])
+    config = load_config(REPO / "params.yaml")
+    env_profile = profile(config.env)
     env_steps = {}
-    for batch in (1, 16, 256, 1024):
-        env = DiscreteReservoirEnv(config.env.reservoir, batch)
-        env.set_seed(0)
-        steps = max(200, 200_000 // batch)
-        actions = torch.randint(env.model.num_actions, (steps, batch))
+    for batch in (1, 50, 1000):
+        env = env_profile.make(config.env, list(range(batch)))
+        steps = max(200, 100_000 // batch)
+        actions = torch.randint(11, (steps, batch))
 
-        def measure(
-            env: DiscreteReservoirEnv = env, steps: int = steps, actions: torch.Tensor = actions, batch: int = batch
-        ) -> float:
+        def measure(env: Any = env, steps: int = steps, actions: torch.Tensor = actions, batch: int = batch) -> float:
             tensordict = env.reset()
             started = time.perf_counter()
             for step in range(steps):
@@ -119,44 +309,17 @@ def throughput(repeats: int) -> dict[str, Any]:
 
         env_steps[str(batch)] = repeat(measure, repeats)
         print(f"  env steps/s at batch {batch}: {env_steps[str(batch)]['median']:,.0f}", flush=True)
-
-    collectors = {}
-    for name in ("reservoir", "CartPole-v1"):
-        cfg = load_config(Path("params.yaml"), [f"env.name={name}"])
-        env = make_env(cfg.env, cfg.env.num_envs)
-        agent = make_agent(cfg.dqn, network_spec(env, cfg.env, cfg.dqn.hidden_sizes))
-        collector = Collector(
-            env,
-            agent.policy,
-            frames_per_batch=cfg.train.frames_per_batch,
-            total_frames=-1,
-            auto_register_policy_transforms=False,
-        )
-        batches = iter(collector)
-        next(batches)
-
-        def measure_collector(batches: Any = batches, per_batch: int = cfg.train.frames_per_batch) -> float:
-            count = max(20_000 // per_batch, 10)
-            started = time.perf_counter()
-            for _ in range(count):
-                next(batches)
-            return count * per_batch / (time.perf_counter() - started)
-
-        collectors[name] = repeat(measure_collector, repeats)
-        collector.shutdown()
-        print(f"  collector frames/s ({name}, {cfg.env.num_envs} envs): {collectors[name]['median']:,.0f}")
-
     updates = {}
-    for compiled in (False, True):
-        cfg = load_config(Path("params.yaml"), ["env.name=reservoir"])
-        env = make_env(cfg.env, 4)
-        spec = network_spec(env, cfg.env, cfg.dqn.hidden_sizes)
-        agent = make_agent(cfg.dqn, spec, compile_loss=compiled)
-        buffer = make_replay_buffer(cfg.dqn)
-        buffer.extend(env.rollout(600, break_when_any_done=False).reshape(-1).select(*TRANSITION_KEYS))
-        started = time.perf_counter()
-        update(agent, buffer.sample())  # compiles, when asked
-        warmup = time.perf_counter() - started
+    for agents in (1, 5):
+        spec = NetworkSpec(4, 11, tuple(config.dqn.hidden_sizes), "reservoir", None, agents)
+        agent = make_agent(config.dqn, spec, seeds=list(range(agents)))
+        env = env_profile.make(config.env, list(range(agents * config.env.num_envs)))
+        rollout = Rollout(env, agent.policy, 10, env_profile)
+        buffer = make_replay_buffer(config.dqn, agents)
+        writer = TransitionWriter(buffer, agents, 1, config.dqn.gamma)
+        collect = lambda rollout=rollout, writer=writer: writer.write(rollout.collect())  # noqa: E731
+        for _ in range(30):
+            collect()
 
         def measure_updates(agent: Any = agent, buffer: Any = buffer) -> float:
             started = time.perf_counter()
@@ -164,209 +327,56 @@ def throughput(repeats: int) -> dict[str, Any]:
                 update(agent, buffer.sample())
             return 300 / (time.perf_counter() - started)
 
-        key = "compiled" if compiled else "eager"
-        updates[key] = {**repeat(measure_updates, repeats), "first_update_s": warmup}
-        print(f"  updates/s ({key}, batch {cfg.dqn.batch_size}, sampling included): {updates[key]['median']:,.0f}")
-    return {"env_steps_per_s": env_steps, "collector_frames_per_s": collectors, "updates_per_s": updates}
+        def measure_collection(collect: Callable[[], Any] = collect, frames: int = agents * 100) -> float:
+            started = time.perf_counter()
+            for _ in range(50):
+                collect()
+            return 50 * frames / (time.perf_counter() - started)
 
-
-def scaling(repeats: int) -> dict[str, Any]:
-    """Reservoir training time and peak memory against total frames and against replay buffer size."""
-    by_frames = {}
-    for frames in (25_000, 50_000, 100_000, 200_000):
-        runs = [run_pipeline([*QUIET, f"train.total_frames={frames}"], evaluate=False) for _ in range(repeats)]
-        by_frames[str(frames)] = {
-            "train_time_s": spread([r.train["train_time_s"] for r in runs]),
-            "peak_rss_mb": spread([r.peak_rss_mb for r in runs]),
-        }
-        print(f"  {frames} frames: {by_frames[str(frames)]}", flush=True)
-    by_buffer = {}
-    for size, on_disk in ((10_000, False), (100_000, False), (1_000_000, True)):
-        overrides = [
-            *QUIET,
-            "train.total_frames=100000",
-            f"dqn.buffer_size={size}",
-            f"dqn.buffer_on_disk={str(on_disk).lower()}",
-        ]
-        runs = [run_pipeline(overrides, evaluate=False) for _ in range(repeats)]
-        by_buffer[str(size)] = {
-            "storage": "memmap on disk" if on_disk else "memory",
-            "train_time_s": spread([r.train["train_time_s"] for r in runs]),
-            "peak_rss_mb": spread([r.peak_rss_mb for r in runs]),
-        }
-        print(f"  buffer {size}: {by_buffer[str(size)]}", flush=True)
-    _plot_scaling(by_frames, by_buffer)
-    return {"by_total_frames": by_frames, "by_buffer_size": by_buffer}
-
-
-def _plot_scaling(by_frames: dict[str, Any], by_buffer: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    frames = sorted(int(k) for k in by_frames)  # JSON keeps them as sorted strings
-    ax = axes[0]
-    ax.plot(frames, [by_frames[str(f)]["train_time_s"]["median"] for f in frames], "o-", label="train time (s)")
-    ax2 = ax.twinx()
-    ax2.plot(frames, [by_frames[str(f)]["peak_rss_mb"]["median"] for f in frames], "s--", color="tab:red")
-    ax.set(title="Reservoir: total frames", xlabel="frames", ylabel="training time (s)")
-    ax2.set_ylabel("peak RSS (MiB)", color="tab:red")
-    ax2.set_ylim(0, 1.15 * max(by_frames[str(f)]["peak_rss_mb"]["max"] for f in frames))  # from 0: flat is flat
-    sizes = sorted(by_buffer, key=int)
-    ax = axes[1]
-    ax.bar(sizes, [by_buffer[s]["peak_rss_mb"]["median"] for s in sizes], color="tab:red", alpha=0.6)
-    for index, size in enumerate(sizes):
-        ax.annotate(
-            f"{by_buffer[size]['train_time_s']['median']:.0f} s\n{by_buffer[size]['storage']}",
-            (index, by_buffer[size]["peak_rss_mb"]["median"]),
-            ha="center",
-            va="bottom",
-            fontsize=8,
+        updates[str(agents)] = repeat(measure_updates, repeats)
+        updates[f"collection_{agents}"] = repeat(measure_collection, repeats)
+        print(
+            f"  {agents} agent(s): updates/s {updates[str(agents)]['median']:,.0f}, collection frames/s "
+            f"{updates[f'collection_{agents}']['median']:,.0f}",
+            flush=True,
         )
-    top = max(by_buffer[s]["peak_rss_mb"]["median"] for s in sizes)
-    ax.set(title="Replay buffer size (100k frames)", xlabel="buffer size", ylabel="peak RSS (MiB)")
-    ax.set_ylim(0, 1.25 * top)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    figure.savefig(RESULTS / "scaling.png", dpi=110)
-    plt.close(figure)
+    return {"env_steps_per_s": env_steps, "updates_per_s": updates}
 
 
-def tracking_overhead(repeats: int) -> dict[str, Any]:
-    """Reservoir training with MLflow (embedded store) and TensorBoard on, against both off.
-
-    The runs share one embedded store created beforehand, as in a project after its first
-    run (creating the store's tables, once per project, takes about a second more).
-    """
+def tracking(repeats: int) -> dict[str, Any]:
+    """The default training (5 seeds, 30,000 frames) with MLflow (embedded store) and TensorBoard on, against off."""
     from mlflow import MlflowClient
 
     store = Path(tempfile.mkdtemp(prefix="reservoir-dqn-bench-store-"))
     uri = f"sqlite:///{store / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()  # creates the tables
+    MlflowClient(uri).search_experiments()  # creates the tables, as in a project after its first run
     on = ["tracking.enabled=true", "tracking.tensorboard=true", f"tracking.uri={uri}"]
     results: dict[str, Any] = {}
     try:
         for label, overrides in (("off", QUIET), ("on", on)):
-            runs = [run_pipeline(list(overrides), evaluate=False) for _ in range(repeats)]
+            runs = [run_pipeline([*overrides, "train.total_frames=30000"], evaluate=False) for _ in range(repeats)]
             results[label] = {
-                "train_time_s": spread([r.train["train_time_s"] for r in runs]),
-                "stage_wall_s": spread([r.wall_s for r in runs]),
+                "loop_s": spread([r.train["train_time_s"] for r in runs]),
+                "process_s": spread([r.wall_s for r in runs]),
             }
             print(f"  tracking {label}: {results[label]}", flush=True)
     finally:
         shutil.rmtree(store, ignore_errors=True)
-    off, tracked = results["off"], results["on"]
-    results["loop_overhead"] = tracked["train_time_s"]["median"] / off["train_time_s"]["median"] - 1
-    results["stage_overhead"] = tracked["stage_wall_s"]["median"] / off["stage_wall_s"]["median"] - 1
+    results["loop_overhead"] = results["on"]["loop_s"]["median"] / results["off"]["loop_s"]["median"] - 1
+    results["process_overhead"] = results["on"]["process_s"]["median"] / results["off"]["process_s"]["median"] - 1
     return results
 
 
-SECTIONS: dict[str, Callable[[int], dict[str, Any]]] = {
-    "throughput": throughput,
-    "cartpole": cartpole,
-    "reservoir": reservoir,
-    "tracking": tracking_overhead,
-    "scaling": scaling,
+SECTIONS: dict[str, tuple[Callable[[int], dict[str, Any]], int]] = {
+    "throughput": (throughput, 5),
+    "seeds": (seeds, 3),
+    "reservoir": (reservoir, 2),
+    "cartpole": (cartpole, 3),
+    "repro": (repro, 2),
+    "tune": (tune, 2),
+    "gate": (gate, 1),
+    "tracking": (tracking, 3),
 }
-DEFAULT_REPEATS = {"throughput": 5, "cartpole": 5, "reservoir": 3, "tracking": 3, "scaling": 3}
-
-
-def markdown(results: dict[str, Any]) -> str:
-    """The tables a person reads (and the closing note quotes)."""
-
-    def cell(stats: dict[str, float] | None, digits: int = 1) -> str:
-        if not stats:
-            return "-"
-        return f"{stats['median']:,.{digits}f} ({stats['min']:,.{digits}f}-{stats['max']:,.{digits}f}, n={stats['n']})"
-
-    m = results["machine"]
-    lines = [
-        "# Benchmarks",
-        "",
-        f"{m['cores']} cores, {m['torch_threads']} torch thread(s) in training, torch {m['torch']}, "
-        f"torchrl {m['torchrl']}, {m['date']}. Median (min-max, n runs).",
-        "",
-    ]
-    if "cartpole" in results:
-        c = results["cartpole"]
-        lines += [
-            "## CartPole-v1, default settings, 50,000 frames",
-            "",
-            "| seed | frames to greedy 100-episode mean >= 475 | final greedy mean (100 test episodes) | "
-            "training s | frames/s |",
-            "|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {s['seed']} | {s['frames_to_solved'] or 'not reached'} | {s['final_greedy_mean']:.1f} | "
-            f"{s['train_time_s']:.1f} | {s['fps']:,.0f} |"
-            for s in c["seeds"]
-        ]
-        lines += [
-            "",
-            f"Solved (final >= 475): {c['solved_seeds']} of {len(c['seeds'])} seeds. Training time "
-            f"{cell(c['train_time_s'])} s; frames/s {cell(c['fps'], 0)}.",
-            "",
-        ]
-    if "reservoir" in results:
-        r = results["reservoir"]
-        lines += [
-            "## Reservoir, default settings",
-            "",
-            "| seed | fraction of SDP optimum | DQN | SDP | SOP | training s | frames/s |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {s['seed']} | {s['fraction_of_optimum']:.4f} | {s['dqn_return']:.1f} | {s['sdp_return']:.1f} | "
-            f"{s['sop_return']:.1f} | {s['train_time_s']:.1f} | {s['fps']:,.0f} |"
-            for s in r["seeds"]
-        ]
-        lines += [
-            "",
-            f"Fraction of optimum {cell(r['fraction_of_optimum'], 4)}; training {cell(r['train_time_s'])} s.",
-            "",
-        ]
-    if "throughput" in results:
-        t = results["throughput"]
-        lines += ["## Throughput", "", "| measurement | median (min-max, n) |", "|---|---|"]
-        lines += [f"| reservoir env steps/s, batch {b} | {cell(v, 0)} |" for b, v in t["env_steps_per_s"].items()]
-        lines += [
-            f"| collector frames/s with policy, {n} | {cell(v, 0)} |" for n, v in t["collector_frames_per_s"].items()
-        ]
-        lines += [
-            f"| optimiser updates/s, {k} (first update {v['first_update_s']:.1f} s) | {cell(v, 0)} |"
-            for k, v in t["updates_per_s"].items()
-        ]
-        lines.append("")
-    if "tracking" in results:
-        tr = results["tracking"]
-        lines += [
-            "## Tracking overhead (reservoir)",
-            "",
-            "| tracking | training loop s | whole stage s |",
-            "|---|---|---|",
-        ]
-        lines += [f"| {k} | {cell(tr[k]['train_time_s'])} | {cell(tr[k]['stage_wall_s'])} |" for k in ("off", "on")]
-        lines += [
-            "",
-            f"Overhead: {tr['loop_overhead']:+.1%} of the training loop, {tr['stage_overhead']:+.1%} of "
-            "the whole stage (model logging and uploads included).",
-            "",
-        ]
-    if "scaling" in results:
-        s = results["scaling"]
-        lines += ["## Scaling (reservoir)", "", "| total frames | training s | peak RSS MiB |", "|---|---|---|"]
-        lines += [
-            f"| {k} | {cell(v['train_time_s'])} | {cell(v['peak_rss_mb'], 0)} |"
-            for k, v in sorted(s["by_total_frames"].items(), key=lambda item: int(item[0]))
-        ]
-        lines += ["", "| buffer size | storage | training s (100k frames) | peak RSS MiB |", "|---|---|---|---|"]
-        lines += [
-            f"| {k} | {v['storage']} | {cell(v['train_time_s'])} | {cell(v['peak_rss_mb'], 0)} |"
-            for k, v in sorted(s["by_buffer_size"].items(), key=lambda item: int(item[0]))
-        ]
-        lines += ["", "![scaling](scaling.png)", ""]
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -374,15 +384,14 @@ def main() -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated: " + ", ".join(SECTIONS))
     parser.add_argument("--repeats", type=int, help="runs per measurement (default: per section)")
     args = parser.parse_args()
-    results: dict[str, Any] = {"machine": machine()}
+    results: dict[str, Any] = {}
     previous = RESULTS / "benchmark.json"
     if previous.exists():  # keep sections measured earlier; re-measure only those asked for
-        import json
-
-        results = {**json.loads(previous.read_text()), "machine": machine()}
+        results = {key: value for key, value in json.loads(previous.read_text()).items() if key in SECTIONS}
     for name in args.sections.split(","):
         print(f"[{name}]", flush=True)
-        results[name] = SECTIONS[name](args.repeats or DEFAULT_REPEATS[name])
+        section, default = SECTIONS[name]
+        results[name] = {"machine": machine(), **section(args.repeats or default)}
         write_results("benchmark", results)
         (RESULTS / "benchmark.md").write_text(markdown(results))
     print((RESULTS / "benchmark.md").read_text())

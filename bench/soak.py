@@ -60,6 +60,7 @@ def main() -> None:
         "tracking.tensorboard=false",
         "train.checkpoint_interval_frames=100000",
         "train.eval_interval_frames=10000",  # memory is the point here, not a fine learning curve
+        "train.seeds=1",
     ]
     command = [sys.executable, "-m", "reservoir_dqn.cli", "train", *[a for o in overrides for a in ("--set", o)]]
     samples: list[tuple[float, int, float]] = []
@@ -71,7 +72,8 @@ def main() -> None:
         while process.poll() is None:
             memory = rss_mb(process.pid)
             if memory is not None:
-                samples.append((time.perf_counter() - started, frames_so_far(folder / "logs/train_log.csv"), memory))
+                frames = frames_so_far(folder / "logs/train/progress.csv")
+                samples.append((time.perf_counter() - started, frames, memory))
             time.sleep(1.0)
     if process.returncode != 0:
         raise SystemExit(f"training failed: {(folder / 'train.out').read_text()[-2000:]}")

@@ -8,10 +8,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from filelock import FileLock
+
 from tests.conftest import copy_repo, wait_for, write_params
 
 VENV_BIN = str(Path(sys.executable).parent)
 OUTPUTS = ("models", "logs", "metrics", "plots", "checkpoints", "mlflow.db", "mlartifacts", "runs", "dvc.lock")
+
+# The baseline's params on top of the tiny budget: tracking on, as a user has it; a champion
+# budget this run meets (so the README's `models:/...@champion` finds one); a tuning study of
+# three short trials; a replay warm-up as large as the largest batch size a trial may draw, so
+# that the best trial's params are valid in the pipeline too.
+BASELINE = {
+    "tracking.enabled": True,
+    "tracking.tensorboard": True,
+    "tracking.champion_budget.reservoir.total_frames": 800,
+    "tracking.champion_budget.reservoir.seeds": 2,
+    "tune.trials": 3,
+    "tune.startup_trials": 1,
+    "train.min_replay_size": 256,
+    "tune.overrides": ["train.total_frames=800", "train.seeds=2"],
+}
 
 
 def clean_env(repo: Path | None = None, **extra: str) -> dict[str, str]:
@@ -95,6 +113,29 @@ def make_repo(destination: Path, **params: object) -> Path:
             path.unlink()
     run(root, "git", "init", "-q", "-b", "main")
     commit(root, "tiny baseline")
+    return root
+
+
+def baseline_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny project after the README's first command (`make run`), its results committed on main.
+
+    Built once per test session: under pytest-xdist the first worker builds it under a file
+    lock in the session's shared temporary folder and the others use it. Tests work on a
+    ``clone_repo`` of it, never on it.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    shared = tmp_path_factory.getbasetemp().parent if worker else tmp_path_factory.getbasetemp()
+    root, built = shared / "baseline" / "repo", shared / "baseline" / "built"
+    with FileLock(str(shared / "baseline.lock")):
+        if not built.exists():
+            if root.parent.exists():
+                shutil.rmtree(root.parent)  # a build that failed half-way
+            make_repo(root, **BASELINE)
+            setup = run(root, "make", "--question", "setup", check=False)
+            assert setup.returncode == 0, "the .venv is older than requirements.lock: run `make setup` first"
+            run(root, "make", "run")
+            commit(root, "baseline results")
+            built.touch()
     return root
 
 

@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 
 from reservoir_dqn.stages import evaluate, train
 from tests.conftest import model_weights, tiny_params, tree_digest, wait_for, write_params
-from tests.dvc_repo import clean_env, commit, dvc, make_repo, queue_logs, run, run_queue
+from tests.dvc_repo import clean_env, dvc, make_repo, queue_logs, run, run_queue
 from tests.servers import MlflowServer, PostgresServer, postgres_binaries
 from tests.test_config import BAD_FILES
 
@@ -174,23 +174,10 @@ def test_tracking_server_lost_mid_run_then_resynced(project: Path, tmp_path: Pat
         server.stop()
 
 
-def _sweep_of_four(repo: Path, tracking_uri: str) -> None:
-    write_params(
-        repo / "params.yaml", **{"tracking.enabled": True, "tracking.uri": tracking_uri, "tracking.tensorboard": False}
-    )
-    commit(repo, "track")
-    dvc(repo, "exp", "run", "--queue", "-S", "seed=0,1,2,3")
-    status = run_queue(repo, jobs=4, timeout=600)
-    logs = queue_logs(repo, status)
-    dvc(repo, "queue", "stop", check=False)
-    assert status.count("Success") == 4, status + logs
-    assert "database is locked" not in logs
-
-
-def _check_four_runs(client: MlflowClient) -> None:
+def _check_runs(client: MlflowClient, seeds: list[int]) -> None:
     experiments = [experiment.experiment_id for experiment in client.search_experiments()]
     parents = client.search_runs(experiments, "tags.run_kind = 'pipeline'", max_results=50)
-    assert sorted(int(run.data.params["seed"]) for run in parents) == [0, 1, 2, 3]
+    assert sorted(int(run.data.params["seed"]) for run in parents) == seeds
     for parent in parents:
         assert parent.info.status == "FINISHED" and "eval/score_mean" in parent.data.metrics
         children = client.search_runs(experiments, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
@@ -199,13 +186,8 @@ def _check_four_runs(client: MlflowClient) -> None:
             assert len(client.get_metric_history(child.info.run_id, "progress/epsilon")) == 20
 
 
-def test_four_parallel_experiments_share_the_embedded_store(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
-    _sweep_of_four(repo, "")
-    _check_four_runs(MlflowClient(f"sqlite:///{repo / 'mlflow.db'}"))  # at the real root, not the temp copies
-
-
-def test_four_parallel_experiments_against_a_server_on_postgresql(tmp_path: Path) -> None:
+def test_four_parallel_experiments_on_the_embedded_store_and_on_a_server_on_postgresql(tmp_path: Path) -> None:
+    """`dvc queue start -j 4`: two experiments log to the embedded SQLite store, two to a server on PostgreSQL."""
     binaries, reason = postgres_binaries()
     if binaries is None:
         pytest.skip(reason)
@@ -213,9 +195,16 @@ def test_four_parallel_experiments_against_a_server_on_postgresql(tmp_path: Path
     server = MlflowServer(tmp_path / "server", backend=database.uri)
     try:
         server.start()
-        repo = make_repo(tmp_path / "repo")
-        _sweep_of_four(repo, server.uri)
-        _check_four_runs(MlflowClient(server.uri))
+        repo = make_repo(tmp_path / "repo", **{"tracking.enabled": True, "tracking.tensorboard": False})
+        dvc(repo, "exp", "run", "--queue", "-S", "seed=0,1")
+        dvc(repo, "exp", "run", "--queue", "-S", "seed=2,3", "-S", f"tracking.uri={server.uri}")
+        status = run_queue(repo, jobs=4, timeout=600)
+        logs = queue_logs(repo, status)
+        dvc(repo, "queue", "stop", check=False)
+        assert status.count("Success") == 4, status + logs
+        assert "database is locked" not in logs
+        _check_runs(MlflowClient(f"sqlite:///{repo / 'mlflow.db'}"), [0, 1])  # at the real root, not the temp copies
+        _check_runs(MlflowClient(server.uri), [2, 3])
     finally:
         server.stop()
         database.stop()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dvc_repo import commit, dvc, make_repo, run
+from tests.dvc_repo import baseline_repo, clone_repo, commit, dvc, run
 from tests.servers import SshServer
 
 pytestmark = pytest.mark.slow
@@ -25,8 +25,13 @@ def _teammate(origin: Path, folder: Path) -> Path:
     return folder
 
 
+@pytest.fixture
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny project after its first `dvc repro`, results committed (each test works on a copy)."""
+    return baseline_repo(tmp_path_factory)
+
+
 def _push_then_pull(origin: Path, remote: list[str], tmp_path: Path) -> None:
-    dvc(origin, "repro")
     dvc(origin, "remote", "add", "--default", "team", *remote[:1])
     for option in remote[1:]:
         dvc(origin, "remote", "modify", "team", *option.split("=", 1))
@@ -41,18 +46,18 @@ def _push_then_pull(origin: Path, remote: list[str], tmp_path: Path) -> None:
     assert "up to date" in status.stdout  # the pulled outputs are exactly what dvc.lock records
 
 
-def test_push_and_pull_through_a_folder_remote(tmp_path: Path) -> None:
-    origin = make_repo(tmp_path / "origin")
+def test_push_and_pull_through_a_folder_remote(reproduced: Path, tmp_path: Path) -> None:
+    origin = clone_repo(reproduced, tmp_path / "origin")
     _push_then_pull(origin, [str(tmp_path / "remote")], tmp_path)
 
 
-def test_push_and_pull_through_an_ssh_remote(tmp_path: Path) -> None:
+def test_push_and_pull_through_an_ssh_remote(reproduced: Path, tmp_path: Path) -> None:
     try:
         server = SshServer(tmp_path / "sshd").start()
     except FileNotFoundError as error:
         pytest.skip(str(error))
     try:
-        origin = make_repo(tmp_path / "origin")
+        origin = clone_repo(reproduced, tmp_path / "origin")
         url = f"ssh://{server.user}@127.0.0.1:{server.port}{tmp_path / 'ssh-remote'}"
         _push_then_pull(origin, [url, f"keyfile={server.client_key}"], tmp_path)
     finally:

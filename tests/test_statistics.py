@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from reservoir_dqn.config import load_config
 from reservoir_dqn.statistics import Summary, compare, iqm, summarize
+from tests.conftest import REPO
+
+POOL = Path(__file__).parent / "data" / "reservoir_seeds.json"
 
 
 def test_interquartile_mean_drops_the_outer_quarters() -> None:
@@ -66,3 +73,22 @@ def test_no_change_rarely_fails_the_gate() -> None:
         compare(rng.choice(pool, 5), rng.choice(pool, 5), tolerance=0.0, resamples=200).verdict for _ in range(400)
     ]
     assert verdicts.count("regression") / len(verdicts) <= 0.05
+
+
+def test_a_change_that_only_moves_the_seeds_fails_the_gate_at_most_5_percent_of_the_time() -> None:
+    """False alarms on the measured spread: disjoint 5-seed groups of one 20-seed default run.
+
+    ``tests/data/reservoir_seeds.json`` holds the final networks' per-seed test results of the
+    default params with 20 seeds (written by ``python -m bench.run --sections gate``). Each
+    pair is two experiments that differ only in their seeds; the gate, with the tolerances
+    and significance of params.yaml, must call at most 5% of them regressions.
+    """
+    pool = json.loads(POOL.read_text())["per_seed"]
+    settings = load_config(REPO / "params.yaml").compare
+    rng = np.random.default_rng(11)
+    for name, tolerance in settings.gates.items():
+        values = np.asarray(pool[name])
+        assert len(values) == 20 and np.ptp(values) > 0, name
+        pairs = [rng.permutation(values)[:10] for _ in range(300)]
+        verdicts = [compare(pair[:5], pair[5:], tolerance, settings.significance, 200).verdict for pair in pairs]
+        assert verdicts.count("regression") / len(verdicts) <= 0.05, name

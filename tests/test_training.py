@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from reservoir_dqn import training
 from reservoir_dqn.checkpoint import verify_archive
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import PROFILES
@@ -52,10 +53,14 @@ def _train(*overrides: str, name: str = "run") -> int:
     return train.main([arg for override in (*paths, *overrides) for arg in ("--set", override)])
 
 
-@pytest.mark.parametrize("env_name", ["reservoir", "CartPole-v1"])
-def test_smoke_train_evaluate_plot_through_the_console_script(project: Path, env_name: str) -> None:
-    """The real entry points, as a user runs them, with a tiny budget, on both environments."""
-    write_params(project / "params.yaml", **{"env.name": env_name})
+@pytest.mark.slow
+def test_smoke_train_evaluate_plot_through_the_console_script_on_cartpole(project: Path) -> None:
+    """The real entry points, as a user runs them, with a tiny budget, on CartPole.
+
+    The reservoir goes through the same entry points in tests/test_readme.py (the README's
+    stage commands) and in every DVC test.
+    """
+    write_params(project / "params.yaml", **{"env.name": "CartPole-v1"})
     for stage in ("train", "evaluate", "plot"):
         result = subprocess.run(
             [sys.executable, "-m", "reservoir_dqn.cli", stage], capture_output=True, text=True, cwd=project
@@ -68,7 +73,7 @@ def test_smoke_train_evaluate_plot_through_the_console_script(project: Path, env
     main_metric = evaluation["dqn"]["final"]["score"]
     assert len(main_metric["per_seed"]) == 2 and main_metric["ci_low"] <= main_metric["mean"] <= main_metric["ci_high"]
     headline = json.loads((project / "metrics/summary.json").read_text())
-    assert set(headline) == {*evaluation["headline"], "score_ci_low", "score_ci_high", "train_minutes"}
+    assert set(headline) == {*evaluation["headline"], "score_lo", "score_hi", "train_minutes"}
     assert (project / "models/model.pt").exists() and (project / "models/agents/final.pt").exists()
     assert len(list((project / "plots").glob("*.png"))) >= 2
     logs = _logs(project / "logs/train")
@@ -97,7 +102,12 @@ def test_agents_and_master_seeds_give_different_weights(project: Path) -> None:
 
 @pytest.mark.parametrize(
     ("interval", "extra"),
-    [(200, ()), (120, ("dqn.prioritized=true",)), (1000, ("dqn.n_steps=1",)), (120, ("env.name=CartPole-v1",))],
+    [
+        (200, ()),
+        pytest.param(120, ("dqn.prioritized=true",), marks=pytest.mark.slow),
+        pytest.param(1000, ("dqn.n_steps=1",), marks=pytest.mark.slow),
+        pytest.param(120, ("env.name=CartPole-v1",), marks=pytest.mark.slow),
+    ],
 )
 def test_resume_is_exact_at_any_checkpoint_interval(project: Path, interval: int, extra: tuple[str, ...]) -> None:
     """N frames straight == stopped at a checkpoint in the middle of episodes, then resumed: bit-identical."""
@@ -134,7 +144,17 @@ def test_checkpoint_of_other_params_is_never_resumed(project: Path, capsys) -> N
     capsys.readouterr()
     assert _train("dqn.gamma=0.9") == 0
     out = capsys.readouterr().out
-    assert "come from other parameters and are never resumed" in out and "resuming from" not in out
+    assert "come from other parameters or code and are never resumed" in out and "resuming from" not in out
+    assert json.loads((project / "train_run.json").read_text())["resumed_from_frames"] == 0
+
+
+def test_checkpoint_of_other_code_is_never_resumed(project: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a `git pull`, DVC re-runs train: the old code's finished checkpoint must not be shipped as new."""
+    assert _train() == 0
+    capsys.readouterr()
+    monkeypatch.setattr(training, "source_hash", lambda: "the code of another version")
+    assert _train() == 0
+    assert "come from other parameters or code" in capsys.readouterr().out
     assert json.loads((project / "train_run.json").read_text())["resumed_from_frames"] == 0
 
 

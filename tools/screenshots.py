@@ -94,7 +94,7 @@ def mlflow_pages(client: MlflowClient, base: str) -> dict[str, str]:
         if experiment.name == "Default":
             continue
         slug = experiment.name.replace("/", "_")
-        pages[f"mlflow-{slug}-runs"] = f"{base}/#/experiments/{experiment.experiment_id}"
+        pages[f"mlflow-{slug}-runs"] = f"{base}/#/experiments/{experiment.experiment_id}/runs"
         parents = client.search_runs(
             [experiment.experiment_id], "tags.run_kind = 'pipeline'", order_by=["attributes.start_time DESC"]
         )[:2]
@@ -118,6 +118,7 @@ def main() -> None:
         raise SystemExit("chromium is not installed (Debian: apt-get install chromium)")
     args.out.mkdir(parents=True, exist_ok=True)
     pages_dir = args.out / "dvc"
+    pages_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run([BIN / "dvc", "plots", "show", "--out", pages_dir / "show"], cwd=ROOT, check=True)
     screenshot((pages_dir / "show" / "index.html").as_uri(), args.out / "dvc-plots-show.png", (1500, 2300))
     if args.diff:

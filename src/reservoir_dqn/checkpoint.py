@@ -119,8 +119,8 @@ class Checkpointer:
     """Writes checkpoints of one configuration into one folder and restores the newest valid one.
 
     :param directory: the checkpoint folder (DVC keeps it across runs with ``persist: true``).
-    :param config_hash: hash of the parameters that determine training; a checkpoint with
-        another hash is never resumed.
+    :param config_hash: hash of the parameters (and code) that determine training; a
+        checkpoint with another hash is never resumed.
     :param keep: how many of the newest checkpoints to keep.
     """
 
@@ -138,7 +138,7 @@ class Checkpointer:
         """Checkpoints of this configuration, newest first, after setting aside those of others.
 
         Leftovers of an interrupted write (TorchRL stages to hidden temporary names) are
-        removed. Checkpoints written with other parameters are removed with a notice: they
+        removed. Checkpoints written with other parameters or code are removed with a notice: they
         can never be resumed, and keeping them would confuse the rotation.
         """
         if not self.directory.is_dir():
@@ -157,7 +157,8 @@ class Checkpointer:
             (others if config_hash is not None and config_hash != self.config_hash else mine).append(path)
         if others:
             log.warning(
-                f"{self.directory}: {len(others)} checkpoint(s) come from other parameters and are never resumed; "
+                f"{self.directory}: {len(others)} checkpoint(s) come from other parameters or code and are never "
+                "resumed; "
                 "removing them and starting from this configuration's own state"
             )
             for path in others:

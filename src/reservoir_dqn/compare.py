@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -136,6 +137,7 @@ def markdown_report(
     change: Evaluation,
     results: dict[str, Comparison],
     gates: dict[str, float],
+    significance: float,
     params: Sequence[tuple[str, Any, Any]],
 ) -> str:
     """The table a pull request shows: one row per headline metric, then the params that changed."""
@@ -159,6 +161,13 @@ def markdown_report(
             f"{p:.3g} | {verdict} |"
         )
     lines.append("")
+    smallest_p = 1 / math.comb(baseline.seeds + change.seeds, change.seeds)
+    if smallest_p >= significance:
+        lines += [
+            f"With {baseline.seeds} and {change.seeds} seeds the smallest possible p is {smallest_p:.3g}, not below "
+            f"{significance}: no change can be significant. Train 4 or more seeds a side (train.seeds).",
+            "",
+        ]
     if params:
         lines.append(
             f"Params that differ from `{label}`: " + ", ".join(f"`{k}` {old!r} -> {new!r}" for k, old, new in params)
@@ -197,7 +206,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     results = comparisons(baseline, change, config)
     gates = dict(config.compare.gates)
     changes = param_changes(commit, change_commit)
-    report = markdown_report(label, args.change or "the workspace", baseline, change, results, gates, changes)
+    report = markdown_report(
+        label, args.change or "the workspace", baseline, change, results, gates, config.compare.significance, changes
+    )
     print(report)
     if args.output is not None:
         write_text(args.output, report)

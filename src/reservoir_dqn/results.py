@@ -65,13 +65,16 @@ class Evaluation:
         return self.agents[network][name]
 
     def headline_metrics(self) -> dict[str, float | None]:
-        """The numbers DVC tracks (``metrics/summary.json``): the main metric with its interval, then the others."""
+        """The numbers DVC tracks (``metrics/summary.json``).
+
+        The main metric with its 95% bootstrap interval (``<name>_lo``, ``<name>_hi``), then the others.
+        """
         main, *others = self.headline
         summary = self.metric(main)
         values: dict[str, float | None] = {
             main: summary.mean,
-            f"{main}_ci_low": summary.ci_low,
-            f"{main}_ci_high": summary.ci_high,
+            f"{main}_lo": summary.ci_low,
+            f"{main}_hi": summary.ci_high,
         }
         values |= {name: self.metric(name).mean for name in others}
         return values

@@ -22,6 +22,7 @@ resumed from any checkpoint computes exactly what the uninterrupted run computes
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
 import random
@@ -39,7 +40,7 @@ from torchrl.data import TensorDictReplayBuffer
 from torchrl.modules import QValueActor
 from tqdm import tqdm
 
-from reservoir_dqn.agent import Agent, NetworkSpec, anneal, make_agent, update
+from reservoir_dqn.agent import Agent, NetworkSpec, anneal, make_agent, select_agents, update
 from reservoir_dqn.checkpoint import Checkpointer, CorruptCheckpoint, SafeReplayBufferAdapter, checkpoint_frames
 from reservoir_dqn.collect import Rollout
 from reservoir_dqn.config import TRAIN_SEED_LIMIT, VALIDATION_SEED_BASE, Config
@@ -71,7 +72,8 @@ class Progress(BaseModel):
     best_return: list[float] = []  # per agent: best validation so far ...
     best_score: list[float] = []
     best_frames: list[int] = []  # ... and when
-    stopped_frames: list[int | None] = []  # per agent: when it reached stop_at_validation_return
+    stopped_frames: list[int | None] = []  # per agent: when it reached stop_at_validation_return ...
+    stopped_seconds: list[float | None] = []  # ... and after how much training and validation time
     run_ids: dict[str, str] = {}  # the tracking runs this training logs to, continued on resume
 
     def state_dict(self) -> dict[str, Any]:
@@ -165,7 +167,21 @@ def start(config: Config, checkpoint_dir: Path) -> Session:
 
 
 def _checkpointer(config: Config, checkpoint_dir: Path) -> Checkpointer:
-    return Checkpointer(checkpoint_dir, config.training_hash, config.train.keep_checkpoints)
+    key = hashlib.sha256(f"{config.training_hash} {source_hash()}".encode()).hexdigest()
+    return Checkpointer(checkpoint_dir, key, config.train.keep_checkpoints)
+
+
+def source_hash() -> str:
+    """Hash of this package's code: a checkpoint written by other code is never resumed.
+
+    DVC re-runs the train stage when the code changed; resuming the old code's (perhaps
+    finished) checkpoint would then ship a model that this code never computed.
+    """
+    digest = hashlib.sha256()
+    package = Path(__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def _build(config: Config, device: torch.device) -> Session:
@@ -198,6 +214,7 @@ def _build(config: Config, device: torch.device) -> Session:
         best_score=[float("-inf")] * agents,
         best_frames=[0] * agents,
         stopped_frames=[None] * agents,
+        stopped_seconds=[None] * agents,
     )
     best, stopped = copy.deepcopy(agent.averaged_network), copy.deepcopy(agent.averaged_network)
     checkpoint = Checkpoint(
@@ -311,21 +328,21 @@ def _learn(session: Session, interval: Interval) -> None:
 def _validate(session: Session) -> Record:
     """Greedy episodes of every agent's averaged weights on the validation seeds; snapshots and early stops."""
     config, progress, agent = session.config, session.progress, session.agent
-    episodes = run_agents(
-        session.profile,
-        config.env,
-        agent.averaged_network,
-        agent.agents,
-        config.train.eval_episodes,
-        VALIDATION_SEED_BASE,
-    )
-    returns = torch.stack([result.returns.double().mean() for result in episodes])
+    # A stopped agent's network no longer changes: only the others play.
+    active = [index for index, stopped in enumerate(progress.stopped_frames) if stopped is None]
+    network = agent.averaged_network
+    if len(active) < agent.agents:
+        network = select_agents(network, session.spec, active)[0]
+    returns = torch.full((agent.agents,), torch.nan, dtype=torch.float64)
+    if active:
+        episodes = run_agents(
+            session.profile, config.env, network, len(active), config.train.eval_episodes, VALIDATION_SEED_BASE
+        )
+        returns[active] = torch.stack([result.returns.double().mean() for result in episodes])
     scores = session.reference.score(returns)
     assert isinstance(scores, torch.Tensor)
     target = config.train.stop_at_validation_return
-    for index in range(agent.agents):
-        if progress.stopped_frames[index] is not None:  # a stopped agent's network no longer changes
-            continue
+    for index in active:
         progress.last_return[index], progress.last_score[index] = float(returns[index]), float(scores[index])
         if returns[index] >= progress.best_return[index]:  # ties: the later, longer-trained one
             progress.best_return[index], progress.best_score[index] = float(returns[index]), float(scores[index])
@@ -333,6 +350,7 @@ def _validate(session: Session) -> Record:
             _copy_agent(agent.averaged_network, session.best, index)
         if target is not None and returns[index] >= target:
             progress.stopped_frames[index] = progress.frames
+            progress.stopped_seconds[index] = round(progress.train_seconds + progress.eval_seconds, 2)
             _copy_agent(agent.averaged_network, session.stopped, index)
             log.info(
                 f"agent {index} reached a validation return of {float(returns[index]):.1f} (>= {target:g}) "
@@ -416,6 +434,7 @@ def _result(session: Session) -> TrainResult:
                 "best_validation_score": progress.best_score[index],
                 "best_validation_frames": progress.best_frames[index],
                 "stopped_at_frames": progress.stopped_frames[index],
+                "stopped_after_seconds": progress.stopped_seconds[index],
             }
             for index in range(agent.agents)
         ],

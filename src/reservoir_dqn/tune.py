@@ -22,6 +22,7 @@ compares the winner with its full budget.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import shutil
 import sys
@@ -71,6 +72,10 @@ def _engine_url(url: str) -> str:
     return "postgresql+psycopg2://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
 
 
+# What losing the race to create Optuna's tables looks like: PostgreSQL, then SQLite.
+RACE_SIGNS = ("duplicate key", "already exists", "unique constraint failed", "database is locked")
+
+
 def open_storage(url: str, settings: TuneConfig, store: Store | None = None) -> RDBStorage:
     """Optuna's RDB storage with heartbeats and retries of failed trials; one line when it cannot be reached.
 
@@ -89,7 +94,7 @@ def open_storage(url: str, settings: TuneConfig, store: Store | None = None) -> 
             storage.get_all_studies()  # a real round trip
             return storage
         except Exception as error:  # noqa: BLE001 - any failure here means "this storage cannot be used"
-            racing = any(sign in str(error).lower() for sign in ("duplicate key", "already exists"))
+            racing = any(sign in str(error).lower() for sign in RACE_SIGNS)
             if not racing or attempt == TABLE_RACE_ATTEMPTS - 1:
                 raise StageFailed(f"Optuna storage {_safe(url)} cannot be reached ({first_line(error)})") from None
             time.sleep(0.5 * (attempt + 1))
@@ -211,8 +216,10 @@ class Objective:
             sinks.append(MlflowSink(tracking.run))
         log.info(f"trial {trial.number}: {', '.join(suggested)}")
 
+        validations = itertools.count()  # the pruner's steps: warmup_validations counts these
+
         def report(frames: int, scores: torch.Tensor) -> None:
-            trial.report(self.score(scores), frames)
+            trial.report(self.score(scores), next(validations))
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at {frames:,} frames")
 

@@ -15,13 +15,11 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reservoir_dqn.config import Config
 from reservoir_dqn.metrics import MetricGroup, Sink
-from reservoir_dqn.results import Evaluation
 from reservoir_dqn.tracking.naming import RunIdentity, identify
-from reservoir_dqn.tracking.registry import ModelLogger, promote_if_better
-from reservoir_dqn.tracking.runs import PipelineRun, reference_run
 from reservoir_dqn.tracking.sinks import CsvSink, MlflowSink, TensorBoardSink
 from reservoir_dqn.tracking.store import (
     Store,
@@ -31,6 +29,11 @@ from reservoir_dqn.tracking.store import (
     project_root,
     registered_model_name,
 )
+
+if TYPE_CHECKING:  # the MLflow modules are imported only once a store answered (mlflow takes a second)
+    from reservoir_dqn.results import Evaluation
+    from reservoir_dqn.tracking.registry import ModelLogger
+    from reservoir_dqn.tracking.runs import PipelineRun
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ class Tracking:
 
     @property
     def _model_logger(self) -> ModelLogger:
+        from reservoir_dqn.tracking.registry import ModelLogger
+
         return ModelLogger(self.config.tracking.register_model)
 
     def start_training(
@@ -70,6 +75,8 @@ class Tracking:
         """
         if self.store is None:
             return {}
+        from reservoir_dqn.tracking.runs import PipelineRun
+
         self.run = PipelineRun.existing(self.store, run_ids, self._model_logger) if run_ids else None
         if self.run is not None:
             self.run.set_status("RUNNING")
@@ -93,6 +100,8 @@ class Tracking:
         """Join the runs that training created (evaluate and plot)."""
         if self.store is None:
             return
+        from reservoir_dqn.tracking.runs import PipelineRun
+
         self.run = PipelineRun.existing(self.store, run_ids, self._model_logger)
         if self.run is None:
             log.warning("MLflow: the training run is unknown to this store; this stage is not tracked")
@@ -124,6 +133,8 @@ class Tracking:
         """Offer the registered version of this run the ``champion`` alias."""
         if self.run is None:
             return
+        from reservoir_dqn.tracking.registry import promote_if_better
+
         version = self.run.tag("model_version")
         if version is not None:
             promote_if_better(self.run, self.config, version, score)
@@ -136,6 +147,8 @@ class Tracking:
         """
         if self.run is None:
             return
+        from reservoir_dqn.tracking.runs import reference_run
+
         key = f"{self.config.env.name}-{_env_hash(self.config)}-{evaluation.first_seed}-{evaluation.episodes}"
         metrics = {
             f"{policy}/{name}": value

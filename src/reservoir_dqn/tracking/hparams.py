@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch.utils.tensorboard import SummaryWriter
-
 from reservoir_dqn.config import Config
 from reservoir_dqn.results import Evaluation
 
@@ -28,6 +26,8 @@ def hparams(config: Config) -> dict[str, float | int | str | bool]:
 
 def log_hparams(folder: Path, config: Config, evaluation: Evaluation) -> None:
     """Write the hparams session of one pipeline execution into its TensorBoard folder."""
+    from torch.utils.tensorboard import SummaryWriter
+
     metrics: dict[str, float] = {}
     for name in evaluation.headline:
         summary = evaluation.metric(name)

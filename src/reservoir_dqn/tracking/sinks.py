@@ -16,18 +16,19 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
-from torch.utils.tensorboard import SummaryWriter
 
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.metrics import MetricGroup, Record
-from reservoir_dqn.tracking.runs import MetricValue, PipelineRun
+
+if TYPE_CHECKING:  # MLflow and TensorBoard are imported only by the stages that use them
+    from reservoir_dqn.tracking.runs import MetricValue, PipelineRun
 
 FLUSH_SECONDS = 2.0  # the MLflow sink sends what has accumulated at least this often
-ACTIONS = "actions"  # TensorBoard histogram of the actions taken since the previous point
+ACTIONS = "policy/actions"  # TensorBoard histogram of the actions taken since the previous point
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ class TensorBoardSink:
     """
 
     def __init__(self, folder: Path, agents: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
         self.folder = folder
         self._writers = [
             SummaryWriter(log_dir=str(folder / f"seed-{index}"), max_queue=10_000, flush_secs=5)

@@ -21,16 +21,23 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 from urllib.parse import urlparse
-
-from mlflow import MlflowClient
 
 from reservoir_dqn.config import Config
 from reservoir_dqn.errors import first_line
 
+if TYPE_CHECKING:  # mlflow takes about a second to import: only a stage that tracks pays it
+    from mlflow import MlflowClient
+
 ROOT_MARKERS = (".dvc", ".git")
 EXPERIMENT_PREFIX = "reservoir-dqn"
+# The MLflow UI opens a "model training" experiment on its runs table (not the GenAI overview).
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": "DQN agents of reservoir_dqn: a parent run per pipeline execution (params, test metrics "
+    "with 95% intervals over seeds, figures, model), a child run per seed (training curves).",
+}
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -155,6 +162,8 @@ def connect(config: Config, root: Path | None = None) -> Store | None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    from mlflow import MlflowClient
+
     with _first_contact_lock(root, uri):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         try:
@@ -170,16 +179,20 @@ def _experiment(client: MlflowClient, env_name: str, artifact_root: Path | None)
 
     def existing() -> str | None:
         found = retrying(client.get_experiment_by_name, name)
-        return None if found is None else str(found.experiment_id)
+        if found is None:
+            return None
+        for key, value in EXPERIMENT_TAGS.items():  # experiments created before these tags existed get them too
+            if found.tags.get(key) != value:
+                retrying(client.set_experiment_tag, found.experiment_id, key, value)
+        return str(found.experiment_id)
 
-    if (found := existing()) is not None:
-        return found
-    # Without an explicit location MLflow would put artifacts in ./mlruns of whatever folder runs the stage.
-    location = None if artifact_root is None else (artifact_root / "mlartifacts" / env_name).as_uri()
-    try:
-        return str(retrying(client.create_experiment, name, artifact_location=location))
-    except Exception:
-        # Parallel experiments starting together: another process may have created it first.
-        if (found := existing()) is None:
-            raise
-        return found
+    if (found := existing()) is None:
+        # Without an explicit location MLflow would put artifacts in ./mlruns of whatever folder runs the stage.
+        location = None if artifact_root is None else (artifact_root / "mlartifacts" / env_name).as_uri()
+        try:
+            found = str(retrying(client.create_experiment, name, artifact_location=location, tags=EXPERIMENT_TAGS))
+        except Exception:
+            # Parallel experiments starting together: another process may have created it first.
+            if (found := existing()) is None:
+                raise
+    return found

@@ -1,0 +1,186 @@
+"""The README's commands, typed as a newcomer types them, in a fresh clone with a tiny budget.
+
+Every command of the README's ``bash`` blocks either runs here verbatim (through ``bash -c``
+in a copy of the repository made a git repository, no virtual environment activated) or is
+listed in ``NOT_RUN`` with the reason. A command added to the README, or changed in it,
+without the same change here fails ``test_every_readme_command_is_run_here_or_excused``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+import bench.run
+from tests.conftest import REPO, wait_for
+from tests.dvc_repo import baseline_repo, clean_env, clone_repo, run
+
+pytestmark = pytest.mark.slow
+
+MAKE_RUN = "make run"
+TRY_CHANGE = ".venv/bin/dvc exp run --temp -S dqn.gamma=0.95 --name gamma-095"
+COMPARE = ".venv/bin/reservoir-dqn compare --baseline main --change gamma-095"
+EXP_SHOW = ".venv/bin/dvc exp show --only-changed --drop 'Created|metrics/|logs/|models|src'"
+QUEUE = ".venv/bin/dvc exp run --queue -S 'dqn.gamma=0.99,0.999'"
+QUEUE_START = 'PATH="$PWD/.venv/bin:$PATH" .venv/bin/dvc queue start -j 2'
+QUEUE_STATUS = ".venv/bin/dvc queue status"
+CARTPOLE = (
+    ".venv/bin/dvc exp run --temp -S env.name=CartPole-v1 -S train.total_frames=50000"
+    " -S train.stop_at_validation_return=475 -S train.eval_episodes=20 --name cartpole"
+)
+TRAIN = ".venv/bin/reservoir-dqn train --set dqn.gamma=0.95 --lr 3e-4 --seeds 2"
+EVALUATE = ".venv/bin/reservoir-dqn evaluate"
+PLOT = ".venv/bin/reservoir-dqn plot"
+PLOTS_SHOW = ".venv/bin/dvc plots show"
+PLOTS_DIFF = ".venv/bin/dvc plots diff main"
+MLFLOW_UI = ".venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000"
+TENSORBOARD = ".venv/bin/tensorboard --logdir runs --host 127.0.0.1"
+TUNE = ".venv/bin/reservoir-dqn tune"
+TUNE_BEST = ".venv/bin/reservoir-dqn tune --best --output tune-best.args"
+RUN_BEST = ".venv/bin/dvc exp run --temp $(cat tune-best.args) --name tuned"
+
+SHARED_HOSTS = "placeholders for a team's hosts; tests/test_tune.py runs the same commands on a local PostgreSQL"
+NOT_RUN = {
+    "make test": "the command that runs this suite (.ci/run calls it on every change)",
+    "createdb mlflow; createdb optuna": SHARED_HOSTS,
+    ".venv/bin/mlflow server --backend-store-uri postgresql+psycopg2://USER:PASSWORD@DBHOST/mlflow"
+    " --artifacts-destination /srv/mlflow/artifacts --host 0.0.0.0 --port 5000": SHARED_HOSTS,
+    "export MLFLOW_TRACKING_URI=http://TRACKING_HOST:5000": SHARED_HOSTS,
+    ".venv/bin/reservoir-dqn tune --storage postgresql://USER:PASSWORD@DBHOST/optuna --study gamma-lr": SHARED_HOSTS,
+    ".venv/bin/dvc remote add --default team /srv/dvc-remote": "writes /srv; tests/test_remote.py pushes to a "
+    "temporary folder",
+    ".venv/bin/dvc push": "tests/test_remote.py pushes and pulls between two clones",
+    ".venv/bin/dvc remote add --default team ssh://USER@HOST/srv/dvc-remote": "a team's host; tests/test_remote.py "
+    "pushes through a local sshd",
+    ".venv/bin/dvc remote modify team keyfile ~/.ssh/id_ed25519": "the same",
+    "make bench": "a benchmark of about 40 minutes, not a test (bench/results/ holds its figures)",
+    "make soak": "a 1,000,000-frame benchmark, not a test",
+    CARTPOLE: "a 50,000-frame x 5-seed training, measured by `bench.run --sections cartpole` with the same "
+    "settings (checked below); tests/test_training.py trains CartPole through the same entry points",
+}
+# MAKE_RUN is run by tests.dvc_repo.baseline_repo, which builds the project every test here starts from.
+RUN_HERE = (MAKE_RUN, TRY_CHANGE, COMPARE, EXP_SHOW, QUEUE, QUEUE_START, QUEUE_STATUS, TRAIN, EVALUATE,
+            PLOT, PLOTS_SHOW, PLOTS_DIFF, MLFLOW_UI, TENSORBOARD, TUNE, TUNE_BEST, RUN_BEST)  # fmt: skip
+
+
+def readme_commands() -> list[str]:
+    """Every command line of the README's ``bash`` blocks: continuations joined, comments dropped."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), flags=re.DOTALL):
+        for line in re.sub(r"\\\n\s*", "", block).splitlines():
+            command = re.sub(r"(^|\s+)#\s.*$", "", line).strip()
+            if command:
+                commands.append(command)
+    return commands
+
+
+def readme_python() -> str:
+    (snippet,) = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.DOTALL)
+    return snippet
+
+
+def sh(repo: Path, command: str, check: bool = True, **extra: str) -> subprocess.CompletedProcess[str]:
+    """``command`` as the README writes it, run by bash in ``repo``."""
+    assert command in readme_commands(), f"not a README command: {command}"
+    return run(repo, "bash", "-c", command, check=check, env=clean_env(repo, **extra))
+
+
+@pytest.fixture
+def repo(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
+    """A fresh clone after the README's first command (`make run`, tiny budget), results committed on main."""
+    return clone_repo(baseline_repo(tmp_path_factory), tmp_path / "repo")
+
+
+def test_every_readme_command_is_run_here_or_excused() -> None:
+    commands = readme_commands()
+    assert not set(RUN_HERE) & set(NOT_RUN)
+    assert sorted(set(commands) - set(RUN_HERE) - set(NOT_RUN)) == [], "README commands this test does not know"
+    assert sorted((set(RUN_HERE) | set(NOT_RUN)) - set(commands)) == [], "commands no longer in the README"
+
+
+def test_a_change_is_tried_and_compared(repo: Path) -> None:
+    sh(repo, TRY_CHANGE)
+    compared = sh(repo, COMPARE, check=False)
+    assert compared.returncode in (0, 1), compared.stderr
+    assert "| score |" in compared.stdout and "`dqn.gamma` 0.995 -> 0.95" in compared.stdout
+
+
+def test_a_sweep_goes_through_the_queue_and_is_shown_within_120_columns(repo: Path) -> None:
+    sh(repo, QUEUE)
+    sh(repo, QUEUE_START)
+    finished = wait_for(lambda: not re.search(r"Queued|Running", sh(repo, QUEUE_STATUS).stdout), 480, 3.0)
+    status = sh(repo, QUEUE_STATUS).stdout
+    assert finished and status.count("Success") == 2, status
+
+    shown = sh(repo, EXP_SHOW, COLUMNS="120").stdout
+    lines = shown.splitlines()
+    assert max(len(line) for line in lines) <= 120, shown
+    # At the tiny budget the metrics may not move: --only-changed then shows the params alone.
+    assert "main" in shown and "dqn.gamma" in shown and re.search(r"\b0\.99\b", shown) and "0.999" in shown, shown
+
+
+def test_the_stages_run_one_by_one_and_the_plots_render(repo: Path) -> None:
+    sh(repo, TRAIN)
+    sh(repo, EVALUATE)
+    sh(repo, PLOT)
+    evaluation = json.loads((repo / "metrics/eval.json").read_text())
+    assert evaluation["seeds"] == 2 and (repo / "plots/training_curves.png").stat().st_size > 0
+    shown = sh(repo, PLOTS_SHOW)
+    assert (repo / "dvc_plots/index.html").is_file(), shown.stdout
+    sh(repo, PLOTS_DIFF)
+    page = (repo / "dvc_plots/index.html").read_text()
+    assert "main" in page and "workspace" in page
+
+
+def _serves(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(("command", "url"), [(MLFLOW_UI, "http://127.0.0.1:5000/health"),
+                                              (TENSORBOARD, "http://127.0.0.1:6006/data/runs")])  # fmt: skip
+def test_the_ui_commands_serve_the_runs(repo: Path, command: str, url: str) -> None:
+    assert command in readme_commands()
+    server = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=repo, env=clean_env(repo),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert wait_for(lambda: server.poll() is None and _serves(url), 90, 0.5), server.stderr
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(30)
+
+
+def test_the_champion_loads_as_the_readme_shows(repo: Path) -> None:
+    result = subprocess.run([".venv/bin/python", "-"], cwd=repo, env=clean_env(repo), input=readme_python(),
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_cartpole_recipe_is_the_one_the_benchmark_measures() -> None:
+    """The README's figures for CartPole come from `bench.run`'s cartpole section: the same overrides."""
+    assert CARTPOLE in readme_commands()
+    assert re.findall(r"-S (\S+)", CARTPOLE) == bench.run.CARTPOLE
+
+
+def test_the_best_trial_goes_through_the_pipeline_with_exactly_its_params(repo: Path) -> None:
+    sh(repo, TUNE)
+    sh(repo, TUNE_BEST)
+    best = optuna.load_study(study_name="reservoir-dqn", storage=f"sqlite:///{repo / 'optuna.db'}").best_trial
+    assert shlex.split((repo / "tune-best.args").read_text())[::2] == ["-S"] * len(best.params)
+    sh(repo, RUN_BEST)
+    diff = run(repo, ".venv/bin/dvc", "params", "diff", "main", "tuned", "--json", "--all").stdout
+    changes = yaml.safe_load(diff)["params.yaml"]
+    assert {key: changes[key]["new"] for key in best.params} == best.params  # every value exactly, floats included
+    assert {key for key, change in changes.items() if change["old"] != change["new"]} <= set(best.params)
