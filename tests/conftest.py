@@ -131,7 +131,13 @@ def copy_repo(destination: Path) -> Path:
         "optuna.db",
         ".mlflow-outbox",
     )
-    shutil.copytree(REPO, destination, ignore=ignore)
+
+    def ignore_state(folder: str, names: list[str]) -> set[str]:
+        # DVC's own state (cache, queue, experiment temp dirs) belongs to this checkout's runs.
+        local = {"tmp", "cache"} if Path(folder) == REPO / ".dvc" else set()
+        return set(ignore(folder, names)) | (local & set(names))
+
+    shutil.copytree(REPO, destination, ignore=ignore_state)
     return destination
 
 

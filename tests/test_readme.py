@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 MAKE_RUN = "make run"
 TRY_CHANGE = ".venv/bin/dvc exp run --temp -S dqn.gamma=0.95 --name gamma-095"
 COMPARE = ".venv/bin/reservoir-dqn compare --baseline main --change gamma-095"
-EXP_SHOW = ".venv/bin/dvc exp show --only-changed --drop 'Created|metrics/|logs/|models|src'"
+EXP_SHOW = ".venv/bin/dvc exp show --only-changed --drop 'Created|State|Executor|metrics/|logs/|models|src'"
 QUEUE = ".venv/bin/dvc exp run --queue -S 'dqn.gamma=0.99,0.999'"
 QUEUE_START = 'PATH="$PWD/.venv/bin:$PATH" .venv/bin/dvc queue start -j 2'
 QUEUE_STATUS = ".venv/bin/dvc queue status"

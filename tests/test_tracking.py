@@ -18,6 +18,7 @@ from reservoir_dqn.config import load_config
 from reservoir_dqn.stages import evaluate, plot, train
 from reservoir_dqn.tracking import Tracking, experiment_name, registered_model_name
 from reservoir_dqn.tracking.naming import identify
+from reservoir_dqn.tracking.registry import _fluent_store
 from reservoir_dqn.tracking.runs import PipelineRun
 from reservoir_dqn.tracking.sinks import MlflowSink
 from reservoir_dqn.tracking.store import connect
@@ -200,3 +201,13 @@ def test_a_lost_store_keeps_the_values_in_the_outbox_and_catches_up(project: Pat
     client = MlflowClient(run.store.uri)
     steps = sorted(point.step for point in client.get_metric_history(ids["seed-0"], "progress/epsilon"))
     assert steps == [40, 80] and not run.outbox
+
+
+def test_pointing_the_fluent_api_at_a_store_leaves_no_uri_behind(tmp_path: Path, monkeypatch) -> None:
+    """Model logging borrows MLflow's process-wide URIs; a later store (another project) must not inherit them."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+    with _fluent_store(f"sqlite:///{tmp_path / 'first.db'}"):
+        assert mlflow.get_registry_uri() == f"sqlite:///{tmp_path / 'first.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'second.db'}")
+    assert mlflow.get_tracking_uri() == mlflow.get_registry_uri() == f"sqlite:///{tmp_path / 'second.db'}"

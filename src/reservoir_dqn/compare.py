@@ -11,6 +11,7 @@ difference with its interval, the one-sided permutation p-value, and a verdict:
 - *regression*: the mean dropped by more than the gate's tolerance (``compare.gates``, a
   share of the baseline mean) **and** the drop is significant (``p < compare.significance``);
 - *improvement*: the same, upwards;
+- *within tolerance*: significant, but no larger than the tolerance (ungated metrics have none);
 - *no significant change*: anything else, whatever the sign.
 
 The command exits 1 only when a gated metric regressed; the parameters that differ from
@@ -155,7 +156,7 @@ def markdown_report(
         interval = "" if result.ci_low is None else f" [{result.ci_low:+.4g}, {result.ci_high:+.4g}]"
         difference = f"{result.difference:+.4g}{interval} ({result.relative:+.1%})"
         p = result.p_lower if result.difference < 0 else result.p_higher
-        verdict = f"**{result.verdict}**" if result.verdict != "no significant change" else result.verdict
+        verdict = f"**{result.verdict}**" if result.verdict in ("regression", "improvement") else result.verdict
         lines.append(
             f"| {name} | {gate} | {_interval(result.baseline)} | {_interval(result.change)} | {difference} | "
             f"{p:.3g} | {verdict} |"

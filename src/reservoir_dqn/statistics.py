@@ -87,7 +87,7 @@ def summarize(values: ArrayLike, resamples: int = 10_000) -> Summary:
     return Summary(tuple(float(v) for v in array), float(array.mean()), iqm(array), low, high)
 
 
-Verdict = Literal["regression", "improvement", "no significant change"]
+Verdict = Literal["regression", "improvement", "within tolerance", "no significant change"]
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ class Comparison:
     :ivar p_lower: one-sided permutation p-value that the change is lower than the baseline.
     :ivar p_higher: the same, for higher.
     :ivar verdict: *regression* when the drop exceeds the tolerance and ``p_lower`` is below the
-        significance level; *improvement* symmetrically; otherwise *no significant change*.
+        significance level; *improvement* symmetrically; *within tolerance* when the change is
+        significant but no larger than the tolerance; otherwise *no significant change*.
     """
 
     baseline: Summary
@@ -157,6 +158,8 @@ def compare(
         verdict = "regression"
     elif difference > margin and p_higher < significance:
         verdict = "improvement"
+    elif min(p_lower, p_higher) < significance:
+        verdict = "within tolerance"
     return Comparison(
         summarize(old, resamples),
         summarize(new, resamples),

@@ -125,7 +125,8 @@ def _retry(retries: int, store: Store | None) -> Callable[[optuna.Study, FrozenT
 def make_study(storage: RDBStorage, name: str, settings: TuneConfig) -> optuna.Study:
     sampler: optuna.samplers.BaseSampler
     if settings.sampler == "tpe":
-        sampler = optuna.samplers.TPESampler(n_startup_trials=settings.startup_trials)
+        # The constant liar: parallel workers do not propose the point a running trial explores.
+        sampler = optuna.samplers.TPESampler(n_startup_trials=settings.startup_trials, constant_liar=True)
     else:
         sampler = optuna.samplers.RandomSampler()
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()

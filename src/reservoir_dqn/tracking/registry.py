@@ -22,6 +22,8 @@ import mlflow
 import numpy as np
 import torch
 from mlflow.models import infer_signature
+from mlflow.tracking._model_registry import utils as registry_settings
+from mlflow.tracking._tracking_service import utils as tracking_settings
 
 from reservoir_dqn.agent import GreedyPolicy, load_model
 from reservoir_dqn.config import Config
@@ -39,17 +41,18 @@ def _fluent_store(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API (which ``mlflow.pytorch.log_model`` uses) at ``uri`` for a moment.
 
     ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``; left behind, it would
-    redirect every later store lookup of this process, so both are put back afterwards.
+    redirect every later store lookup of this process, so both are put back afterwards: the
+    module-level settings as they were (usually unset), not their resolved values, which
+    would pin every later client of the process, registry included, to this store.
     """
     saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    previous = tracking_settings._tracking_uri, registry_settings._registry_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
+        tracking_settings._tracking_uri, registry_settings._registry_uri = previous
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
