@@ -45,14 +45,19 @@ TINY = {
 }
 
 
+def dotted(params: dict, key: str) -> tuple[dict, str]:
+    """The mapping that holds a dotted params key (``dqn.gamma``), and the key's last part."""
+    *parents, leaf = key.split(".")
+    for part in parents:
+        params = params[part]
+    return params, leaf
+
+
 def tiny_params(**overrides: object) -> dict:
     """The repository's params.yaml with the TINY budget and ``overrides`` (dotted keys) applied."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for key, value in {**TINY, **overrides}.items():
-        node = params
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
+        node, leaf = dotted(params, key)
         node[leaf] = value
     return params
 
@@ -95,10 +100,7 @@ def write_params(path: Path, **overrides: object) -> None:
     shutil.copyfile(REPO / "params.yaml", path)
     with modify_yaml(path) as params:
         for key, value in {**TINY, **overrides}.items():
-            node = params
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node[part]
+            node, leaf = dotted(params, key)
             node[leaf] = value
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, TINY, tree_digest, write_params
+from tests.conftest import REPO, TINY, dotted, tree_digest, write_params
 from tests.dvc_repo import baseline_repo, clean_env, clone_repo, commit, dvc, make_repo, run
 
 pytestmark = pytest.mark.slow
@@ -126,7 +126,7 @@ def test_a_real_regression_fails_the_gate_end_to_end(tmp_path: Path) -> None:
     change seed below every baseline seed gives the smallest p of 4 vs 4 seeds, 1/70.
     """
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())
-    untiny = {key: _lookup(defaults, key) for key in TINY}
+    untiny = {key: node[leaf] for key in TINY for node, leaf in [dotted(defaults, key)]}
     budget = {"train.total_frames": 10_000, "train.seeds": 4, "train.eval_interval_frames": 2_500}
     repo = make_repo(tmp_path / "repo", **{**untiny, **budget, **QUIET})
     dvc(repo, "repro", "evaluate")  # the figures are not compared
@@ -139,13 +139,6 @@ def test_a_real_regression_fails_the_gate_end_to_end(tmp_path: Path) -> None:
 
 
 QUIET = {"tracking.enabled": False, "tracking.tensorboard": False}
-
-
-def _lookup(params: dict, dotted: str) -> object:
-    node = params
-    for part in dotted.split("."):
-        node = node[part]
-    return node
 
 
 def test_compare_refuses_a_workspace_whose_params_did_not_produce_its_metrics(repo: Path) -> None:

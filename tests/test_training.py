@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from reservoir_dqn import training
+from reservoir_dqn import checkpoint
 from reservoir_dqn.checkpoint import verify_archive
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import PROFILES
@@ -152,7 +152,7 @@ def test_checkpoint_of_other_code_is_never_resumed(project: Path, capsys, monkey
     """After a `git pull`, DVC re-runs train: the old code's finished checkpoint must not be shipped as new."""
     assert _train() == 0
     capsys.readouterr()
-    monkeypatch.setattr(training, "source_hash", lambda: "the code of another version")
+    monkeypatch.setattr(checkpoint, "source_hash", lambda: "the code of another version")
     assert _train() == 0
     assert "come from other parameters or code" in capsys.readouterr().out
     assert json.loads((project / "train_run.json").read_text())["resumed_from_frames"] == 0

@@ -15,6 +15,7 @@ the previous one is tried.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import shutil
@@ -97,6 +98,24 @@ def verify_archive(path: Path) -> None:
         raise CorruptCheckpoint(f"cannot be read ({error.strerror or error})") from None
     if damaged is not None:
         raise CorruptCheckpoint(f"checksum mismatch in member '{damaged}'")
+
+
+def checkpoint_key(training_hash: str) -> str:
+    """What a checkpoint is keyed on: the params that determine training and this package's code."""
+    return hashlib.sha256(f"{training_hash} {source_hash()}".encode()).hexdigest()
+
+
+def source_hash() -> str:
+    """Hash of this package's code: a checkpoint written by other code is never resumed.
+
+    DVC re-runs the train stage when the code changed; resuming the old code's (perhaps
+    finished) checkpoint would then ship a model that this code never computed.
+    """
+    digest = hashlib.sha256()
+    package = Path(__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def checkpoint_frames(path: Path) -> int:

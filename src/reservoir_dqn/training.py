@@ -22,7 +22,6 @@ resumed from any checkpoint computes exactly what the uninterrupted run computes
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import os
 import random
@@ -41,7 +40,13 @@ from torchrl.modules import QValueActor
 from tqdm import tqdm
 
 from reservoir_dqn.agent import Agent, NetworkSpec, anneal, make_agent, select_agents, update
-from reservoir_dqn.checkpoint import Checkpointer, CorruptCheckpoint, SafeReplayBufferAdapter, checkpoint_frames
+from reservoir_dqn.checkpoint import (
+    Checkpointer,
+    CorruptCheckpoint,
+    SafeReplayBufferAdapter,
+    checkpoint_frames,
+    checkpoint_key,
+)
 from reservoir_dqn.collect import Rollout
 from reservoir_dqn.config import TRAIN_SEED_LIMIT, VALIDATION_SEED_BASE, Config
 from reservoir_dqn.curves import LEARNING, PROGRESS, VALIDATION, Interval
@@ -167,21 +172,7 @@ def start(config: Config, checkpoint_dir: Path) -> Session:
 
 
 def _checkpointer(config: Config, checkpoint_dir: Path) -> Checkpointer:
-    key = hashlib.sha256(f"{config.training_hash} {source_hash()}".encode()).hexdigest()
-    return Checkpointer(checkpoint_dir, key, config.train.keep_checkpoints)
-
-
-def source_hash() -> str:
-    """Hash of this package's code: a checkpoint written by other code is never resumed.
-
-    DVC re-runs the train stage when the code changed; resuming the old code's (perhaps
-    finished) checkpoint would then ship a model that this code never computed.
-    """
-    digest = hashlib.sha256()
-    package = Path(__file__).parent
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    return Checkpointer(checkpoint_dir, checkpoint_key(config.training_hash), config.train.keep_checkpoints)
 
 
 def _build(config: Config, device: torch.device) -> Session:
