@@ -35,7 +35,7 @@ CARTPOLE = [
     "env.name=CartPole-v1",
     "train.total_frames=50000",
     "train.stop_at_validation_return=475",
-    "train.eval_episodes=20",
+    "train.eval_episodes=10",
 ]
 SEED_COUNTS = (1, 2, 5, 10)
 SEEDS_FRAMES = 30_000  # the per-frame cost is what scales with the seeds; a shorter run measures it

@@ -143,7 +143,7 @@ def copy_repo(destination: Path) -> Path:
     return destination
 
 
-# The longest tests (a minute or more on 2 cores with 4 workers), first. `make test` runs
+# The longest tests (a minute or more on 2 cores with 6 workers), first. `make test` runs
 # pytest-xdist with --maxschedchunk 1, which starts worker k on items 2k and 2k + 1: pairs of
 # a long and a shorter test, and in the first of each pair only one test that needs the
 # shared baseline project (tests.dvc_repo.baseline_repo), so that one worker builds it while

@@ -68,7 +68,9 @@ class MlflowServer:
             str(self.folder / "artifacts"),
         ]
         log = (self.folder / "server.log").open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # No job runner: its three Huey consumer processes serve GenAI jobs these tests never submit.
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         wait_healthy(self.uri, self.process)
         return self
 

@@ -35,7 +35,7 @@ QUEUE_START = 'PATH="$PWD/.venv/bin:$PATH" .venv/bin/dvc queue start -j 2'
 QUEUE_STATUS = ".venv/bin/dvc queue status"
 CARTPOLE = (
     ".venv/bin/dvc exp run --temp -S env.name=CartPole-v1 -S train.total_frames=50000"
-    " -S train.stop_at_validation_return=475 -S train.eval_episodes=20 --name cartpole"
+    " -S train.stop_at_validation_return=475 -S train.eval_episodes=10 --name cartpole"
 )
 TRAIN = ".venv/bin/reservoir-dqn train --set dqn.gamma=0.95 --lr 3e-4 --seeds 2"
 EVALUATE = ".venv/bin/reservoir-dqn evaluate"
@@ -159,7 +159,11 @@ def test_the_ui_commands_serve_the_runs(repo: Path, command: str, url: str) -> N
         assert wait_for(lambda: server.poll() is None and _serves(url), 90, 0.5), server.stderr
     finally:
         server.send_signal(signal.SIGINT)
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:  # a loaded machine: how fast it shuts down is not what this checks
+            server.kill()
+            server.wait(30)
 
 
 def test_the_champion_loads_as_the_readme_shows(repo: Path) -> None:

@@ -22,6 +22,7 @@ from reservoir_dqn.tracking.registry import _fluent_store
 from reservoir_dqn.tracking.runs import PipelineRun
 from reservoir_dqn.tracking.sinks import MlflowSink
 from reservoir_dqn.tracking.store import connect
+from reservoir_dqn.tracking.views import KEY_VIEW, VIEW_TAG_PREFIX
 from tests.conftest import wait_for, write_params
 from tests.servers import MlflowServer, free_port
 
@@ -66,6 +67,15 @@ def test_a_pipeline_execution_is_a_parent_run_with_a_child_run_per_seed(project:
         parent.data.metrics
     )
     assert all(name.startswith(("eval/", "train/")) for name in parent.data.metrics), parent.data.metrics
+    # The experiment's description links to a saved runs-table view whose columns are this run's key metrics.
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert f"viewStateShareKey={KEY_VIEW}" in experiment.tags["mlflow.note.content"]
+    view = json.loads(experiment.tags[VIEW_TAG_PREFIX + KEY_VIEW])
+    columns = [column for column in view["selectedColumns"] if column.startswith("metrics.")]
+    assert view["orderByKey"] == "metrics.`eval/score_mean`" and view["orderByAsc"] is False
+    assert {column.removeprefix("metrics.").strip("`") for column in columns} <= set(parent.data.metrics)
+    assert len(columns) == 7 and f"tags.run_kind = '{parent.data.tags['run_kind']}'" == view["searchFilter"]
+    assert all(value == float(f"{value:.4g}") for value in parent.data.metrics.values())  # short in the table
     assert parent.data.tags["baselines_run"]  # the baselines live in one reference run, not in every run
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{ids['parent']}'")
     assert sorted(child.info.run_id for child in children) == sorted([ids["seed-0"], ids["seed-1"]])

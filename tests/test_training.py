@@ -15,8 +15,9 @@ from reservoir_dqn import checkpoint
 from reservoir_dqn.checkpoint import verify_archive
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import PROFILES
+from reservoir_dqn.session import agent_seeds, env_seeds, start
 from reservoir_dqn.stages import train
-from reservoir_dqn.training import TrainingDiverged, agent_seeds, env_seeds, start
+from reservoir_dqn.training import TrainingDiverged
 from reservoir_dqn.training import train as train_loop
 from tests.conftest import model_weights, write_params
 from tests.identity_env import LENGTH, IdentityProfile
@@ -100,22 +101,41 @@ def test_agents_and_master_seeds_give_different_weights(project: Path) -> None:
     assert len(set(seeds)) == 128 and max(seeds) < 1_000_000_000
 
 
+# Batches of 200 frames (25 steps of 8 environments) keep the long intervals cheap. Validations fall on
+# the stops: a run that ends between two validations validates once more (its shipped agent is chosen
+# on a fresh validation), which the straight run does not.
+LONG_BATCHES = (
+    "env.num_envs=8",
+    "train.frames_per_batch=200",
+    "tracking.log_interval_frames=200",
+    "train.eval_interval_frames=1000",
+)
+
+
 @pytest.mark.parametrize(
-    ("interval", "extra"),
+    ("interval", "stop", "total", "extra"),
     [
-        (200, ()),
-        pytest.param(120, ("dqn.prioritized=true",), marks=pytest.mark.slow),
-        pytest.param(1000, ("dqn.n_steps=1",), marks=pytest.mark.slow),
-        pytest.param(120, ("env.name=CartPole-v1",), marks=pytest.mark.slow),
+        (200, 1200, 2000, ()),
+        pytest.param(120, 1200, 2000, ("dqn.prioritized=true",), marks=pytest.mark.slow),
+        pytest.param(120, 1200, 2000, ("env.name=CartPole-v1",), marks=pytest.mark.slow),
+        # The intervals of the issue, stopped at one of their checkpoints, mid-episode: 3,000 frames are
+        # 375 months of each of the 8 reservoirs (month 15 of an episode), 10,000 frames 1,250 (month 50).
+        pytest.param(1000, 3000, 4000, LONG_BATCHES, marks=pytest.mark.slow),
+        pytest.param(10_000, 10_000, 12_000, LONG_BATCHES, marks=pytest.mark.slow),
     ],
 )
-def test_resume_is_exact_at_any_checkpoint_interval(project: Path, interval: int, extra: tuple[str, ...]) -> None:
+def test_resume_is_exact_at_any_checkpoint_interval(
+    project: Path, interval: int, stop: int, total: int, extra: tuple[str, ...]
+) -> None:
     """N frames straight == stopped at a checkpoint in the middle of episodes, then resumed: bit-identical."""
-    budget = (f"train.checkpoint_interval_frames={interval}", "train.total_frames=2000", *extra)
+    budget = (f"train.checkpoint_interval_frames={interval}", f"train.total_frames={total}", *extra)
+    envs = int(dict(override.split("=") for override in extra).get("env.num_envs", 4))
+    horizon = load_config(project / "params.yaml").env.reservoir.horizon_months
+    assert (stop // envs) % horizon != 0  # the boundary falls inside the reservoir's episodes
     assert _train(*budget, name="straight") == 0
-    assert _train(*budget, "train.total_frames=1200", name="resumed") == 0  # 1200 frames: no episode ends there
+    assert _train(*budget, f"train.total_frames={stop}", name="resumed") == 0
     assert _train(*budget, name="resumed") == 0
-    assert json.loads((project / "train_resumed.json").read_text())["resumed_from_frames"] == 1200
+    assert json.loads((project / "train_resumed.json").read_text())["resumed_from_frames"] == stop
     assert _same_weights(project / "agents_straight/final.pt", project / "agents_resumed/final.pt")
     assert _same_logs(project / "log_straight", project / "log_resumed")
 

@@ -3,14 +3,22 @@
 Starts the MLflow UI (on the embedded store) and TensorBoard on 127.0.0.1, renders
 ``dvc plots show`` (and ``dvc plots diff REV`` with ``--diff REV``), and writes a PNG per
 page into ``--out`` (outside the repository by default). Not a test: it is how a person
-checks what the views look like. Run it in the repository after ``dvc repro``:
+checks what the views look like. Run it in the repository after ``dvc repro`` and a
+``dvc exp run`` of a change:
 
     .venv/bin/python tools/screenshots.py [--diff main] [--out /tmp/reservoir-dqn-screenshots]
+
+Chromium is driven over its DevTools protocol, so that a page can be shot the way a user
+sees it after closing what MLflow opens on a first visit (its "Assistant" side panel and
+announcement dialogs): a fresh browser profile would show them on every page.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
+import itertools
 import json
 import shutil
 import socket
@@ -23,8 +31,12 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 from mlflow import MlflowClient
+
+from reservoir_dqn.tracking.views import key_view_link
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -67,43 +79,108 @@ def server(command: list[str], url: str) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def screenshot(url: str, path: Path, size: tuple[int, int] = (1600, 1000), wait_ms: int = 12_000) -> None:
-    """Load ``url`` in headless Chromium, let its scripts run for ``wait_ms`` of virtual time, save a PNG."""
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(
-            [
-                "chromium",
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={profile}",
-                f"--window-size={size[0]},{size[1]}",
-                f"--virtual-time-budget={wait_ms}",
-                f"--screenshot={path}",
-                url,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
+# Run in the page before the shot: close MLflow's Assistant panel and first-visit dialogs, as a user would.
+DISMISS = """
+(() => {
+  const closed = [];
+  for (const button of document.querySelectorAll('button')) {
+    const id = button.getAttribute('data-component-id') || '';
+    const label = (button.getAttribute('aria-label') || '').toLowerCase();
+    const inDialog = button.closest('[role="dialog"]') !== null;
+    if (id.startsWith('mlflow.assistant.chat_panel.close') || (inDialog && label === 'close')) {
+      button.click();
+      closed.push(id || label);
+    }
+  }
+  return closed.join(', ');
+})()
+"""
+
+
+class Browser:
+    """One headless Chromium, driven over the DevTools protocol (one page, one websocket)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.ids = itertools.count(1)
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        """Send one command and wait for its answer (events in between are skipped)."""
+        call_id = next(self.ids)
+        await self.ws.send_json({"id": call_id, "method": method, "params": params})
+        while True:
+            message = await self.ws.receive_json(timeout=120)
+            if message.get("id") == call_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return dict(message.get("result", {}))
+
+    async def shoot(self, url: str, path: Path, size: tuple[int, int], wait_s: float) -> str:
+        await self.call(
+            "Emulation.setDeviceMetricsOverride", width=size[0], height=size[1], deviceScaleFactor=1, mobile=False
         )
-    print(f"{path}  <-  {url}")
+        await self.call("Page.enable")
+        await self.call("Page.navigate", url=url)
+        await asyncio.sleep(wait_s)
+        closed = await self.call("Runtime.evaluate", expression=DISMISS, returnByValue=True)
+        await asyncio.sleep(2)
+        shot = await self.call("Page.captureScreenshot", format="png")
+        path.write_bytes(base64.b64decode(shot["data"]))
+        return str(closed.get("result", {}).get("value") or "")
+
+
+async def _screenshot(url: str, path: Path, size: tuple[int, int], wait_s: float) -> str:
+    with tempfile.TemporaryDirectory() as profile:
+        process = subprocess.Popen(
+            ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            port_file = Path(profile) / "DevToolsActivePort"
+            deadline = time.monotonic() + 60
+            while not (port_file.exists() and port_file.read_text().strip()):
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit("chromium did not open its DevTools port")
+                await asyncio.sleep(0.2)
+            port = int(port_file.read_text().split()[0])
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{port}/json/list") as response:
+                    page = next(target for target in await response.json() if target["type"] == "page")
+                async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                    return await Browser(ws).shoot(url, path, size, wait_s)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def screenshot(url: str, path: Path, size: tuple[int, int] = (1600, 1000), wait_s: float = 10) -> None:
+    """Load ``url`` in headless Chromium, let it run ``wait_s`` seconds, close first-visit panels, save a PNG."""
+    closed = asyncio.run(_screenshot(url, path, size, wait_s))
+    print(f"{path}  <-  {url}" + (f"  (closed: {closed})" if closed else ""))
 
 
 def mlflow_pages(client: MlflowClient, base: str) -> dict[str, str]:
-    """The runs table of each experiment, the comparison of its two newest parent runs, and the registry."""
+    """Per experiment: its runs table as it opens, the key-metrics view its description links to, the
+    comparison of the newest change with the newest baseline, and that change's run; then the registry."""
     pages = {}
     for experiment in client.search_experiments():
         if experiment.name == "Default":
             continue
         slug = experiment.name.replace("/", "_")
         pages[f"mlflow-{slug}-runs"] = f"{base}/#/experiments/{experiment.experiment_id}/runs"
+        pages[f"mlflow-{slug}-key-view"] = f"{base}/{key_view_link(experiment.experiment_id)}"
         parents = client.search_runs(
             [experiment.experiment_id], "tags.run_kind = 'pipeline'", order_by=["attributes.start_time DESC"]
-        )[:2]
-        if len(parents) == 2:
-            runs = urllib.parse.quote(json.dumps([run.info.run_id for run in parents]))
+        )
+        changes = [run for run in parents if run.data.tags.get("changed", "nothing") != "nothing"]
+        baselines = [run for run in parents if run.data.tags.get("changed") == "nothing"]
+        if changes and baselines:
+            runs = urllib.parse.quote(json.dumps([baselines[0].info.run_id, changes[0].info.run_id]))
             experiments = urllib.parse.quote(json.dumps([experiment.experiment_id]))
             pages[f"mlflow-{slug}-compare"] = f"{base}/#/compare-runs?runs={runs}&experiments={experiments}"
         if parents:
-            run = parents[0].info
+            run = (changes or parents)[0].info
             pages[f"mlflow-{slug}-run"] = f"{base}/#/experiments/{experiment.experiment_id}/runs/{run.run_id}"
     pages["mlflow-models"] = f"{base}/#/models"
     return pages
@@ -138,8 +215,8 @@ def main() -> None:
         [str(BIN / "tensorboard"), "--logdir", "runs", "--host", "127.0.0.1", "--port", str(port)],
         f"http://127.0.0.1:{port}/",
     ) as base:
-        screenshot(f"{base}#timeseries", args.out / "tensorboard-scalars.png", wait_ms=20_000)
-        screenshot(f"{base}#hparams", args.out / "tensorboard-hparams.png", wait_ms=20_000)
+        screenshot(f"{base}#timeseries", args.out / "tensorboard-scalars.png", wait_s=15)
+        screenshot(f"{base}#hparams", args.out / "tensorboard-hparams.png", wait_s=15)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,21 @@
-"""``reservoir-dqn``: one command with a sub-command per stage."""
+"""``reservoir-dqn``: one command with a sub-command per stage.
+
+Only the chosen sub-command's module is imported: a stage does not pay for the others'
+libraries (tuning's Optuna and SQLAlchemy, plotting's matplotlib).
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from reservoir_dqn import compare, tune
-from reservoir_dqn.stages import evaluate, plot, train
-
-COMMANDS: dict[str, Callable[[Sequence[str] | None], int]] = {
-    "train": train.main,
-    "evaluate": evaluate.main,
-    "plot": plot.main,
-    "compare": compare.main,
-    "tune": tune.main,
+COMMANDS = {
+    "train": "reservoir_dqn.stages.train",
+    "evaluate": "reservoir_dqn.stages.evaluate",
+    "plot": "reservoir_dqn.stages.plot",
+    "compare": "reservoir_dqn.compare",
+    "tune": "reservoir_dqn.tune",
 }
 
 
@@ -23,7 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = ", ".join(COMMANDS)
         print(f"usage: reservoir-dqn {{{names}}} [options]  (COMMAND --help for details)", file=sys.stderr)
         return 0 if args and args[0] in ("-h", "--help") else 2
-    return COMMANDS[args[0]](args[1:])
+    command: int = importlib.import_module(COMMANDS[args[0]]).main(args[1:])
+    return command
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.checkpoint import GlobalRNGState
+from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from reservoir_dqn.config import EnvConfig
@@ -33,13 +35,11 @@ def run_episodes(
     env = profile.make(config, slot_seeds)
     try:
         with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
-            steps = env.rollout(profile.episode_limit(config), policy, break_when_any_done=False)
+            steps = _first_episodes(env, policy, profile.episode_limit(config))
     finally:
         env.close()
         rng.load_state_dict(saved)
     done = steps["next", "done"].squeeze(-1)
-    if not bool(done.any(dim=1).all()):
-        raise RuntimeError("an evaluation episode did not end within the episode limit")
     # A step is valid until (and including) the first done flag of its environment.
     valid = (done.long().cumsum(dim=1) - done.long()) == 0
     steps.set("valid", valid)
@@ -48,6 +48,27 @@ def run_episodes(
     returns = steps["next", "episode_reward"].squeeze(-1)[rows, last]
     lengths = steps["next", "step_count"].squeeze(-1)[rows, last]
     return Episodes(steps=steps, returns=returns, lengths=lengths)
+
+
+def _first_episodes(env: EnvBase, policy: TensorDictModuleBase, limit: int) -> TensorDictBase:
+    """Step every copy (resetting those that finish) until each has finished one episode: ``[N, T]`` steps.
+
+    ``env.rollout(limit, policy, break_when_any_done=False)`` computes the same steps but
+    always runs ``limit`` of them, long after short episodes ended (CartPole's random
+    policy falls within about 20 of its 500); its ``break_when_all_done`` needs partial
+    steps, which gymnasium's vector env refuses.
+    """
+    tensordict = env.reset()
+    steps = []
+    finished = torch.zeros(env.batch_size, dtype=torch.bool)
+    for _ in range(limit):
+        tensordict.update(policy(tensordict))
+        step, tensordict = env.step_and_maybe_reset(tensordict)
+        steps.append(step)
+        finished |= step["next", "done"].reshape(env.batch_size)
+        if bool(finished.all()):
+            return torch.stack(steps, dim=1)
+    raise RuntimeError("an evaluation episode did not end within the episode limit")
 
 
 def run_agents(

@@ -11,9 +11,10 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported by what reads a table (a second of start-up otherwise)
+    import pandas as pd
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
@@ -50,4 +51,6 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
 
 
 def read_csv(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.read_csv(path)

@@ -16,105 +16,39 @@ At the end every agent is validated once more, and the one that validated best i
 
 Exact resume. A checkpoint holds every piece of state, the environments' included (the
 episodes in flight, their generators, the frames held back for n-step returns), so a run
-resumed from any checkpoint computes exactly what the uninterrupted run computes.
+resumed from any checkpoint computes exactly what the uninterrupted run computes. The
+session (:mod:`reservoir_dqn.session`) is what the checkpoint holds.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import os
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel
-from torchrl.checkpoint import Checkpoint, GlobalRNGState
-from torchrl.data import TensorDictReplayBuffer
 from torchrl.modules import QValueActor
 from tqdm import tqdm
 
-from reservoir_dqn.agent import Agent, NetworkSpec, anneal, make_agent, select_agents, update
-from reservoir_dqn.checkpoint import (
-    Checkpointer,
-    CorruptCheckpoint,
-    SafeReplayBufferAdapter,
-    checkpoint_frames,
-    checkpoint_key,
-)
-from reservoir_dqn.collect import Rollout
-from reservoir_dqn.config import TRAIN_SEED_LIMIT, VALIDATION_SEED_BASE, Config
-from reservoir_dqn.curves import LEARNING, PROGRESS, VALIDATION, Interval
-from reservoir_dqn.envs import EnvProfile, profile
-from reservoir_dqn.evaluation import Reference, reference, run_agents
-from reservoir_dqn.metrics import MetricGroup, Record, Sink
-from reservoir_dqn.replay import TransitionWriter, make_replay_buffer
+from reservoir_dqn.agent import Agent, NetworkSpec, anneal, select_agents, update
+from reservoir_dqn.config import VALIDATION_SEED_BASE
+from reservoir_dqn.curves import VALIDATION, Interval
+from reservoir_dqn.evaluation import run_agents
+from reservoir_dqn.metrics import Record, Sink
+from reservoir_dqn.session import Progress, Session, checkpointer
 
-BUFFER_CHECKPOINT_AUTO_LIMIT = 1_000_000  # 'auto' saves the replay buffer up to this many transitions in all
+if TYPE_CHECKING:
+    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the frame and update."""
-
-
-class Progress(BaseModel):
-    """Counters and per-agent results that a checkpoint restores with the rest of the training state."""
-
-    frames: int = 0
-    updates: int = 0
-    train_seconds: float = 0.0  # collection and updates
-    eval_seconds: float = 0.0  # periodic validation
-    validated_at: int = -1  # frames of the newest validation
-    last_return: list[float] = []  # per agent: newest validation
-    last_score: list[float] = []
-    best_return: list[float] = []  # per agent: best validation so far ...
-    best_score: list[float] = []
-    best_frames: list[int] = []  # ... and when
-    stopped_frames: list[int | None] = []  # per agent: when it reached stop_at_validation_return ...
-    stopped_seconds: list[float | None] = []  # ... and after how much training and validation time
-    run_ids: dict[str, str] = {}  # the tracking runs this training logs to, continued on resume
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.model_dump()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name, value in Progress.model_validate(state):
-            setattr(self, name, value)
-
-
-@dataclass
-class Session:
-    """The live objects of one training process; rebuilt from scratch for every restore attempt."""
-
-    config: Config
-    profile: EnvProfile
-    spec: NetworkSpec
-    agent: Agent
-    buffer: TensorDictReplayBuffer
-    writer: TransitionWriter
-    rollout: Rollout
-    best: QValueActor  # each agent's best-validated averaged weights
-    stopped: QValueActor  # the weights of agents that stopped early, as they were then
-    progress: Progress
-    reference: Reference  # the score's reference on the validation seeds
-    checkpoint: Checkpoint
-    resumed_from: int = 0
-
-    def close(self) -> None:
-        self.rollout.close()
-
-    @property
-    def metric_groups(self) -> list[MetricGroup]:
-        """Every group of training curves this session emits."""
-        groups = [PROGRESS, LEARNING, self.profile.episode_group, VALIDATION]
-        return groups if self.profile.batch_group is None else [*groups, self.profile.batch_group]
 
 
 @dataclass
@@ -126,109 +60,6 @@ class TrainResult:
     spec: NetworkSpec
     shipped_agent: int
     summary: dict[str, Any]
-
-
-def agent_seeds(seed: int, agents: int) -> list[int]:
-    """One seed per agent, derived from the master seed (independent streams, NumPy's SeedSequence)."""
-    children = np.random.SeedSequence(seed).spawn(agents)
-    return [int(child.generate_state(1, dtype=np.uint32)[0]) for child in children]
-
-
-def env_seeds(seed: int, agents: int, envs: int) -> list[int]:
-    """Seeds of every training environment, agent-major, all below TRAIN_SEED_LIMIT."""
-    return [
-        int(value) % TRAIN_SEED_LIMIT
-        for agent in range(agents)
-        for value in np.random.SeedSequence([seed, agent]).generate_state(envs, dtype=np.uint32)
-    ]
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when available; anything else is used as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def start(config: Config, checkpoint_dir: Path) -> Session:
-    """The newest usable checkpoint of these parameters, restored; or a fresh session if there is none."""
-    torch.set_num_threads(config.train.torch_threads or os.cpu_count() or 1)
-    checkpointer = _checkpointer(config, checkpoint_dir)
-    device = resolve_device(config.train.device)
-    for path in checkpointer.candidates():
-        if checkpoint_frames(path) > config.train.total_frames:
-            continue
-        session = _build(config, device)
-        try:
-            checkpointer.restore(session.checkpoint, path)
-        except CorruptCheckpoint as error:
-            session.close()
-            checkpointer.set_aside(path, str(error))
-            continue
-        session.resumed_from = session.progress.frames
-        log.info(f"resuming from {path} ({session.progress.frames:,} frames per agent)")
-        return session
-    return _build(config, device)
-
-
-def _checkpointer(config: Config, checkpoint_dir: Path) -> Checkpointer:
-    return Checkpointer(checkpoint_dir, checkpoint_key(config.training_hash), config.train.keep_checkpoints)
-
-
-def _build(config: Config, device: torch.device) -> Session:
-    """Everything a training process holds, freshly seeded (identical on every call)."""
-    agents, envs = config.train.seeds, config.env.num_envs
-    env_profile = profile(config.env)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    env = env_profile.make(config.env, env_seeds(config.seed, agents, envs))
-    spec = NetworkSpec(
-        obs_dim=int(env.observation_spec["observation"].shape[-1]),
-        num_actions=int(env.action_spec_unbatched.space.n),
-        hidden_sizes=tuple(config.dqn.hidden_sizes),
-        env_name=config.env.name,
-        obs_scale=env_profile.observation_scale(config.env),
-        agents=agents,
-    )
-    agent = make_agent(config.dqn, spec, device, agent_seeds(config.seed, agents), compile_loss=config.train.compile)
-    buffer = make_replay_buffer(config.dqn, agents, device)
-    writer = TransitionWriter(buffer, agents, config.dqn.n_steps, config.dqn.gamma, config.dqn.reward_scale)
-    rollout = Rollout(env, agent.policy, config.train.frames_per_batch // envs, env_profile)
-    validation, _ = reference(
-        env_profile, config.env, spec.num_actions, config.train.eval_episodes, VALIDATION_SEED_BASE
-    )
-    progress = Progress(
-        last_return=[float("nan")] * agents,
-        last_score=[float("nan")] * agents,
-        best_return=[float("-inf")] * agents,
-        best_score=[float("-inf")] * agents,
-        best_frames=[0] * agents,
-        stopped_frames=[None] * agents,
-        stopped_seconds=[None] * agents,
-    )
-    best, stopped = copy.deepcopy(agent.averaged_network), copy.deepcopy(agent.averaged_network)
-    checkpoint = Checkpoint(
-        format="archive",
-        loss=agent.loss,
-        averaged=agent.averaged_network,
-        best=best,
-        stopped=stopped,
-        optimizer=agent.optimizer,
-        exploration=agent.exploration,
-        target_updater=agent.target_updater,
-        rng=GlobalRNGState(),
-        progress=progress,
-        rollout=rollout,
-        writer=writer,
-    )
-    if config.train.checkpoint_buffer == "always" or (
-        config.train.checkpoint_buffer == "auto" and agents * config.dqn.buffer_size <= BUFFER_CHECKPOINT_AUTO_LIMIT
-    ):
-        checkpoint.register("replay_buffer", buffer, adapter=SafeReplayBufferAdapter())
-    return Session(
-        config, env_profile, spec, agent, buffer, writer, rollout, best, stopped, progress, validation, checkpoint
-    )
 
 
 ValidationHook = Callable[[int, torch.Tensor], None]
@@ -247,7 +78,7 @@ def train(
     """
     config, agent, progress = session.config, session.agent, session.progress
     settings = config.train
-    checkpointer = _checkpointer(config, checkpoint_dir)
+    checkpoints = checkpointer(config, checkpoint_dir)
     interval = Interval(session.profile, config.env, agent.agents, session.spec.num_actions)
     bar = tqdm(total=settings.total_frames, initial=progress.frames, unit="frame", mininterval=2.0, smoothing=0.05)
     clock = time.perf_counter()
@@ -280,7 +111,7 @@ def train(
             bar.set_postfix(_postfix(progress, agent), refresh=False)
             # 7. Checkpoint (and always at the end, so a finished run is never trained again).
             if at_checkpoint or finished:
-                checkpointer.save(session.checkpoint, progress.frames)
+                checkpoints.save(session.checkpoint, progress.frames)
                 clock = _add_elapsed(progress, "train_seconds", clock)
         if progress.validated_at != progress.frames:  # the shipped agent is chosen on a fresh validation
             _emit(session, interval, [_validate(session)], sinks)

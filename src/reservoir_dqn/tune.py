@@ -48,12 +48,13 @@ from reservoir_dqn.config import Config, ConfigError, TuneConfig, add_config_arg
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.files import write_text
 from reservoir_dqn.metrics import Sink
+from reservoir_dqn.session import start
 from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage
 from reservoir_dqn.statistics import iqm
 from reservoir_dqn.tracking import Tracking
 from reservoir_dqn.tracking.sinks import CsvSink, MlflowSink
 from reservoir_dqn.tracking.store import Store, project_root, retrying
-from reservoir_dqn.training import start, train
+from reservoir_dqn.training import train
 
 log = logging.getLogger(__name__)
 STUDY_TAG = "optuna_study"

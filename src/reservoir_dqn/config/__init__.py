@@ -1,8 +1,9 @@
 """Typed, frozen, validated parameters: ``params.yaml`` plus command-line overrides.
 
 :mod:`.sections` holds the pydantic models (one per params.yaml section, every field
-described); :mod:`.loading` reads the file safely, applies ``--set`` overrides and turns
-any problem into a one-line :class:`ConfigError`.
+described), :mod:`.tree` the whole configuration and its cross-section rules, and
+:mod:`.loading` reads the file safely, applies ``--set`` overrides and turns any problem
+into a one-line :class:`ConfigError`.
 """
 
 from reservoir_dqn.config.loading import (
@@ -19,14 +20,13 @@ from reservoir_dqn.config.sections import (
     TEST_SEED_MIN,
     TRAIN_SEED_LIMIT,
     VALIDATION_SEED_BASE,
-    Config,
     DQNConfig,
     EnvConfig,
     ReservoirConfig,
     TrainConfig,
     TuneConfig,
-    flatten,
 )
+from reservoir_dqn.config.tree import Config, flatten
 
 __all__ = [
     "DEFAULT_PARAMS",

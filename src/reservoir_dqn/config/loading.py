@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from reservoir_dqn.config.sections import DEFAULT_PARAMS, Config
+from reservoir_dqn.config.sections import DEFAULT_PARAMS
+from reservoir_dqn.config.tree import Config
 
 
 class ConfigError(ValueError):

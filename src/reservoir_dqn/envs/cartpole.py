@@ -42,7 +42,8 @@ class CartPoleProfile(EnvProfile):
         # machine this is several times faster per frame than one TorchRL env per copy or
         # subprocess workers. With autoreset disabled TorchRL resets finished copies itself.
         vector_env = SyncVectorEnv(
-            [partial(gym.make, self.name) for _ in slot_seeds], autoreset_mode=AutoresetMode.DISABLED
+            [partial(gym.make, self.name, disable_env_checker=True) for _ in slot_seeds],
+            autoreset_mode=AutoresetMode.DISABLED,
         )
         for copy, seed in zip(vector_env.envs, slot_seeds, strict=True):
             copy.reset(seed=int(seed))  # seeds the copy's own generator, as a single env seeded so would be

@@ -18,11 +18,9 @@ storage more or less moves them by one month's worth, never by a whole episode.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from matplotlib.figure import Figure
-from pandas import DataFrame
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import Compose, EnvBase, RewardSum, StepCounter
@@ -33,6 +31,10 @@ from reservoir_dqn.envs.profile import RETURN, SCORE, EnvProfile, Episodes, Metr
 from reservoir_dqn.envs.reservoir import DiscreteReservoirEnv
 from reservoir_dqn.envs.reservoir_model import INFO_KEYS
 from reservoir_dqn.metrics import MetricGroup
+
+if TYPE_CHECKING:  # matplotlib and pandas are imported where figures and tables are made
+    from matplotlib.figure import Figure
+    from pandas import DataFrame
 
 RELIABILITY = Metric("reliability", "reliability (share of months with the demand met in full)")
 # Per-month flows of the training batches, in hm3 (energy in GWh): the reservoir/ namespace.

@@ -25,6 +25,7 @@ from reservoir_dqn.results import NETWORKS, Evaluation
 from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config, training_summary
 from reservoir_dqn.statistics import Summary
 from reservoir_dqn.tracking.hparams import log_hparams
+from reservoir_dqn.tracking.views import TRAIN_MINUTES, best_snapshot_metric, eval_metric
 
 PATHS = ("agents", "train_metrics", "eval_metrics", "summary", "eval_episodes", "trajectories")
 
@@ -92,18 +93,21 @@ def _episode_rows(config: Config, policy: str, episodes: Episodes, agent: int | 
 
 
 def tracked_metrics(evaluation: Evaluation, train_minutes: float) -> dict[str, float]:
-    """The parent run's metrics: each headline metric's mean, IQM and interval (final networks), sorted first."""
+    """The parent run's metrics: each headline metric's mean, IQM and interval (final networks), sorted first.
+
+    Rounded to 4 significant digits, so that MLflow's runs table shows them whole (``eval.json``,
+    a run artifact, keeps every digit).
+    """
     metrics: dict[str, float] = {}
     for name in evaluation.headline:
         summary = evaluation.metric(name)
-        metrics |= {f"eval/{name}_mean": summary.mean, f"eval/{name}_iqm": summary.iqm}
+        metrics |= {eval_metric(name, "mean"): summary.mean, eval_metric(name, "iqm"): summary.iqm}
         if summary.ci_low is not None and summary.ci_high is not None:
-            metrics |= {f"eval/{name}_ci_low": summary.ci_low, f"eval/{name}_ci_high": summary.ci_high}
-    metrics[f"eval/best_snapshot_{evaluation.headline[0]}_mean"] = evaluation.metric(
-        evaluation.headline[0], "best"
-    ).mean
-    metrics["train/minutes"] = train_minutes
-    return metrics
+            metrics |= {eval_metric(name, "ci_low"): summary.ci_low, eval_metric(name, "ci_high"): summary.ci_high}
+    main = evaluation.headline[0]
+    metrics[best_snapshot_metric(main)] = evaluation.metric(main, "best").mean
+    metrics[TRAIN_MINUTES] = train_minutes
+    return {name: float(f"{value:.4g}") for name, value in metrics.items()}
 
 
 def _number(name: str, value: float) -> str:

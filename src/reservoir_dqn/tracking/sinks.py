@@ -18,13 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
 
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.metrics import MetricGroup, Record
 
-if TYPE_CHECKING:  # MLflow and TensorBoard are imported only by the stages that use them
+if TYPE_CHECKING:  # MLflow, TensorBoard and pandas are imported only where they are used
+    import pandas as pd
+
     from reservoir_dqn.tracking.runs import MetricValue, PipelineRun
 
 FLUSH_SECONDS = 2.0  # the MLflow sink sends what has accumulated at least this often
@@ -81,6 +82,8 @@ class CsvSink:
 def _rows_up_to(path: Path, columns: list[str], step: int) -> pd.DataFrame | None:
     if not path.exists():
         return None
+    import pandas as pd
+
     frame = pd.read_csv(path)
     if list(frame.columns) != columns:
         return None

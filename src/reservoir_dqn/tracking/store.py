@@ -25,19 +25,15 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 from urllib.parse import urlparse
 
 from reservoir_dqn.config import Config
+from reservoir_dqn.envs import profile
 from reservoir_dqn.errors import first_line
+from reservoir_dqn.tracking.views import experiment_tags
 
 if TYPE_CHECKING:  # mlflow takes about a second to import: only a stage that tracks pays it
     from mlflow import MlflowClient
 
 ROOT_MARKERS = (".dvc", ".git")
 EXPERIMENT_PREFIX = "reservoir-dqn"
-# The MLflow UI opens a "model training" experiment on its runs table (not the GenAI overview).
-EXPERIMENT_TAGS = {
-    "mlflow.experimentKind": "custom_model_development",
-    "mlflow.note.content": "DQN agents of reservoir_dqn: a parent run per pipeline execution (params, test metrics "
-    "with 95% intervals over seeds, figures, model), a child run per seed (training curves).",
-}
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -167,30 +163,33 @@ def connect(config: Config, root: Path | None = None) -> Store | None:
     with _first_contact_lock(root, uri):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         try:
-            experiment_id = _experiment(client, config.env.name, root if uri.startswith("sqlite:") else None)
+            experiment_id = _experiment(client, config, root if uri.startswith("sqlite:") else None)
         except Exception as error:  # noqa: BLE001 - any failure here means "cannot track"
             raise TrackingUnavailable(f"MLflow store {uri} cannot be used ({first_line(error)})") from None
     return Store(client, uri, root, experiment_id)
 
 
-def _experiment(client: MlflowClient, env_name: str, artifact_root: Path | None) -> str:
-    """The experiment of ``env_name``, created when missing (joined when a parallel process created it first)."""
-    name = experiment_name(env_name)
+def _experiment(client: MlflowClient, config: Config, artifact_root: Path | None) -> str:
+    """The experiment of the configured environment, created when missing (joined when a parallel process
+    created it first), with its description and key-metrics view (:mod:`.views`)."""
+    name = experiment_name(config.env.name)
+    headline = [metric.name for metric in profile(config.env).headline]
+
+    def tag(experiment_id: str, current: dict[str, str]) -> str:
+        for key, value in experiment_tags(experiment_id, headline).items():  # older experiments get them too
+            if current.get(key) != value:
+                retrying(client.set_experiment_tag, experiment_id, key, value)
+        return experiment_id
 
     def existing() -> str | None:
         found = retrying(client.get_experiment_by_name, name)
-        if found is None:
-            return None
-        for key, value in EXPERIMENT_TAGS.items():  # experiments created before these tags existed get them too
-            if found.tags.get(key) != value:
-                retrying(client.set_experiment_tag, found.experiment_id, key, value)
-        return str(found.experiment_id)
+        return None if found is None else tag(str(found.experiment_id), found.tags)
 
     if (found := existing()) is None:
         # Without an explicit location MLflow would put artifacts in ./mlruns of whatever folder runs the stage.
-        location = None if artifact_root is None else (artifact_root / "mlartifacts" / env_name).as_uri()
+        location = None if artifact_root is None else (artifact_root / "mlartifacts" / config.env.name).as_uri()
         try:
-            found = str(retrying(client.create_experiment, name, artifact_location=location, tags=EXPERIMENT_TAGS))
+            found = tag(str(retrying(client.create_experiment, name, artifact_location=location)), {})
         except Exception:
             # Parallel experiments starting together: another process may have created it first.
             if (found := existing()) is None:
