@@ -8,7 +8,9 @@ without the same change here fails ``test_every_readme_command_is_run_here_or_ex
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shlex
 import signal
@@ -154,16 +156,17 @@ def _serves(url: str) -> bool:
 def test_the_ui_commands_serve_the_runs(repo: Path, command: str, url: str) -> None:
     assert command in readme_commands()
     server = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=repo, env=clean_env(repo),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)  # fmt: skip
     try:
         assert wait_for(lambda: server.poll() is None and _serves(url), 90, 0.5), server.stderr
     finally:
         server.send_signal(signal.SIGINT)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # how fast it shuts down is not what this checks
             server.wait(30)
-        except subprocess.TimeoutExpired:  # a loaded machine: how fast it shuts down is not what this checks
-            server.kill()
-            server.wait(30)
+        with contextlib.suppress(ProcessLookupError):  # its workers too, so that no one keeps the port
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(30)
 
 
 def test_the_champion_loads_as_the_readme_shows(repo: Path) -> None:

@@ -96,7 +96,7 @@ def _check_study(
     client = MlflowClient(tracking_uri)
     experiments = [experiment.experiment_id for experiment in client.search_experiments()]
     (study_run,) = client.search_runs(experiments, f"tags.optuna_study = '{study_name}' and tags.run_kind = 'study'")
-    trial_runs = client.search_runs(experiments, f"tags.optuna_study = '{study_name}' and tags.run_kind = 'pipeline'")
+    trial_runs = client.search_runs(experiments, f"tags.optuna_study = '{study_name}' and tags.run_kind = 'trial'")
     numbers = sorted(int(run.data.tags["optuna_trial"]) for run in trial_runs)
     assert numbers == sorted(trial.number for trial in all_trials)  # one run per trial ...
     assert {run.data.tags["mlflow.parentRunId"] for run in trial_runs} == {study_run.info.run_id}  # ... under the study

@@ -8,9 +8,10 @@ checks what the views look like. Run it in the repository after ``dvc repro`` an
 
     .venv/bin/python tools/screenshots.py [--diff main] [--out /tmp/reservoir-dqn-screenshots]
 
-Chromium is driven over its DevTools protocol, so that a page can be shot the way a user
-sees it after closing what MLflow opens on a first visit (its "Assistant" side panel and
-announcement dialogs): a fresh browser profile would show them on every page.
+Chromium is driven over its DevTools protocol (with aiohttp, which DVC installs), so that a
+page can be shot the way a user sees it after closing what MLflow opens on a first visit
+(its "Assistant" side panel and announcement dialogs): a fresh browser profile would show
+them on every page.
 """
 
 from __future__ import annotations
@@ -151,7 +152,11 @@ async def _screenshot(url: str, path: Path, size: tuple[int, int], wait_s: float
                     return await Browser(ws).shoot(url, path, size, wait_s)
         finally:
             process.terminate()
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def screenshot(url: str, path: Path, size: tuple[int, int] = (1600, 1000), wait_s: float = 10) -> None:

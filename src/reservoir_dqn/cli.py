@@ -10,7 +10,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = {
+COMMANDS: dict[str, str] = {  # sub-command -> module with main(argv) -> exit status
     "train": "reservoir_dqn.stages.train",
     "evaluate": "reservoir_dqn.stages.evaluate",
     "plot": "reservoir_dqn.stages.plot",
@@ -25,8 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = ", ".join(COMMANDS)
         print(f"usage: reservoir-dqn {{{names}}} [options]  (COMMAND --help for details)", file=sys.stderr)
         return 0 if args and args[0] in ("-h", "--help") else 2
-    command: int = importlib.import_module(COMMANDS[args[0]]).main(args[1:])
-    return command
+    status: int = importlib.import_module(COMMANDS[args[0]]).main(args[1:])
+    return status
 
 
 if __name__ == "__main__":

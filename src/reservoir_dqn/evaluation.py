@@ -60,7 +60,7 @@ def _first_episodes(env: EnvBase, policy: TensorDictModuleBase, limit: int) -> T
     """
     tensordict = env.reset()
     steps = []
-    finished = torch.zeros(env.batch_size, dtype=torch.bool)
+    finished = torch.zeros(env.batch_size, dtype=torch.bool, device=env.device)
     for _ in range(limit):
         tensordict.update(policy(tensordict))
         step, tensordict = env.step_and_maybe_reset(tensordict)

@@ -142,6 +142,7 @@ def start(config: Config, checkpoint_dir: Path) -> Session:
 
 
 def checkpointer(config: Config, checkpoint_dir: Path) -> Checkpointer:
+    """The checkpoints of these parameters and this code in ``checkpoint_dir`` (others are never resumed)."""
     return Checkpointer(checkpoint_dir, checkpoint_key(config.training_hash), config.train.keep_checkpoints)
 
 

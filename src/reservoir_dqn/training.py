@@ -70,7 +70,7 @@ def train(
 ) -> TrainResult:
     """Train every agent of ``session`` to ``train.total_frames`` (or until all stopped early).
 
-    :param session: from :func:`start`: fresh, or restored from a checkpoint.
+    :param session: from :func:`reservoir_dqn.session.start`: fresh, or restored from a checkpoint.
     :param checkpoint_dir: where checkpoints go.
     :param sinks: where the training curves go.
     :param on_validation: called with the frames and every agent's validation score after each

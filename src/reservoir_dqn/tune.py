@@ -192,7 +192,7 @@ class Objective:
     def __call__(self, trial: Trial) -> float:
         suggested = suggest(trial, self.config.tune)
         name = f"trial {trial.number}: " + ", ".join(override.split(".")[-1] for override in suggested)
-        tags = {STUDY_TAG: trial.study.study_name, TRIAL_TAG: str(trial.number)}
+        tags = {STUDY_TAG: trial.study.study_name, TRIAL_TAG: str(trial.number), "run_kind": "trial"}
         try:
             config = load_config(self.params, [*self.overrides, *self.config.tune.overrides, *suggested])
         except ConfigError as error:
@@ -203,7 +203,7 @@ class Objective:
                     self.store.client.create_run,
                     self.store.experiment_id,
                     run_name=name,
-                    tags={**tags, **note, "run_kind": "pipeline", "mlflow.parentRunId": self.parent or ""},
+                    tags={**tags, **note, "mlflow.parentRunId": self.parent or ""},
                 )
                 retrying(self.store.client.set_terminated, run.info.run_id, status="FAILED")
             raise optuna.TrialPruned(str(error)) from None

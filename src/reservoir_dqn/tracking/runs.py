@@ -103,7 +103,7 @@ class PipelineRun:
     ) -> PipelineRun:
         """A new parent run named ``name`` (itself a child of ``parent_of``, when given) and one child run per agent."""
         client = store.client
-        parent_tags = {**tags, "mlflow.note.content": description, "run_kind": "pipeline"}
+        parent_tags = {"run_kind": "pipeline", **tags, "mlflow.note.content": description}  # a tuning trial: "trial"
         if parent_of is not None:
             parent_tags["mlflow.parentRunId"] = parent_of
         parent = retrying(client.create_run, store.experiment_id, run_name=name, tags=parent_tags)

@@ -57,10 +57,10 @@ def key_view_link(experiment_id: str) -> str:
 
 def experiment_tags(experiment_id: str, headline: Sequence[str]) -> dict[str, str]:
     """The experiment's kind, its description with the link to the key view, and the view itself."""
-    main = headline[0]
+    main, *others = headline
     note = (
         f"**[Compare experiments]({key_view_link(experiment_id)})**: the pipeline runs, best {main} first, "
-        f"with its 95% interval over seeds, {', '.join(headline[1:])} and training time.\n\n"
+        f"with its 95% interval over seeds, {''.join(f'{name}, ' for name in others)}and training time.\n\n"
         "DQN agents of reservoir_dqn: a parent run per pipeline execution (named by what it changed against "
         "its baseline; params, test metrics with 95% intervals over seeds, figures, model), a child run per "
         "seed (training curves), and a run of the baseline policies."
