@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,9 +50,18 @@ def clean_env(repo: Path | None = None, **extra: str) -> dict[str, str]:
 def run(
     repo: Path, *command: str, check: bool = True, timeout: int = 900, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        command, cwd=repo, env=env or clean_env(repo), capture_output=True, text=True, timeout=timeout
-    )
+    """Run ``command`` in ``repo``; its output is captured in files, not pipes.
+
+    ``dvc queue start`` leaves workers behind that inherit its output: read through pipes,
+    the output would only end when the last of them exits (an idle one hung a run for 10 minutes).
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        status = subprocess.run(
+            command, cwd=repo, env=env or clean_env(repo), stdout=out, stderr=err, text=True, timeout=timeout
+        ).returncode
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(command, status, out.read(), err.read())
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
