@@ -20,13 +20,16 @@ COMMANDS: dict[str, str] = {  # sub-command -> module with main(argv) -> exit st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command and end the process with its exit status; without one, print the usage."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in COMMANDS:
         names = ", ".join(COMMANDS)
         print(f"usage: reservoir-dqn {{{names}}} [options]  (COMMAND --help for details)", file=sys.stderr)
         return 0 if args and args[0] in ("-h", "--help") else 2
     status: int = importlib.import_module(COMMANDS[args[0]]).main(args[1:])
-    return status
+    from reservoir_dqn.stages import exit_process  # the console script's process ends here
+
+    exit_process(status)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import argparse
 import itertools
 import logging
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -49,7 +48,7 @@ from reservoir_dqn.errors import first_line
 from reservoir_dqn.files import write_text
 from reservoir_dqn.metrics import Sink
 from reservoir_dqn.session import start
-from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage
+from reservoir_dqn.stages import StageFailed, connect_tracking, exit_process, run_stage
 from reservoir_dqn.statistics import iqm
 from reservoir_dqn.tracking import Tracking
 from reservoir_dqn.tracking.sinks import CsvSink, MlflowSink
@@ -331,4 +330,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -9,7 +9,6 @@ mean, interquartile mean and 95% bootstrap interval; the score is
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from reservoir_dqn.envs import Episodes, profile
 from reservoir_dqn.evaluation import describe, reference, run_agents
 from reservoir_dqn.files import write_csv, write_json
 from reservoir_dqn.results import NETWORKS, Evaluation
-from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config, training_summary
+from reservoir_dqn.stages import StageFailed, connect_tracking, exit_process, run_stage, stage_config, training_summary
 from reservoir_dqn.statistics import Summary
 from reservoir_dqn.tracking.hparams import log_hparams
 from reservoir_dqn.tracking.views import TRAIN_MINUTES, best_snapshot_metric, eval_metric
@@ -170,4 +169,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -9,7 +9,6 @@ the release targets chosen and the reward components).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -29,7 +28,7 @@ from matplotlib.figure import Figure
 from reservoir_dqn.envs import profile
 from reservoir_dqn.files import read_csv, read_json, write_atomic
 from reservoir_dqn.results import Evaluation
-from reservoir_dqn.stages import connect_tracking, run_stage, stage_config, training_summary
+from reservoir_dqn.stages import connect_tracking, exit_process, run_stage, stage_config, training_summary
 
 PATHS = ("train_log", "train_metrics", "eval_metrics", "eval_episodes", "trajectories", "plots")
 POLICY_COLORS = {"sdp": "tab:green", "sop": "tab:orange", "random": "tab:gray"}
@@ -187,4 +186,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

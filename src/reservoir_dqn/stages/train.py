@@ -9,7 +9,6 @@ the TensorBoard event files, the final checkpoint and the model, registered as a
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from reservoir_dqn.agent import save_model, select_agents
 from reservoir_dqn.checkpoint import newest_checkpoint
 from reservoir_dqn.files import write_json
 from reservoir_dqn.session import start
-from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config
+from reservoir_dqn.stages import StageFailed, connect_tracking, exit_process, run_stage, stage_config
 from reservoir_dqn.training import TrainingDiverged, train
 
 PATHS = ("model", "agents", "checkpoints", "train_log", "train_metrics")
@@ -74,4 +73,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())
