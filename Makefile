@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Test workers: the suite waits on DVC, servers and subprocesses, so more workers than cores pay
-# (on 2 cores: 6 workers took 9 min 6 s and 9 min 50 s, 4 workers 11 min 17 s).
+# (on 2 cores, same code: 6 workers took 9 min 6 s, 4 workers 11 min 17 s).
 JOBS ?= 6
 
 .PHONY: setup system run test test-fast bench soak lint typecheck check lock screenshots clean
