@@ -170,8 +170,11 @@ def connect(config: Config, root: Path | None = None) -> Store | None:
 
 
 def _experiment(client: MlflowClient, config: Config, artifact_root: Path | None) -> str:
-    """The experiment of the configured environment, created when missing (joined when a parallel process
-    created it first), with its description and key-metrics view (:mod:`.views`)."""
+    """The experiment of the configured environment, with its description and key-metrics view.
+
+    Created when missing, and joined when a parallel process created it first; the tags of
+    :mod:`.views` are kept current on every connection.
+    """
     name = experiment_name(config.env.name)
     headline = [metric.name for metric in profile(config.env).headline]
 
