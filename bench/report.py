@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -19,19 +20,26 @@ def _header(section: dict[str, Any]) -> str:
     )
 
 
+def _section(title: str, section: dict[str, Any], columns: Sequence[str] = (), intro: str = "") -> list[str]:
+    """A section's opening: its title, the machine it was measured on, a paragraph, its table's head."""
+    lines = [f"## {title}", "", _header(section), ""]
+    if intro:
+        lines += [intro, ""]
+    if columns:
+        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     """Every measured section as a table, with the date and machine it was measured on."""
     lines = ["# Benchmarks", "", "Written by `make bench` (`bench/run.py`); the raw numbers are in benchmark.json.", ""]
     if "seeds" in results:
         s = results["seeds"]
-        lines += [
-            "## Seeds trained together (reservoir, 30,000 frames per seed)",
-            "",
-            _header(s),
-            "",
-            "| seeds | whole train process s | training loop s | peak RSS MiB | process time / 1 seed |",
-            "|---|---|---|---|---|",
-        ]
+        lines += _section(
+            "Seeds trained together (reservoir, 30,000 frames per seed)",
+            s,
+            ("seeds", "whole train process s", "training loop s", "peak RSS MiB", "process time / 1 seed"),
+        )
         lines += [
             f"| {count} | {cell(s[count]['process_s'])} | {cell(s[count]['loop_s'])} | "
             f"{cell(s[count]['peak_rss_mb'], 0)} | {s['ratio_to_one_seed'][count]:.2f}x |"
@@ -40,15 +48,19 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "![seeds](seeds.png)", ""]
     if "reservoir" in results:
         r = results["reservoir"]
-        lines += [
-            "## Reservoir, default settings (100,000 frames x 5 seeds)",
-            "",
-            _header(r),
-            "",
-            "| master seed | agent | final: fraction of SDP optimum | best snapshot | final score | best score | "
-            "best at frames |",
-            "|---|---|---|---|---|---|---|",
-        ]
+        lines += _section(
+            "Reservoir, default settings (100,000 frames x 5 seeds)",
+            r,
+            (
+                "master seed",
+                "agent",
+                "final: fraction of SDP optimum",
+                "best snapshot",
+                "final score",
+                "best score",
+                "best at frames",
+            ),
+        )
         for run in r["runs"]:
             lines += [
                 f"| {run['seed']} | {a['agent']} | {a['final_fraction']:.4f} | {a['best_fraction']:.4f} | "
@@ -77,14 +89,11 @@ def markdown(results: dict[str, Any]) -> str:
             ]
     if "cartpole" in results:
         c = results["cartpole"]
-        lines += [
-            "## CartPole-v1, the recipe (5 seeds, stop at a validation return of 475, 50,000 frames at most)",
-            "",
-            _header(c),
-            "",
-            "| agent | validation reached 475 at frames | after s | final greedy mean, 100 test episodes |",
-            "|---|---|---|---|",
-        ]
+        lines += _section(
+            "CartPole-v1, the recipe (5 seeds, stop at a validation return of 475, 50,000 frames at most)",
+            c,
+            ("agent", "validation reached 475 at frames", "after s", "final greedy mean, 100 test episodes"),
+        )
         lines += [
             f"| {a['agent']} | {a['stopped_at_frames'] or 'not reached'} | {a['stopped_after_seconds'] or '-'} | "
             f"{a['final_test_mean']:.1f} |"
@@ -106,48 +115,37 @@ def markdown(results: dict[str, Any]) -> str:
                 "",
             ]
     if "repro" in results:
-        lines += [
-            "## Default `dvc repro` (train, evaluate, plot; 5 seeds)",
-            "",
-            _header(results["repro"]),
-            "",
-            f"Wall time {cell(results['repro']['wall_s'])} s.",
-            "",
-        ]
+        lines += _section(
+            "Default `dvc repro` (train, evaluate, plot; 5 seeds)",
+            results["repro"],
+            intro=f"Wall time {cell(results['repro']['wall_s'])} s.",
+        )
     if "tune" in results:
         t = results["tune"]
-        lines += [
-            "## A 12-trial study (`reservoir-dqn tune`, SQLite storage)",
-            "",
-            _header(t),
-            "",
-            f"Trials: {', '.join(t['trial_overrides'])}.",
-            "",
-            "| workers | wall s |",
-            "|---|---|",
-        ]
+        lines += _section(
+            "A 12-trial study (`reservoir-dqn tune`, SQLite storage)",
+            t,
+            ("workers", "wall s"),
+            intro=f"Trials: {', '.join(t['trial_overrides'])}.",
+        )
         lines += [f"| {w} | {cell(t[w]['wall_s'])} |" for w in ("1", "2")]
         lines.append("")
     if "gate" in results:
         g = results["gate"]
-        lines += [
-            "## False alarms of the CI gate",
-            "",
-            _header(g),
-            "",
-            f"{g['pairs']} pairs of disjoint 5-seed groups drawn from one 20-seed default run "
+        lines += _section(
+            "False alarms of the CI gate",
+            g,
+            ("metric", "20 seeds: median (min-max)", "false alarms"),
+            intro=f"{g['pairs']} pairs of disjoint 5-seed groups drawn from one 20-seed default run "
             "(final networks, test episodes); a pair is a false alarm when the gate calls it a regression.",
-            "",
-            "| metric | 20 seeds: median (min-max) | false alarms |",
-            "|---|---|---|",
-        ]
+        )
         lines += [
             f"| {name} | {cell(g['pool'][name], 4)} | {rate:.2%} |" for name, rate in g["false_alarm_rate"].items()
         ]
         lines.append("")
     if "throughput" in results:
         t = results["throughput"]
-        lines += ["## Throughput (reservoir)", "", _header(t), "", "| measurement | median (min-max, n) |", "|---|---|"]
+        lines += _section("Throughput (reservoir)", t, ("measurement", "median (min-max, n)"))
         lines += [f"| env steps/s, batch {b} | {cell(v, 0)} |" for b, v in t["env_steps_per_s"].items()]
         lines += [
             f"| {'collection frames/s' if 'collection' in k else 'optimiser updates/s'}, "
@@ -157,14 +155,11 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     if "tracking" in results:
         tr = results["tracking"]
-        lines += [
-            "## Tracking overhead (5 seeds, 30,000 frames)",
-            "",
-            _header(tr),
-            "",
-            "| tracking | training loop s | whole train process s |",
-            "|---|---|---|",
-        ]
+        lines += _section(
+            "Tracking overhead (5 seeds, 30,000 frames)",
+            tr,
+            ("tracking", "training loop s", "whole train process s"),
+        )
         lines += [f"| {k} | {cell(tr[k]['loop_s'])} | {cell(tr[k]['process_s'])} |" for k in ("off", "on")]
         lines += [
             "",
