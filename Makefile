@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Test workers: the suite waits on DVC, servers and subprocesses, so more workers than cores pay
-# (on 2 cores, same code: 6 workers took 9 min 6 s, 4 workers 11 min 17 s).
-JOBS ?= 6
+# Test workers. The suite keeps both cores busy, and each worker costs its own imports and
+# slows the others' processes: on 2 cores and the same code, 3 workers took 5 min 37 s and 4
+# workers 6 min 14 s (6 workers: 6 min 45 s, one small change earlier).
+JOBS ?= 3
 
 .PHONY: setup system run test test-fast bench soak lint typecheck check lock screenshots clean
 

@@ -61,7 +61,7 @@ class MlflowServer:
             "--port",
             str(self.port),
             "--workers",
-            "2",
+            "1",
             "--backend-store-uri",
             self.backend,
             "--artifacts-destination",

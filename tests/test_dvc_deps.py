@@ -72,7 +72,7 @@ def test_every_stage_declares_exactly_the_modules_it_imports() -> None:
     for name, stage in pipeline["stages"].items():
         module = re.search(r"(?:tools/stage |python -m reservoir_dqn\.stages\.)(\w+)", stage["cmd"])
         assert module, f"stage {name}: its command does not run tools/stage"
-        needed = closure(f"{PACKAGE}.stages.{module.group(1)}")
+        needed = closure(f"{PACKAGE}.cli") | closure(f"{PACKAGE}.stages.{module.group(1)}")  # tools/stage runs the cli
         listed = declared(stage)
         missing = sorted(str(path.relative_to(REPO)) for path in needed - listed)
         extra = sorted(str(path.relative_to(REPO)) for path in listed - needed)

@@ -24,7 +24,7 @@ import yaml
 
 import bench.run
 from tests.conftest import REPO, wait_for
-from tests.dvc_repo import baseline_repo, clean_env, clone_repo, run
+from tests.dvc_repo import QUEUE_POLL_S, baseline_repo, clean_env, clone_repo, run
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +119,7 @@ def test_a_change_is_tried_and_compared(repo: Path) -> None:
 def test_a_sweep_goes_through_the_queue_and_is_shown_within_120_columns(repo: Path) -> None:
     sh(repo, QUEUE)
     sh(repo, QUEUE_START)
-    finished = wait_for(lambda: not re.search(r"Queued|Running", sh(repo, QUEUE_STATUS).stdout), 480, 3.0)
+    finished = wait_for(lambda: not re.search(r"Queued|Running", sh(repo, QUEUE_STATUS).stdout), 480, QUEUE_POLL_S)
     status = sh(repo, QUEUE_STATUS).stdout
     assert finished and status.count("Success") == 2, status
 
@@ -155,7 +155,9 @@ def _serves(url: str) -> bool:
                                               (TENSORBOARD, "http://127.0.0.1:6006/data/runs")])  # fmt: skip
 def test_the_ui_commands_serve_the_runs(repo: Path, command: str, url: str) -> None:
     assert command in readme_commands()
-    server = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=repo, env=clean_env(repo),
+    # MLflow's job runner (three Huey consumers for GenAI jobs) is off, as in tests/servers.py: it serves no runs.
+    env = clean_env(repo, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    server = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=repo, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)  # fmt: skip
     try:

@@ -12,9 +12,11 @@ import mlflow
 import pytest
 import torch
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from reservoir_dqn.config import load_config
+from reservoir_dqn.envs import profile
 from reservoir_dqn.stages import evaluate, plot, train
 from reservoir_dqn.tracking import Tracking, experiment_name, registered_model_name
 from reservoir_dqn.tracking.naming import identify
@@ -22,7 +24,7 @@ from reservoir_dqn.tracking.registry import _fluent_store
 from reservoir_dqn.tracking.runs import PipelineRun
 from reservoir_dqn.tracking.sinks import MlflowSink
 from reservoir_dqn.tracking.store import connect
-from reservoir_dqn.tracking.views import KEY_VIEW, VIEW_TAG_PREFIX
+from reservoir_dqn.tracking.views import KEY_VIEW, VIEW_TAG_PREFIX, experiment_tags
 from tests.conftest import wait_for, write_params
 from tests.servers import MlflowServer, free_port
 
@@ -159,6 +161,31 @@ def test_an_experiment_created_by_a_parallel_process_is_joined(project: Path, ml
     store = connect(config, project)
     assert store is not None and calls == [name, name]
     assert store.experiment_id == original(client, name).experiment_id
+
+
+DUPLICATE_KEY = 'duplicate key value violates unique constraint "experiment_tag_pk"'  # what PostgreSQL says
+
+
+def test_an_experiment_tag_a_parallel_process_inserted_first_is_written_again(project: Path, monkeypatch) -> None:
+    """Two tuning workers tag a new experiment together: the loser of the insert race updates the tag."""
+    config = load_config(project / "params.yaml", ["tracking.enabled=true"])
+    MlflowClient(f"sqlite:///{project / 'mlflow.db'}").create_experiment(experiment_name(config.env.name))  # untagged
+    original = MlflowClient.set_experiment_tag
+    raced: list[str] = []
+
+    def inserted_by_the_other_process_first(self: MlflowClient, experiment_id: str, key: str, value: str) -> None:
+        if not raced:
+            raced.append(key)
+            original(self, experiment_id, key, "the other process's value")
+            raise MlflowException(f"(psycopg2.errors.UniqueViolation) {DUPLICATE_KEY}")
+        original(self, experiment_id, key, value)
+
+    monkeypatch.setattr(MlflowClient, "set_experiment_tag", inserted_by_the_other_process_first)
+    store = connect(config, project)
+    assert store is not None and raced
+    wanted = experiment_tags(store.experiment_id, [metric.name for metric in profile(config.env).headline])
+    tags = store.client.get_experiment(store.experiment_id).tags
+    assert {key: tags.get(key) for key in wanted} == wanted  # the raced tag holds this process's value
 
 
 @pytest.mark.parametrize("uri", ["http://127.0.0.1:{closed}", "http://10.255.255.1:5000"])

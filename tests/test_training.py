@@ -205,6 +205,18 @@ def test_divergence_keeps_the_last_good_checkpoint(tiny_config, project: Path, m
     verify_archive(project / "ck" / kept[0])
 
 
+def test_a_training_without_checkpoints_writes_none_and_learns_the_same(tiny_config, project: Path) -> None:
+    """What a tuning trial does (it never resumes): no checkpoint is written, and the result is unchanged."""
+    unsaved = train_loop(start(tiny_config, None), None)
+    assert sorted(path.name for path in project.iterdir()) == ["params.yaml"]
+    saved = train_loop(start(tiny_config, project / "ck"), project / "ck")
+    assert any((project / "ck").glob("checkpoint-*"))
+    assert all(
+        torch.equal(weight, saved.final.state_dict()[name]) for name, weight in unsaved.final.state_dict().items()
+    )
+    assert unsaved.summary["agents"] == saved.summary["agents"]
+
+
 def test_an_agent_that_reaches_the_target_stops_and_keeps_that_network(project: Path, monkeypatch) -> None:
     monkeypatch.setitem(PROFILES, "identity", IdentityProfile())
     write_params(project / "params.yaml", **{"env.name": "identity", "train.eval_interval_frames": 200})

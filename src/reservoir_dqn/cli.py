@@ -1,7 +1,9 @@
 """``reservoir-dqn``: one command with a sub-command per stage.
 
 Only the chosen sub-command's module is imported: a stage does not pay for the others'
-libraries (tuning's Optuna and SQLAlchemy, plotting's matplotlib).
+libraries (tuning's Optuna and SQLAlchemy, plotting's matplotlib). It is imported outside
+garbage collection (:mod:`reservoir_dqn.process`), which is why ``tools/stage`` runs the
+pipeline's stages through this command.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+
+from reservoir_dqn.process import collection_paused, exit_process
 
 COMMANDS: dict[str, str] = {  # sub-command -> module with main(argv) -> exit status
     "train": "reservoir_dqn.stages.train",
@@ -26,10 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = ", ".join(COMMANDS)
         print(f"usage: reservoir-dqn {{{names}}} [options]  (COMMAND --help for details)", file=sys.stderr)
         return 0 if args and args[0] in ("-h", "--help") else 2
-    status: int = importlib.import_module(COMMANDS[args[0]]).main(args[1:])
-    from reservoir_dqn.stages import exit_process  # the console script's process ends here
-
-    exit_process(status)
+    with collection_paused(freeze=True):
+        command = importlib.import_module(COMMANDS[args[0]])
+    exit_process(command.main(args[1:]))  # the console script's process ends here
 
 
 if __name__ == "__main__":

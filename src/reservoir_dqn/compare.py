@@ -31,8 +31,9 @@ from typing import Any
 
 from reservoir_dqn.config import Config, ConfigError, add_config_arguments, config_from_args
 from reservoir_dqn.files import read_json, write_text
+from reservoir_dqn.process import exit_process
 from reservoir_dqn.results import Evaluation
-from reservoir_dqn.stages import StageFailed, exit_process, run_stage
+from reservoir_dqn.stages import StageFailed, run_stage
 from reservoir_dqn.statistics import Comparison, Summary, compare
 
 EXIT_REGRESSION = 1

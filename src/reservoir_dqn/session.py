@@ -120,11 +120,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def start(config: Config, checkpoint_dir: Path) -> Session:
-    """The newest usable checkpoint of these parameters, restored; or a fresh session if there is none."""
+def start(config: Config, checkpoint_dir: Path | None) -> Session:
+    """The newest usable checkpoint of these parameters, restored; or a fresh session if there is none.
+
+    :param checkpoint_dir: where the checkpoints are; ``None`` for a fresh session that never
+        resumes (a tuning trial).
+    """
     torch.set_num_threads(config.train.torch_threads or os.cpu_count() or 1)
-    checkpoints = checkpointer(config, checkpoint_dir)
     device = resolve_device(config.train.device)
+    if checkpoint_dir is None:
+        return _build(config, device)
+    checkpoints = checkpointer(config, checkpoint_dir)
     for path in checkpoints.candidates():
         if checkpoint_frames(path) > config.train.total_frames:
             continue

@@ -66,19 +66,23 @@ ValidationHook = Callable[[int, torch.Tensor], None]
 
 
 def train(
-    session: Session, checkpoint_dir: Path, sinks: Sequence[Sink] = (), on_validation: ValidationHook | None = None
+    session: Session,
+    checkpoint_dir: Path | None,
+    sinks: Sequence[Sink] = (),
+    on_validation: ValidationHook | None = None,
 ) -> TrainResult:
     """Train every agent of ``session`` to ``train.total_frames`` (or until all stopped early).
 
     :param session: from :func:`reservoir_dqn.session.start`: fresh, or restored from a checkpoint.
-    :param checkpoint_dir: where checkpoints go.
+    :param checkpoint_dir: where checkpoints go; ``None`` writes none (a tuning trial, which is
+        never resumed: its checkpoints, replay buffer included, were written only to be deleted).
     :param sinks: where the training curves go.
     :param on_validation: called with the frames and every agent's validation score after each
         periodic validation; it may raise to stop training (a pruned tuning trial does).
     """
     config, agent, progress = session.config, session.agent, session.progress
     settings = config.train
-    checkpoints = checkpointer(config, checkpoint_dir)
+    checkpoints = None if checkpoint_dir is None else checkpointer(config, checkpoint_dir)
     interval = Interval(session.profile, config.env, agent.agents, session.spec.num_actions)
     bar = tqdm(total=settings.total_frames, initial=progress.frames, unit="frame", mininterval=2.0, smoothing=0.05)
     clock = time.perf_counter()
@@ -110,7 +114,7 @@ def train(
             bar.update(settings.frames_per_batch)
             bar.set_postfix(_postfix(progress, agent), refresh=False)
             # 7. Checkpoint (and always at the end, so a finished run is never trained again).
-            if at_checkpoint or finished:
+            if checkpoints is not None and (at_checkpoint or finished):
                 checkpoints.save(session.checkpoint, progress.frames)
                 clock = _add_elapsed(progress, "train_seconds", clock)
         if progress.validated_at != progress.frames:  # the shipped agent is chosen on a fresh validation

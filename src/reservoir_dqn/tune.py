@@ -47,8 +47,9 @@ from reservoir_dqn.config import Config, ConfigError, TuneConfig, add_config_arg
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.files import write_text
 from reservoir_dqn.metrics import Sink
+from reservoir_dqn.process import exit_process
 from reservoir_dqn.session import start
-from reservoir_dqn.stages import StageFailed, connect_tracking, exit_process, run_stage
+from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage
 from reservoir_dqn.statistics import iqm
 from reservoir_dqn.tracking import Tracking
 from reservoir_dqn.tracking.sinks import CsvSink, MlflowSink
@@ -211,7 +212,7 @@ class Objective:
         run_ids = tracking.start_training({}, parent_of=self.parent, tags=tags, name=name) if self.store else {}
         if run_ids:
             trial.set_user_attr(RUN_ATTRIBUTE, run_ids["parent"])
-        session = start(config, folder / "checkpoints")
+        session = start(config, None)  # a trial never resumes: no checkpoints
         sinks: list[Sink] = [CsvSink(folder / "log", session.metric_groups)]
         if tracking.run is not None:
             sinks.append(MlflowSink(tracking.run))
@@ -225,7 +226,7 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned at {frames:,} frames")
 
         try:
-            result = train(session, folder / "checkpoints", sinks, on_validation=report)
+            result = train(session, None, sinks, on_validation=report)
         except optuna.TrialPruned as pruned:
             self._finish(tracking, trial, f"pruned ({pruned})", None)
             raise

@@ -9,12 +9,11 @@ files, 1 for a run that failed (for example a diverging loss).
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from reservoir_dqn.agent import ModelFileError
 from reservoir_dqn.config import Config, ConfigError, add_config_arguments, config_from_args
@@ -94,18 +93,6 @@ def _console_logging() -> None:
     package.setLevel(logging.INFO)
     package.propagate = False
     logging.getLogger("torchrl").setLevel(logging.WARNING)  # its INFO lines drown the progress bar
-
-
-def exit_process(status: int) -> NoReturn:
-    """End a command's process with ``status``, without the interpreter's final garbage collections.
-
-    Every output is written by then. Those collections would traverse each object that torch
-    and its compiler modules created at import, about a second of a 2-core machine's time;
-    frozen objects are skipped, and everything else of the shutdown (``atexit``, closing
-    files) happens as usual.
-    """
-    gc.freeze()
-    sys.exit(status)
 
 
 def run_stage(stage: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:

@@ -20,8 +20,9 @@ from reservoir_dqn.config import Config
 from reservoir_dqn.envs import Episodes, profile
 from reservoir_dqn.evaluation import describe, reference, run_agents
 from reservoir_dqn.files import write_csv, write_json
+from reservoir_dqn.process import exit_process
 from reservoir_dqn.results import NETWORKS, Evaluation
-from reservoir_dqn.stages import StageFailed, connect_tracking, exit_process, run_stage, stage_config, training_summary
+from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config, training_summary
 from reservoir_dqn.statistics import Summary
 from reservoir_dqn.tracking.hparams import log_hparams
 from reservoir_dqn.tracking.views import TRAIN_MINUTES, best_snapshot_metric, eval_metric

@@ -27,8 +27,9 @@ from matplotlib.figure import Figure
 
 from reservoir_dqn.envs import profile
 from reservoir_dqn.files import read_csv, read_json, write_atomic
+from reservoir_dqn.process import exit_process
 from reservoir_dqn.results import Evaluation
-from reservoir_dqn.stages import connect_tracking, exit_process, run_stage, stage_config, training_summary
+from reservoir_dqn.stages import connect_tracking, run_stage, stage_config, training_summary
 
 PATHS = ("train_log", "train_metrics", "eval_metrics", "eval_episodes", "trajectories", "plots")
 POLICY_COLORS = {"sdp": "tab:green", "sop": "tab:orange", "random": "tab:gray"}

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 from reservoir_dqn.config import Config
 from reservoir_dqn.envs import profile
 from reservoir_dqn.errors import first_line
+from reservoir_dqn.process import collection_paused
 from reservoir_dqn.tracking.views import experiment_tags
 
 if TYPE_CHECKING:  # mlflow takes about a second to import: only a stage that tracks pays it
@@ -158,15 +159,30 @@ def connect(config: Config, root: Path | None = None) -> Store | None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    from mlflow import MlflowClient
+    with _first_contact_lock(root, uri), collection_paused(freeze=False):  # MLflow's modules, SQLAlchemy's engine
+        from mlflow import MlflowClient
 
-    with _first_contact_lock(root, uri):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         try:
             experiment_id = _experiment(client, config, root if uri.startswith("sqlite:") else None)
         except Exception as error:  # noqa: BLE001 - any failure here means "cannot track"
             raise TrackingUnavailable(f"MLflow store {uri} cannot be used ({first_line(error)})") from None
     return Store(client, uri, root, experiment_id)
+
+
+def _set_experiment_tag(client: MlflowClient, experiment_id: str, key: str, value: str) -> None:
+    """Set one experiment tag, which a process tagging the same new experiment may insert first.
+
+    MLflow's SQL stores write a tag as a look-up, then an insert or an update: the loser of
+    that race gets a unique-constraint error (on PostgreSQL "duplicate key value violates
+    unique constraint"), and the same write, made again, is an update.
+    """
+    try:
+        retrying(client.set_experiment_tag, experiment_id, key, value)
+    except Exception as error:
+        if "unique constraint" not in str(error).lower():
+            raise
+        retrying(client.set_experiment_tag, experiment_id, key, value)
 
 
 def _experiment(client: MlflowClient, config: Config, artifact_root: Path | None) -> str:
@@ -181,7 +197,7 @@ def _experiment(client: MlflowClient, config: Config, artifact_root: Path | None
     def tag(experiment_id: str, current: dict[str, str]) -> str:
         for key, value in experiment_tags(experiment_id, headline).items():  # older experiments get them too
             if current.get(key) != value:
-                retrying(client.set_experiment_tag, experiment_id, key, value)
+                _set_experiment_tag(client, experiment_id, key, value)
         return experiment_id
 
     def existing() -> str | None:
