@@ -199,7 +199,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tiny_config, project: Path, m
 
     monkeypatch.setattr(training, "update", poisoned_after_the_first_checkpoint)
     with pytest.raises(TrainingDiverged, match="at frame 240"):
-        train_loop(start(tiny_config, project / "ck"), project / "ck")
+        train_loop(start(tiny_config, project / "ck"))
     kept = sorted(path.name for path in (project / "ck").glob("checkpoint-*"))
     assert kept == ["checkpoint-000000000200.torchrl"]  # the last good one, nothing after it
     verify_archive(project / "ck" / kept[0])
@@ -207,9 +207,9 @@ def test_divergence_keeps_the_last_good_checkpoint(tiny_config, project: Path, m
 
 def test_a_training_without_checkpoints_writes_none_and_learns_the_same(tiny_config, project: Path) -> None:
     """What a tuning trial does (it never resumes): no checkpoint is written, and the result is unchanged."""
-    unsaved = train_loop(start(tiny_config, None), None)
+    unsaved = train_loop(start(tiny_config, None))
     assert sorted(path.name for path in project.iterdir()) == ["params.yaml"]
-    saved = train_loop(start(tiny_config, project / "ck"), project / "ck")
+    saved = train_loop(start(tiny_config, project / "ck"))
     assert any((project / "ck").glob("checkpoint-*"))
     assert all(
         torch.equal(weight, saved.final.state_dict()[name]) for name, weight in unsaved.final.state_dict().items()
@@ -221,7 +221,7 @@ def test_an_agent_that_reaches_the_target_stops_and_keeps_that_network(project: 
     monkeypatch.setitem(PROFILES, "identity", IdentityProfile())
     write_params(project / "params.yaml", **{"env.name": "identity", "train.eval_interval_frames": 200})
     config = load_config(project / "params.yaml", ["train.stop_at_validation_return=-1", "train.total_frames=2000"])
-    result = train_loop(start(config, project / "ck"), project / "ck")
+    result = train_loop(start(config, project / "ck"))
     # Every agent reaches a return >= -1 at the first validation, stops there, and the run ends.
     assert result.summary["frames"] == 200
     assert [agent["stopped_at_frames"] for agent in result.summary["agents"]] == [200, 200]
@@ -245,6 +245,6 @@ def test_dqn_learns_the_identity_task(project: Path, monkeypatch) -> None:
     }
     write_params(project / "params.yaml", **overrides)
     config = load_config(project / "params.yaml")
-    result = train_loop(start(config, project / "ck"), project / "ck")
+    result = train_loop(start(config, project / "ck"))
     finals = [agent["final_validation_return"] for agent in result.summary["agents"]]
     assert min(finals) >= 0.95 * LENGTH, finals  # random: LENGTH / 4

@@ -86,6 +86,7 @@ class Session:
     progress: Progress
     reference: Reference  # the score's reference on the validation seeds
     checkpoint: Checkpoint
+    checkpoints: Checkpointer | None  # where the checkpoints go; None: nowhere (a tuning trial)
     resumed_from: int = 0
 
     def close(self) -> None:
@@ -123,18 +124,20 @@ def resolve_device(name: str) -> torch.device:
 def start(config: Config, checkpoint_dir: Path | None) -> Session:
     """The newest usable checkpoint of these parameters, restored; or a fresh session if there is none.
 
-    :param checkpoint_dir: where the checkpoints are; ``None`` for a fresh session that never
-        resumes (a tuning trial).
+    :param checkpoint_dir: where the checkpoints are, and where training writes them; ``None``
+        for a fresh session that never resumes and writes none (a tuning trial: its
+        checkpoints, replay buffer included, would be written only to be deleted).
     """
     torch.set_num_threads(config.train.torch_threads or os.cpu_count() or 1)
     device = resolve_device(config.train.device)
     if checkpoint_dir is None:
-        return _build(config, device)
-    checkpoints = checkpointer(config, checkpoint_dir)
+        return _build(config, device, None)
+    # The checkpoints of these parameters and this code (others are never resumed).
+    checkpoints = Checkpointer(checkpoint_dir, checkpoint_key(config.training_hash), config.train.keep_checkpoints)
     for path in checkpoints.candidates():
         if checkpoint_frames(path) > config.train.total_frames:
             continue
-        session = _build(config, device)
+        session = _build(config, device, checkpoints)
         try:
             checkpoints.restore(session.checkpoint, path)
         except CorruptCheckpoint as error:
@@ -144,15 +147,10 @@ def start(config: Config, checkpoint_dir: Path | None) -> Session:
         session.resumed_from = session.progress.frames
         log.info(f"resuming from {path} ({session.progress.frames:,} frames per agent)")
         return session
-    return _build(config, device)
+    return _build(config, device, checkpoints)
 
 
-def checkpointer(config: Config, checkpoint_dir: Path) -> Checkpointer:
-    """The checkpoints of these parameters and this code in ``checkpoint_dir`` (others are never resumed)."""
-    return Checkpointer(checkpoint_dir, checkpoint_key(config.training_hash), config.train.keep_checkpoints)
-
-
-def _build(config: Config, device: torch.device) -> Session:
+def _build(config: Config, device: torch.device, checkpoints: Checkpointer | None) -> Session:
     """Everything a training process holds, freshly seeded (identical on every call)."""
     agents, envs = config.train.seeds, config.env.num_envs
     env_profile = profile(config.env)
@@ -204,5 +202,17 @@ def _build(config: Config, device: torch.device) -> Session:
     ):
         checkpoint.register("replay_buffer", buffer, adapter=SafeReplayBufferAdapter())
     return Session(
-        config, env_profile, spec, agent, buffer, writer, rollout, best, stopped, progress, validation, checkpoint
+        config,
+        env_profile,
+        spec,
+        agent,
+        buffer,
+        writer,
+        rollout,
+        best,
+        stopped,
+        progress,
+        validation,
+        checkpoint,
+        checkpoints,
     )

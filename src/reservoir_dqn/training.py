@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,10 +39,7 @@ from reservoir_dqn.config import VALIDATION_SEED_BASE
 from reservoir_dqn.curves import VALIDATION, Interval
 from reservoir_dqn.evaluation import run_agents
 from reservoir_dqn.metrics import Record, Sink
-from reservoir_dqn.session import Progress, Session, checkpointer
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from reservoir_dqn.session import Progress, Session
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +62,17 @@ class TrainResult:
 ValidationHook = Callable[[int, torch.Tensor], None]
 
 
-def train(
-    session: Session,
-    checkpoint_dir: Path | None,
-    sinks: Sequence[Sink] = (),
-    on_validation: ValidationHook | None = None,
-) -> TrainResult:
+def train(session: Session, sinks: Sequence[Sink] = (), on_validation: ValidationHook | None = None) -> TrainResult:
     """Train every agent of ``session`` to ``train.total_frames`` (or until all stopped early).
 
-    :param session: from :func:`reservoir_dqn.session.start`: fresh, or restored from a checkpoint.
-    :param checkpoint_dir: where checkpoints go; ``None`` writes none (a tuning trial, which is
-        never resumed: its checkpoints, replay buffer included, were written only to be deleted).
+    :param session: from :func:`reservoir_dqn.session.start`: fresh, or restored from a
+        checkpoint; its checkpoints go where it was restored from (none for a tuning trial).
     :param sinks: where the training curves go.
     :param on_validation: called with the frames and every agent's validation score after each
         periodic validation; it may raise to stop training (a pruned tuning trial does).
     """
     config, agent, progress = session.config, session.agent, session.progress
     settings = config.train
-    checkpoints = None if checkpoint_dir is None else checkpointer(config, checkpoint_dir)
     interval = Interval(session.profile, config.env, agent.agents, session.spec.num_actions)
     bar = tqdm(total=settings.total_frames, initial=progress.frames, unit="frame", mininterval=2.0, smoothing=0.05)
     clock = time.perf_counter()
@@ -114,8 +104,8 @@ def train(
             bar.update(settings.frames_per_batch)
             bar.set_postfix(_postfix(progress, agent), refresh=False)
             # 7. Checkpoint (and always at the end, so a finished run is never trained again).
-            if checkpoints is not None and (at_checkpoint or finished):
-                checkpoints.save(session.checkpoint, progress.frames)
+            if session.checkpoints is not None and (at_checkpoint or finished):
+                session.checkpoints.save(session.checkpoint, progress.frames)
                 clock = _add_elapsed(progress, "train_seconds", clock)
         if progress.validated_at != progress.frames:  # the shipped agent is chosen on a fresh validation
             _emit(session, interval, [_validate(session)], sinks)

@@ -226,7 +226,7 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned at {frames:,} frames")
 
         try:
-            result = train(session, None, sinks, on_validation=report)
+            result = train(session, sinks, on_validation=report)
         except optuna.TrialPruned as pruned:
             self._finish(tracking, trial, f"pruned ({pruned})", None)
             raise

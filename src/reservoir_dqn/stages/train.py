@@ -32,7 +32,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     session.progress.run_ids = tracking.start_training(session.progress.run_ids)
     sinks = tracking.training_sinks(Path(paths.train_log), session.metric_groups, session.resumed_from or None)
     try:
-        result = train(session, checkpoints, sinks)
+        result = train(session, sinks)
     except TrainingDiverged as error:
         tracking.finish("FAILED")
         raise StageFailed(str(error)) from None
