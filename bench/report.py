@@ -79,10 +79,10 @@ def markdown(results: dict[str, Any]) -> str:
                 f"The CI gate on master seed {change['change_seed']} against master seed {change['baseline_seed']} "
                 "(a change that only moves the seeds):",
                 "",
-                "| gated metric | difference of means | one-sided p (lower) | verdict |",
+                "| gated metric | difference of means | p of the verdict's test | verdict |",
                 "|---|---|---|---|",
                 *(
-                    f"| {name} | {v['difference']:+.4g} | {v['p_lower']:.3f} | {v['verdict']} |"
+                    f"| {name} | {v['difference']:+.4g} | {v['p']:.3f} | {v['verdict']} |"
                     for name, v in change["verdicts"].items()
                 ),
                 "",

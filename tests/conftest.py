@@ -46,7 +46,6 @@ TINY = {
     "train.checkpoint_interval_frames": 200,
     "evaluate.episodes": 3,
     "evaluate.trajectory_episodes": 1,
-    "compare.resamples": 200,
     # Most tests leave tracking out; tests/test_tracking.py turns it on against real stores.
     "tracking.enabled": False,
     "tracking.tensorboard": False,

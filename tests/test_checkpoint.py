@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 
 from reservoir_dqn.agent import ModelFileError, NetworkSpec, load_model, make_q_network, save_model
 from reservoir_dqn.checkpoint import CorruptCheckpoint, verify_archive
+from reservoir_dqn.exits import Exit
 from reservoir_dqn.stages import train
 from tests.conftest import model_weights
 
@@ -49,6 +51,7 @@ def test_checkpoint_archive_holds_only_json_and_memory_maps(project: Path) -> No
         "rng",
         "rollout",
         "stopped",
+        "streams",
         "target_updater",
         "writer",
     }
@@ -118,8 +121,7 @@ def test_interrupted_checkpoint_write_leaves_no_partial_file(project: Path, monk
         raise OSError("disk full")
 
     monkeypatch.setattr(torchrl_checkpoint.zipfile.ZipFile, "write", crash)
-    with pytest.raises(OSError, match="disk full"):
-        train.main([])
+    assert train.main([]) == Exit.FAILED  # one line, "error: ... disk full", no traceback
     assert _checkpoints(project) == before
     assert not [p for p in (project / "checkpoints").iterdir() if p.name.startswith(".")]
 
@@ -160,3 +162,50 @@ def test_evaluate_refuses_a_tampered_model_with_exit_2(project: Path, tmp_path: 
     assert evaluate.main([]) == 2
     assert "refused to load model file" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def test_a_resume_without_the_saved_buffer_says_so_and_train_json_records_it(project: Path, capsys) -> None:
+    assert train.main(["--set", "train.checkpoint_buffer=never", "--set", "train.total_frames=400"]) == 0
+    capsys.readouterr()
+    assert train.main(["--set", "train.checkpoint_buffer=never"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "without its replay buffer" in line]
+    assert len(lines) == 1 and "not an exact resume" in lines[0]
+    summary = json.loads((project / "metrics" / "train.json").read_text())
+    assert summary["exact_resume"] is False and summary["resumed_without_buffer_at_frames"] == [400]
+
+
+def test_a_resume_with_the_buffer_is_exact_in_train_json(project: Path) -> None:
+    assert train.main(["--set", "train.total_frames=400"]) == 0
+    assert train.main([]) == 0
+    summary = json.loads((project / "metrics" / "train.json").read_text())
+    assert summary["exact_resume"] is True and summary["resumed_from_frames"] == 400
+
+
+def test_a_checkpoint_without_a_key_is_foreign(project: Path, monkeypatch, capsys) -> None:
+    from reservoir_dqn.checkpoint import Checkpointer
+
+    keyed = Checkpointer.save
+
+    def keyless(self, checkpoint, frames):
+        return self._rotation.save(checkpoint, step=frames, metadata={})
+
+    monkeypatch.setattr(Checkpointer, "save", keyless)
+    assert train.main(["--set", "train.total_frames=400"]) == 0
+    monkeypatch.setattr(Checkpointer, "save", keyed)
+    capsys.readouterr()
+    assert train.main([]) == 0
+    out = capsys.readouterr().out
+    assert "(or carry no key) and are never resumed" in out and "resuming from" not in out
+
+
+def test_the_checkpoint_key_changes_with_a_training_librarys_version(monkeypatch) -> None:
+    import importlib.metadata
+
+    from reservoir_dqn.checkpoint import TRAINING_LIBRARIES, checkpoint_key
+
+    assert {"torch", "torchrl", "tensordict"} <= set(TRAINING_LIBRARIES)
+    before = checkpoint_key("params")
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.0" if name == "torchrl" else real(name))
+    assert checkpoint_key("params") != before

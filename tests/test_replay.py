@@ -144,3 +144,44 @@ def test_each_agent_replays_only_its_own_transitions_with_indices_of_its_own(pri
         again = buffer.sample()["observation"].long().reshape(agents, batch, 2)
         assert float((again[1, :, 1] == 7).double().mean()) > 0.9
         assert float((again[0, :, 1] == 7).double().mean()) < 0.5
+
+
+def test_priorities_are_the_absolute_td_error_raised_to_alpha_once() -> None:
+    """Schaul et al. (2016): P(i) ~ |delta_i|^alpha. DQNLoss's td_error is delta^2; alpha must not act twice."""
+    from reservoir_dqn.replay import priorities
+
+    alpha = 0.6
+    buffer = make_replay_buffer(_dqn(buffer_size=1000, batch_size=4, prioritized="true", priority_alpha=alpha), 1)
+    buffer.extend(_marked(2, 1))
+    deltas = torch.tensor([1.0, 4.0])  # hand-made TD errors of the two stored rows
+    td_error = deltas.pow(2)  # what DQNLoss writes
+    index = torch.tensor([[0, 0], [1, 0]])
+    buffer.update_priority(index, priorities(td_error))
+    tree = buffer.sampler.samplers[0]._sum_tree
+    stored = torch.tensor([tree[0], tree[1]])
+    eps = buffer.sampler.samplers[0]._eps
+    assert torch.allclose(stored, (deltas + eps).pow(alpha), rtol=1e-5)
+    assert float(stored[1] / stored[0]) == pytest.approx(4.0**alpha, rel=1e-4)  # not 16 ** alpha = 4 ** 1.2
+
+
+def test_beta_anneals_from_its_start_to_one_over_training() -> None:
+    from reservoir_dqn.replay import anneal_beta
+
+    config = _dqn(prioritized="true", priority_beta=0.4)
+    buffer = make_replay_buffer(config, 2)
+    betas = []
+    for frames in (0, 50_000, 100_000, 150_000):
+        anneal_beta(buffer, config, frames, total_frames=100_000)
+        betas.append([sampler.beta for sampler in buffer.sampler.samplers])
+    assert betas == [[0.4, 0.4], [pytest.approx(0.7)] * 2, [1.0, 1.0], [1.0, 1.0]]
+
+
+def test_an_agents_replay_indices_do_not_depend_on_how_many_agents_train() -> None:
+    alone = make_replay_buffer(_dqn(buffer_size=1000, batch_size=32), 1, seeds=[123])
+    beside = make_replay_buffer(_dqn(buffer_size=1000, batch_size=32), 3, seeds=[123, 7, 8])
+    alone.extend(_marked(400, 1))
+    beside.extend(_marked(400, 3))
+    for _ in range(3):
+        mine = alone.sample()["observation"][:, 1]
+        ours = beside.sample()["observation"].reshape(3, 32, 2)[0, :, 1]
+        assert torch.equal(mine, ours)

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import profile
+from reservoir_dqn.exits import Exit
 from reservoir_dqn.stages import evaluate, plot, train
 from reservoir_dqn.tracking import Tracking, experiment_name, registered_model_name
 from reservoir_dqn.tracking.naming import identify
@@ -193,7 +194,7 @@ def test_unreachable_server_fails_fast_before_training(project: Path, capsys, ur
     uri = uri.format(closed=free_port())
     write_params(project / "params.yaml", **TRACKED, **{"tracking.uri": uri, "tracking.connect_timeout_s": 3.0})
     started = time.monotonic()
-    assert train.main([]) == 1
+    assert train.main([]) == Exit.FAILED
     assert time.monotonic() - started < 15
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot be reached" in err[0] and uri in err[0]

@@ -15,6 +15,7 @@ from reservoir_dqn import checkpoint
 from reservoir_dqn.checkpoint import verify_archive
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import PROFILES
+from reservoir_dqn.exits import Exit
 from reservoir_dqn.session import agent_seeds, env_seeds, start
 from reservoir_dqn.stages import train
 from reservoir_dqn.training import TrainingDiverged
@@ -164,7 +165,7 @@ def test_checkpoint_of_other_params_is_never_resumed(project: Path, capsys) -> N
     capsys.readouterr()
     assert _train("dqn.gamma=0.9") == 0
     out = capsys.readouterr().out
-    assert "come from other parameters or code and are never resumed" in out and "resuming from" not in out
+    assert "(or carry no key) and are never resumed" in out and "resuming from" not in out
     assert json.loads((project / "train_run.json").read_text())["resumed_from_frames"] == 0
 
 
@@ -174,13 +175,13 @@ def test_checkpoint_of_other_code_is_never_resumed(project: Path, capsys, monkey
     capsys.readouterr()
     monkeypatch.setattr(checkpoint, "source_hash", lambda: "the code of another version")
     assert _train() == 0
-    assert "come from other parameters or code" in capsys.readouterr().out
+    assert "come from other parameters, code or library versions" in capsys.readouterr().out
     assert json.loads((project / "train_run.json").read_text())["resumed_from_frames"] == 0
 
 
 def test_divergence_stops_with_a_clear_message_and_writes_no_model(project: Path, capsys) -> None:
     status = _train("dqn.lr=1e30", "dqn.max_grad_norm=1e30", "dqn.loss=l2")
-    assert status == 1
+    assert status == Exit.FAILED
     last = capsys.readouterr().err.strip().splitlines()[-1]  # above it: the progress bar
     assert last.startswith("error: the loss became") and "at frame" in last
     assert not (project / "model_run.pt").exists()

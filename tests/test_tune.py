@@ -170,12 +170,12 @@ def test_a_worker_fails_in_one_line_when_storage_or_tracking_is_unreachable(tmp_
     closed = f"postgresql://nobody@127.0.0.1:{free_port()}/optuna"
     result = subprocess.run([*TUNE, "--storage", closed], cwd=project, capture_output=True, text=True, timeout=120)
     lines = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: Optuna storage postgresql://")
+    assert result.returncode == 4 and len(lines) == 1 and lines[0].startswith("error: Optuna storage postgresql://")
     unreachable = f"http://127.0.0.1:{free_port()}"
     tracked = ("-S", "tracking.enabled=true", "-S", f"tracking.uri={unreachable}", "-S", "tracking.connect_timeout_s=2")
     result = subprocess.run([*TUNE, *tracked], cwd=project, capture_output=True, text=True, timeout=120)
     lines = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and len(lines) == 1 and "cannot be reached" in lines[0]
+    assert result.returncode == 4 and len(lines) == 1 and "cannot be reached" in lines[0]
 
 
 def test_two_workers_start_together_on_a_fresh_embedded_store(tmp_path: Path) -> None:
@@ -189,3 +189,29 @@ def test_two_workers_start_together_on_a_fresh_embedded_store(tmp_path: Path) ->
     outputs = [worker.communicate(timeout=300)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs
     assert len(_load(f"sqlite:///{project / 'optuna.db'}", "reservoir-dqn").get_trials(states=FINISHED)) >= 1
+
+
+def test_trials_train_with_master_seeds_disjoint_from_the_pipelines(tiny_config, monkeypatch) -> None:
+    """Trial n's master seed is TUNE_SEED_BASE + n, above every seed params.yaml accepts."""
+    from reservoir_dqn import tune
+    from reservoir_dqn.config import TUNE_SEED_BASE, ConfigError, load_config
+
+    seeds: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(config, checkpoints):
+        seeds.append(config.seed)
+        raise Stop
+
+    monkeypatch.setattr(tune, "start", capture)
+    study = optuna.create_study(direction="maximize")
+    objective = tune.Objective(tiny_config.source, ["train.min_replay_size=256"], tiny_config, None, None)
+    for _ in range(2):
+        trial = study.ask()
+        with pytest.raises(Stop):
+            objective(trial)
+    assert seeds == [TUNE_SEED_BASE, TUNE_SEED_BASE + 1]
+    with pytest.raises(ConfigError, match="seed"):
+        load_config(tiny_config.source, [f"seed={TUNE_SEED_BASE}"])

@@ -5,8 +5,8 @@ Every experiment trains ``train.seeds`` agents. Their Q-networks are one
 matrix products, so N agents cost about one agent's Python overhead. Batches are laid out
 agent-major (agent 0's rows, then agent 1's, ...) everywhere: environments, replay samples,
 losses. TorchRL does the rest unchanged: a :class:`~torchrl.modules.QValueActor` picks the
-greedy action, an :class:`~torchrl.modules.EGreedyModule` explores (its noise is drawn per
-environment, so no two agents share it), :class:`~torchrl.objectives.DQNLoss` computes the
+greedy action, :class:`PerAgentEGreedy` (TorchRL's ``EGreedyModule`` with each agent's own
+generator) explores, :class:`~torchrl.objectives.DQNLoss` computes the
 TD loss per transition and a soft or hard updater moves the target weights.
 
 The agents stay independent where it matters: each loss is averaged over its own replay
@@ -29,6 +29,7 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictSequential
 from torchrl.data import Categorical
+from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.modules import EGreedyModule, QValueActor
 from torchrl.objectives import DQNLoss, HardUpdate, SoftUpdate
 from torchrl.objectives.utils import TargetNetUpdater
@@ -36,6 +37,7 @@ from torchrl.objectives.utils import TargetNetUpdater
 from reservoir_dqn.config import DQNConfig
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.files import write_atomic
+from reservoir_dqn.streams import EXPLORATION, generators
 
 OBSERVATION_KEY = "observation"
 MODEL_FORMAT = "reservoir_dqn.model"
@@ -156,13 +158,44 @@ class FusedSoftUpdate(SoftUpdate):
         torch._foreach_lerp_(pairs[0], pairs[1], 1.0 - self.eps)
 
 
+class PerAgentEGreedy(EGreedyModule):
+    """Epsilon-greedy exploration whose noise each agent draws from its own generator.
+
+    TorchRL's :class:`~torchrl.modules.EGreedyModule` draws from the global generator, so
+    agent ``k``'s noise would change with the number of agents. Here the batch (agent-major,
+    ``agents x envs``) is split by agent, and agent ``k`` draws its uniforms, then its random
+    actions, from ``generators[k]``. Epsilon and its annealing are the parent's.
+    """
+
+    def __init__(self, spec: Categorical, agent_generators: Sequence[torch.Generator], **kwargs: Any) -> None:
+        super().__init__(spec, **kwargs)
+        self.generators = list(agent_generators)
+        self.num_actions = int(spec.space.n)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if exploration_type() not in (ExplorationType.RANDOM, None):
+            return tensordict
+        action: torch.Tensor = tensordict.get(self.action_key)
+        envs, remainder = divmod(action.shape[0], len(self.generators))
+        if remainder:
+            raise ValueError(f"a batch of {action.shape[0]} is not {len(self.generators)} agents' environments")
+        uniforms, randoms = [], []
+        for generator in self.generators:
+            uniforms.append(torch.rand(envs, generator=generator))
+            randoms.append(torch.randint(self.num_actions, (envs,), generator=generator))
+        explore = torch.cat(uniforms).to(action.device) < self.eps
+        random_actions = torch.cat(randoms).to(device=action.device, dtype=action.dtype)
+        tensordict.set(self.action_key, torch.where(explore, random_actions, action))
+        return tensordict
+
+
 @dataclass
 class Agent:
     """The parts of the DQN agents that training touches, in the order the algorithm uses them."""
 
     agents: int
     q_network: QValueActor  # observation -> action_value, chosen_action_value, greedy action (online weights)
-    exploration: EGreedyModule  # replaces the greedy action with a random one with probability eps
+    exploration: PerAgentEGreedy  # replaces the greedy action with a random one with probability eps
     policy: TensorDictSequential  # q_network then exploration: what collection runs
     loss: DQNLoss  # per-transition TD loss; owns the online and the target parameters
     compute_loss: Callable[[TensorDictBase], torch.Tensor]  # batch -> per-transition loss (compiled if asked)
@@ -186,12 +219,14 @@ def make_agent(
 ) -> Agent:
     """Build networks, exploration, loss, target updater and optimiser from the ``dqn`` section.
 
-    :param seeds: one per agent: each agent's network starts from its own generator.
+    :param seeds: one per agent: each agent's network starts from its own generator, and
+        explores with another of its own (``None``: seeds 0, 1, ...).
     :param compile_loss: ``torch.compile`` the loss computation.
     """
     q_network = make_q_network(spec, device, seeds)
-    exploration = EGreedyModule(
+    exploration = PerAgentEGreedy(
         Categorical(spec.num_actions, device=device),
+        generators(seeds, spec.agents, EXPLORATION),
         eps_init=float(config.eps_start),
         eps_end=float(config.eps_end),
         annealing_num_steps=config.eps_decay_frames,

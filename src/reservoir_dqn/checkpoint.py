@@ -100,9 +100,16 @@ def verify_archive(path: Path) -> None:
         raise CorruptCheckpoint(f"checksum mismatch in member '{damaged}'")
 
 
+# The libraries whose code defines what training computes: another version may compute otherwise.
+TRAINING_LIBRARIES = ("torch", "torchrl", "tensordict", "numpy", "gymnasium")
+
+
 def checkpoint_key(training_hash: str) -> str:
-    """What a checkpoint is keyed on: the params that determine training and this package's code."""
-    return hashlib.sha256(f"{training_hash} {source_hash()}".encode()).hexdigest()
+    """What a checkpoint is keyed on: the params that determine training, this package's code and its libraries."""
+    from importlib.metadata import version
+
+    libraries = " ".join(f"{name}=={version(name)}" for name in TRAINING_LIBRARIES)
+    return hashlib.sha256(f"{training_hash} {source_hash()} {libraries}".encode()).hexdigest()
 
 
 def source_hash() -> str:
@@ -157,8 +164,10 @@ class Checkpointer:
         """Checkpoints of this configuration, newest first, after setting aside those of others.
 
         Leftovers of an interrupted write (TorchRL stages to hidden temporary names) are
-        removed. Checkpoints written with other parameters or code are removed with a notice: they
-        can never be resumed, and keeping them would confuse the rotation.
+        removed. Checkpoints written with other parameters, code or library versions, or whose
+        manifest carries no key at all, are foreign: removed with a notice, since they can
+        never be resumed and keeping them would confuse the rotation. A manifest that cannot be
+        read is judged when restoring (it is set aside as corrupt).
         """
         if not self.directory.is_dir():
             return []
@@ -173,11 +182,11 @@ class Checkpointer:
         others: list[Path] = []
         for path in paths:
             config_hash = _manifest_hash(path)
-            (others if config_hash is not None and config_hash != self.config_hash else mine).append(path)
+            (mine if config_hash in (UNREADABLE, self.config_hash) else others).append(path)
         if others:
             log.warning(
-                f"{self.directory}: {len(others)} checkpoint(s) come from other parameters or code and are never "
-                "resumed; "
+                f"{self.directory}: {len(others)} checkpoint(s) come from other parameters, code or library versions "
+                "(or carry no key) and are never resumed; "
                 "removing them and starting from this configuration's own state"
             )
             for path in others:
@@ -204,11 +213,15 @@ class Checkpointer:
         path.replace(aside)
 
 
+UNREADABLE = "unreadable manifest"
+
+
 def _manifest_hash(path: Path) -> str | None:
+    """The key a checkpoint's manifest records; ``None`` when it records none; :data:`UNREADABLE`."""
     try:
         metadata = Checkpoint.manifest(path).get("metadata", {})
     except Exception:  # noqa: BLE001 - an unreadable manifest is judged when restoring
-        return None
+        return UNREADABLE
     value = metadata.get(CONFIG_HASH_KEY) if isinstance(metadata, dict) else None
     return value if isinstance(value, str) else None
 

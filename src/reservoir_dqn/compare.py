@@ -4,18 +4,23 @@ Reads the per-seed results (``metrics/eval.json``, final networks, test episodes
 baseline revision (a git revision or a DVC experiment) and of the workspace (or of another
 revision, ``--change``). A workspace whose params.yaml or code did not produce its metrics
 (``dvc status`` is not clean, as after a failed ``dvc exp run -S``) is refused, so one run's
-metrics are never paired with another's params. For each
-headline metric it shows both sides as a mean with its 95% bootstrap interval, the
-difference with its interval, the one-sided permutation p-value, and a verdict:
+metrics are never paired with another's params.
 
-- *regression*: the mean dropped by more than the gate's tolerance (``compare.gates``, a
-  share of the baseline mean) **and** the drop is significant (``p < compare.significance``);
-- *improvement*: the same, upwards;
-- *within tolerance*: significant, but no larger than the tolerance (ungated metrics have none);
-- *no significant change*: anything else, whatever the sign.
+It judges only what can be judged. Both sides must have been measured the same way (the
+MDP's params, the test scenarios and the score's reference, which ``eval.json`` records as
+its *conditions*) and have at least :data:`~reservoir_dqn.statistics.MIN_SEEDS` seeds;
+otherwise it says so in one line, naming the differing keys, and exits with
+:attr:`Exit.CANNOT_JUDGE`. A change that alters the MDP or the evaluation on purpose names
+the keys it accepts (``--accept KEY``, a key or a prefix such as ``env.reservoir``); the
+report lists every accepted difference.
 
-The command exits 1 only when a gated metric regressed; the parameters that differ from
-the baseline (``dvc params diff``) are listed under the table.
+One metric is gated (``compare.metric``, the score by default) with a tolerance in its own
+units (``compare.tolerance``). Its verdict comes from Welch's one-sided test of the
+hypothesis a user means (:func:`reservoir_dqn.statistics.compare`): *regression* only when
+the data show, at ``compare.significance``, a drop larger than the tolerance; then the
+command exits :attr:`Exit.REGRESSION`. The other headline metrics are shown with a plain
+one-sided test, ungated. The parameters that differ from the baseline (``dvc params diff``)
+are listed under the table.
 """
 
 from __future__ import annotations
@@ -26,17 +31,26 @@ import math
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reservoir_dqn.config import Config, ConfigError, add_config_arguments, config_from_args
-from reservoir_dqn.files import read_json, write_text
+from reservoir_dqn.exits import Exit
+from reservoir_dqn.files import write_text
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.results import Evaluation
 from reservoir_dqn.stages import StageFailed, run_stage
-from reservoir_dqn.statistics import Comparison, Summary, compare
+from reservoir_dqn.statistics import Comparison, Summary, TooFewSeeds, compare
 
-EXIT_REGRESSION = 1
+FLOAT_AGREEMENT = 1e-9  # relative: a recorded float (the score's reference) that differs by less is equal
+
+
+class CannotJudge(StageFailed):
+    """The two sides cannot be compared: the message says why, in one line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, Exit.CANNOT_JUDGE)
 
 
 def resolve_revision(revision: str) -> str:
@@ -53,7 +67,7 @@ def resolve_revision(revision: str) -> str:
         ref, commit = line.split()
         if ref.rsplit("/", 1)[-1] == revision:
             return commit
-    raise StageFailed(f"baseline '{revision}' is neither a git revision nor a DVC experiment of this repository")
+    raise StageFailed(f"'{revision}' is neither a git revision nor a DVC experiment of this repository", Exit.BAD_INPUT)
 
 
 def evaluation_at(commit: str, path: str, label: str) -> Evaluation:
@@ -61,10 +75,16 @@ def evaluation_at(commit: str, path: str, label: str) -> Evaluation:
     shown = subprocess.run(["git", "show", f"{commit}:{path}"], capture_output=True, text=True)
     if shown.returncode != 0:
         raise StageFailed(f"{label} has no {path}: run the pipeline there and commit its metrics")
+    return _parse(shown.stdout, f"{path} of {label}")
+
+
+def _parse(text: str, what: str) -> Evaluation:
     try:
-        return Evaluation.from_json(json.loads(shown.stdout))
-    except (ValueError, KeyError) as error:
-        raise StageFailed(f"{path} of {label} is not an evaluation of this version ({error})") from None
+        return Evaluation.from_json(json.loads(text))
+    except (ValueError, KeyError, TypeError) as error:
+        raise CannotJudge(
+            f"{what} predates this version's evaluation format ({error!r} is missing or invalid)"
+        ) from None
 
 
 def _dvc_json(*args: str) -> Any:
@@ -104,27 +124,77 @@ def check_reproduced() -> None:
         )
 
 
-def comparisons(baseline: Evaluation, change: Evaluation, config: Config) -> dict[str, Comparison]:
-    """Every headline metric of the change against the baseline (gated ones with their tolerance)."""
-    if baseline.env != change.env:
-        raise StageFailed(f"the baseline evaluated {baseline.env} and the workspace {change.env}: nothing to compare")
+def _same(old: Any, new: Any) -> bool:
+    if isinstance(old, float) and isinstance(new, float):
+        return math.isclose(old, new, rel_tol=FLOAT_AGREEMENT, abs_tol=FLOAT_AGREEMENT)
+    return bool(old == new)
+
+
+def _accepted(key: str, accept: Sequence[str]) -> bool:
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in accept)
+
+
+def condition_differences(baseline: Evaluation, change: Evaluation) -> list[tuple[str, Any, Any]]:
+    """The conditions of measurement that differ, as (key, baseline's, change's), in key order.
+
+    :raises CannotJudge: when the baseline recorded no conditions (written by an older version).
+    """
+    if baseline.conditions is None or change.conditions is None:
+        side = "baseline" if baseline.conditions is None else "change"
+        raise CannotJudge(
+            f"the {side}'s eval.json predates recorded evaluation conditions (the MDP's params, the test scenarios, "
+            "the score's reference), so equal measurement cannot be checked: re-run its pipeline with this version"
+        )
+    keys = sorted(set(baseline.conditions) | set(change.conditions))
+    return [
+        (key, baseline.conditions.get(key), change.conditions.get(key))
+        for key in keys
+        if not _same(baseline.conditions.get(key), change.conditions.get(key))
+    ]
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Every headline metric compared, and the measurement differences that were accepted."""
+
+    metric: str
+    tolerance: float
+    significance: float
+    rows: dict[str, Comparison]
+    accepted: list[tuple[str, Any, Any]]
+
+    @property
+    def gated(self) -> Comparison:
+        return self.rows[self.metric]
+
+
+def judge(baseline: Evaluation, change: Evaluation, config: Config, accept: Sequence[str] = ()) -> Judgement:
+    """Compare every headline metric of the change with the baseline's, or raise :class:`CannotJudge`."""
     settings = config.compare
-    unknown = [name for name in settings.gates if name not in change.headline]
-    if unknown:
+    differences = condition_differences(baseline, change)
+    refused = [difference for difference in differences if not _accepted(difference[0], accept)]
+    if refused:
+        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in refused)
+        raise CannotJudge(
+            f"the two sides were measured differently ({listed}); compare only equal measurements, or accept the "
+            "keys on purpose with --accept KEY"
+        )
+    if settings.metric not in change.headline or settings.metric not in baseline.agents["final"]:
         raise StageFailed(
-            f"compare.gates: {unknown} are not headline metrics of {change.env} ({list(change.headline)})"
+            f"compare.metric: {settings.metric!r} is not a headline metric of both sides ({list(change.headline)})",
+            Exit.BAD_INPUT,
         )
-    return {
-        name: compare(
-            baseline.metric(name).per_seed,
-            change.metric(name).per_seed,
-            settings.gates.get(name, 0.0),
-            settings.significance,
-            settings.resamples,
-        )
-        for name in change.headline
-        if name in baseline.agents["final"]
-    }
+    rows: dict[str, Comparison] = {}
+    try:
+        for name in change.headline:
+            if name in baseline.agents["final"]:
+                tolerance = settings.tolerance if name == settings.metric else 0.0
+                rows[name] = compare(
+                    baseline.metric(name).per_seed, change.metric(name).per_seed, tolerance, settings.significance
+                )
+    except TooFewSeeds as error:
+        raise CannotJudge(f"{error}: train more seeds (train.seeds)") from None
+    return Judgement(settings.metric, settings.tolerance, settings.significance, rows, differences)
 
 
 def _interval(summary: Summary) -> str:
@@ -132,44 +202,50 @@ def _interval(summary: Summary) -> str:
     return text if summary.ci_low is None else f"{text} [{summary.ci_low:.4g}, {summary.ci_high:.4g}]"
 
 
+UNGATED_VERDICTS = {"regression": "lower", "improvement": "higher", "inconclusive": "no significant change"}
+
+
+def _row(name: str, result: Comparison, gated: bool) -> str:
+    gate = f"-{result.tolerance:g}" if gated else "not gated"
+    relative = f" ({result.difference / result.baseline.mean:+.1%})" if result.baseline.mean > 0 else ""
+    difference = f"{result.difference:+.4g} [{result.ci_low:+.4g}, {result.ci_high:+.4g}]{relative}"
+    verdict = result.verdict if gated else UNGATED_VERDICTS.get(result.verdict, result.verdict)
+    if gated and verdict in ("regression", "improvement"):
+        verdict = f"**{verdict}**"
+    return (
+        f"| {name} | {gate} | {_interval(result.baseline)} | {_interval(result.change)} | {difference} | "
+        f"{result.p:.3g} | {verdict} |"
+    )
+
+
 def markdown_report(
     label: str,
     change_label: str,
     baseline: Evaluation,
     change: Evaluation,
-    results: dict[str, Comparison],
-    gates: dict[str, float],
-    significance: float,
+    judgement: Judgement,
     params: Sequence[tuple[str, Any, Any]],
 ) -> str:
-    """The table a pull request shows: one row per headline metric, then the params that changed."""
+    """The table a pull request shows: one row per headline metric, then what was accepted and what changed."""
+    level = judgement.significance
     lines = [
-        f"### {change.env}: {change_label} against `{label}`",
+        f"#### {change.env}: {change_label} against `{label}`",
         "",
-        f"Final networks on {change.episodes} test episodes; {baseline.seeds} baseline seeds, {change.seeds} "
-        "change seeds; mean [95% bootstrap interval], one-sided permutation p-value.",
+        f"Final networks on {change.episodes} test episodes; {baseline.seeds} baseline seeds, {change.seeds} change "
+        f"seeds. Each side: mean [95% Student-t interval over seeds, given the test scenarios]. Difference: "
+        f"[{1 - 2 * level:.0%} Welch interval], whose ends are the one-sided bounds the verdict uses. p: of the "
+        f"verdict's test (for *inconclusive*, of the gate's test that the drop exceeds the tolerance). Gated: "
+        f"`{judgement.metric}`, a regression when the drop is shown larger than {judgement.tolerance:g} at "
+        f"{level:g}.",
         "",
-        "| metric | gate | baseline | change | difference [95% CI] | p | verdict |",
+        "| metric | gate | baseline | change | difference | p | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, result in results.items():
-        gate = f"-{gates[name]:.0%}" if name in gates else "not gated"
-        interval = "" if result.ci_low is None else f" [{result.ci_low:+.4g}, {result.ci_high:+.4g}]"
-        difference = f"{result.difference:+.4g}{interval} ({result.relative:+.1%})"
-        p = result.p_lower if result.difference < 0 else result.p_higher
-        verdict = f"**{result.verdict}**" if result.verdict in ("regression", "improvement") else result.verdict
-        lines.append(
-            f"| {name} | {gate} | {_interval(result.baseline)} | {_interval(result.change)} | {difference} | "
-            f"{p:.3g} | {verdict} |"
-        )
+    lines += [_row(name, result, name == judgement.metric) for name, result in judgement.rows.items()]
     lines.append("")
-    smallest_p = 1 / math.comb(baseline.seeds + change.seeds, change.seeds)
-    if smallest_p >= significance:
-        lines += [
-            f"With {baseline.seeds} and {change.seeds} seeds the smallest possible p is {smallest_p:.3g}, not below "
-            f"{significance}: no change can be significant. Train 4 or more seeds a side (train.seeds).",
-            "",
-        ]
+    if judgement.accepted:
+        accepted = ", ".join(f"`{key}` {old!r} -> {new!r}" for key, old, new in judgement.accepted)
+        lines += [f"Measured differently, accepted on purpose (--accept): {accepted}", ""]
     if params:
         lines.append(
             f"Params that differ from `{label}`: " + ", ".join(f"`{k}` {old!r} -> {new!r}" for k, old, new in params)
@@ -179,60 +255,72 @@ def markdown_report(
     return "\n".join(lines) + "\n"
 
 
+def _load_sides(args: argparse.Namespace, config: Config) -> tuple[str, Evaluation, str | None, Evaluation]:
+    """The baseline's commit and evaluation; the change's commit (None: the workspace) and evaluation."""
+    path = config.paths.eval_metrics
+    label = args.baseline or config.compare.baseline
+    commit = resolve_revision(label)
+    baseline = evaluation_at(commit, path, f"baseline '{label}'")
+    if args.change:
+        change_commit = resolve_revision(args.change)
+        return commit, baseline, change_commit, evaluation_at(change_commit, path, f"'{args.change}'")
+    check_reproduced()
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise StageFailed(f"{path} is missing: run the pipeline (dvc repro) first") from None
+    return commit, baseline, None, _parse(text, f"the workspace's {path}")
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="reservoir-dqn compare",
         description="Per-seed results of a git revision (or DVC experiment) against the workspace, with intervals "
-        "and a verdict per metric; exits 1 when a gated metric (compare.gates) regressed significantly.",
+        "and a verdict per metric. Exit status: 0 no gated regression, 1 regression, 2 bad input, 3 cannot judge "
+        "(too few seeds, or measured differently), 4 could not complete.",
     )
     add_config_arguments(parser)
     parser.add_argument("--baseline", help="git revision or DVC experiment (default: compare.baseline)")
     parser.add_argument("--change", help="git revision or DVC experiment to compare (default: the workspace)")
-    parser.add_argument("--output", type=Path, help="also write the table to this file")
+    parser.add_argument("--output", type=Path, help="also write the report (or the cannot-judge line) to this file")
+    parser.add_argument(
+        "--accept",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a condition of measurement (or a prefix, e.g. env.reservoir) that may differ on purpose; repeatable",
+    )
     args = parser.parse_args(argv)
     config = config_from_args(args)
     label = args.baseline or config.compare.baseline
-    commit = resolve_revision(label)
-    path = config.paths.eval_metrics
-    baseline = evaluation_at(commit, path, f"baseline '{label}'")
-    if args.change:
-        change_commit = resolve_revision(args.change)
-        change = evaluation_at(change_commit, path, f"'{args.change}'")
-    else:
-        change_commit = None
-        check_reproduced()
-        try:
-            change = Evaluation.from_json(read_json(Path(path)))
-        except FileNotFoundError:
-            raise StageFailed(f"{path} is missing: run the pipeline (dvc repro) first") from None
-    results = comparisons(baseline, change, config)
-    gates = dict(config.compare.gates)
-    changes = param_changes(commit, change_commit)
+    try:
+        commit, baseline, change_commit, change = _load_sides(args, config)
+        if baseline.env != change.env:
+            raise CannotJudge(f"the baseline evaluated {baseline.env} and the change {change.env}: nothing to compare")
+        judgement = judge(baseline, change, config, args.accept)
+    except CannotJudge as error:
+        if args.output is not None:
+            write_text(args.output, f"cannot judge: {error}\n")
+        raise
     report = markdown_report(
-        label, args.change or "the workspace", baseline, change, results, gates, config.compare.significance, changes
+        label, args.change or "the workspace", baseline, change, judgement, param_changes(commit, change_commit)
     )
     print(report)
     if args.output is not None:
         write_text(args.output, report)
-    failed = [name for name, result in results.items() if name in gates and result.verdict == "regression"]
-    for name in failed:
-        result = results[name]
-        print(
-            f"error: {name} regressed: {result.relative:+.1%} (p = {result.p_lower:.3g}; allowed drop "
-            f"{gates[name]:.0%})",
-            file=sys.stderr,
-        )
-    return EXIT_REGRESSION if failed else 0
+    gated = judgement.gated
+    if gated.verdict != "regression":
+        return Exit.OK
+    print(
+        f"error: {judgement.metric} regressed by more than {judgement.tolerance:g}: {gated.difference:+.4g} "
+        f"(upper bound {gated.ci_high:+.4g}, p = {gated.p:.3g})",
+        file=sys.stderr,
+    )
+    return Exit.REGRESSION
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    status = 0
-
-    def body(arguments: Sequence[str] | None) -> None:
-        nonlocal status
-        status = run(arguments)
-
-    return run_stage(body, argv) or status
+    return run_stage(run, argv)
 
 
 if __name__ == "__main__":

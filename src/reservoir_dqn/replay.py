@@ -3,8 +3,15 @@
 The storage is a ``LazyTensorStorage`` (or, for buffers beyond RAM, a ``LazyMemmapStorage``)
 whose element is one transition of every agent, written together: row ``r``, column ``k``
 is agent ``k``'s ``r``-th stored transition. The samplers draw each agent's rows from its
-own column only, with indices of its own, so a sample never mixes agents and no two agents
-share which transitions they replay. A sample is ``agents * batch_size`` transitions,
+own column only, with indices drawn from that agent's own generator
+(:mod:`reservoir_dqn.streams`), so a sample never mixes agents, no two agents share which
+transitions they replay, and an agent's indices do not depend on how many agents train.
+
+Prioritized replay follows Schaul et al. (2016): a transition's priority is ``|delta|``
+(TorchRL's ``DQNLoss`` writes ``delta ** 2`` as ``td_error``: :func:`priorities` takes its
+root), the sampler raises it to ``alpha``, and the importance-sampling exponent ``beta``
+anneals linearly from ``priority_beta`` to 1 over ``train.total_frames``
+(:func:`anneal_beta`). A sample is ``agents * batch_size`` transitions,
 agent-major, as :func:`reservoir_dqn.agent.update` expects.
 """
 
@@ -24,6 +31,7 @@ from torchrl.data.replay_buffers.storages import Storage
 from torchrl.envs import MultiStepTransform
 
 from reservoir_dqn.config import DQNConfig
+from reservoir_dqn.streams import REPLAY, generators
 
 # What DQN needs from a collected frame; everything else the rollout records (Q-values,
 # running episode return, environment diagnostics, ...) stays out of the buffer.
@@ -38,14 +46,15 @@ TRANSITION_KEYS = (
 
 
 class PerAgentSampler(Sampler):
-    """Uniform replay per agent: ``batch_size / agents`` rows drawn independently from each agent's column."""
+    """Uniform replay per agent: ``batch_size / agents`` rows drawn from each agent's column with its own generator."""
 
-    def __init__(self, agents: int) -> None:
+    def __init__(self, agents: int, agent_generators: list[torch.Generator]) -> None:
         self.agents = agents
+        self.generators = agent_generators
 
     def sample(self, storage: Storage, batch_size: int) -> tuple[tuple[torch.Tensor, torch.Tensor], dict[str, Any]]:
         per_agent = batch_size // self.agents
-        rows = torch.randint(len(storage), (self.agents * per_agent,))
+        rows = torch.cat([torch.randint(len(storage), (per_agent,), generator=g) for g in self.generators])
         return (rows, _agent_columns(self.agents, per_agent)), {}
 
     def _empty(self) -> None:
@@ -65,11 +74,20 @@ class PerAgentSampler(Sampler):
 
 
 class PerAgentPrioritizedSampler(Sampler):
-    """Prioritized replay per agent: one TorchRL :class:`PrioritizedSampler` (its own sum tree) per agent."""
+    """Prioritized replay per agent: one TorchRL :class:`PrioritizedSampler` (its own sum tree) per agent.
 
-    def __init__(self, agents: int, capacity: int, alpha: float, beta: float) -> None:
+    Each agent's sampler draws from that agent's generator: ``Sampler._rng`` is the
+    attribute TorchRL's ``ReplayBuffer.set_rng`` sets (not public on a bare sampler).
+    """
+
+    def __init__(
+        self, agents: int, capacity: int, alpha: float, beta: float, agent_generators: list[torch.Generator]
+    ) -> None:
         self.agents = agents
+        self.generators = agent_generators
         self.samplers = [PrioritizedSampler(capacity, alpha=alpha, beta=beta) for _ in range(agents)]
+        for sampler, generator in zip(self.samplers, agent_generators, strict=True):
+            sampler._rng = generator
 
     def sample(self, storage: Storage, batch_size: int) -> tuple[tuple[torch.Tensor, torch.Tensor], dict[str, Any]]:
         per_agent = batch_size // self.agents
@@ -124,17 +142,38 @@ def _agent_columns(agents: int, per_agent: int) -> torch.Tensor:
     return torch.arange(agents).repeat_interleave(per_agent)
 
 
-def make_replay_buffer(config: DQNConfig, agents: int, device: torch.device | str = "cpu") -> TensorDictReplayBuffer:
+def priorities(td_error: torch.Tensor) -> torch.Tensor:
+    """Schaul et al.'s priority ``|delta|`` from the ``td_error`` TorchRL's ``DQNLoss`` writes (``delta ** 2``)."""
+    return td_error.detach().sqrt()
+
+
+def anneal_beta(buffer: TensorDictReplayBuffer, config: DQNConfig, frames: int, total_frames: int) -> None:
+    """Prioritized replay's beta for ``frames`` collected: linear from ``priority_beta`` to 1 at ``total_frames``."""
+    sampler = buffer.sampler
+    if isinstance(sampler, PerAgentPrioritizedSampler):
+        beta = config.priority_beta + (1.0 - config.priority_beta) * min(frames / total_frames, 1.0)
+        for agent_sampler in sampler.samplers:
+            agent_sampler.beta = beta
+
+
+def make_replay_buffer(
+    config: DQNConfig, agents: int, device: torch.device | str = "cpu", seeds: list[int] | None = None
+) -> TensorDictReplayBuffer:
     """Uniform or prioritized replay of ``config.buffer_size`` transitions per agent.
 
     Samples hold ``config.batch_size`` transitions of each agent. The storage lives in
     memory, or in memory-mapped files of a temporary folder when ``config.buffer_on_disk``.
+
+    :param seeds: the agents' seeds: each draws its replay indices from a generator of its own.
     """
     sampler: Sampler
+    streams = generators(seeds, agents, REPLAY)
     if config.prioritized:
-        sampler = PerAgentPrioritizedSampler(agents, config.buffer_size, config.priority_alpha, config.priority_beta)
+        sampler = PerAgentPrioritizedSampler(
+            agents, config.buffer_size, config.priority_alpha, config.priority_beta, streams
+        )
     else:
-        sampler = PerAgentSampler(agents)
+        sampler = PerAgentSampler(agents, streams)
     storage: Storage
     scratch = None
     if config.buffer_on_disk:

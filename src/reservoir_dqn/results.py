@@ -2,8 +2,10 @@
 
 ``metrics/eval.json`` is :meth:`Evaluation.to_json`: for the agents' final networks and for
 their best-validated snapshots, every metric as per-seed values with mean, interquartile
-mean and 95% bootstrap interval; the baselines' metrics; what the score is measured
-against; which agent was shipped. ``metrics/summary.json`` (:meth:`Evaluation.headline`)
+mean and 95% Student-t interval over seeds; the baselines' metrics; what the score is
+measured against; the conditions of the measurement (the MDP's params, the test scenarios,
+the score's reference), which ``compare`` requires equal on both sides; which agent was
+shipped. ``metrics/summary.json`` (:meth:`Evaluation.headline`)
 holds the few numbers DVC tracks.
 """
 
@@ -25,6 +27,9 @@ class Evaluation:
     :ivar agents: per network (``final``, ``best``), per metric, the summary over seeds.
     :ivar baselines: per baseline policy, its metrics (score included).
     :ivar headline: the environment profile's headline metric names, main one first.
+    :ivar conditions: dotted keys -> values of what the results were measured under: the
+        MDP's params, the test scenarios and the score's reference (``None`` in files
+        written before they were recorded).
     """
 
     env: str
@@ -38,6 +43,7 @@ class Evaluation:
     baselines: dict[str, dict[str, float]]
     shipped_agent: int
     shipped_network: str
+    conditions: dict[str, Any] | None
 
     @classmethod
     def assemble(
@@ -50,16 +56,37 @@ class Evaluation:
         per_agent: dict[str, list[dict[str, float]]],
         baselines: dict[str, dict[str, float]],
         shipped: tuple[int, str],
-        resamples: int,
         episodes: int,
+        settings: dict[str, Any],
     ) -> Evaluation:
-        """Summaries over seeds of the per-agent metrics (score included) of each network."""
+        """Summaries over seeds of the per-agent metrics (score included) of each network.
+
+        :param settings: the params that define the environment's MDP (its profile's ``settings``).
+        """
         agents = {
-            network: {name: summarize([row[name] for row in rows], resamples) for name in rows[0]}
+            network: {name: summarize([row[name] for row in rows]) for name in rows[0]}
             for network, rows in per_agent.items()
         }
         seeds = len(next(iter(per_agent.values())))
-        return cls(env, seeds, episodes, first_seed, reference, optimum_label, headline, agents, baselines, *shipped)
+        conditions = settings | {
+            "evaluate.seed": first_seed,
+            "evaluate.episodes": episodes,
+            "score.random_return": reference.random_return,
+            "score.optimum_return": reference.optimum_return,
+        }
+        return cls(
+            env,
+            seeds,
+            episodes,
+            first_seed,
+            reference,
+            optimum_label,
+            headline,
+            agents,
+            baselines,
+            *shipped,
+            conditions,
+        )
 
     def metric(self, name: str, network: str = "final") -> Summary:
         return self.agents[network][name]
@@ -67,7 +94,7 @@ class Evaluation:
     def headline_metrics(self) -> dict[str, float | None]:
         """The numbers DVC tracks (``metrics/summary.json``).
 
-        The main metric with its 95% bootstrap interval (``<name>_lo``, ``<name>_hi``), then the others.
+        The main metric with its 95% Student-t interval over seeds (``<name>_lo``, ``<name>_hi``), then the others.
         """
         main, *others = self.headline
         summary = self.metric(main)
@@ -97,6 +124,7 @@ class Evaluation:
                 for network, metrics in self.agents.items()
             },
             "baselines": self.baselines,
+            "conditions": self.conditions,
         }
 
     @classmethod
@@ -117,4 +145,5 @@ class Evaluation:
             baselines={name: dict(values) for name, values in data["baselines"].items()},
             shipped_agent=int(data["shipped"]["agent"]),
             shipped_network=str(data["shipped"]["network"]),
+            conditions=data.get("conditions"),
         )

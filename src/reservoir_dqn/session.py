@@ -39,6 +39,7 @@ from reservoir_dqn.envs import EnvProfile, profile
 from reservoir_dqn.evaluation import Reference, reference
 from reservoir_dqn.metrics import MetricGroup
 from reservoir_dqn.replay import TransitionWriter, make_replay_buffer
+from reservoir_dqn.streams import RandomStreams
 
 BUFFER_CHECKPOINT_AUTO_LIMIT = 1_000_000  # 'auto' saves the replay buffer up to this many transitions in all
 
@@ -61,6 +62,7 @@ class Progress(BaseModel):
     stopped_frames: list[int | None] = []  # per agent: when it reached stop_at_validation_return ...
     stopped_seconds: list[float | None] = []  # ... and after how much training and validation time
     run_ids: dict[str, str] = {}  # the tracking runs this training logs to, continued on resume
+    resumed_without_buffer: list[int] = []  # frames of each resume that restarted from an empty replay buffer
 
     def state_dict(self) -> dict[str, Any]:
         return self.model_dump()
@@ -145,7 +147,15 @@ def start(config: Config, checkpoint_dir: Path | None) -> Session:
             checkpoints.set_aside(path, str(error))
             continue
         session.resumed_from = session.progress.frames
-        log.info(f"resuming from {path} ({session.progress.frames:,} frames per agent)")
+        if "replay_buffer" not in session.checkpoint:
+            session.progress.resumed_without_buffer.append(session.progress.frames)
+            log.warning(
+                f"resuming from {path} without its replay buffer (train.checkpoint_buffer: "
+                f"{config.train.checkpoint_buffer}): learning restarts from an empty buffer, so this run is not an "
+                "exact resume (metrics/train.json records it)"
+            )
+        else:
+            log.info(f"resuming from {path} ({session.progress.frames:,} frames per agent)")
         return session
     return _build(config, device, checkpoints)
 
@@ -166,8 +176,9 @@ def _build(config: Config, device: torch.device, checkpoints: Checkpointer | Non
         obs_scale=env_profile.observation_scale(config.env),
         agents=agents,
     )
-    agent = make_agent(config.dqn, spec, device, agent_seeds(config.seed, agents), compile_loss=config.train.compile)
-    buffer = make_replay_buffer(config.dqn, agents, device)
+    seeds = agent_seeds(config.seed, agents)
+    agent = make_agent(config.dqn, spec, device, seeds, compile_loss=config.train.compile)
+    buffer = make_replay_buffer(config.dqn, agents, device, seeds)
     writer = TransitionWriter(buffer, agents, config.dqn.n_steps, config.dqn.gamma, config.dqn.reward_scale)
     rollout = Rollout(env, agent.policy, config.train.frames_per_batch // envs, env_profile)
     validation, _ = reference(
@@ -193,6 +204,7 @@ def _build(config: Config, device: torch.device, checkpoints: Checkpointer | Non
         exploration=agent.exploration,
         target_updater=agent.target_updater,
         rng=GlobalRNGState(),
+        streams=RandomStreams(exploration=agent.exploration.generators, replay=buffer.sampler.generators),
         progress=progress,
         rollout=rollout,
         writer=writer,

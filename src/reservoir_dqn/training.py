@@ -4,7 +4,7 @@ For every batch:
 
 1. collect a batch with the exploring policy (every agent's environments in one batched env);
 2. store its (n-step) transitions, each agent's in its own replay column;
-3. anneal epsilon and the learning rate by frames collected;
+3. anneal epsilon, the learning rate and prioritized replay's beta by frames collected;
 4. once the buffer is warm, ``updates_per_batch`` optimiser steps, all agents in one;
 5. gather the training curves, and emit them at each log point;
 6. every ``eval_interval_frames``: greedy validation of every agent on the validation seeds;
@@ -39,6 +39,7 @@ from reservoir_dqn.config import VALIDATION_SEED_BASE
 from reservoir_dqn.curves import VALIDATION, Interval
 from reservoir_dqn.evaluation import run_agents
 from reservoir_dqn.metrics import Record, Sink
+from reservoir_dqn.replay import anneal_beta, priorities
 from reservoir_dqn.session import Progress, Session
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,9 @@ def train(session: Session, sinks: Sequence[Sink] = (), on_validation: Validatio
             batch = session.rollout.collect()
             progress.frames += settings.frames_per_batch
             session.writer.write(batch)
-            # 3. Anneal epsilon and the learning rate by frames collected (not by updates).
+            # 3. Anneal epsilon, the learning rate and replay's beta by frames collected (not by updates).
             anneal(agent, progress.frames)
+            anneal_beta(session.buffer, config.dqn, progress.frames, settings.total_frames)
             # 4. Learn once the buffer is warm; target and averaged weights follow each update.
             _learn(session, interval)
             # 5. Gather what happened in this batch.
@@ -128,7 +130,7 @@ def _learn(session: Session, interval: Interval) -> None:
         sample = session.buffer.sample()
         loss, grad_norm = update(session.agent, sample)
         if config.dqn.prioritized:
-            session.buffer.update_priority(sample["index"], sample["td_error"])
+            session.buffer.update_priority(sample["index"], priorities(sample["td_error"]))
         losses.append(loss)
         interval.add_updates(loss, grad_norm)
         progress.updates += 1
@@ -235,6 +237,9 @@ def _result(session: Session) -> TrainResult:
         "validation_time_s": round(progress.eval_seconds, 2),
         "frames_per_second": round(progress.frames * agent.agents / max(progress.train_seconds, 1e-9), 1),
         "resumed_from_frames": session.resumed_from,
+        # False once any resume restarted learning from an empty replay buffer (it was not saved).
+        "exact_resume": not progress.resumed_without_buffer,
+        "resumed_without_buffer_at_frames": list(progress.resumed_without_buffer),
         "shipped_agent": shipped,
         "shipped_network": "best" if select_best else "final",
         "validation_reference": {

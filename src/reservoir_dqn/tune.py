@@ -43,7 +43,15 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from reservoir_dqn.config import Config, ConfigError, TuneConfig, add_config_arguments, config_from_args, load_config
+from reservoir_dqn.config import (
+    TUNE_SEED_BASE,
+    Config,
+    ConfigError,
+    TuneConfig,
+    add_config_arguments,
+    config_from_args,
+    load_config,
+)
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.files import write_text
 from reservoir_dqn.metrics import Sink
@@ -207,6 +215,9 @@ class Objective:
                 )
                 retrying(self.store.client.set_terminated, run.info.run_id, status="FAILED")
             raise optuna.TrialPruned(str(error)) from None
+        # Trial n trains with master seed TUNE_SEED_BASE + n: its agents never replay the pipeline's (seeds
+        # below TUNE_SEED_BASE). Set after validation, which keeps params.yaml's seed below that range.
+        config = config.model_copy(update={"seed": TUNE_SEED_BASE + trial.number})
         folder = self.workdir / f"trial-{trial.number}"
         tracking = Tracking(config, self.store, project_root())
         run_ids = tracking.start_training({}, parent_of=self.parent, tags=tags, name=name) if self.store else {}

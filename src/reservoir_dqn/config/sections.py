@@ -21,6 +21,9 @@ DEFAULT_PARAMS = Path("params.yaml")
 TRAIN_SEED_LIMIT = 1_000_000_000
 VALIDATION_SEED_BASE = 1_000_000_000
 TEST_SEED_MIN = 2_000_000_000
+# Master seeds: the pipeline's lie below TUNE_SEED_BASE (params.yaml's ``seed``); tuning trial
+# ``n`` trains with master seed TUNE_SEED_BASE + n, so no trial replays the pipeline's agents.
+TUNE_SEED_BASE = 2**30
 
 
 class Section(BaseModel):
@@ -145,8 +148,13 @@ class DQNConfig(Section):
     buffer_size: PositiveInt = Field(description="Replay buffer capacity in transitions, per agent.")
     buffer_on_disk: bool = Field(description="Keep the replay buffer in memory-mapped files (buffers beyond RAM).")
     prioritized: bool = Field(description="Prioritized experience replay instead of uniform sampling.")
-    priority_alpha: float = Field(ge=0.0, description="Prioritization exponent (0 = uniform).")
-    priority_beta: Probability = Field(description="Importance-sampling correction exponent.")
+    priority_alpha: float = Field(
+        ge=0.0,
+        description="Prioritization exponent: a transition is drawn in proportion to |TD error|^alpha (0 = uniform).",
+    )
+    priority_beta: Probability = Field(
+        description="Importance-sampling exponent at the start; it anneals linearly to 1 over train.total_frames."
+    )
     eps_start: Probability = Field(description="Initial exploration rate.")
     eps_end: Probability = Field(description="Final exploration rate.")
     eps_decay_frames: PositiveInt = Field(description="Frames over which epsilon anneals linearly.")
@@ -220,22 +228,25 @@ class TrackingConfig(Section):
     )
 
 
-Gate = Annotated[float, Field(ge=0.0, le=1.0)]
-
-
 class CompareConfig(Section):
-    """``reservoir-dqn compare``: the CI metric diff and the regressions that fail it."""
+    """``reservoir-dqn compare``: the CI metric diff and the regression that fails it."""
 
     baseline: str = Field(min_length=1, description="Git revision (or DVC experiment) compared against by default.")
-    gates: dict[str, Gate] = Field(
-        description="Headline metric -> largest allowed drop, as a share of the baseline mean; "
-        "a larger drop that is also significant fails CI."
+    metric: str = Field(
+        min_length=1,
+        description="The one gated headline metric (score: the return is an affine function of it on equal "
+        "scenarios, so gating both would gate one twice).",
+    )
+    tolerance: float = Field(
+        ge=0.0,
+        description="Largest drop of the gated metric that is not a regression, in the metric's own units "
+        "(the score's: 0 random, 1 the optimum), never a share of the baseline, which may be negative or 0.",
     )
     significance: float = Field(
-        gt=0.0, lt=0.5, description="One-sided level of the permutation test that makes a drop significant."
-    )
-    resamples: Annotated[int, Field(ge=100)] = Field(
-        description="Bootstrap resamples of each confidence interval (and permutations when not enumerated)."
+        gt=0.0,
+        lt=0.5,
+        description="One-sided level of Welch's test: a regression is called only when the data show, at this "
+        "level, a drop larger than the tolerance.",
     )
 
 

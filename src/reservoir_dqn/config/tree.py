@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from reservoir_dqn.config.sections import (
     DEFAULT_PARAMS,
+    TUNE_SEED_BASE,
     CompareConfig,
     DQNConfig,
     EnvConfig,
@@ -32,7 +33,11 @@ from reservoir_dqn.config.sections import (
 class Config(Section):
     """Everything params.yaml holds."""
 
-    seed: int = Field(ge=0, lt=2**31, description="Master seed; every agent's seed derives from it.")
+    seed: int = Field(
+        ge=0,
+        lt=TUNE_SEED_BASE,
+        description="Master seed; every agent's seed derives from it (tuning trials use seeds from 2**30 on).",
+    )
     env: EnvConfig
     dqn: DQNConfig
     train: TrainConfig

@@ -95,6 +95,10 @@ class EnvProfile(ABC):
     def episode_limit(self, config: EnvConfig) -> int:
         """The most steps an episode can last."""
 
+    def settings(self, config: EnvConfig) -> dict[str, Any]:
+        """The params that define this environment's MDP, as dotted keys (``compare`` requires both sides equal)."""
+        return {"env.name": config.name}
+
     def observation_scale(self, config: EnvConfig) -> tuple[float, ...] | None:
         """Fixed factors the Q-network applies to raw observations (``None``: already about [-1, 1])."""
         return None

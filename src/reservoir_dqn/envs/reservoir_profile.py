@@ -56,6 +56,10 @@ class ReservoirProfile(EnvProfile):
     headline = (SCORE, RETURN, RELIABILITY)
     optimum_label = "the SDP optimum"
 
+    def settings(self, config: EnvConfig) -> dict[str, Any]:
+        physics = config.reservoir.model_dump(mode="json")
+        return {"env.name": config.name} | {f"env.reservoir.{key}": value for key, value in physics.items()}
+
     def make(self, config: EnvConfig, slot_seeds: Sequence[int]) -> EnvBase:
         env = DiscreteReservoirEnv(config.reservoir, len(slot_seeds))
         env.seed_slots(slot_seeds)

@@ -2,8 +2,9 @@
 
 Each stage has a thin ``main()`` that reads the parameters and its paths from the command
 line and calls pure functions of the package. :func:`run_stage` turns the failures a user
-can cause into one line on stderr and an exit status: 2 for bad parameters or input
-files, 1 for a run that failed (for example a diverging loss).
+can cause into one line on stderr and an exit status of the one table
+(:mod:`reservoir_dqn.exits`): bad parameters or input files, a run that could not complete
+(for example a diverging loss), and an unexpected exception, which is a bug.
 """
 
 from __future__ import annotations
@@ -11,21 +12,25 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from reservoir_dqn.agent import ModelFileError
 from reservoir_dqn.config import Config, ConfigError, add_config_arguments, config_from_args
+from reservoir_dqn.errors import first_line
+from reservoir_dqn.exits import Exit
 from reservoir_dqn.files import read_json
 from reservoir_dqn.tracking import Tracking, TrackingUnavailable
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-
 
 class StageFailed(RuntimeError):
-    """A stage could not complete; the message is one line for the user."""
+    """A command could not complete; the message is one line for the user, ``status`` its exit status."""
+
+    def __init__(self, message: str, status: Exit = Exit.FAILED) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # The command-line option of each output path: ``--<flag> PATH`` overrides ``paths.<name>``.
@@ -95,18 +100,29 @@ def _console_logging() -> None:
     logging.getLogger("torchrl").setLevel(logging.WARNING)  # its INFO lines drown the progress bar
 
 
-def run_stage(stage: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
-    """Run a stage's body, mapping the failures a user can cause to one line and an exit status."""
+def run_stage(stage: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run a command's body, mapping every failure to one line and a status of :class:`Exit`.
+
+    The body returns its own status (``None``: :attr:`Exit.OK`). An unexpected exception is a
+    bug: its traceback is printed, then one line, and the status is :attr:`Exit.INTERNAL`.
+    """
     _console_logging()
     try:
-        stage(argv)
+        return int(stage(argv) or Exit.OK)
     except (ConfigError, ModelFileError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return Exit.BAD_INPUT
     except StageFailed as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        print(f"{'cannot judge' if error.status == Exit.CANNOT_JUDGE else 'error'}: {error}", file=sys.stderr)
+        return error.status
+    except OSError as error:  # the machine's fault, not ours: a full disk, a folder that cannot be written
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"error: {error.strerror or first_line(error)}{where}", file=sys.stderr)
+        return Exit.FAILED
     except KeyboardInterrupt:
         print("interrupted: the newest checkpoint is kept; run the stage again to resume", file=sys.stderr)
-        return 130
-    return 0
+        return Exit.INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - a bug: say so in one line after the traceback
+        traceback.print_exc()
+        print(f"internal error (a bug, please report it): {first_line(error)}", file=sys.stderr)
+        return Exit.INTERNAL

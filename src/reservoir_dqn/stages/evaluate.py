@@ -3,7 +3,7 @@
 Every agent's final network and best-validated snapshot, and every baseline, plays
 ``evaluate.episodes`` greedy episodes; episode ``i`` uses seed ``evaluate.seed + i`` for all
 of them (training never uses seeds that high). Each metric is reported per seed with its
-mean, interquartile mean and 95% bootstrap interval; the score is
+mean, interquartile mean and 95% Student-t interval over seeds; the score is
 ``(R - R_random) / (R_optimum - R_random)`` on these same scenarios.
 """
 
@@ -60,8 +60,8 @@ def evaluate(
         per_agent={network: [metrics(episodes) for episodes in agents] for network, agents in played.items()},
         baselines={name: metrics(episodes) for name, episodes in baseline_episodes.items()},
         shipped=(int(trained["shipped_agent"]), str(trained["shipped_network"])),
-        resamples=config.compare.resamples,
         episodes=settings.episodes,
+        settings=env_profile.settings(config.env),
     )
     rows = [_episode_rows(config, "dqn", episodes, agent) for agent, episodes in enumerate(played["final"])]
     rows += [_episode_rows(config, name, episodes, None) for name, episodes in baseline_episodes.items()]
@@ -136,7 +136,7 @@ def report(evaluation: Evaluation) -> str:
     for policy, values in sorted(evaluation.baselines.items(), key=lambda item: -item[1][names[0]]):
         lines.append(f"  {policy:<21}" + "".join(f"{_number(name, values[name]):>{width}}" for name in names))
     lines.append(
-        f"  DQN: mean [95% bootstrap interval] over {evaluation.seeds} seeds. Shipped: "
+        f"  DQN: mean [95% Student-t interval] over {evaluation.seeds} seeds. Shipped: "
         f"seed {evaluation.shipped_agent}'s {evaluation.shipped_network} network, the best on the validation seeds."
     )
     return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""The one table of exit statuses of every ``reservoir-dqn`` command (the README repeats it).
+
+A script or CI job can tell every outcome apart: a verdict of the gate (0, 1, 3) is never
+confused with an error (2, 4, 70), and an error never looks like a regression. New
+commands and faults extend this table; none invents a status of its own.
+"""
+
+from __future__ import annotations
+
+import signal
+from enum import IntEnum
+
+
+class Exit(IntEnum):
+    """Exit statuses: the value is what the process returns (:data:`MEANINGS` says when)."""
+
+    OK = 0
+    REGRESSION = 1
+    BAD_INPUT = 2
+    CANNOT_JUDGE = 3
+    FAILED = 4
+    INTERNAL = 70  # BSD's EX_SOFTWARE
+    INTERRUPTED = 128 + signal.SIGINT  # the shells' convention: 128 + the signal's number
+
+
+MEANINGS: dict[Exit, str] = {
+    Exit.OK: "done; `compare`: no gated regression (improvement, within tolerance or inconclusive)",
+    Exit.REGRESSION: "`compare`: the gated metric dropped by more than its tolerance, significantly",
+    Exit.BAD_INPUT: "bad parameters, options, input files or revision; nothing was changed",
+    Exit.CANNOT_JUDGE: "`compare`: too few seeds, the two sides measured differently, or a baseline too old to judge",
+    Exit.FAILED: "could not complete: missing upstream outputs, a diverging training, tracking unreachable",
+    Exit.INTERNAL: "a bug: an unexpected exception, printed with its traceback",
+    Exit.INTERRUPTED: "interrupted by SIGINT (Ctrl-C); the newest checkpoint is kept",
+}
+
+
+def markdown_table() -> str:
+    """The table as the README shows it."""
+    rows = [f"| {int(status)} | {status.name.lower()} | {MEANINGS[status]} |" for status in Exit]
+    return "\n".join(["| status | name | meaning |", "|---|---|---|", *rows])

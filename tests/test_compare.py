@@ -1,0 +1,194 @@
+"""The CI gate's core on hand-made metrics files: verdicts, cannot-judge, the report, exit statuses, the CI script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reservoir_dqn.config import load_config
+from reservoir_dqn.evaluation import Reference
+from reservoir_dqn.exits import Exit, markdown_table
+from reservoir_dqn.results import Evaluation
+from tests.conftest import REPO
+
+SCRIPT = REPO / ".ci" / "compare-metrics"
+HEALTHY = [0.98, 0.97, 0.985, 0.975, 0.98]
+SETTINGS = {"env.name": "reservoir", "env.reservoir.capacity": 40, "env.reservoir.demand": [3] * 12}
+
+
+def evaluation(scores: list[float], **conditions: Any) -> Evaluation:
+    """An evaluation of the reservoir as the evaluate stage writes it, with these per-seed scores."""
+    rows = [{"score": s, "return": 394.1 + s * (2019.4 - 394.1), "reliability": 0.99} for s in scores]
+    made = Evaluation.assemble(
+        env="reservoir",
+        first_seed=2_000_000_000,
+        reference=Reference(394.1, 2019.4),
+        optimum_label="the SDP optimum",
+        headline=("score", "return", "reliability"),
+        per_agent={"final": rows, "best": rows},
+        baselines={"sdp": {"score": 1.0}},
+        shipped=(0, "final"),
+        episodes=100,
+        settings=SETTINGS,
+    )
+    assert made.conditions is not None
+    made.conditions.update(conditions)
+    return Evaluation.from_json(json.loads(json.dumps(made.to_json())))  # through the file format
+
+
+def test_an_evaluation_survives_its_json_round_trip() -> None:
+    made = evaluation(HEALTHY)
+    assert Evaluation.from_json(json.loads(json.dumps(made.to_json()))) == made
+    assert made.conditions is not None and made.conditions["evaluate.episodes"] == 100
+
+
+def test_judge_calls_a_collapse_a_regression_and_the_report_says_so() -> None:
+    from reservoir_dqn.compare import judge, markdown_report
+
+    config = load_config(REPO / "params.yaml")
+    baseline, change = evaluation([0.98, 0.97, 0.985]), evaluation([0.10, 0.20, 0.15])
+    judgement = judge(baseline, change, config)
+    assert judgement.gated.verdict == "regression" and judgement.metric == "score"
+    report = markdown_report("main", "the workspace", baseline, change, judgement, [("dqn.lr", 0.001, 0.03)])
+    rows = {line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| ")}
+    assert "**regression**" in rows["score"] and "-0.02" in rows["score"]
+    assert "not gated" in rows["return"] and "lower" in rows["return"]
+    assert "`dqn.lr` 0.001 -> 0.03" in report
+
+
+@pytest.mark.parametrize(
+    ("baseline", "change", "message"),
+    [
+        ([0.98], [0.98, 0.97], "1 baseline and 2 change seeds"),
+        (HEALTHY, [0.5], "5 baseline and 1 change seeds"),
+    ],
+)
+def test_too_few_seeds_cannot_be_judged(baseline: list[float], change: list[float], message: str) -> None:
+    from reservoir_dqn.compare import CannotJudge, judge
+
+    with pytest.raises(CannotJudge, match=message) as raised:
+        judge(evaluation(baseline), evaluation(change), load_config(REPO / "params.yaml"))
+    assert raised.value.status == Exit.CANNOT_JUDGE
+
+
+def test_differently_measured_sides_cannot_be_judged_unless_the_keys_are_accepted() -> None:
+    from reservoir_dqn.compare import CannotJudge, judge
+
+    config = load_config(REPO / "params.yaml")
+    baseline = evaluation(HEALTHY)
+    moved = evaluation(HEALTHY, **{"env.reservoir.capacity": 50, "evaluate.seed": 2_000_000_100})
+    with pytest.raises(CannotJudge, match=r"env.reservoir.capacity: 40 -> 50; evaluate.seed"):
+        judge(baseline, moved, config)
+    with pytest.raises(CannotJudge, match=r"evaluate\.seed"):
+        judge(baseline, moved, config, accept=["env.reservoir"])
+    accepted = judge(baseline, moved, config, accept=["env.reservoir", "evaluate.seed"])
+    assert [key for key, _, _ in accepted.accepted] == ["env.reservoir.capacity", "evaluate.seed"]
+    reference = evaluation(HEALTHY, **{"score.optimum_return": 2100.0})
+    with pytest.raises(CannotJudge, match=r"score\.optimum_return"):
+        judge(baseline, reference, config)
+
+
+def test_a_baseline_older_than_the_recorded_conditions_gets_one_line() -> None:
+    from reservoir_dqn.compare import CannotJudge, _parse, judge
+
+    old = evaluation(HEALTHY).to_json()
+    del old["conditions"]
+    with pytest.raises(CannotJudge, match=r"baseline's eval\.json predates recorded evaluation conditions"):
+        judge(Evaluation.from_json(old), evaluation(HEALTHY), load_config(REPO / "params.yaml"))
+    with pytest.raises(CannotJudge, match="predates this version's evaluation format"):
+        _parse(json.dumps({"env": "reservoir"}), "metrics/eval.json of 'v1'")
+
+
+def test_the_readme_holds_the_one_table_of_exit_statuses() -> None:
+    assert markdown_table() in (REPO / "README.md").read_text()
+    assert len({int(status) for status in Exit}) == len(Exit)
+
+
+# --------------------------------------------------------------------------- the CI step's script
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def metrics_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git and DVC repository whose commits hold hand-made metrics: tags for each case."""
+    repo = tmp_path_factory.mktemp("gate")
+    shutil.copy(REPO / "params.yaml", repo / "params.yaml")
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "config", "user.email", "test@localhost")
+    _git(repo, "config", "user.name", "test")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True, env=_env())
+    cases = {
+        "healthy": evaluation(HEALTHY),
+        "reseeded": evaluation([0.979, 0.982, 0.978, 0.981, 0.976]),
+        "collapse3": evaluation([0.10, 0.20, 0.15]),
+        "healthy3": evaluation([0.98, 0.97, 0.985]),
+        "single": evaluation([0.98]),
+        "lr-x30": evaluation([0.61, 0.55, 0.72, 0.48, 0.66]),
+        "bigger": evaluation(HEALTHY, **{"env.reservoir.capacity": 50}),
+    }
+    (repo / "metrics").mkdir()
+    for tag, made in cases.items():
+        (repo / "metrics" / "eval.json").write_text(json.dumps(made.to_json()))
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-q", "-m", tag)
+        _git(repo, "tag", tag)
+    return repo
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "DVC_NO_ANALYTICS": "1"}
+
+
+def _gate(repo: Path, baseline: str, change: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(SCRIPT), baseline, change, "report.md"], cwd=repo, capture_output=True, text=True, env=_env()
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("baseline", "change", "status", "said"),
+    [
+        ("healthy", "reseeded", Exit.OK, "gate: passed"),
+        ("healthy", "lr-x30", Exit.REGRESSION, "gate: failed, a regression"),
+        ("healthy3", "collapse3", Exit.REGRESSION, "gate: failed, a regression"),
+        ("healthy", "single", Exit.CANNOT_JUDGE, "gate: failed, cannot judge"),
+        ("healthy", "bigger", Exit.CANNOT_JUDGE, "gate: failed, cannot judge"),
+        ("healthy", "no-such-revision", Exit.BAD_INPUT, "gate: failed, compare could not run"),
+    ],
+)
+def test_the_ci_script_passes_only_what_the_gate_passes(
+    metrics_repo: Path, baseline: str, change: str, status: Exit, said: str
+) -> None:
+    result = _gate(metrics_repo, baseline, change)
+    assert result.returncode == status, result.stdout + result.stderr
+    assert said in result.stdout
+    assert "Traceback" not in result.stderr
+    if status in (Exit.CANNOT_JUDGE, Exit.BAD_INPUT):
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith(("cannot judge:", "error:")), result.stderr
+
+
+@pytest.mark.slow
+def test_the_ci_script_accepts_the_differences_a_change_lists(metrics_repo: Path) -> None:
+    accepted = metrics_repo / ".ci" / "accepted-differences"
+    accepted.parent.mkdir(exist_ok=True)
+    accepted.write_text("# this change enlarges the reservoir on purpose\nenv.reservoir.capacity\n")
+    try:
+        result = _gate(metrics_repo, "healthy", "bigger")
+    finally:
+        shutil.rmtree(accepted.parent)
+    assert result.returncode == Exit.OK, result.stdout + result.stderr
+    assert (
+        "accepted on purpose (--accept): `env.reservoir.capacity` 40 -> 50" in (metrics_repo / "report.md").read_text()
+    )
