@@ -142,6 +142,15 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             f"| {name} | {cell(g['pool'][name], 4)} | {rate:.2%} |" for name, rate in g["false_alarm_rate"].items()
         ]
+        for name, drop in g.get("largest_drop", {}).items():
+            lines += [
+                "",
+                f"The largest drop of `{name}` in any pair was {drop:.4f}, against a tolerance of "
+                f"{g['tolerance']:g}"
+                + (": the tolerance alone rules out an alarm at an exact no-change." if drop <= g["tolerance"] else ".")
+                + " How often the gate calls drops near the tolerance a regression is `bench/results/gate.md` "
+                "(`python -m bench.gate`).",
+            ]
         lines.append("")
     if "throughput" in results:
         t = results["throughput"]

@@ -133,7 +133,7 @@ def metrics_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "collapse3": evaluation([0.10, 0.20, 0.15]),
         "healthy3": evaluation([0.98, 0.97, 0.985]),
         "single": evaluation([0.98]),
-        "lr-x30": evaluation([0.61, 0.55, 0.72, 0.48, 0.66]),
+        "degraded": evaluation([0.61, 0.55, 0.72, 0.48, 0.66]),  # hand-made: a drop far beyond the tolerance
         "bigger": evaluation(HEALTHY, **{"env.reservoir.capacity": 50}),
     }
     (repo / "metrics").mkdir()
@@ -160,7 +160,7 @@ def _gate(repo: Path, baseline: str, change: str) -> subprocess.CompletedProcess
     ("baseline", "change", "status", "said"),
     [
         ("healthy", "reseeded", Exit.OK, "gate: passed"),
-        ("healthy", "lr-x30", Exit.REGRESSION, "gate: failed, a regression"),
+        ("healthy", "degraded", Exit.REGRESSION, "gate: failed, a regression"),
         ("healthy3", "collapse3", Exit.REGRESSION, "gate: failed, a regression"),
         ("healthy", "single", Exit.CANNOT_JUDGE, "gate: failed, cannot judge"),
         ("healthy", "bigger", Exit.CANNOT_JUDGE, "gate: failed, cannot judge"),

@@ -167,11 +167,11 @@ def test_priorities_are_the_absolute_td_error_raised_to_alpha_once() -> None:
 def test_beta_anneals_from_its_start_to_one_over_training() -> None:
     from reservoir_dqn.replay import anneal_beta
 
-    config = _dqn(prioritized="true", priority_beta=0.4)
+    config = _dqn(prioritized="true", priority_beta=0.4, priority_beta_frames=100_000)
     buffer = make_replay_buffer(config, 2)
     betas = []
     for frames in (0, 50_000, 100_000, 150_000):
-        anneal_beta(buffer, config, frames, total_frames=100_000)
+        anneal_beta(buffer, config, frames)
         betas.append([sampler.beta for sampler in buffer.sampler.samplers])
     assert betas == [[0.4, 0.4], [pytest.approx(0.7)] * 2, [1.0, 1.0], [1.0, 1.0]]
 

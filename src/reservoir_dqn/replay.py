@@ -10,7 +10,7 @@ transitions they replay, and an agent's indices do not depend on how many agents
 Prioritized replay follows Schaul et al. (2016): a transition's priority is ``|delta|``
 (TorchRL's ``DQNLoss`` writes ``delta ** 2`` as ``td_error``: :func:`priorities` takes its
 root), the sampler raises it to ``alpha``, and the importance-sampling exponent ``beta``
-anneals linearly from ``priority_beta`` to 1 over ``train.total_frames``
+anneals linearly from ``priority_beta`` to 1 over ``priority_beta_frames``
 (:func:`anneal_beta`). A sample is ``agents * batch_size`` transitions,
 agent-major, as :func:`reservoir_dqn.agent.update` expects.
 """
@@ -147,11 +147,12 @@ def priorities(td_error: torch.Tensor) -> torch.Tensor:
     return td_error.detach().sqrt()
 
 
-def anneal_beta(buffer: TensorDictReplayBuffer, config: DQNConfig, frames: int, total_frames: int) -> None:
-    """Prioritized replay's beta for ``frames`` collected: linear from ``priority_beta`` to 1 at ``total_frames``."""
+def anneal_beta(buffer: TensorDictReplayBuffer, config: DQNConfig, frames: int) -> None:
+    """Prioritized replay's beta after ``frames``: linear from ``priority_beta`` to 1 at ``priority_beta_frames``."""
     sampler = buffer.sampler
     if isinstance(sampler, PerAgentPrioritizedSampler):
-        beta = config.priority_beta + (1.0 - config.priority_beta) * min(frames / total_frames, 1.0)
+        fraction = min(frames / config.priority_beta_frames, 1.0)
+        beta = config.priority_beta + (1.0 - config.priority_beta) * fraction
         for agent_sampler in sampler.samplers:
             agent_sampler.beta = beta
 

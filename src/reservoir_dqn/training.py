@@ -85,7 +85,7 @@ def train(session: Session, sinks: Sequence[Sink] = (), on_validation: Validatio
             session.writer.write(batch)
             # 3. Anneal epsilon, the learning rate and replay's beta by frames collected (not by updates).
             anneal(agent, progress.frames)
-            anneal_beta(session.buffer, config.dqn, progress.frames, settings.total_frames)
+            anneal_beta(session.buffer, config.dqn, progress.frames)
             # 4. Learn once the buffer is warm; target and averaged weights follow each update.
             _learn(session, interval)
             # 5. Gather what happened in this batch.

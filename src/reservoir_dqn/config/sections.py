@@ -153,7 +153,11 @@ class DQNConfig(Section):
         description="Prioritization exponent: a transition is drawn in proportion to |TD error|^alpha (0 = uniform).",
     )
     priority_beta: Probability = Field(
-        description="Importance-sampling exponent at the start; it anneals linearly to 1 over train.total_frames."
+        description="Importance-sampling exponent at the start; it anneals linearly to 1 over priority_beta_frames."
+    )
+    priority_beta_frames: PositiveInt = Field(
+        description="Frames over which beta anneals to 1: a schedule of its own, like epsilon's and the learning "
+        "rate's, so that raising train.total_frames continues a run exactly."
     )
     eps_start: Probability = Field(description="Initial exploration rate.")
     eps_end: Probability = Field(description="Final exploration rate.")
