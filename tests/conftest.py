@@ -138,6 +138,7 @@ def copy_repo(destination: Path) -> Path:
         "runs",
         "checkpoints",
         "dvc_plots",
+        "dvc_plots_diff",
         "optuna.db",
         ".mlflow-outbox",
     )

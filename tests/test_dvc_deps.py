@@ -8,6 +8,7 @@ would rerun it for nothing. The imports are read from the source with ``ast``.
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from pathlib import Path
 
@@ -85,3 +86,11 @@ def test_the_import_reader_follows_lazy_and_package_imports() -> None:
     relative = {str(path.relative_to(SOURCE)) for path in files}
     assert "reservoir_dqn/envs/reservoir_figures.py" in relative  # imported inside a method
     assert "reservoir_dqn/__init__.py" in relative and "reservoir_dqn/envs/__init__.py" in relative
+
+
+def test_each_stage_checks_the_params_sections_dvc_yaml_gives_it() -> None:
+    """A stage refuses to write when its sections of params.yaml changed while it ran: the same sections DVC hashes."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name in ("train", "evaluate"):
+        module = importlib.import_module(f"reservoir_dqn.stages.{name}")
+        assert tuple(stages[name]["params"]) == module.PARAMS, name

@@ -179,7 +179,7 @@ def _check_runs(client: MlflowClient, seeds: list[int]) -> None:
     parents = client.search_runs(experiments, "tags.run_kind = 'pipeline'", max_results=50)
     assert sorted(int(run.data.params["seed"]) for run in parents) == seeds
     for parent in parents:
-        assert parent.info.status == "FINISHED" and "eval/score_mean" in parent.data.metrics
+        assert parent.info.status == "FINISHED" and "score" in parent.data.metrics
         children = client.search_runs(experiments, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
         assert len(children) == 2
         for child in children:

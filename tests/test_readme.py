@@ -42,13 +42,14 @@ CARTPOLE = (
 TRAIN = ".venv/bin/reservoir-dqn train --set dqn.gamma=0.95 --lr 3e-4 --seeds 2"
 EVALUATE = ".venv/bin/reservoir-dqn evaluate"
 PLOT = ".venv/bin/reservoir-dqn plot"
-PLOTS_SHOW = ".venv/bin/dvc plots show"
-PLOTS_DIFF = ".venv/bin/dvc plots diff main"
+PLOTS_SHOW = ".venv/bin/dvc plots show --out dvc_plots"
+PLOTS_DIFF = ".venv/bin/dvc plots diff main --out dvc_plots_diff"
 MLFLOW_UI = ".venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000"
 TENSORBOARD = ".venv/bin/tensorboard --logdir runs --host 127.0.0.1"
 TUNE = ".venv/bin/reservoir-dqn tune"
 TUNE_BEST = ".venv/bin/reservoir-dqn tune --best --output tune-best.args"
 RUN_BEST = ".venv/bin/dvc exp run --temp $(cat tune-best.args) --name tuned"
+PROMOTE = ".venv/bin/reservoir-dqn promote"
 
 SHARED_HOSTS = "placeholders for a team's hosts; tests/test_tune.py runs the same commands on a local PostgreSQL"
 NOT_RUN = {
@@ -66,12 +67,15 @@ NOT_RUN = {
     ".venv/bin/dvc remote modify team keyfile ~/.ssh/id_ed25519": "the same",
     "make bench": "a benchmark of about 40 minutes, not a test (bench/results/ holds its figures)",
     "make soak": "a 1,000,000-frame benchmark, not a test",
+    ".venv/bin/reservoir-dqn promote --back": "needs an earlier champion; tests/test_champion.py moves the alias "
+    "forth and back through the same entry point on a hand-made registry",
+    ".venv/bin/reservoir-dqn promote --force": "the same",
     CARTPOLE: "a 50,000-frame x 5-seed training, measured by `bench.run --sections cartpole` with the same "
     "settings (checked below); tests/test_training.py trains CartPole through the same entry points",
 }
 # MAKE_RUN is run by tests.dvc_repo.baseline_repo, which builds the project every test here starts from.
 RUN_HERE = (MAKE_RUN, TRY_CHANGE, COMPARE, EXP_SHOW, QUEUE, QUEUE_START, QUEUE_STATUS, TRAIN, EVALUATE,
-            PLOT, PLOTS_SHOW, PLOTS_DIFF, MLFLOW_UI, TENSORBOARD, TUNE, TUNE_BEST, RUN_BEST)  # fmt: skip
+            PLOT, PLOTS_SHOW, PLOTS_DIFF, MLFLOW_UI, TENSORBOARD, TUNE, TUNE_BEST, RUN_BEST, PROMOTE)  # fmt: skip
 
 
 def readme_commands() -> list[str]:
@@ -139,7 +143,8 @@ def test_the_stages_run_one_by_one_and_the_plots_render(repo: Path) -> None:
     shown = sh(repo, PLOTS_SHOW)
     assert (repo / "dvc_plots/index.html").is_file(), shown.stdout
     sh(repo, PLOTS_DIFF)
-    page = (repo / "dvc_plots/index.html").read_text()
+    assert (repo / "dvc_plots/index.html").read_text() != (repo / "dvc_plots_diff/index.html").read_text()
+    page = (repo / "dvc_plots_diff/index.html").read_text()
     assert "main" in page and "workspace" in page
 
 
@@ -172,6 +177,8 @@ def test_the_ui_commands_serve_the_runs(repo: Path, command: str, url: str) -> N
 
 
 def test_the_champion_loads_as_the_readme_shows(repo: Path) -> None:
+    promoted = sh(repo, PROMOTE)  # the baseline's results are committed on main
+    assert "version 1 is the first champion" in promoted.stdout, promoted.stdout
     result = subprocess.run([".venv/bin/python", "-"], cwd=repo, env=clean_env(repo), input=readme_python(),
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -193,3 +200,41 @@ def test_the_best_trial_goes_through_the_pipeline_with_exactly_its_params(repo: 
     changes = yaml.safe_load(diff)["params.yaml"]
     assert {key: changes[key]["new"] for key in best.params} == best.params  # every value exactly, floats included
     assert {key for key, change in changes.items() if change["old"] != change["new"]} <= set(best.params)
+
+
+def _section(title: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(title)
+    return text[start : text.find("\n#", start + len(title))]
+
+
+def test_while_no_remote_is_configured_every_cached_output_is_documented_as_rebuilt() -> None:
+    """A teammate's `dvc pull` has nothing to pull from: the README must say what `make run` rebuilds instead."""
+    config = (REPO / ".dvc/config").read_text()
+    if re.search(r"^\s*remote\s*=", config, flags=re.MULTILINE) or "['remote " in config:
+        pytest.skip("a remote is configured: tests/test_remote.py checks that `dvc pull` gets the outputs")
+    stages = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
+    cached = {out["path"] for stage in stages.values() for out in stage.get("outs", []) if "md5" in out}
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    in_git = {
+        str(path)
+        for stage in pipeline.values()
+        for out in stage.get("outs", []) + stage.get("metrics", [])
+        if isinstance(out, dict)
+        for path, options in out.items()
+        if options and options.get("cache") is False
+    }
+    params = yaml.safe_load((REPO / "params.yaml").read_text())["paths"]
+    in_git = {re.sub(r"\$\{paths\.(\w+)\}", lambda m: params[m.group(1)], path) for path in in_git}
+    rebuilt = set(re.findall(r"^- (.+?) \(", _section("**A teammate's path in this repository.**"), flags=re.MULTILINE))
+    documented = {name.strip("`") for line in rebuilt for name in line.split(", ")}
+    assert cached - in_git, "dvc.lock records no cached output: nothing for a teammate to rebuild"
+    assert sorted((cached - in_git) - documented) == []
+
+
+def test_every_fault_of_the_fault_table_is_a_test() -> None:
+    rows = [line for line in _section("## Faults").splitlines() if line.startswith("| ") and "`tests/" in line]
+    assert len(rows) >= 12
+    for row in rows:
+        for module, name in re.findall(r"`tests/(\w+)\.py::(\w+)`", row):
+            assert f"def {name}(" in (REPO / "tests" / f"{module}.py").read_text(), f"{module}::{name}"

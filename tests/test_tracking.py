@@ -65,19 +65,20 @@ def test_a_pipeline_execution_is_a_parent_run_with_a_child_run_per_seed(project:
     assert parent.info.status == "FINISHED" and parent.data.tags["seeds"] == "2"
     assert parent.data.params["dqn.gamma"] == str(load_config(project / "params.yaml").dqn.gamma)
     assert {"seed", "env.name", "dqn.lr", "train.seeds", "evaluate.episodes"} <= set(parent.data.params)
-    # The parent holds few metrics, the evaluation's first: mean, IQM and interval of each headline metric.
-    assert {"eval/score_mean", "eval/score_ci_low", "eval/score_ci_high", "eval/return_mean"} <= set(
-        parent.data.metrics
-    )
-    assert all(name.startswith(("eval/", "train/")) for name in parent.data.metrics), parent.data.metrics
+    # The parent holds few metrics, named as metrics/summary.json names them: mean, interval and IQM of
+    # each headline metric, the best snapshots' score and the training time.
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert set(summary) | {"score_iqm", "return_lo", "best_snapshot_score"} <= set(parent.data.metrics)
+    assert len(parent.data.metrics) == 14, sorted(parent.data.metrics)
     # The experiment's description links to a saved runs-table view whose columns are this run's key metrics.
     experiment = client.get_experiment(parent.info.experiment_id)
     assert f"viewStateShareKey={KEY_VIEW}" in experiment.tags["mlflow.note.content"]
     view = json.loads(experiment.tags[VIEW_TAG_PREFIX + KEY_VIEW])
     columns = [column for column in view["selectedColumns"] if column.startswith("metrics.")]
-    assert view["orderByKey"] == "metrics.`eval/score_mean`" and view["orderByAsc"] is False
+    assert view["orderByKey"] == "metrics.`score`" and view["orderByAsc"] is False
     assert {column.removeprefix("metrics.").strip("`") for column in columns} <= set(parent.data.metrics)
     assert len(columns) == 7 and f"tags.run_kind = '{parent.data.tags['run_kind']}'" == view["searchFilter"]
+    assert view["columnOrder"][-len(view["selectedColumns"]) :] == view["selectedColumns"]  # in reading order
     assert all(value == float(f"{value:.4g}") for value in parent.data.metrics.values())  # short in the table
     assert parent.data.tags["baselines_run"]  # the baselines live in one reference run, not in every run
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{ids['parent']}'")
@@ -95,10 +96,13 @@ def test_a_pipeline_execution_is_a_parent_run_with_a_child_run_per_seed(project:
     assert (project / "mlartifacts").is_dir() and not (project / "mlruns").exists()
     # The registered version describes the run, and loads back as a greedy policy.
     name = registered_model_name("reservoir")
-    version = client.get_model_version_by_alias(name, "champion")
+    (version,) = client.search_model_versions(f"name = '{name}'")
     assert version.run_id == ids["parent"] and version.tags["seeds"] == "2" and "2 seeds" in version.description
+    # Evaluation leaves the evidence for `reservoir-dqn promote` on it; only that command moves the alias.
+    assert version.tags["champion_status"] == "candidate" and len(json.loads(version.tags["seed_scores"])) == 2
+    assert not client.get_registered_model(name).aliases
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the fluent API reads it; monkeypatch undoes it
-    policy = mlflow.pytorch.load_model(f"models:/{name}@champion")
+    policy = mlflow.pytorch.load_model(f"models:/{name}/{version.version}")
     actions = policy(torch.rand(5, 4))  # storage / capacity, sin and cos of the month, months left
     assert actions.shape == (5,) and actions.dtype == torch.int64 and bool(((actions >= 0) & (actions < 11)).all())
 
@@ -112,10 +116,14 @@ def test_tensorboard_runs_are_named_by_the_run_and_compare_hyperparameters(proje
     assert folder.parent == project / "runs" / "reservoir" and folder.name.startswith("unversioned params [")
     run = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(summary["run_ids"]["seed-0"])
     events = EventAccumulator(str(folder / "seed-0")).Reload()
-    assert set(events.Tags()["scalars"]) == set(run.data.metrics)  # the same names as the agent's MLflow run
-    assert "policy/actions" in events.Tags()["histograms"]
-    plugins = EventAccumulator(str(folder)).Reload().PluginTagToContent("hparams")
-    assert plugins  # the HPARAMS tab's session of this run
+    # The agent's MLflow names after the environment, so that no chart mixes two environments.
+    assert set(events.Tags()["scalars"]) == {f"reservoir/{name}" for name in run.data.metrics}
+    assert "reservoir/policy/actions" in events.Tags()["histograms"]
+    session = EventAccumulator(str(folder)).Reload()
+    assert session.PluginTagToContent("hparams")  # the HPARAMS tab's session of this run
+    assert {"reservoir/test/score", "reservoir/test/score_lo", "reservoir/test/score_hi"} <= set(
+        session.Tags()["scalars"]
+    )
 
 
 def test_a_run_is_named_by_what_changed_against_the_committed_params(project: Path) -> None:

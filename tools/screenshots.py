@@ -131,7 +131,8 @@ class Browser:
 
 
 async def _screenshot(url: str, path: Path, size: tuple[int, int], wait_s: float) -> str:
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still be writing the profile as it exits: leave what they left.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
             stdout=subprocess.DEVNULL,
@@ -166,9 +167,10 @@ def screenshot(url: str, path: Path, size: tuple[int, int] = (1600, 1000), wait_
 
 
 def mlflow_pages(client: MlflowClient, base: str) -> dict[str, str]:
-    """Per experiment: its runs table as it opens, the key-metrics view its description links to, the
-    comparison of the newest change with the newest baseline, and that change's run; then the registry."""
-    pages = {}
+    """The experiments list; per experiment: its runs table as it opens, the key-metrics view its description
+    links to, the comparison of the newest change with the newest baseline, and that change's run; then the
+    registry."""
+    pages = {"mlflow-experiments": f"{base}/#/experiments"}
     for experiment in client.search_experiments():
         if experiment.name == "Default":
             continue

@@ -206,14 +206,21 @@ class Checkpointer:
             raise CorruptCheckpoint(first_line(error)) from None
 
     def set_aside(self, path: Path, reason: str) -> None:
-        """Report a checkpoint that cannot be used, and rename it so it is never tried again."""
-        aside = path.with_name(path.name + ".corrupt")
+        """Report a checkpoint that cannot be used, and rename it so it is never tried again.
+
+        Only the newest corrupt checkpoint (the most frames) is kept, for inspection: the
+        others are removed, so a folder that sees many faults does not fill the disk.
+        """
+        aside = path.with_name(path.name + CORRUPT_SUFFIX)
         log.warning(f"{path}: unusable checkpoint ({reason}); set aside as {aside.name}, trying the previous one")
-        _remove(aside)
         path.replace(aside)
+        corrupt = sorted(self.directory.glob(f"*{CORRUPT_SUFFIX}"), key=_corrupt_frames)
+        for older in corrupt[:-1]:
+            _remove(older)
 
 
 UNREADABLE = "unreadable manifest"
+CORRUPT_SUFFIX = ".corrupt"
 
 
 def _manifest_hash(path: Path) -> str | None:
@@ -224,6 +231,12 @@ def _manifest_hash(path: Path) -> str | None:
         return UNREADABLE
     value = metadata.get(CONFIG_HASH_KEY) if isinstance(metadata, dict) else None
     return value if isinstance(value, str) else None
+
+
+def _corrupt_frames(path: Path) -> int:
+    """The frames of a checkpoint set aside as corrupt (-1 for a name that is not a checkpoint's)."""
+    match = CHECKPOINT_PATTERN.match(path.name.removesuffix(CORRUPT_SUFFIX))
+    return -1 if match is None else int(match.group(1))
 
 
 def _remove(path: Path) -> None:

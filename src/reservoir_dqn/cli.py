@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {  # sub-command -> module with main(argv) -> exit st
     "plot": "reservoir_dqn.stages.plot",
     "compare": "reservoir_dqn.compare",
     "tune": "reservoir_dqn.tune",
+    "promote": "reservoir_dqn.promote",
 }
 
 

@@ -21,16 +21,22 @@ class Exit(IntEnum):
     FAILED = 4
     INTERNAL = 70  # BSD's EX_SOFTWARE
     INTERRUPTED = 128 + signal.SIGINT  # the shells' convention: 128 + the signal's number
+    TERMINATED = 128 + signal.SIGTERM
 
 
 MEANINGS: dict[Exit, str] = {
-    Exit.OK: "done; `compare`: no gated regression (improvement, within tolerance or inconclusive)",
+    Exit.OK: "done; `compare`: no gated regression (improvement, within tolerance or inconclusive); `promote`: decided",
     Exit.REGRESSION: "`compare`: the gated metric dropped by more than its tolerance, significantly",
-    Exit.BAD_INPUT: "bad parameters, options, input files or revision; nothing was changed",
-    Exit.CANNOT_JUDGE: "`compare`: too few seeds, the two sides measured differently, or a baseline too old to judge",
-    Exit.FAILED: "could not complete: missing upstream outputs, a diverging training, tracking unreachable",
+    Exit.BAD_INPUT: "bad parameters, options, input files, tracking URI or revision; `promote`: uncommitted work; "
+    "nothing was changed",
+    Exit.CANNOT_JUDGE: "`compare`, `promote`: too few seeds, the two sides measured differently, or a baseline too old "
+    "to judge",
+    Exit.FAILED: "could not complete: missing or mismatched upstream outputs, a diverging training, a tracking store "
+    "unreachable or corrupt, a folder not writable, params.yaml changed while the stage ran; the previous outputs "
+    "stay whole",
     Exit.INTERNAL: "a bug: an unexpected exception, printed with its traceback",
-    Exit.INTERRUPTED: "interrupted by SIGINT (Ctrl-C); the newest checkpoint is kept",
+    Exit.INTERRUPTED: "interrupted by SIGINT (Ctrl-C); the newest checkpoint is kept, the runs end as KILLED",
+    Exit.TERMINATED: "terminated by SIGTERM (CI runners, schedulers, `kill`); as for SIGINT",
 }
 
 

@@ -15,9 +15,21 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import signal
 import sys
+import threading
 from collections.abc import Iterator
+from types import FrameType
 from typing import NoReturn
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (what CI runners, job schedulers and ``kill`` send): unwind like Ctrl-C.
+
+    A :class:`BaseException`, as :class:`KeyboardInterrupt` is, so that no ``except
+    Exception`` swallows it: every ``finally`` and ``except BaseException`` on the way runs,
+    which is where runs are ended as ``KILLED`` and temporary outputs removed.
+    """
 
 
 @contextlib.contextmanager
@@ -50,3 +62,26 @@ def exit_process(status: int) -> NoReturn:
     """
     gc.freeze()
     sys.exit(status)
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` in the main thread.
+
+    The first SIGTERM unwinds; a second one, during the clean-up, ends the process at once
+    (the default action), as schedulers expect when they insist. Outside the main thread,
+    where Python cannot install handlers, the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def unwind(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -12,23 +12,47 @@ validation it reports the agents' mean (or IQM) validation score, and Optuna's m
 pruner stops hopeless trials. The objective is that score of the final networks, on the
 validation seeds; the test seeds are never seen. A worker that dies mid-trial stops
 sending heartbeats; after ``tune.grace_s`` another worker marks the trial failed and
-re-queues it (Optuna's ``RetryFailedTrialCallback``). Every trial is an MLflow run, a
-child of the study's run, tagged with the study and the trial number; the study's run
-gets Optuna's figures. ``reservoir-dqn tune --best`` writes the best trial's parameters as
-``-S key=value`` arguments for ``dvc exp run``, so the normal pipeline reproduces and
-compares the winner with its full budget.
+re-queues it (Optuna's ``RetryFailedTrialCallback``). ``reservoir-dqn tune --best`` writes
+the best trial's parameters as ``-S key=value`` arguments for ``dvc exp run``, so the
+normal pipeline reproduces and compares the winner with its full budget.
+
+**Tracking.** A study has its own MLflow experiment, ``reservoir-dqn/tune/<study>``
+(:func:`study_experiment`), so that the environment's experiment holds the pipeline's runs
+only. In it, the study's run (``tune: <study>``) has Optuna's figures, and every trial is
+its child run, tagged with the study and the trial number and named by its values
+(:func:`trial_name`: ``trial 7: lr=3e-4, gamma=0.97``).
+
+**Final statuses.** A trial's run ends FINISHED (complete or pruned), FAILED (an error, or an
+invalid combination of values) or KILLED (Ctrl-C or SIGTERM in its worker, or a worker that
+died, seen through its stale heartbeats). Optuna fails a trial stopped by Ctrl-C, a
+deliberate stop; a trial stopped by SIGTERM (what schedulers send to preempt) is left to
+the heartbeats, as a dead worker's: once ``tune.grace_s`` passed, the next worker to start
+a trial re-queues it with the same values.
+
+The study's run is shared by every worker, and its status says whether the study is being
+worked on, then how the work ended: each worker sets it RUNNING when it starts and at the
+start of every trial, and, when it ends, sets it to its own outcome (FINISHED when the study
+reached ``tune.trials``, KILLED on Ctrl-C or SIGTERM, FAILED on an error) unless another
+worker still runs a trial, in which case it leaves the run RUNNING for that worker to end.
+So the last worker to end decides, and the run is RUNNING whenever a trial trains. The
+limits: two workers ending at the same moment both decide (the later write stands); a
+worker killed by SIGKILL writes nothing, and its trial counts as running until its
+heartbeats are ``tune.grace_s`` old, so a worker ending before then leaves the run RUNNING,
+until a worker joins the study again and ends.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import logging
+import math
 import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +76,17 @@ from reservoir_dqn.config import (
     config_from_args,
     load_config,
 )
+from reservoir_dqn.config.sections import SearchDimension
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.files import write_text
 from reservoir_dqn.metrics import Sink
-from reservoir_dqn.process import exit_process
+from reservoir_dqn.process import Terminated, exit_process
 from reservoir_dqn.session import start
 from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage
 from reservoir_dqn.statistics import iqm
 from reservoir_dqn.tracking import Tracking
 from reservoir_dqn.tracking.sinks import CsvSink, MlflowSink
-from reservoir_dqn.tracking.store import Store, project_root, retrying
+from reservoir_dqn.tracking.store import EXPERIMENT_PREFIX, Store, project_root, retrying, with_postgres_driver
 from reservoir_dqn.training import train
 
 log = logging.getLogger(__name__)
@@ -69,16 +94,47 @@ STUDY_TAG = "optuna_study"
 TABLE_RACE_ATTEMPTS = 5
 TRIAL_TAG = "optuna_trial"
 RUN_ATTRIBUTE = "mlflow_run_id"
+INTERRUPTIONS = (KeyboardInterrupt, Terminated)  # Ctrl-C and SIGTERM: the runs end KILLED
+
+
+def study_experiment(study: str) -> str:
+    """The study's own MLflow experiment: its trials stay out of the environment's (the pipeline's runs)."""
+    return f"{EXPERIMENT_PREFIX}/tune/{study}"
+
+
+def compact(value: float) -> str:
+    """Three significant digits, in the shorter of plain and scientific notation: ``0.97``, ``3e-4``, ``1.5e5``."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    scientific = f"{_trimmed(mantissa)}e{int(exponent)}"
+    plain = _trimmed(f"{float(scientific):.{max(0, 2 - int(exponent))}f}")
+    return plain if len(plain) <= len(scientific) else scientific
+
+
+def _trimmed(number: str) -> str:
+    """A decimal number without trailing zeros after its point (``3.00`` is ``3``, ``0.970`` is ``0.97``)."""
+    return number.rstrip("0").rstrip(".") if "." in number else number
+
+
+def trial_name(number: int, values: Mapping[str, Any], space: Mapping[str, SearchDimension]) -> str:
+    """``trial 7: lr=3e-4, gamma=0.97``: the run name of a trial with these values of the search space.
+
+    Each key shows as its last component (the whole key where two keys share it); floats in
+    three significant digits (:func:`compact`), integers and categorical choices as they are.
+    """
+    leaves = [key.rsplit(".", 1)[-1] for key in values]
+    labels = [
+        f"{leaf if leaves.count(leaf) == 1 else key}="
+        + (compact(value) if space[key].distribution == "float" else str(value))
+        for (key, value), leaf in zip(values.items(), leaves, strict=True)
+    ]
+    return f"trial {number}: " + ", ".join(labels)
 
 
 def storage_url(configured: str, root: Path) -> str:
     """``--storage``/``tune.storage``, else the embedded ``sqlite:///<root>/optuna.db``."""
     return configured or f"sqlite:///{root / 'optuna.db'}"
-
-
-def _engine_url(url: str) -> str:
-    """``postgresql://`` means the installed driver, psycopg2 (SQLAlchemy 2.1 would otherwise look for psycopg 3)."""
-    return "postgresql+psycopg2://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
 
 
 # What losing the race to create Optuna's tables looks like: PostgreSQL, then SQLite.
@@ -94,7 +150,7 @@ def open_storage(url: str, settings: TuneConfig, store: Store | None = None) -> 
     for attempt in range(TABLE_RACE_ATTEMPTS):
         try:
             storage = RDBStorage(
-                _engine_url(url),
+                with_postgres_driver(url),
                 engine_kwargs={"pool_pre_ping": True},
                 heartbeat_interval=settings.heartbeat_s,
                 grace_period=settings.grace_s,
@@ -126,7 +182,10 @@ def _retry(retries: int, store: Store | None) -> Callable[[optuna.Study, FrozenT
         retry(study, trial)
         run_id = trial.user_attrs.get(RUN_ATTRIBUTE)
         if store is not None and run_id:
-            retrying(store.client.set_terminated, run_id, status="KILLED")
+            query = f"tags.`mlflow.parentRunId` = '{run_id}'"  # the trial's agents
+            agents = retrying(store.client.search_runs, [store.experiment_id], filter_string=query)
+            for run in (run_id, *(agent.info.run_id for agent in agents)):
+                retrying(store.client.set_terminated, run, status="KILLED")
 
     return stale
 
@@ -185,6 +244,49 @@ def study_run(store: Store, study: str, storage: str) -> str:
     return str(winner)
 
 
+@contextlib.contextmanager
+def study_run_status(store: Store | None, run_id: str | None, study: optuna.Study, own: set[int]) -> Iterator[None]:
+    """The study's run is RUNNING while this worker works; its final status when it ends (see the module's docstring).
+
+    :param own: the numbers of the trials this worker ran (an interrupted one may still be RUNNING in Optuna).
+    """
+    if store is None or run_id is None:
+        yield
+        return
+    retrying(store.client.update_run, run_id, status="RUNNING")
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    except INTERRUPTIONS:
+        status = "KILLED"
+        raise
+    finally:
+        _end_study_run(store, run_id, study, own, status)
+
+
+def _end_study_run(store: Store, run_id: str, study: optuna.Study, own: set[int], status: str) -> None:
+    try:
+        others = others_running(study, own)
+    except Exception as error:  # noqa: BLE001 - the storage failing may be why the worker ends: decide alone
+        log.warning(f"study {study.study_name}: cannot see other workers' trials ({first_line(error)})")
+        others = []
+    if others:
+        log.info(f"study {study.study_name}: trials {others} still run in other workers; its run stays RUNNING")
+        return
+    try:
+        retrying(store.client.set_terminated, run_id, status=status)
+    except Exception as error:  # noqa: BLE001 - the tracking store failing may be why the worker ends
+        log.warning(f"study {study.study_name}: its MLflow run could not be set {status} ({first_line(error)})")
+
+
+def others_running(study: optuna.Study, own: set[int]) -> list[int]:
+    """The trials that other workers are running; dead workers' trials (stale heartbeats) are failed first."""
+    optuna.storages.fail_stale_trials(study)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return [trial.number for trial in running if trial.number not in own]
+
+
 class Objective:
     """One trial: a training run with the trial's overrides, reporting its validation score for pruning."""
 
@@ -192,14 +294,19 @@ class Objective:
         self.params, self.overrides, self.config = params, list(overrides), config
         self.store, self.parent = store, parent
         self.workdir = Path(tempfile.mkdtemp(prefix="reservoir-dqn-tune-"))
+        self.numbers: set[int] = set()  # the trials this worker ran
 
     def score(self, scores: torch.Tensor) -> float:
         values = [float(value) for value in scores]
         return iqm(values) if self.config.tune.objective == "score_iqm" else sum(values) / len(values)
 
     def __call__(self, trial: Trial) -> float:
+        self.numbers.add(trial.number)
+        if self.store is not None and self.parent is not None:  # a worker may have ended it meanwhile
+            retrying(self.store.client.update_run, self.parent, status="RUNNING")
         suggested = suggest(trial, self.config.tune)
-        name = f"trial {trial.number}: " + ", ".join(override.split(".")[-1] for override in suggested)
+        space = self.config.tune.space
+        name = trial_name(trial.number, {key: trial.params[key] for key in space}, space)
         tags = {STUDY_TAG: trial.study.study_name, TRIAL_TAG: str(trial.number), "run_kind": "trial"}
         try:
             config = load_config(self.params, [*self.overrides, *self.config.tune.overrides, *suggested])
@@ -219,16 +326,11 @@ class Objective:
         # below TUNE_SEED_BASE). Set after validation, which keeps params.yaml's seed below that range.
         config = config.model_copy(update={"seed": TUNE_SEED_BASE + trial.number})
         folder = self.workdir / f"trial-{trial.number}"
+        log.info(f"trial {trial.number}: {', '.join(suggested)}")
         tracking = Tracking(config, self.store, project_root())
         run_ids = tracking.start_training({}, parent_of=self.parent, tags=tags, name=name) if self.store else {}
         if run_ids:
             trial.set_user_attr(RUN_ATTRIBUTE, run_ids["parent"])
-        session = start(config, None)  # a trial never resumes: no checkpoints
-        sinks: list[Sink] = [CsvSink(folder / "log", session.metric_groups)]
-        if tracking.run is not None:
-            sinks.append(MlflowSink(tracking.run))
-        log.info(f"trial {trial.number}: {', '.join(suggested)}")
-
         validations = itertools.count()  # the pruner's steps: warmup_validations counts these
 
         def report(frames: int, scores: torch.Tensor) -> None:
@@ -236,28 +338,40 @@ class Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at {frames:,} frames")
 
-        try:
+        try:  # from the runs' creation on: whatever ends the trial ends its runs
+            session = start(config, None)  # a trial never resumes: no checkpoints
+            sinks: list[Sink] = [CsvSink(folder / "log", session.metric_groups)]
+            if tracking.run is not None:
+                sinks.append(MlflowSink(tracking.run))
             result = train(session, sinks, on_validation=report)
         except optuna.TrialPruned as pruned:
-            self._finish(tracking, trial, f"pruned ({pruned})", None)
+            self._finish(tracking, trial, f"pruned ({pruned})", "FINISHED")
+            raise
+        except INTERRUPTIONS as interruption:
+            self._finish(tracking, trial, f"killed ({_interruption(interruption)})", "KILLED")
             raise
         except BaseException:
-            self._finish(tracking, trial, "failed", None)
+            self._finish(tracking, trial, "failed", "FAILED")
             raise
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         value = self.score(torch.tensor([agent["final_validation_score"] for agent in result.summary["agents"]]))
-        self._finish(tracking, trial, "complete", value)
+        self._finish(tracking, trial, "complete", "FINISHED", value)
         return value
 
     @staticmethod
-    def _finish(tracking: Tracking, trial: Trial, state: str, value: float | None) -> None:
+    def _finish(tracking: Tracking, trial: Trial, state: str, status: str, value: float | None = None) -> None:
+        """Log the trial's end; its runs get the state as a tag, the objective, and ``status``."""
         log.info(f"trial {trial.number}: {state}" + ("" if value is None else f", objective {value:.4f}"))
         if tracking.run is not None:
             tracking.run.set_tags({"optuna_state": state.split(" ")[0]})
             if value is not None:
                 tracking.run.log_metrics({"tune/objective": value})
-            tracking.finish("FAILED" if state == "failed" else "FINISHED")
+            tracking.finish(status)
+
+
+def _interruption(error: BaseException) -> str:
+    return "SIGTERM" if isinstance(error, Terminated) else "Ctrl-C"
 
 
 def log_figures(store: Store, run_id: str, study: optuna.Study) -> None:
@@ -321,19 +435,20 @@ def run(argv: Sequence[str] | None = None) -> None:
         print(f"best of {len(study.trials)} trials: trial {study.best_trial.number}, objective {study.best_value:.4f}")
         print(f"wrote {args.output}; reproduce it with the full budget: .venv/bin/dvc exp run $(cat {args.output})")
         return
-    tracking = connect_tracking(config)
+    tracking = connect_tracking(config, study_experiment(name))
     storage = open_storage(url, config.tune, tracking.store)
     study = make_study(storage, name, config.tune)
     parent = study_run(tracking.store, name, url) if tracking.store is not None else None
     objective = Objective(args.params, args.overrides, config, tracking.store, parent)
     done = (TrialState.COMPLETE, TrialState.PRUNED)
-    try:
-        study.optimize(objective, callbacks=[MaxTrialsCallback(config.tune.trials, states=done)], catch=())
-    finally:
-        shutil.rmtree(objective.workdir, ignore_errors=True)
+    with study_run_status(tracking.store, parent, study, objective.numbers):
+        try:
+            study.optimize(objective, callbacks=[MaxTrialsCallback(config.tune.trials, states=done)], catch=())
+        finally:
+            shutil.rmtree(objective.workdir, ignore_errors=True)
+        if tracking.store is not None and parent is not None:
+            log_figures(tracking.store, parent, study)
     counts = {state.name.lower(): len(study.get_trials(states=(state,))) for state in TrialState}
-    if tracking.store is not None and parent is not None:
-        log_figures(tracking.store, parent, study)
     print(f"study {name}: " + ", ".join(f"{count} {state}" for state, count in counts.items() if count))
 
 

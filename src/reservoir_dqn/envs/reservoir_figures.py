@@ -138,7 +138,7 @@ def release_targets(config: ReservoirConfig, rows: pd.DataFrame) -> Figure:
         xlabel="release target (hm³ per month)",
         ylabel="share of months",
     )
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars can stand anywhere
     ax.grid(alpha=0.3, axis="y")
     return figure
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -18,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from reservoir_dqn.agent import ModelFileError
-from reservoir_dqn.config import Config, ConfigError, add_config_arguments, config_from_args
+from reservoir_dqn.config import DEFAULT_PARAMS, Config, ConfigError, add_config_arguments, config_from_args
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.files import read_json
-from reservoir_dqn.tracking import Tracking, TrackingUnavailable
+from reservoir_dqn.process import Terminated, sigterm_raises
+from reservoir_dqn.tracking import Tracking, TrackingMisconfigured, TrackingUnavailable
+from reservoir_dqn.workspace import failed_experiment_hint, reveal_params_change
 
 
 class StageFailed(RuntimeError):
@@ -62,13 +65,17 @@ def stage_config(name: str, description: str, paths: Sequence[str], argv: Sequen
         group.add_argument(flag, dest=path, metavar="PATH", help=f"{what} (default: paths.{path})")
     args = parser.parse_args(argv)
     args.overrides += [f"paths.{path}={getattr(args, path)}" for path in paths if getattr(args, path) is not None]
+    if os.environ.get("DVC_EXP_NAME"):  # values `dvc exp run -S` wrote, which git's stat cache may hide
+        reveal_params_change(Path(args.params))
     return config_from_args(args)
 
 
-def connect_tracking(config: Config) -> Tracking:
-    """The stage's tracking, checked before any work."""
+def connect_tracking(config: Config, experiment: str | None = None) -> Tracking:
+    """The stage's tracking, checked before any work (``experiment``: instead of the environment's)."""
     try:
-        return Tracking.connect(config)
+        return Tracking.connect(config, experiment)
+    except TrackingMisconfigured as error:
+        raise StageFailed(str(error), Exit.BAD_INPUT) from None
     except TrackingUnavailable as error:
         raise StageFailed(str(error)) from None
 
@@ -105,24 +112,27 @@ def run_stage(stage: Callable[[Sequence[str] | None], int | None], argv: Sequenc
 
     The body returns its own status (``None``: :attr:`Exit.OK`). An unexpected exception is a
     bug: its traceback is printed, then one line, and the status is :attr:`Exit.INTERNAL`.
+    Inside a failed ``dvc exp run`` in the workspace, the line also says how to restore the
+    committed params (:func:`reservoir_dqn.workspace.failed_experiment_hint`).
     """
     _console_logging()
     try:
-        return int(stage(argv) or Exit.OK)
+        with sigterm_raises():
+            return int(stage(argv) or Exit.OK)
     except (ConfigError, ModelFileError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return Exit.BAD_INPUT
+        status, line = Exit.BAD_INPUT, f"error: {error}"
     except StageFailed as error:
-        print(f"{'cannot judge' if error.status == Exit.CANNOT_JUDGE else 'error'}: {error}", file=sys.stderr)
-        return error.status
+        status, line = error.status, f"{'cannot judge' if error.status == Exit.CANNOT_JUDGE else 'error'}: {error}"
     except OSError as error:  # the machine's fault, not ours: a full disk, a folder that cannot be written
         where = f" ({error.filename})" if error.filename else ""
-        print(f"error: {error.strerror or first_line(error)}{where}", file=sys.stderr)
-        return Exit.FAILED
+        status, line = Exit.FAILED, f"error: {error.strerror or first_line(error)}{where}"
     except KeyboardInterrupt:
-        print("interrupted: the newest checkpoint is kept; run the stage again to resume", file=sys.stderr)
-        return Exit.INTERRUPTED
+        status, line = Exit.INTERRUPTED, "interrupted: the newest checkpoint is kept; run the command again to resume"
+    except Terminated:
+        status = Exit.TERMINATED
+        line = "terminated (SIGTERM): the newest checkpoint is kept; run the command again to resume"
     except Exception as error:  # noqa: BLE001 - a bug: say so in one line after the traceback
         traceback.print_exc()
-        print(f"internal error (a bug, please report it): {first_line(error)}", file=sys.stderr)
-        return Exit.INTERNAL
+        status, line = Exit.INTERNAL, f"internal error (a bug, please report it): {first_line(error)}"
+    print(line + failed_experiment_hint(DEFAULT_PARAMS), file=sys.stderr)
+    return status

@@ -19,15 +19,18 @@ from reservoir_dqn.agent import load_model
 from reservoir_dqn.config import Config
 from reservoir_dqn.envs import Episodes, profile
 from reservoir_dqn.evaluation import describe, reference, run_agents
-from reservoir_dqn.files import write_csv, write_json
+from reservoir_dqn.files import OutputSet, write_csv, write_json
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.results import NETWORKS, Evaluation
 from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config, training_summary
 from reservoir_dqn.statistics import Summary
 from reservoir_dqn.tracking.hparams import log_hparams
 from reservoir_dqn.tracking.views import TRAIN_MINUTES, best_snapshot_metric, eval_metric
+from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
 PATHS = ("agents", "train_metrics", "eval_metrics", "summary", "eval_episodes", "trajectories")
+OUTPUTS = ("eval_metrics", "summary", "eval_episodes", "trajectories")  # written as a set
+PARAMS = ("env", "evaluate", "tracking")  # the sections dvc.yaml lists for this stage
 
 
 def evaluate(
@@ -93,10 +96,11 @@ def _episode_rows(config: Config, policy: str, episodes: Episodes, agent: int | 
 
 
 def tracked_metrics(evaluation: Evaluation, train_minutes: float) -> dict[str, float]:
-    """The parent run's metrics: each headline metric's mean, IQM and interval (final networks), sorted first.
+    """The parent run's metrics: each headline metric's mean, IQM and interval (final networks), and the time.
 
-    Rounded to 4 significant digits, so that MLflow's runs table shows them whole (``eval.json``,
-    a run artifact, keeps every digit).
+    Named as in ``metrics/summary.json`` (``score``, ``score_lo``, ``score_hi``, ``score_iqm``, ...;
+    :mod:`reservoir_dqn.tracking.views`). Rounded to 4 significant digits, so that MLflow's runs
+    table shows them whole (``eval.json``, a run artifact, keeps every digit).
     """
     metrics: dict[str, float] = {}
     for name in evaluation.headline:
@@ -144,24 +148,32 @@ def report(evaluation: Evaluation) -> str:
 
 def run(argv: Sequence[str] | None = None) -> None:
     config = stage_config("evaluate", "Evaluate every agent and the baselines on seeded test episodes.", PATHS, argv)
+    snapshot = ParamsSnapshot.take(config)
     paths = config.paths
     tracking = connect_tracking(config)
     trained = training_summary(config)
+    if (mismatch := mismatch_with_training(config, trained, PARAMS, Path(paths.train_metrics))) is not None:
+        raise StageFailed(mismatch)
     tracking.attach(trained.get("run_ids", {}))
-    evaluation, episodes, trajectories = evaluate(config, Path(paths.agents), trained)
-    write_json(Path(paths.eval_metrics), evaluation.to_json())
-    headline = evaluation.headline_metrics() | {"train_minutes": round(float(trained["train_time_s"]) / 60, 2)}
-    write_json(Path(paths.summary), headline)
-    write_csv(Path(paths.eval_episodes), episodes)
-    write_csv(Path(paths.trajectories), trajectories)
-    if tracking.run is not None:
-        tracking.run.log_metrics(tracked_metrics(evaluation, headline["train_minutes"] or 0.0))
-        tracking.log_baselines(evaluation)
-        tracking.promote(evaluation.metric(evaluation.headline[0]).mean)
-    if config.tracking.tensorboard and trained.get("tensorboard_dir"):
-        log_hparams(tracking.root / trained["tensorboard_dir"], config, evaluation)
-    tracking.publish([(Path(path), None) for path in (paths.eval_metrics, paths.summary, paths.eval_episodes)])
-    tracking.finish()
+    with tracking.finishing():
+        evaluation, episodes, trajectories = evaluate(config, Path(paths.agents), trained)
+        headline = evaluation.headline_metrics() | {"train_minutes": round(float(trained["train_time_s"]) / 60, 2)}
+        targets = [Path(getattr(paths, name)) for name in OUTPUTS]
+        with OutputSet(targets) as outputs:
+            eval_metrics, summary, eval_episodes, trajectories_csv = (outputs.path(target) for target in targets)
+            write_json(eval_metrics, evaluation.to_json())
+            write_json(summary, headline)
+            write_csv(eval_episodes, episodes)
+            write_csv(trajectories_csv, trajectories)
+            if (changed := snapshot.check_unchanged("evaluate", PARAMS)) is not None:
+                raise StageFailed(changed)
+        if tracking.run is not None:
+            tracking.run.log_metrics(tracked_metrics(evaluation, headline["train_minutes"] or 0.0))
+            tracking.log_baselines(evaluation)
+            tracking.record_candidate(evaluation)
+        if config.tracking.tensorboard and trained.get("tensorboard_dir"):
+            log_hparams(tracking.root / trained["tensorboard_dir"], config, evaluation)
+        tracking.publish([(Path(path), None) for path in (paths.eval_metrics, paths.summary, paths.eval_episodes)])
     print(report(evaluation))
 
 

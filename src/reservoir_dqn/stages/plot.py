@@ -4,15 +4,19 @@ Always ``training_curves.png`` (every agent's validation score, training return,
 and greedy Q-values against frames, with the schedules) and ``evaluation_returns.png``
 (per-episode test returns of every agent and baseline on the same scenarios). The
 environment's profile adds its own (the reservoir: a month-by-month trajectory in hm3,
-the release targets chosen and the reward components).
+the release targets chosen and the reward components). Every legend lies outside the axes,
+so that it covers no data whatever the curves do.
+
+Every input is read before anything is drawn or written: a missing or unreadable one stops
+the stage in one line naming it (exit status 4), and the previous figures stay as they were.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import matplotlib
 
@@ -25,15 +29,22 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from reservoir_dqn.config.sections import PathsConfig
 from reservoir_dqn.envs import profile
 from reservoir_dqn.files import read_csv, read_json, write_atomic
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.results import Evaluation
-from reservoir_dqn.stages import connect_tracking, run_stage, stage_config, training_summary
+from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config, training_summary
 
 PATHS = ("train_log", "train_metrics", "eval_metrics", "eval_episodes", "trajectories", "plots")
 POLICY_COLORS = {"sdp": "tab:green", "sop": "tab:orange", "random": "tab:gray"}
 AGENT_COLORS = plt.get_cmap("tab10")
+T = TypeVar("T")
+REQUIRED_LOG_GROUPS = ("progress",)  # the schedules, written from the first log point on
+# Which stage writes each input, for the line that says one is missing.
+WRITTEN_BY = {"train_log": "train", "train_metrics": "train"} | dict.fromkeys(
+    ("eval_metrics", "eval_episodes", "trajectories"), "evaluate"
+)
 
 
 def _curve(ax: Axes, frame: pd.DataFrame, field: str, shipped: int, label: str) -> None:
@@ -110,8 +121,8 @@ def training_curves(log: dict[str, pd.DataFrame], trained: dict[str, Any]) -> Fi
     for ax in axes[1]:
         ax.set_xlabel("frames collected per agent")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    if handles:
-        figure.legend(handles, labels, loc="outside right upper", fontsize=8)
+    if handles:  # one row above the panels: beside a panel it would crowd that panel's title
+        figure.legend(handles, labels, loc="outside upper center", ncols=len(handles), fontsize=8, frameon=False)
     return figure
 
 
@@ -138,14 +149,45 @@ def evaluation_returns(episodes: pd.DataFrame, evaluation: Evaluation) -> Figure
         f"{main} of the final networks: {summary.mean:.3f}{interval} (1 = {evaluation.optimum_label})",
         ylabel="episode return",
     )
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     return figure
 
 
 def read_training_log(folder: Path) -> dict[str, pd.DataFrame]:
-    """Every metric group's CSV of the training log, by group name."""
-    return {path.stem: read_csv(path) for path in sorted(folder.glob("*.csv"))}
+    """Every metric group's CSV of the training log, by group name.
+
+    :raises StageFailed: a group every training writes (:data:`REQUIRED_LOG_GROUPS`) is missing,
+        or a file cannot be read.
+    """
+    for group in REQUIRED_LOG_GROUPS:
+        _require(folder / f"{group}.csv", WRITTEN_BY["train_log"])
+    return {path.stem: _read(read_csv, path) for path in sorted(folder.glob("*.csv"))}
+
+
+def _require(path: Path, stage: str) -> None:
+    if not path.is_file():
+        raise StageFailed(f"{path} is missing: run the {stage} stage first")
+
+
+def _read(reader: Callable[[Path], T], path: Path) -> T:
+    """``reader(path)``, failing in one line when the file cannot be parsed."""
+    try:
+        return reader(path)
+    except ValueError as error:  # pandas' and json's parse errors
+        raise StageFailed(f"{path} cannot be read ({str(error).splitlines()[0]})") from None
+
+
+def read_inputs(paths: PathsConfig) -> tuple[dict[str, pd.DataFrame], Evaluation, pd.DataFrame, pd.DataFrame]:
+    """The training log, the evaluation, the test episodes and the trajectories.
+
+    :raises StageFailed: an input is missing or cannot be read; nothing has been written.
+    """
+    for name in ("eval_metrics", "eval_episodes", "trajectories"):
+        _require(Path(getattr(paths, name)), WRITTEN_BY[name])
+    log = read_training_log(Path(paths.train_log))
+    evaluation = Evaluation.from_json(_read(read_json, Path(paths.eval_metrics)))
+    return log, evaluation, _read(read_csv, Path(paths.eval_episodes)), _read(read_csv, Path(paths.trajectories))
 
 
 def save_figures(figures: dict[str, Figure], folder: Path) -> list[Path]:
@@ -168,13 +210,12 @@ def run(argv: Sequence[str] | None = None) -> None:
     paths = config.paths
     tracking = connect_tracking(config)
     trained = training_summary(config)
+    log, evaluation, episodes, trajectories = read_inputs(paths)  # before the run is joined or a file written
     tracking.attach(trained.get("run_ids", {}))
-    evaluation = Evaluation.from_json(read_json(Path(paths.eval_metrics)))
-    episodes = read_csv(Path(paths.eval_episodes))
     figures = {
-        "training_curves.png": training_curves(read_training_log(Path(paths.train_log)), trained),
+        "training_curves.png": training_curves(log, trained),
         "evaluation_returns.png": evaluation_returns(episodes, evaluation),
-        **profile(config.env).figures(config.env, read_csv(Path(paths.trajectories)), episodes),
+        **profile(config.env).figures(config.env, trajectories, episodes),
     }
     written = save_figures(figures, Path(paths.plots))
     tracking.publish([(Path(paths.plots), "figures")])

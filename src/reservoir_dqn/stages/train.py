@@ -2,67 +2,81 @@
 
 Writes ``models/model.pt`` (the shipped agent: the one that validated best), every agent's
 final and best-validated networks under ``models/agents/``, the training curves under
-``logs/train/`` and ``metrics/train.json``. With tracking on, the MLflow store is checked
-before any training; the parent run then receives the params, params.yaml, the summary,
-the TensorBoard event files, the final checkpoint and the model, registered as a new version.
+``logs/train/`` and ``metrics/train.json`` (with the parameters it trained on), as a set:
+all of them replace the previous ones only once every one is written, and only when
+params.yaml did not change while training ran (:mod:`reservoir_dqn.workspace`). The
+training log grows in the checkpoint folder meanwhile, and is resumed with it. With
+tracking on, the MLflow store is checked before any training; the parent run then receives
+the params, params.yaml, the summary, the TensorBoard event files, the final checkpoint and
+the model, registered as a new version. The runs end FINISHED, FAILED or KILLED.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from reservoir_dqn.agent import save_model, select_agents
 from reservoir_dqn.checkpoint import newest_checkpoint
-from reservoir_dqn.files import write_json
+from reservoir_dqn.files import OutputSet, write_json
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.session import start
 from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config
 from reservoir_dqn.training import TrainingDiverged, train
+from reservoir_dqn.workspace import ParamsSnapshot, trained_params
 
 PATHS = ("model", "agents", "checkpoints", "train_log", "train_metrics")
+OUTPUTS = ("model", "agents", "train_log", "train_metrics")  # written as a set, after training
+PARAMS = ("seed", "env", "dqn", "train", "tracking")  # the sections dvc.yaml lists for this stage
+LIVE_LOG = "train_log"  # the training log while it grows: in the checkpoint folder, resumed with it
 
 
 def run(argv: Sequence[str] | None = None) -> None:
     config = stage_config("train", "Train the DQN agents; resumes from the newest valid checkpoint.", PATHS, argv)
+    snapshot = ParamsSnapshot.take(config)
     paths = config.paths
-    tracking = connect_tracking(config)
     checkpoints = Path(paths.checkpoints)
-    session = start(config, checkpoints)
-    session.progress.run_ids = tracking.start_training(session.progress.run_ids)
-    sinks = tracking.training_sinks(Path(paths.train_log), session.metric_groups, session.resumed_from or None)
-    try:
-        result = train(session, sinks)
-    except TrainingDiverged as error:
-        tracking.finish("FAILED")
-        raise StageFailed(str(error)) from None
-    except BaseException:
-        tracking.finish("KILLED")
-        raise
-    shipped = result.best if config.train.select_best else result.final
-    save_model(*select_agents(shipped, result.spec, [result.shipped_agent]), Path(paths.model))
-    agents = Path(paths.agents)
-    save_model(result.final, result.spec, agents / "final.pt")
-    save_model(result.best, result.spec, agents / "best.pt")
-    tensorboard = tracking.tensorboard_dir(result.summary["run_ids"]) if config.tracking.tensorboard else None
-    summary = {
-        **result.summary,
-        "run_name": tracking.identity.name,
-        "tensorboard_dir": None if tensorboard is None else str(tensorboard.relative_to(tracking.root)),
-    }
-    write_json(Path(paths.train_metrics), summary)
-    artifacts: list[tuple[Path, str | None]] = [
-        (config.source, None),
-        (Path(paths.train_metrics), None),
-        (Path(paths.train_log), "train_log"),
-    ]
-    if tensorboard is not None:
-        artifacts.append((tensorboard, "tensorboard"))
-    final = newest_checkpoint(checkpoints)
-    if final is not None:
-        artifacts.append((final, "checkpoint"))
-    tracking.publish(artifacts, model=Path(paths.model))
-    tracking.finish()
+    model, agents, train_log, train_metrics = (Path(getattr(paths, name)) for name in OUTPUTS)
+    outputs = OutputSet([model, agents, train_log, train_metrics])
+    outputs.check()  # a folder that cannot be written fails now, not after the training
+    tracking = connect_tracking(config)
+    with tracking.finishing():
+        session = start(config, checkpoints)
+        session.progress.run_ids = tracking.start_training(session.progress.run_ids)
+        live_log = checkpoints / LIVE_LOG
+        sinks = tracking.training_sinks(live_log, session.metric_groups, session.resumed_from or None)
+        try:
+            result = train(session, sinks)
+        except TrainingDiverged as error:
+            raise StageFailed(str(error)) from None
+        tensorboard = tracking.tensorboard_dir(result.summary["run_ids"]) if config.tracking.tensorboard else None
+        summary = {
+            **result.summary,
+            "params": trained_params(config),
+            "run_name": tracking.identity.name,
+            "tensorboard_dir": None if tensorboard is None else str(tensorboard.relative_to(tracking.root)),
+        }
+        with outputs:
+            shipped = result.best if config.train.select_best else result.final
+            save_model(*select_agents(shipped, result.spec, [result.shipped_agent]), outputs.path(model))
+            save_model(result.final, result.spec, outputs.path(agents) / "final.pt")
+            save_model(result.best, result.spec, outputs.path(agents) / "best.pt")
+            shutil.copytree(live_log, outputs.path(train_log))
+            write_json(outputs.path(train_metrics), summary)
+            if (changed := snapshot.check_unchanged("train", PARAMS)) is not None:
+                raise StageFailed(changed)
+        artifacts: list[tuple[Path, str | None]] = [
+            (config.source, None),
+            (train_metrics, None),
+            (train_log, "train_log"),
+        ]
+        if tensorboard is not None:
+            artifacts.append((tensorboard, "tensorboard"))
+        final = newest_checkpoint(checkpoints)
+        if final is not None:
+            artifacts.append((final, "checkpoint"))
+        tracking.publish(artifacts, model=model)
     print(
         f"{result.spec.agents} agents trained; agent {result.shipped_agent} validated best and is shipped "
         f"to {paths.model}; every agent's networks in {paths.agents}/, the summary in {paths.train_metrics}"

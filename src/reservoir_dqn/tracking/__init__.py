@@ -9,20 +9,24 @@ holds: it connects first (failing fast), then opens or joins the runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reservoir_dqn.config import Config
+from reservoir_dqn.errors import first_line
 from reservoir_dqn.metrics import MetricGroup, Sink
+from reservoir_dqn.process import Terminated
 from reservoir_dqn.tracking.naming import RunIdentity, identify
 from reservoir_dqn.tracking.sinks import CsvSink, MlflowSink, TensorBoardSink
 from reservoir_dqn.tracking.store import (
     Store,
+    TrackingMisconfigured,
     TrackingUnavailable,
     connect,
     experiment_name,
@@ -49,10 +53,13 @@ class Tracking:
         self.identity: RunIdentity = identify(config, root)
 
     @classmethod
-    def connect(cls, config: Config) -> Tracking:
-        """Check the store answers (within ``tracking.connect_timeout_s``) before any real work."""
+    def connect(cls, config: Config, experiment: str | None = None) -> Tracking:
+        """Check the store answers (within ``tracking.connect_timeout_s``) before any real work.
+
+        :param experiment: the MLflow experiment, instead of the environment's.
+        """
         root = project_root()
-        return cls(config, connect(config, root), root)
+        return cls(config, connect(config, root, experiment), root)
 
     @property
     def _model_logger(self) -> ModelLogger:
@@ -119,7 +126,7 @@ class Tracking:
         sinks: list[Sink] = [CsvSink(log_folder, groups, resumed_from)]
         ids = self.run.run_ids if self.run is not None else {}
         if self.config.tracking.tensorboard:
-            sinks.append(TensorBoardSink(self.tensorboard_dir(ids), self.config.train.seeds))
+            sinks.append(TensorBoardSink(self.tensorboard_dir(ids), self.config.train.seeds, env=self.config.env.name))
         if self.run is not None:
             sinks.append(MlflowSink(self.run))
         return sinks
@@ -129,15 +136,24 @@ class Tracking:
         if self.run is not None:
             self.run.publish(artifacts, model)
 
-    def promote(self, score: float) -> None:
-        """Offer the registered version of this run the ``champion`` alias."""
-        if self.run is None:
-            return
-        from reservoir_dqn.tracking.registry import promote_if_better
+    def record_candidate(self, evaluation: Evaluation) -> None:
+        """Store the evaluation's per-seed scores and conditions on this run's registered version, a candidate.
 
-        version = self.run.tag("model_version")
-        if version is not None:
-            promote_if_better(self.run, self.config, version, score)
+        The alias moves only with ``reservoir-dqn promote``, on committed work
+        (:mod:`reservoir_dqn.tracking.champion`).
+        """
+        version = None if self.run is None else self.run.tag("model_version")
+        if self.run is None or version is None or not self.config.tracking.register_model:
+            return
+        from reservoir_dqn.tracking.champion import record_candidate
+
+        scores = evaluation.metric(evaluation.headline[0], evaluation.shipped_network).per_seed
+        try:
+            record_candidate(
+                self.run.client, registered_model_name(self.config.env.name), version, scores, evaluation.conditions
+            )
+        except Exception as error:  # noqa: BLE001 - the evaluation itself is done and written
+            log.warning(f"MLflow: could not record version {version}'s scores ({first_line(error)})")
 
     def log_baselines(self, evaluation: Evaluation) -> None:
         """The baselines' results, logged once per environment configuration in a reference run, linked by tag.
@@ -162,6 +178,24 @@ class Tracking:
         if self.run is not None:
             self.run.set_status(status)
 
+    @contextlib.contextmanager
+    def finishing(self) -> Iterator[Tracking]:
+        """The runs end ``FINISHED`` after the block, ``KILLED`` when SIGINT or SIGTERM interrupts it, ``FAILED`` else.
+
+        No run is left ``RUNNING``. A store that fails while a failure is being reported is
+        only warned about: the stage's own error is what the user must read.
+        """
+        try:
+            yield self
+        except BaseException as error:
+            status = "KILLED" if isinstance(error, (KeyboardInterrupt, Terminated)) else "FAILED"
+            try:
+                self.finish(status)
+            except Exception as tracking_error:  # noqa: BLE001 - keep the stage's own error
+                log.warning(f"MLflow: could not mark the runs {status} ({first_line(tracking_error)})")
+            raise
+        self.finish()
+
 
 def _env_hash(config: Config) -> str:
     return hashlib.sha256(json.dumps(config.env.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:10]
@@ -169,6 +203,7 @@ def _env_hash(config: Config) -> str:
 
 __all__ = [
     "Tracking",
+    "TrackingMisconfigured",
     "TrackingUnavailable",
     "experiment_name",
     "project_root",

@@ -3,17 +3,13 @@
 Each pipeline execution logs its shipped network (the agent that validated best) with
 ``mlflow.pytorch.log_model`` and registers it as a new version of
 ``reservoir-dqn-<env>``, described and tagged with the run's name, changes, budget and
-seed count. The alias ``champion`` moves to a version only when it beats the holder on the
-environment's headline score (mean over seeds, on the test scenarios) **and** was trained
-with the budget that champions are trained with (``tracking.champion_budget``): a smoke
-run with a few thousand frames, or a single seed, never competes.
+seed count. Which version holds the alias ``champion`` is :mod:`.champion`'s concern.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +22,8 @@ from mlflow.tracking._model_registry import utils as registry_settings
 from mlflow.tracking._tracking_service import utils as tracking_settings
 
 from reservoir_dqn.agent import GreedyPolicy, load_model
-from reservoir_dqn.config import Config
-from reservoir_dqn.errors import first_line
 from reservoir_dqn.tracking.runs import PipelineRun
 from reservoir_dqn.tracking.store import registered_model_name, retrying
-
-CHAMPION = "champion"
 
 log = logging.getLogger(__name__)
 
@@ -96,47 +88,3 @@ class ModelLogger:
                 label = "run_name" if key == "mlflow.runName" else key
                 retrying(run.client.set_model_version_tag, name, str(version), label, tags[key])
         run.set_tags({"model_version": str(version)})
-
-
-def promote_if_better(run: PipelineRun, config: Config, version: str, score: float) -> bool:
-    """Tag ``version`` with its score; move ``champion`` to it if it may compete and beats the holder.
-
-    Says in one line why when it does not. Returns whether ``version`` holds the alias now.
-    """
-    if not config.tracking.register_model:
-        return False
-    name = registered_model_name(config.env.name)
-    budget = config.tracking.champion_budget.get(config.env.name)
-    trained = (config.train.total_frames, config.train.seeds)
-    try:
-        retrying(run.client.set_model_version_tag, name, version, "score", repr(score))
-        if budget is None or trained != (budget.total_frames, budget.seeds):
-            wanted = "no budget is set" if budget is None else f"{budget.total_frames:,} frames x {budget.seeds} seeds"
-            log.info(
-                f"MLflow: {name} version {version} is not promoted: trained {trained[0]:,} frames x {trained[1]} "
-                f"seeds, and only runs of the champion budget compete ({wanted}; tracking.champion_budget)"
-            )
-            return False
-        try:
-            holder = run.client.get_model_version_by_alias(name, CHAMPION)
-        except Exception:  # noqa: BLE001 - no champion yet
-            holder = None
-        if holder is not None and holder.version == version:
-            return True
-        same_budget = holder is not None and (holder.tags.get("total_frames"), holder.tags.get("seeds")) == (
-            str(budget.total_frames),
-            str(budget.seeds),
-        )
-        best = float(holder.tags.get("score", "-inf")) if holder is not None and same_budget else -math.inf
-        if score > best:
-            retrying(run.client.set_registered_model_alias, name, CHAMPION, version)
-            log.info(f"MLflow: {name} version {version} is the new champion (score {score:.4f} > {best:.4f})")
-            return True
-        log.info(
-            f"MLflow: {name} version {version} is not promoted: its score {score:.4f} does not beat "
-            f"champion version {holder.version if holder else '-'} ({best:.4f})"
-        )
-        return False
-    except Exception as error:  # noqa: BLE001 - the evaluation itself is done and written
-        log.warning(f"MLflow: could not update the '{CHAMPION}' alias ({first_line(error)})")
-        return False

@@ -2,7 +2,10 @@
 
 Every sink receives the same records (:class:`~reservoir_dqn.metrics.Record`: a metric group
 at a step, a row per agent) and derives its names from the group: ``logs/train/<group>.csv``
-with a column per field, ``<group>/<field>`` in TensorBoard and MLflow. Per-agent rows go to
+with a column per field, ``<group>/<field>`` in MLflow (whose experiments are per environment)
+and ``<env>/<group>/<field>`` in TensorBoard, whose charts take every run under its log
+folder: with the environment first, ``tensorboard --logdir runs`` draws each environment's
+curves in charts of their own, grouped under its name. Per-agent rows go to
 that agent's TensorBoard run and MLflow child run; rows of a per-run group (the schedules)
 go to every agent's, so each agent's curves are complete on their own.
 """
@@ -93,14 +96,21 @@ def _rows_up_to(path: Path, columns: list[str], step: int) -> pd.DataFrame | Non
 class TensorBoardSink:
     """Scalars and action histograms as TensorBoard event files, one run folder per agent (``seed-<k>``).
 
-    The writers queue events and background threads write them, so logging never waits on
-    the disk.
+    Every tag starts with the environment (``reservoir/learning/td_loss``), so a chart never
+    mixes two environments. The writers queue events and background threads write them, so
+    logging never waits on the disk.
+
+    :param folder: the run's folder, ``runs/<env>/<run name> [<id>]``.
+    :param agents: how many agents train (a ``seed-<k>`` folder each).
+    :param env: the environment, the first part of every tag; ``None``: the name of the
+        folder above ``folder`` (``runs/<env>/``).
     """
 
-    def __init__(self, folder: Path, agents: int) -> None:
+    def __init__(self, folder: Path, agents: int, env: str | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.folder = folder
+        self.prefix = env or folder.parent.name
         self._writers = [
             SummaryWriter(log_dir=str(folder / f"seed-{index}"), max_queue=10_000, flush_secs=5)
             for index in range(agents)
@@ -114,9 +124,13 @@ class TensorBoardSink:
                 targets = self._writers if agent is None else [self._writers[agent]]
                 for writer in targets:
                     for field, value in row.items():
-                        writer.add_scalar(record.group.key(field), value, global_step=record.step)
+                        writer.add_scalar(self.tag(record.group.key(field)), value, global_step=record.step)
         for writer, actions in zip(self._writers, histograms, strict=False):
-            writer.add_histogram(ACTIONS, actions, global_step=step, bins="auto")
+            writer.add_histogram(self.tag(ACTIONS), actions, global_step=step, bins="auto")
+
+    def tag(self, name: str) -> str:
+        """The TensorBoard tag of the metric ``name`` (its MLflow name): ``<env>/<name>``."""
+        return f"{self.prefix}/{name}"
 
     def close(self) -> None:
         for writer in self._writers:

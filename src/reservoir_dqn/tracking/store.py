@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +36,10 @@ if TYPE_CHECKING:  # mlflow takes about a second to import: only a stage that tr
 
 ROOT_MARKERS = (".dvc", ".git")
 EXPERIMENT_PREFIX = "reservoir-dqn"
+# The schemes of the stores MLflow's client can open (a server, or a database it opens itself).
+SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}  # the default port of each server
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -44,6 +49,10 @@ RETRY_DELAY_S = 0.25  # first wait between them, doubled each time
 
 class TrackingUnavailable(RuntimeError):
     """The configured tracking store cannot be used; the message is one line for the user."""
+
+
+class TrackingMisconfigured(TrackingUnavailable):
+    """The tracking URI itself is wrong (a scheme no store has): bad input, not an outage."""
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -58,9 +67,23 @@ def project_root(start: Path | None = None) -> Path:
     return here
 
 
+def with_postgres_driver(url: str) -> str:
+    """``postgresql://`` means the installed driver, psycopg2 (SQLAlchemy 2.1 would otherwise look for psycopg 3)."""
+    return "postgresql+psycopg2://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
+
+
 def tracking_uri(configured: str, root: Path) -> str:
     """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store under ``root``."""
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    return with_postgres_driver(
+        configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    )
+
+
+def _setting(configured: str) -> str:
+    """Where the URI came from, for the one line that says it is wrong."""
+    if configured:
+        return "set by tracking.uri"
+    return "set by MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "the embedded default store"
 
 
 def experiment_name(env_name: str) -> str:
@@ -91,16 +114,47 @@ def check_reachable(uri: str, timeout: float) -> None:
             "MLFLOW_TRACKING_URI, or set tracking.enabled: false"
         )
     if parsed.scheme == "sqlite":
-        folder = Path(parsed.path[1:] if parsed.path.startswith("//") else parsed.path).parent
+        database = Path(parsed.path[1:] if parsed.path.startswith("//") else parsed.path)
+        folder = database.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise TrackingUnavailable(f"MLflow store {uri}: cannot create {folder} ({error.strerror})") from None
         if not os.access(folder, os.W_OK):
             raise TrackingUnavailable(f"MLflow store {uri}: folder {folder} is not writable")
+        _check_sqlite_file(database)
     elif parsed.scheme in ("", "file"):
-        raise TrackingUnavailable(
+        raise TrackingMisconfigured(
             f"MLflow tracking URI {uri!r} is a file store, which MLflow 3.13+ refuses; use sqlite:///path/mlflow.db"
+        )
+    elif parsed.scheme.split("+")[0] not in SCHEMES:
+        raise TrackingMisconfigured(
+            f"MLflow tracking URI {uri!r}: unknown scheme '{parsed.scheme}' (use one of {', '.join(SCHEMES)})"
+        )
+    elif parsed.scheme.split("+")[0] in DATABASE_PORTS:
+        port = parsed.port or DATABASE_PORTS[parsed.scheme.split("+")[0]]
+        try:
+            socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout).close()
+        except OSError as error:
+            raise TrackingUnavailable(
+                f"MLflow database {parsed.hostname or 'localhost'}:{port} cannot be reached "
+                f"({error.strerror or type(error).__name__}); start it or correct the URI"
+            ) from None
+
+
+def _check_sqlite_file(database: Path) -> None:
+    """A store file that exists must be an SQLite database: a corrupt one is named, and left as it is."""
+    try:
+        with database.open("rb") as file:
+            header = file.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return  # a new store: MLflow creates it
+    except OSError as error:
+        raise TrackingUnavailable(f"MLflow store {database} cannot be read ({error.strerror})") from None
+    if header and header != SQLITE_HEADER:
+        raise TrackingUnavailable(
+            f"MLflow store {database} is not an SQLite database (corrupt?); move it aside to start a new store, "
+            "or restore it from a backup"
         )
 
 
@@ -148,13 +202,20 @@ class Store:
         return self.uri.startswith("sqlite:")
 
 
-def connect(config: Config, root: Path | None = None) -> Store | None:
-    """Connect to the configured store (``None`` when tracking is off); fail fast and in one line."""
+def connect(config: Config, root: Path | None = None, experiment: str | None = None) -> Store | None:
+    """Connect to the configured store (``None`` when tracking is off); fail fast and in one line.
+
+    :param experiment: the MLflow experiment to work in, instead of the environment's
+        (:func:`experiment_name`); a tuning study has its own.
+    """
     if not config.tracking.enabled:
         return None
     root = root or project_root()
     uri = tracking_uri(config.tracking.uri, root)
-    check_reachable(uri, config.tracking.connect_timeout_s)
+    try:
+        check_reachable(uri, config.tracking.connect_timeout_s)
+    except TrackingUnavailable as error:
+        raise type(error)(f"{error} ({_setting(config.tracking.uri)})") from None
     # Bound how long one request to a server that vanishes later may hang the sink thread.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
@@ -162,11 +223,18 @@ def connect(config: Config, root: Path | None = None) -> Store | None:
     with _first_contact_lock(root, uri), collection_paused(freeze=False):  # MLflow's modules, SQLAlchemy's engine
         from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         try:
-            experiment_id = _experiment(client, config, root if uri.startswith("sqlite:") else None)
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            experiment_id = _experiment(
+                client,
+                config,
+                experiment or experiment_name(config.env.name),
+                root if uri.startswith("sqlite:") else None,
+            )
         except Exception as error:  # noqa: BLE001 - any failure here means "cannot track"
-            raise TrackingUnavailable(f"MLflow store {uri} cannot be used ({first_line(error)})") from None
+            raise TrackingUnavailable(
+                f"MLflow store {uri} cannot be used ({first_line(error)}; {_setting(config.tracking.uri)})"
+            ) from None
     return Store(client, uri, root, experiment_id)
 
 
@@ -185,13 +253,12 @@ def _set_experiment_tag(client: MlflowClient, experiment_id: str, key: str, valu
         retrying(client.set_experiment_tag, experiment_id, key, value)
 
 
-def _experiment(client: MlflowClient, config: Config, artifact_root: Path | None) -> str:
-    """The experiment of the configured environment, with its description and key-metrics view.
+def _experiment(client: MlflowClient, config: Config, name: str, artifact_root: Path | None) -> str:
+    """The experiment ``name``, with its description and key-metrics view.
 
     Created when missing, and joined when a parallel process created it first; the tags of
     :mod:`.views` are kept current on every connection.
     """
-    name = experiment_name(config.env.name)
     headline = [metric.name for metric in profile(config.env).headline]
 
     def tag(experiment_id: str, current: dict[str, str]) -> str:
@@ -206,7 +273,11 @@ def _experiment(client: MlflowClient, config: Config, artifact_root: Path | None
 
     if (found := existing()) is None:
         # Without an explicit location MLflow would put artifacts in ./mlruns of whatever folder runs the stage.
-        location = None if artifact_root is None else (artifact_root / "mlartifacts" / config.env.name).as_uri()
+        location = (
+            None
+            if artifact_root is None
+            else (artifact_root / "mlartifacts" / name.removeprefix(f"{EXPERIMENT_PREFIX}/")).as_uri()
+        )
         try:
             found = tag(str(retrying(client.create_experiment, name, artifact_location=location)), {})
         except Exception:

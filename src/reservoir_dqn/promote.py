@@ -1,0 +1,143 @@
+"""``reservoir-dqn promote``: offer the committed run's registered version the ``champion`` alias.
+
+Run it on a committed revision (CI runs it on main after the results are committed): the
+version offered is the one of the run whose ``metrics/train.json`` and ``metrics/eval.json``
+the commit holds, so a queued or ``--temp`` experiment that was never applied and committed
+never takes the alias. ``params.yaml``, ``dvc.lock`` and both metrics files must be as
+committed; otherwise the command refuses in one line. The rule that moves the alias, and
+the record of each move, are :mod:`reservoir_dqn.tracking.champion`'s.
+
+- ``reservoir-dqn promote``: the committed version moves in only when it is significantly better.
+- ``reservoir-dqn promote --force``: it moves in without the comparison (recorded as forced),
+  e.g. when the evaluation changed on purpose and no earlier score compares.
+- ``reservoir-dqn promote --back``: the alias goes back to the version that held it before.
+
+Exit statuses (the one table, :mod:`reservoir_dqn.exits`): 0 when it decided (moved or not),
+3 when it cannot judge (evaluated under other conditions, too few seeds), 2 for work that is
+not committed or bad options, 4 when the store or the run's version cannot be found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reservoir_dqn.config import Config, add_config_arguments, config_from_args
+from reservoir_dqn.exits import Exit
+from reservoir_dqn.files import read_json
+from reservoir_dqn.process import exit_process
+from reservoir_dqn.results import Evaluation
+from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, training_summary
+from reservoir_dqn.tracking.champion import Evidence, decide, holder_version, move, move_back, record_candidate
+from reservoir_dqn.tracking.store import registered_model_name, retrying
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+
+
+def committed_commit(paths: Sequence[Path]) -> str:
+    """The commit HEAD when every one of ``paths`` is tracked and unchanged from it; else refuse in one line."""
+    head = _git("rev-parse", "--verify", "--quiet", "HEAD")
+    if head.returncode != 0:
+        raise StageFailed("promote runs on a committed revision, and this folder has no git commit", Exit.BAD_INPUT)
+    for path in paths:
+        if _git("ls-files", "--error-unmatch", "--", str(path)).returncode != 0:
+            raise StageFailed(
+                f"{path} is not committed: promote runs on committed work (commit it first)", Exit.BAD_INPUT
+            )
+    changed = _git("status", "--porcelain", "--", *(str(path) for path in paths)).stdout.split("\n")
+    dirty = [line[3:] for line in changed if line.strip()]
+    if dirty:
+        raise StageFailed(
+            f"{', '.join(dirty)} {'differs' if len(dirty) == 1 else 'differ'} from the last commit: promote runs on "
+            "committed work "
+            "(commit the results, or `git checkout` them)",
+            Exit.BAD_INPUT,
+        )
+    return head.stdout.strip()
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="reservoir-dqn promote", description="Offer the committed run's model version the 'champion' alias."
+    )
+    add_config_arguments(parser)
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--force", action="store_true", help="move the alias without the comparison (recorded)")
+    action.add_argument("--back", action="store_true", help="give the alias back to its previous holder")
+    args = parser.parse_args(argv)
+    config: Config = config_from_args(args)
+    if not (config.tracking.enabled and config.tracking.register_model):
+        raise StageFailed("tracking.enabled and tracking.register_model must be on to promote a model", Exit.BAD_INPUT)
+    paths = config.paths
+    commit = committed_commit(
+        [config.source, Path("dvc.lock"), Path(paths.train_metrics), Path(paths.eval_metrics)]
+        if Path("dvc.lock").exists()
+        else [config.source, Path(paths.train_metrics), Path(paths.eval_metrics)]
+    )
+    tracking = connect_tracking(config)
+    assert tracking.store is not None  # tracking is enabled
+    client, name = tracking.store.client, registered_model_name(config.env.name)
+    if args.back:
+        try:
+            print(move_back(client, name, commit))
+        except LookupError as error:
+            raise StageFailed(str(error), Exit.BAD_INPUT) from None
+        return Exit.OK
+    version = _committed_version(config, client)
+    evaluation = Evaluation.from_json(read_json(Path(paths.eval_metrics)))
+    scores = evaluation.metric(evaluation.headline[0], evaluation.shipped_network).per_seed
+    retrying(record_candidate, client, name, version, scores, evaluation.conditions)
+    candidate = Evidence.of(retrying(client.get_model_version, name, version))
+    if args.force:
+        print(move(client, name, version, "forced (reservoir-dqn promote --force)", commit))
+        return Exit.OK
+    holder = holder_version(client, name)
+    budget = config.tracking.champion_budget.get(config.env.name)
+    decision = decide(
+        candidate,
+        None if holder is None else Evidence.of(holder),
+        None if budget is None else (budget.total_frames, budget.seeds),
+        config.compare.significance,
+    )
+    if decision.move:
+        move(client, name, version, decision.verdict, commit)
+    print(f"{name}: {decision.reason}")
+    return Exit.OK if decision.comparable else Exit.CANNOT_JUDGE
+
+
+def _committed_version(config: Config, client: MlflowClient) -> str:
+    """The registered version of the run that wrote the committed ``train.json``."""
+    trained = training_summary(config)
+    parent = trained.get("run_ids", {}).get("parent")
+    if not parent:
+        raise StageFailed(f"{config.paths.train_metrics} names no MLflow run: it was trained with tracking off")
+    try:
+        run = retrying(client.get_run, parent)
+    except Exception:  # noqa: BLE001 - MLflow raises when the run is not in this store
+        raise StageFailed(
+            f"the committed run {parent} is not in this MLflow store: point tracking.uri (or MLFLOW_TRACKING_URI) "
+            "at the store it was trained against"
+        ) from None
+    version = run.data.tags.get("model_version")
+    if version is None:
+        raise StageFailed(f"the committed run {parent} registered no model version (tracking.register_model was off)")
+    return str(version)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_stage(run, argv)
+
+
+if __name__ == "__main__":
+    exit_process(main())

@@ -1,0 +1,167 @@
+"""The workspace a stage runs in: the parameter file changing under it, and what a failed experiment leaves.
+
+``dvc exp run -S key=value`` writes the value into params.yaml before any stage runs, and
+leaves it there when the experiment fails. Two things follow, and this module handles both:
+
+- **Experiments side by side in one workspace.** DVC refuses a second ``dvc exp run`` or
+  ``dvc repro`` while one runs (its lock names the running process), but only after the
+  second has written its ``-S`` values into params.yaml, under the first. Each stage
+  therefore snapshots the parameter file when it starts (:class:`ParamsSnapshot`) and,
+  before it replaces any output, checks that the sections it reads are unchanged; a stage
+  also checks that the training it builds on was made with the parameters it now reads
+  (:func:`mismatch_with_training`). Either failure is one line and nothing is written, so
+  MLflow runs, registry versions and outputs always match the params that made them.
+  Experiments run side by side with ``--queue`` or ``--temp``, each in its own copy.
+- **A failed experiment's values.** DVC rewrites git's index after writing params.yaml;
+  when the value it wrote has the same length and lands in the same second, git's stat
+  cache says "unchanged": ``git status`` shows nothing and ``git checkout`` restores
+  nothing. :func:`reveal_params_change` makes git look at the content again, and
+  :func:`failed_experiment_hint` tells the user, in the failure's own line, how to restore
+  the committed values.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reservoir_dqn.config import Config
+from reservoir_dqn.config.tree import flatten
+
+GIT_TIMEOUT_S = 10.0
+TRAINED_PARAMS = ("seed", "env", "dqn", "train")  # the sections whose values make a training (train.json records them)
+
+
+def _flat_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return flatten(data) if isinstance(data, dict) else {}
+
+
+def _in_sections(key: str, sections: Sequence[str] | None) -> bool:
+    return sections is None or any(key == section or key.startswith(f"{section}.") for section in sections)
+
+
+def _differences(
+    before: Mapping[str, Any], after: Mapping[str, Any], sections: Sequence[str] | None, limit: int = 3
+) -> str:
+    """``dqn.gamma: 0.9 -> 0.8, ...`` for the keys of ``sections`` (``None``: all) that differ ('' when none)."""
+    keys = sorted(key for key in set(before) | set(after) if _in_sections(key, sections))
+    changed = [
+        f"{key}: {before.get(key, '(unset)')} -> {after.get(key, '(unset)')}"
+        for key in keys
+        if before.get(key) != after.get(key)
+    ]
+    more = f" and {len(changed) - limit} more" if len(changed) > limit else ""
+    return ", ".join(changed[:limit]) + more
+
+
+@dataclass(frozen=True)
+class ParamsSnapshot:
+    """The parameter file's values when a stage started."""
+
+    path: Path
+    values: dict[str, Any]
+
+    @classmethod
+    def take(cls, config: Config) -> ParamsSnapshot:
+        return cls(config.source, _flat_file(config.source))
+
+    def changes(self, sections: Sequence[str]) -> str:
+        """What changed in ``sections`` of the file since the snapshot ('' when nothing)."""
+        return _differences(self.values, _flat_file(self.path), sections)
+
+    def check_unchanged(self, stage: str, sections: Sequence[str]) -> str | None:
+        """The one line to fail with when the file's ``sections`` changed while the stage ran, else ``None``."""
+        changes = self.changes(sections)
+        if not changes:
+            return None
+        return (
+            f"{self.path} changed while {stage} ran ({changes}): another experiment or an edit in this workspace? "
+            f"Nothing was written; run experiments side by side with `dvc exp run --queue` or `--temp`"
+        )
+
+
+def trained_params(config: Config) -> dict[str, Any]:
+    """The values of the sections that make a training, as train.json records them."""
+    return {
+        key: value
+        for key, value in flatten(config.model_dump(mode="json")).items()
+        if _in_sections(key, TRAINED_PARAMS)
+    }
+
+
+def mismatch_with_training(
+    config: Config, trained: Mapping[str, Any], sections: Sequence[str], summary: Path
+) -> str | None:
+    """The one line to fail with when ``config``'s ``sections`` differ from what the training recorded, else ``None``.
+
+    A training summary without the record (written before it existed) is not judged.
+    """
+    recorded = trained.get("params")
+    if not isinstance(recorded, dict):
+        return None
+    shared = [section for section in sections if section in TRAINED_PARAMS]
+    changes = _differences(recorded, trained_params(config), shared)
+    if not changes:
+        return None
+    return (
+        f"{summary} was trained with other parameters than params.yaml now holds ({changes}): "
+        "run the train stage again (`dvc repro`), or restore the parameters it was trained with"
+    )
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def reveal_params_change(path: Path) -> None:
+    """Make git see that ``path`` differs from its index entry, when git's stat cache says it does not.
+
+    Nothing happens outside a git work tree, when git is missing, or when git already sees
+    the change: only a file whose content differs from the index's blob while
+    ``git diff --quiet`` calls it clean gets its modification time moved one second on,
+    which is what makes git compare the content again.
+    """
+    listed = _git("ls-files", "--stage", "--", str(path))
+    if listed is None or listed.returncode != 0 or not listed.stdout.strip():
+        return
+    indexed = listed.stdout.split()[1]
+    current = _git("hash-object", "--", str(path))
+    if current is None or current.returncode != 0 or current.stdout.strip() == indexed:
+        return
+    seen = _git("diff", "--quiet", "--", str(path))
+    if seen is None or seen.returncode != 0:
+        return  # git sees the change (1) or cannot tell (an error): nothing to reveal
+    status = path.stat()
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns + 1_000_000_000))
+
+
+def failed_experiment_hint(path: Path) -> str:
+    """For a stage failing inside ``dvc exp run`` in the workspace: how to restore the committed params ('' else).
+
+    Queued and ``--temp`` experiments run in a copy of the repository, which DVC removes:
+    their failure leaves the workspace untouched, and nothing is said.
+    """
+    root = os.environ.get("DVC_ROOT")
+    if not os.environ.get("DVC_EXP_NAME") or not root or Path(root).resolve() != Path.cwd().resolve():
+        return ""
+    head = _git("show", f"HEAD:{path.as_posix()}")
+    if head is None or head.returncode != 0:
+        return ""
+    committed = yaml.safe_load(head.stdout)
+    if not _differences(flatten(committed) if isinstance(committed, dict) else {}, _flat_file(path), None):
+        return ""
+    reveal_params_change(path)
+    return f" ({path} keeps the experiment's values: `git checkout {path}` restores the committed ones)"
