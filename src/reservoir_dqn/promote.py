@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +33,7 @@ from reservoir_dqn.results import Evaluation
 from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, training_summary
 from reservoir_dqn.tracking.champion import Evidence, decide, holder_version, move, move_back, record_candidate
 from reservoir_dqn.tracking.store import registered_model_name, retrying
+from reservoir_dqn.workspace import git
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -41,22 +41,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _git(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", *args], capture_output=True, text=True, check=False)
-
-
 def committed_commit(paths: Sequence[Path]) -> str:
     """The commit HEAD when every one of ``paths`` is tracked and unchanged from it; else refuse in one line."""
-    head = _git("rev-parse", "--verify", "--quiet", "HEAD")
-    if head.returncode != 0:
+    head = git("rev-parse", "--verify", "--quiet", "HEAD")
+    if head is None or head.returncode != 0:
         raise StageFailed("promote runs on a committed revision, and this folder has no git commit", Exit.BAD_INPUT)
     for path in paths:
-        if _git("ls-files", "--error-unmatch", "--", str(path)).returncode != 0:
+        listed = git("ls-files", "--error-unmatch", "--", str(path))
+        if listed is None or listed.returncode != 0:
             raise StageFailed(
                 f"{path} is not committed: promote runs on committed work (commit it first)", Exit.BAD_INPUT
             )
-    changed = _git("status", "--porcelain", "--", *(str(path) for path in paths)).stdout.split("\n")
-    dirty = [line[3:] for line in changed if line.strip()]
+    status = git("status", "--porcelain", "--", *(str(path) for path in paths))
+    if status is None or status.returncode != 0:
+        raise StageFailed("git status failed: cannot tell whether the results are committed", Exit.BAD_INPUT)
+    dirty = [line[3:] for line in status.stdout.split("\n") if line.strip()]
     if dirty:
         raise StageFailed(
             f"{', '.join(dirty)} {'differs' if len(dirty) == 1 else 'differ'} from the last commit: promote runs on "

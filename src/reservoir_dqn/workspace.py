@@ -119,7 +119,8 @@ def mismatch_with_training(
     )
 
 
-def _git(*args: str) -> subprocess.CompletedProcess[str] | None:
+def git(*args: str) -> subprocess.CompletedProcess[str] | None:
+    """``git *args`` in the current folder, its output captured; ``None`` when git is missing or hangs."""
     try:
         return subprocess.run(["git", *args], capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired):
@@ -134,14 +135,14 @@ def reveal_params_change(path: Path) -> None:
     ``git diff --quiet`` calls it clean gets its modification time moved one second on,
     which is what makes git compare the content again.
     """
-    listed = _git("ls-files", "--stage", "--", str(path))
+    listed = git("ls-files", "--stage", "--", str(path))
     if listed is None or listed.returncode != 0 or not listed.stdout.strip():
         return
     indexed = listed.stdout.split()[1]
-    current = _git("hash-object", "--", str(path))
+    current = git("hash-object", "--", str(path))
     if current is None or current.returncode != 0 or current.stdout.strip() == indexed:
         return
-    seen = _git("diff", "--quiet", "--", str(path))
+    seen = git("diff", "--quiet", "--", str(path))
     if seen is None or seen.returncode != 0:
         return  # git sees the change (1) or cannot tell (an error): nothing to reveal
     status = path.stat()
@@ -157,7 +158,7 @@ def failed_experiment_hint(path: Path) -> str:
     root = os.environ.get("DVC_ROOT")
     if not os.environ.get("DVC_EXP_NAME") or not root or Path(root).resolve() != Path.cwd().resolve():
         return ""
-    head = _git("show", f"HEAD:{path.as_posix()}")
+    head = git("show", f"HEAD:{path.as_posix()}")
     if head is None or head.returncode != 0:
         return ""
     committed = yaml.safe_load(head.stdout)
