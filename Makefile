@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # workers 6 min 14 s (6 workers: 6 min 45 s, one small change earlier).
 JOBS ?= 3
 
-.PHONY: setup system run test test-fast bench soak lint typecheck check lock screenshots clean
+.PHONY: setup system run test test-fast test-heavy bench soak lint typecheck check lock screenshots clean
 
 setup: $(STAMP)
 
@@ -30,7 +30,11 @@ run: setup
 	$(BIN)/dvc repro
 
 test: setup system
-	$(BIN)/python -m pytest -n $(JOBS) --maxschedchunk 1
+	$(BIN)/python -m pytest -n $(JOBS) --maxschedchunk 1 -m "not heavy"
+
+# Checks on real trainings at realistic budgets (minutes each): the gate's power on real runs.
+test-heavy: setup
+	$(BIN)/python -m pytest -n $(JOBS) --maxschedchunk 1 -m heavy
 
 # The everyday loop: everything but the tests marked slow (DVC, servers, whole trainings).
 test-fast: setup

@@ -152,22 +152,23 @@ def copy_repo(destination: Path) -> Path:
     return destination
 
 
-# The longest tests (a minute or more on 2 cores with 6 workers), first. `make test` runs
+# The longest tests (a minute or more on 2 cores with 3 workers), first. `make test` runs
 # pytest-xdist with --maxschedchunk 1, which starts worker k on items 2k and 2k + 1: pairs of
 # a long and a shorter test, and in the first of each pair only one test that needs the
 # shared baseline project (tests.dvc_repo.baseline_repo), so that one worker builds it while
 # the others work. A scheduling hint only: tests not named here follow, slow before fast.
 LONGEST = (
     "test_a_sweep_goes_through_the_queue",
-    "test_the_stages_run_one_by_one",
-    "test_four_parallel_experiments",
-    "test_compare_passes_unchanged",
-    "test_a_real_regression_fails_the_gate",
-    "test_the_best_trial_goes_through_the_pipeline",
+    "test_three_parallel_experiments",
     "test_sigkill_at_random_points",
-    "test_a_change_is_tried_and_compared",
+    "test_the_best_trial_goes_through_the_pipeline",
     "test_tracking_server_lost_mid_run",
+    "test_the_stages_run_one_by_one",
+    "test_a_change_is_tried_and_compared",
+    "test_a_killed_workers_trial_is_retried",
+    "test_compare_passes_unchanged",
     "test_two_workers_share_one_study",
+    "test_two_workspace_experiments_at_once",
 )
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reservoir_dqn.config import ConfigError, load_config
+from reservoir_dqn.config import ConfigError, ReservoirConfig, load_config, rules
+from reservoir_dqn.config.sections import RESERVOIR_RULES
 from reservoir_dqn.stages import evaluate, train
 from tests.conftest import REPO, tiny_params, tree_digest
 
@@ -192,6 +193,71 @@ def test_training_hash_ignores_budget_and_checkpoints_but_not_hyperparameters(pr
     longer = load_config(project / "params.yaml", ["train.total_frames=4000", "train.checkpoint_interval_frames=400"])
     other = load_config(project / "params.yaml", ["dqn.gamma=0.9"])
     assert base.training_hash == longer.training_hash != other.training_hash
+
+
+# Reservoir settings that make the MDP meaningless: (--set overrides, fragments of the one line).
+R = "env.reservoir"
+BAD_RESERVOIR = [
+    ([f"{R}.horizon_months=6"], [f"{R}.horizon_months = 6", "greater than or equal to 12"]),
+    ([f"{R}.horizon_months=0"], [f"{R}.horizon_months = 0"]),
+    ([f"{R}.horizon_months=12.5"], [f"{R}.horizon_months = 12.5", "integer"]),
+    ([f"{R}.start_month=12"], [f"{R}.start_month = 12", "less than or equal to 11"]),
+    ([f"{R}.start_month=-1"], [f"{R}.start_month = -1"]),
+    ([f"{R}.unit_hm3=0"], [f"{R}.unit_hm3 = 0"]),
+    ([f"{R}.capacity=0"], [f"{R}.capacity = 0", "greater than 0"]),
+    ([f"{R}.min_storage=40"], [f"{R}.min_storage (40) must be below {R}.capacity (40)"]),
+    ([f"{R}.min_storage=-1"], [f"{R}.min_storage = -1"]),
+    ([f"{R}.initial_storage=41"], [f"{R}.initial_storage (41) lies outside [0, {R}.capacity (40)]"]),
+    ([f"{R}.initial_storage=-3"], [f"{R}.initial_storage = -3"]),
+    ([f"{R}.release_levels=[3]"], [f"{R}.release_levels = [3]", "at least 2 items"]),
+    ([f"{R}.release_levels=[0,4,3,5,6,8]"], [f"{R}.release_levels ([0, 4, 3, 5, 6, 8]) must be strictly ascending"]),
+    ([f"{R}.release_levels=[0,3,3,4,5,6,8]"], [f"{R}.release_levels ([0, 3, 3, 4, 5, 6, 8])", "strictly ascending"]),
+    (
+        [f"{R}.release_levels=[0,2,4,5,6,8,10,12]"],
+        [f"{R}.demand (3 in January) is not one of {R}.release_levels ([0, 2, 4, 5, 6, 8, 10, 12])"],
+    ),
+    ([f"{R}.demand=[3,3,3,4,5,6,7,8,6,4,3,3]"], [f"{R}.demand (7 in July) is not one of {R}.release_levels"]),
+    ([f"{R}.demand=[3,3,3]"], [f"{R}.demand = [3, 3, 3]", "at least 12 items"]),
+    ([f"{R}.demand=[3,3,3,4,5,6,8,8,6,4,3,3,3]"], [f"{R}.demand", "at most 12 items"]),
+    ([f"{R}.demand=[-3,3,3,4,5,6,8,8,6,4,3,3]"], [f"{R}.demand.0 = -3"]),
+    ([f"{R}.turbine_capacity=0"], [f"{R}.turbine_capacity = 0"]),
+    ([f"{R}.head_min_m=-60.0"], [f"{R}.head_min_m = -60.0", "greater than 0"]),
+    ([f"{R}.head_max_m=50.0"], [f"{R}.head_max_m (50.0) is below {R}.head_min_m (60.0)"]),
+    ([f"{R}.efficiency=1.2"], [f"{R}.efficiency = 1.2", "less than or equal to 1"]),
+    ([f"{R}.efficiency=-0.88"], [f"{R}.efficiency = -0.88", "greater than 0"]),
+    ([f"{R}.inflow_median=[3.0,3.0,5.0,10.0,20.0,22.0,12.0,6.0,4.0,4.0,4.0,0.0]"], [f"{R}.inflow_median.11 = 0.0"]),
+    ([f"{R}.inflow_median=[3.0,3.0,5.0]"], [f"{R}.inflow_median", "at least 12 items"]),
+    ([f"{R}.inflow_cv=[-0.3,0.3,0.4,0.5,0.45,0.4,0.45,0.5,0.5,0.4,0.35,0.3]"], [f"{R}.inflow_cv.0 = -0.3"]),
+    ([f"{R}.inflow_classes=1"], [f"{R}.inflow_classes = 1", "greater than or equal to 2"]),
+    ([f"{R}.weight_deficit=-3.0"], [f"{R}.weight_deficit = -3.0", "greater than or equal to 0"]),
+    ([f"{R}.weight_spill=high"], [f"{R}.weight_spill", '"high"']),
+    (
+        [f"{R}.weight_{name}=0.0" for name in ("energy", "deficit", "spill", "violation")],
+        [f"{R}.weight_energy (0.0), {R}.weight_deficit (0.0)", "are all 0: every policy is optimal"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "fragments"), BAD_RESERVOIR, ids=[c[0][-1] for c in BAD_RESERVOIR])
+def test_a_meaningless_reservoir_is_refused_in_one_line_naming_the_key(
+    project: Path, capsys, overrides: list[str], fragments: list[str]
+) -> None:
+    for name, content in {"models/model.pt": b"old model", "metrics/train.json": b"{}"}.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_bytes(content)
+    before = tree_digest(project)
+    assert train.main([argument for override in overrides for argument in ("--set", override)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --set {overrides[-1]}: "), lines
+    assert all(fragment in lines[0] for fragment in fragments), lines[0]
+    assert tree_digest(project) == before
+
+
+def test_the_readme_lists_every_reservoir_rule() -> None:
+    table = rules.markdown_table(ReservoirConfig, "env.reservoir", RESERVOIR_RULES)
+    readme = (REPO / "README.md").read_text()
+    assert table in readme and f"tries {len(BAD_RESERVOIR)} bad values" in readme
+    assert len(RESERVOIR_RULES) >= 6 and table.count("\n") >= 20
 
 
 @pytest.mark.parametrize("stage", [train, evaluate])

@@ -186,9 +186,10 @@ def _check_runs(client: MlflowClient, seeds: list[int]) -> None:
             assert len(client.get_metric_history(child.info.run_id, "progress/epsilon")) == 20
 
 
-def test_four_parallel_experiments_on_the_embedded_store_and_on_a_server_on_postgresql(tmp_path: Path) -> None:
-    """`dvc queue start -j 4`: two experiments log to the embedded SQLite store, two to a server on PostgreSQL.
+def test_three_parallel_experiments_on_the_embedded_store_and_on_a_server_on_postgresql(tmp_path: Path) -> None:
+    """`dvc queue start -j 3`: two experiments log to the embedded SQLite store, one to a server on PostgreSQL.
 
+    Two on one SQLite file is where writers collide; the server's experiment runs beside them.
     They run train and evaluate, the stages that create, fill and finish the runs and register
     the models; plot would only add figure files to runs that are finished by then.
     """
@@ -201,14 +202,14 @@ def test_four_parallel_experiments_on_the_embedded_store_and_on_a_server_on_post
         server.start()
         repo = make_repo(tmp_path / "repo", **{"tracking.enabled": True, "tracking.tensorboard": False})
         dvc(repo, "exp", "run", "--queue", "-S", "seed=0,1", "evaluate")
-        dvc(repo, "exp", "run", "--queue", "-S", "seed=2,3", "-S", f"tracking.uri={server.uri}", "evaluate")
-        status = run_queue(repo, jobs=4, timeout=600)
+        dvc(repo, "exp", "run", "--queue", "-S", "seed=2", "-S", f"tracking.uri={server.uri}", "evaluate")
+        status = run_queue(repo, jobs=3, timeout=600)
         logs = queue_logs(repo, status)
         dvc(repo, "queue", "stop", check=False)
-        assert status.count("Success") == 4, status + logs
+        assert status.count("Success") == 3, status + logs
         assert "database is locked" not in logs
         _check_runs(MlflowClient(f"sqlite:///{repo / 'mlflow.db'}"), [0, 1])  # at the real root, not the temp copies
-        _check_runs(MlflowClient(server.uri), [2, 3])
+        _check_runs(MlflowClient(server.uri), [2])
     finally:
         server.stop()
         database.stop()

@@ -124,6 +124,7 @@ def test_one_seed_a_side_cannot_be_judged_and_says_so(repo: Path) -> None:
     assert "train.seeds" in result.stderr
 
 
+@pytest.mark.heavy  # three trainings of 4 seeds x 10,000 frames: minutes on 2 cores
 def test_a_real_regression_fails_the_gate_and_a_new_master_seed_does_not(tmp_path: Path) -> None:
     """Power and size on real runs: 4 seeds x 10,000 frames a side, default params but the budget.
 

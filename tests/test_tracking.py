@@ -105,6 +105,10 @@ def test_a_pipeline_execution_is_a_parent_run_with_a_child_run_per_seed(project:
     policy = mlflow.pytorch.load_model(f"models:/{name}/{version.version}")
     actions = policy(torch.rand(5, 4))  # storage / capacity, sin and cos of the month, months left
     assert actions.shape == (5,) and actions.dtype == torch.int64 and bool(((actions >= 0) & (actions < 11)).all())
+    with pytest.raises(RuntimeError, match="observations hold NaN or infinite values"):
+        policy(torch.tensor([[0.5, 0.0, 1.0, float("nan")]]))
+    with pytest.raises(AssertionError, match="Guard failed"):  # the exported program's own input check
+        policy(torch.zeros(2, 3))
 
 
 @pytest.mark.slow
@@ -215,6 +219,23 @@ def test_tracking_disabled_writes_no_store(project: Path) -> None:
     assert train.main([]) == 0 and evaluate.main([]) == 0
     assert not (project / "mlflow.db").exists() and not (project / "runs").exists()
     assert json.loads((project / "metrics/train.json").read_text())["run_ids"] == {}
+
+
+def test_a_checkpoint_continued_under_another_name_gets_runs_of_its_own(project: Path) -> None:
+    """A finished training continued with a larger budget: new runs named for it; the old keep FINISHED."""
+    tracking = Tracking.connect(load_config(project / "params.yaml", ["tracking.enabled=true"]))
+    first = tracking.start_training({}, name="baseline")
+    tracking.finish()
+    again = tracking.start_training(first, name="baseline")
+    assert again == first  # the same training resumed: its own runs go on
+    tracking.finish("KILLED")
+    longer = tracking.start_training(first, name="total_frames=8000")
+    tracking.finish("FAILED")
+    client = MlflowClient(tracking.store.uri)
+    assert longer["parent"] != first["parent"] and set(longer.values()).isdisjoint(first.values())
+    assert client.get_run(longer["parent"]).data.tags["continues_run"] == first["parent"]
+    assert [client.get_run(run).info.status for run in first.values()] == ["KILLED"] * len(first)
+    assert client.get_run(longer["parent"]).info.run_name == "total_frames=8000"
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from reservoir_dqn.stages.evaluate import tracked_metrics
 from reservoir_dqn.tracking.hparams import log_hparams
 from reservoir_dqn.tracking.sinks import TensorBoardSink
 from reservoir_dqn.tracking.views import FIXED_COLUMNS, header_width, key_metrics, key_view_state
-from tests.conftest import REPO
+from tests.conftest import REPO, write_params
 
 matplotlib.use("Agg")
 
@@ -110,8 +110,10 @@ def test_every_hparams_session_defines_the_same_readable_columns(project: Path) 
 
 
 def _copy_outputs(project: Path) -> None:
+    """The committed outputs, and the environment they were trained on (plot refuses another)."""
     for path in ("metrics", "logs"):
         shutil.copytree(REPO / path, project / path)
+    write_params(project / "params.yaml", **{"env.num_envs": load_config(REPO / "params.yaml").env.num_envs})
 
 
 @pytest.mark.parametrize(
@@ -131,6 +133,21 @@ def test_plot_without_an_input_fails_in_one_line_and_keeps_the_figures(
     assert len(err) == 1 and named in err[0] and "run the" in err[0], err
     assert [path.name for path in (project / "plots").iterdir()] == ["training_curves.png"]
     assert (project / "plots/training_curves.png").read_bytes() == b"the previous figure"
+
+
+def test_plot_refuses_a_training_made_on_another_environment_and_keeps_the_figures(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _copy_outputs(project)
+    trained = json.loads((project / "metrics/train.json").read_text())
+    trained["params"] = {**trained.get("params", {}), "env.reservoir.capacity": 30}
+    (project / "metrics/train.json").write_text(json.dumps(trained))
+    (project / "plots").mkdir()
+    (project / "plots/training_curves.png").write_bytes(b"the previous figure")
+    assert plot.main([]) == Exit.FAILED
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "env.reservoir.capacity: 30 -> 40" in err[0] and "run the train stage" in err[0], err
+    assert [path.name for path in (project / "plots").iterdir()] == ["training_curves.png"]
 
 
 def _overlaps(figure: Figure) -> list[str]:

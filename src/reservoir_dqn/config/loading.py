@@ -153,10 +153,12 @@ def validation_message(error: ValidationError, source: str, data: Mapping[str, A
 
 
 def _source_of(message_key: str, params_path: Path, overrides: Sequence[str]) -> str:
-    """Where a bad value came from: the ``--set`` that gave it, else the parameter file."""
+    """Where a bad value came from: the ``--set`` that gave it (or one of the keys a section's rule
+    compares), else the parameter file."""
     for override in reversed(overrides):
         key = override.partition("=")[0].strip()
-        if message_key == key or message_key.startswith(key + "."):
+        compared = bool(message_key) and key.startswith(message_key + ".")  # a key a section's rule compares
+        if message_key == key or message_key.startswith(key + ".") or compared:
             return f"--set {override}"
     return str(params_path)
 

@@ -7,10 +7,13 @@ it compares, so its message can be shown to the user as it is.
 
 from __future__ import annotations
 
+import calendar
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+
+from reservoir_dqn.config import rules
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -49,7 +52,7 @@ class ReservoirConfig(Section):
     inflow regime; see params.yaml for the unit and source of each number.
     """
 
-    horizon_months: PositiveInt = Field(description="Episode length H in months; the planning horizon.")
+    horizon_months: int = Field(ge=12, description="Episode length H in months, a year or more; the planning horizon.")
     start_month: int = Field(ge=0, le=11, description="Calendar month of the first step (0 = January).")
     observe_time_left: bool = Field(
         description="Observe the months left as a share of the horizon; the horizon is then the end of the MDP "
@@ -85,15 +88,74 @@ class ReservoirConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ReservoirConfig:
-        if self.min_storage >= self.capacity:
-            raise ValueError(f"min_storage ({self.min_storage}) must be below capacity ({self.capacity})")
-        if self.initial_storage > self.capacity:
-            raise ValueError(f"initial_storage ({self.initial_storage}) exceeds capacity ({self.capacity})")
-        if list(self.release_levels) != sorted(set(self.release_levels)):
-            raise ValueError(f"release_levels ({list(self.release_levels)}) must be strictly ascending")
-        if self.head_max_m < self.head_min_m:
-            raise ValueError(f"head_max_m ({self.head_max_m}) is below head_min_m ({self.head_min_m})")
+        rules.check(self, RESERVOIR_RULES)
         return self
+
+
+def _unserved_month(config: ReservoirConfig) -> str | None:
+    levels = set(config.release_levels)
+    month = next((month for month, demand in enumerate(config.demand) if demand not in levels), None)
+    if month is None:
+        return None
+    return (
+        f"demand ({config.demand[month]} in {calendar.month_name[month + 1]}) is not one of release_levels "
+        f"({list(config.release_levels)}): no release meets that month's demand exactly"
+    )
+
+
+WEIGHTS = ("weight_energy", "weight_deficit", "weight_spill", "weight_violation")
+# The reservoir's rules between fields (each field's own bounds are on the field); the README lists both.
+RESERVOIR_RULES = (
+    rules.Rule(
+        ("min_storage", "capacity"),
+        "`min_storage` is below `capacity`",
+        lambda c: (
+            f"min_storage ({c.min_storage}) must be below capacity ({c.capacity})"
+            if c.min_storage >= c.capacity
+            else None
+        ),
+    ),
+    rules.Rule(
+        ("initial_storage", "capacity"),
+        "`initial_storage` lies in [0, `capacity`]",
+        lambda c: (
+            f"initial_storage ({c.initial_storage}) lies outside [0, capacity ({c.capacity})]"
+            if c.initial_storage > c.capacity
+            else None
+        ),
+    ),
+    rules.Rule(
+        ("release_levels",),
+        "strictly ascending",
+        lambda c: (
+            f"release_levels ({list(c.release_levels)}) must be strictly ascending"
+            if list(c.release_levels) != sorted(set(c.release_levels))
+            else None
+        ),
+    ),
+    rules.Rule(
+        ("demand", "release_levels"),
+        "every month's demand is one of the release levels, so some release meets it exactly (levels above "
+        "`turbine_capacity` are allowed: the excess passes without generating)",
+        _unserved_month,
+    ),
+    rules.Rule(
+        ("head_min_m", "head_max_m"),
+        "`head_max_m` is at least `head_min_m`",
+        lambda c: (
+            f"head_max_m ({c.head_max_m}) is below head_min_m ({c.head_min_m})" if c.head_max_m < c.head_min_m else None
+        ),
+    ),
+    rules.Rule(
+        WEIGHTS,
+        "at least one weight is above 0 (with none, every policy is optimal)",
+        lambda c: (
+            ", ".join(f"{name} ({getattr(c, name)})" for name in WEIGHTS) + " are all 0: every policy is optimal"
+            if not any(getattr(c, name) > 0 for name in WEIGHTS)
+            else None
+        ),
+    ),
+)
 
 
 class EnvConfig(Section):

@@ -31,12 +31,14 @@ from matplotlib.figure import Figure
 
 from reservoir_dqn.config.sections import PathsConfig
 from reservoir_dqn.envs import profile
-from reservoir_dqn.files import read_csv, read_json, write_atomic
+from reservoir_dqn.files import OutputSet, read_csv, read_json, write_atomic
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.results import Evaluation
 from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config, training_summary
+from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
 PATHS = ("train_log", "train_metrics", "eval_metrics", "eval_episodes", "trajectories", "plots")
+PARAMS = ("env", "tracking")  # the sections dvc.yaml lists for this stage
 POLICY_COLORS = {"sdp": "tab:green", "sop": "tab:orange", "random": "tab:gray"}
 AGENT_COLORS = plt.get_cmap("tab10")
 T = TypeVar("T")
@@ -207,19 +209,26 @@ def save_figures(figures: dict[str, Figure], folder: Path) -> list[Path]:
 
 def run(argv: Sequence[str] | None = None) -> None:
     config = stage_config("plot", "Draw the training and evaluation figures as PNG files.", PATHS, argv)
+    snapshot = ParamsSnapshot.take(config)
     paths = config.paths
     tracking = connect_tracking(config)
     trained = training_summary(config)
+    if (mismatch := mismatch_with_training(config, trained, PARAMS, Path(paths.train_metrics))) is not None:
+        raise StageFailed(mismatch)
     log, evaluation, episodes, trajectories = read_inputs(paths)  # before the run is joined or a file written
     tracking.attach(trained.get("run_ids", {}))
-    figures = {
-        "training_curves.png": training_curves(log, trained),
-        "evaluation_returns.png": evaluation_returns(episodes, evaluation),
-        **profile(config.env).figures(config.env, trajectories, episodes),
-    }
-    written = save_figures(figures, Path(paths.plots))
-    tracking.publish([(Path(paths.plots), "figures")])
-    tracking.finish()
+    with tracking.finishing():
+        figures = {
+            "training_curves.png": training_curves(log, trained),
+            "evaluation_returns.png": evaluation_returns(episodes, evaluation),
+            **profile(config.env).figures(config.env, trajectories, episodes),
+        }
+        plots = Path(paths.plots)
+        with OutputSet([plots]) as outputs:
+            written = save_figures(figures, outputs.path(plots))
+            if (changed := snapshot.check_unchanged("plot", PARAMS)) is not None:
+                raise StageFailed(changed)
+        tracking.publish([(plots, "figures")])
     print(f"{len(written)} figures written to {paths.plots}/: " + ", ".join(path.name for path in written))
 
 

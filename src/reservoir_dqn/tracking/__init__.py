@@ -76,6 +76,11 @@ class Tracking:
     ) -> dict[str, str]:
         """The training's runs: those of ``run_ids`` when resuming and they still exist, else new ones.
 
+        A checkpoint whose runs carry another name (a finished training continued with a larger
+        ``train.total_frames``, whose checkpoints it shares) gets new runs, named for what this one
+        trains: a run's name always says what trained it. The earlier runs keep their status, or
+        end ``KILLED`` when their process was killed while they ran.
+
         :param parent_of: make the pipeline's run a child of this run (a tuning study's).
         :param tags: more tags for the new runs.
         :param name: the run's name, instead of what changed against the baseline.
@@ -85,6 +90,11 @@ class Tracking:
         from reservoir_dqn.tracking.runs import PipelineRun
 
         self.run = PipelineRun.existing(self.store, run_ids, self._model_logger) if run_ids else None
+        continued = None
+        if self.run is not None and self.run.name != (name or self.identity.name):
+            continued, self.run = self.run, None
+            if continued.status == "RUNNING":  # its process was killed before it could say so
+                continued.set_status("KILLED")
         if self.run is not None:
             self.run.set_status("RUNNING")
             log.info(f"MLflow: continuing run {self.run.parent_id} ({self.identity.name})")
@@ -93,7 +103,11 @@ class Tracking:
                 self.store,
                 name or self.identity.name,
                 self.identity.description,
-                {**self.identity.tags(self.config), **(tags or {})},
+                {
+                    **self.identity.tags(self.config),
+                    **(tags or {}),
+                    **({"continues_run": continued.parent_id} if continued is not None else {}),
+                },
                 self.config.train.seeds,
                 self._model_logger,
                 parent_of,

@@ -224,6 +224,16 @@ class PipelineRun:
         with contextlib.suppress(Exception):
             self.set_tags({"sync_status": "complete"})
 
+    @property
+    def name(self) -> str:
+        """The parent run's name, as the store holds it."""
+        return str(retrying(self.client.get_run, self.parent_id).info.run_name)
+
+    @property
+    def status(self) -> str:
+        """The parent run's status: RUNNING, FINISHED, FAILED or KILLED."""
+        return str(retrying(self.client.get_run, self.parent_id).info.status)
+
     def set_status(self, status: str) -> None:
         """RUNNING while a stage works on the run; FINISHED, FAILED or KILLED after."""
         for run_id in (self.parent_id, *self.child_ids):
