@@ -92,11 +92,13 @@ def run_queue(repo: Path, jobs: int, timeout: float) -> str:
     env = clean_env(repo)
     env["PATH"] = f"{repo / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"
     dvc(repo, "queue", "start", "-j", str(jobs), env=env)
-    done = wait_for(
-        lambda: "Queued" not in (s := dvc(repo, "queue", "status").stdout) and "Running" not in s,
-        timeout=timeout,
-        interval=QUEUE_POLL_S,
-    )
+
+    def finished() -> bool:
+        # DVC can fail to read a task's state file while a worker writes it ("Expecting value"): ask again.
+        status = dvc(repo, "queue", "status", check=False)
+        return status.returncode == 0 and "Queued" not in status.stdout and "Running" not in status.stdout
+
+    done = wait_for(finished, timeout=timeout, interval=QUEUE_POLL_S)
     status = dvc(repo, "queue", "status").stdout
     assert done, f"the queue did not finish in {timeout:.0f} s:\n{status}"
     return status

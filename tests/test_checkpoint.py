@@ -64,6 +64,7 @@ def test_buffer_is_left_out_when_switched_off(project: Path) -> None:
     assert not any("replay_buffer" in name for name in names)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(project: Path, capsys, damage: str) -> None:
     assert train.main(["--set", "paths.agents=straight", "--set", "paths.checkpoints=straight"]) == 0
@@ -88,6 +89,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(project: Path,
     assert all(torch.equal(straight[key], recovered[key]) for key in straight)
 
 
+@pytest.mark.slow
 def test_checkpoint_with_a_pickle_is_refused_without_running_it(project: Path, tmp_path: Path, capsys) -> None:
     assert train.main(["--set", "train.total_frames=400"]) == 0
     newest = _checkpoints(project)[-1]
@@ -111,6 +113,7 @@ def test_archive_member_escaping_the_folder_is_refused(tmp_path: Path) -> None:
         verify_archive(path)
 
 
+@pytest.mark.slow
 def test_interrupted_checkpoint_write_leaves_no_partial_file(project: Path, monkeypatch) -> None:
     import torchrl.checkpoint._checkpoint as torchrl_checkpoint
 
@@ -182,6 +185,7 @@ def test_a_resume_with_the_buffer_is_exact_in_train_json(project: Path) -> None:
     assert summary["exact_resume"] is True and summary["resumed_from_frames"] == 400
 
 
+@pytest.mark.slow
 def test_a_checkpoint_without_a_key_is_foreign(project: Path, monkeypatch, capsys) -> None:
     from reservoir_dqn.checkpoint import Checkpointer
 

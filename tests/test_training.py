@@ -91,6 +91,7 @@ def test_same_seed_gives_identical_curves_and_weights(project: Path) -> None:
     assert _same_weights(project / "agents_a/final.pt", project / "agents_b/final.pt")
 
 
+@pytest.mark.slow
 def test_agents_and_master_seeds_give_different_weights(project: Path) -> None:
     assert _train(name="a") == 0 and _train("seed=1", name="b") == 0
     a, b = model_weights(project / "agents_a/final.pt"), model_weights(project / "agents_b/final.pt")
@@ -116,7 +117,7 @@ LONG_BATCHES = (
 @pytest.mark.parametrize(
     ("interval", "stop", "total", "extra"),
     [
-        (200, 1200, 2000, ()),
+        pytest.param(200, 1200, 2000, (), marks=pytest.mark.slow),
         pytest.param(120, 1200, 2000, ("dqn.prioritized=true",), marks=pytest.mark.slow),
         pytest.param(120, 1200, 2000, ("env.name=CartPole-v1",), marks=pytest.mark.slow),
         # The intervals of the issue, stopped at one of their checkpoints, mid-episode: 3,000 frames are
@@ -141,6 +142,7 @@ def test_resume_is_exact_at_any_checkpoint_interval(
     assert _same_logs(project / "log_straight", project / "log_resumed")
 
 
+@pytest.mark.slow
 def test_checkpoints_cut_no_episode(project: Path) -> None:
     """Every training episode of the reservoir lasts its full horizon, whatever the checkpoint interval."""
     assert _train("train.checkpoint_interval_frames=40", "train.total_frames=2000") == 0
@@ -149,6 +151,7 @@ def test_checkpoints_cut_no_episode(project: Path) -> None:
     assert len(episodes) and (episodes["length"] == horizon).all()
 
 
+@pytest.mark.slow
 def test_finished_run_is_not_trained_again(project: Path, capsys) -> None:
     assert _train() == 0
     first = model_weights(project / "model_run.pt")
@@ -160,6 +163,7 @@ def test_finished_run_is_not_trained_again(project: Path, capsys) -> None:
     )
 
 
+@pytest.mark.slow
 def test_checkpoint_of_other_params_is_never_resumed(project: Path, capsys) -> None:
     assert _train("train.total_frames=400") == 0
     capsys.readouterr()
@@ -169,6 +173,7 @@ def test_checkpoint_of_other_params_is_never_resumed(project: Path, capsys) -> N
     assert json.loads((project / "train_run.json").read_text())["resumed_from_frames"] == 0
 
 
+@pytest.mark.slow
 def test_checkpoint_of_other_code_is_never_resumed(project: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     """After a `git pull`, DVC re-runs train: the old code's finished checkpoint must not be shipped as new."""
     assert _train() == 0
@@ -206,6 +211,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tiny_config, project: Path, m
     verify_archive(project / "ck" / kept[0])
 
 
+@pytest.mark.slow
 def test_a_training_without_checkpoints_writes_none_and_learns_the_same(tiny_config, project: Path) -> None:
     """What a tuning trial does (it never resumes): no checkpoint is written, and the result is unchanged."""
     unsaved = train_loop(start(tiny_config, None))

@@ -215,8 +215,8 @@ def main() -> None:
         f"http://127.0.0.1:{port}/health",
     ) as health:
         base = health.removesuffix("/health")
-        for name, url in mlflow_pages(MlflowClient(store), base).items():
-            screenshot(url, args.out / f"{name}.png")
+        for index, (name, url) in enumerate(mlflow_pages(MlflowClient(store), base).items()):
+            screenshot(url, args.out / f"{name}.png", wait_s=30 if index == 0 else 10)  # the first load is cold
     port = free_port()
     with server(
         [str(BIN / "tensorboard"), "--logdir", "runs", "--host", "127.0.0.1", "--port", str(port)],
