@@ -23,7 +23,8 @@ from mlflow import MlflowClient
 from reservoir_dqn.checkpoint import Checkpointer
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.files import OutputSet
-from reservoir_dqn.stages import evaluate, train
+from reservoir_dqn.process import Terminated
+from reservoir_dqn.stages import evaluate, run_stage, train
 from tests.conftest import tree_digest, wait_for, write_params
 from tests.dvc_repo import baseline_repo, clean_env, clone_repo, dvc, run
 
@@ -125,6 +126,25 @@ def test_a_signal_mid_training_ends_the_runs_killed_keeps_the_checkpoint_and_exi
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert runs and {run.info.status for run in runs if "reference_key" not in run.data.tags} == {"KILLED"}
+
+
+@pytest.mark.parametrize(
+    ("signal_error", "status", "said"),
+    [(KeyboardInterrupt, Exit.INTERRUPTED, "interrupted: "), (Terminated, Exit.TERMINATED, "terminated (SIGTERM): ")],
+)
+def test_a_signal_whose_unwinding_breaks_a_librarys_clean_up_is_still_the_signal(
+    capsys, signal_error: type[BaseException], status: Exit, said: str
+) -> None:
+    """A signal inside a library's context manager whose exit then fails on its own (tensordict's did, on SIGINT)."""
+
+    def stage(argv: object) -> None:
+        try:
+            raise signal_error()
+        except BaseException:  # noqa: BLE001 - what the library's exit did
+            raise RuntimeError("Converting a tensordict to boolean value is not permitted") from None
+
+    assert run_stage(stage, []) == status
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(said)
 
 
 @pytest.mark.slow

@@ -32,6 +32,23 @@ class Terminated(BaseException):
     """
 
 
+def interruption(error: BaseException) -> BaseException | None:
+    """The :class:`KeyboardInterrupt` or :class:`Terminated` behind ``error``: itself, or one handled when it rose.
+
+    A signal can land inside a library's clean-up code, which may then fail on its own (a
+    context manager's exit raising while the interrupt unwinds through it): the signal is
+    what happened, and what the user is told.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (KeyboardInterrupt, Terminated)):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 @contextlib.contextmanager
 def collection_paused(freeze: bool) -> Iterator[None]:
     """Pause garbage collection for a block of imports; with ``freeze``, freeze every object alive after it.

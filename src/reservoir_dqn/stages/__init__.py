@@ -23,7 +23,7 @@ from reservoir_dqn.config import DEFAULT_PARAMS, Config, ConfigError, add_config
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.files import read_json
-from reservoir_dqn.process import Terminated, sigterm_raises
+from reservoir_dqn.process import Terminated, interruption, sigterm_raises
 from reservoir_dqn.tracking import Tracking, TrackingMisconfigured, TrackingUnavailable
 from reservoir_dqn.workspace import failed_experiment_hint, reveal_params_change
 
@@ -119,20 +119,25 @@ def run_stage(stage: Callable[[Sequence[str] | None], int | None], argv: Sequenc
     try:
         with sigterm_raises():
             return int(stage(argv) or Exit.OK)
-    except (ConfigError, ModelFileError) as error:
-        status, line = Exit.BAD_INPUT, f"error: {error}"
-    except StageFailed as error:
-        status, line = error.status, f"{'cannot judge' if error.status == Exit.CANNOT_JUDGE else 'error'}: {error}"
-    except OSError as error:  # the machine's fault, not ours: a full disk, a folder that cannot be written
-        where = f" ({error.filename})" if error.filename else ""
-        status, line = Exit.FAILED, f"error: {error.strerror or first_line(error)}{where}"
-    except KeyboardInterrupt:
-        status, line = Exit.INTERRUPTED, "interrupted: the newest checkpoint is kept; run the command again to resume"
-    except Terminated:
-        status = Exit.TERMINATED
-        line = "terminated (SIGTERM): the newest checkpoint is kept; run the command again to resume"
-    except Exception as error:  # noqa: BLE001 - a bug: say so in one line after the traceback
-        traceback.print_exc()
-        status, line = Exit.INTERNAL, f"internal error (a bug, please report it): {first_line(error)}"
+    except (Exception, KeyboardInterrupt, Terminated) as error:  # noqa: BLE001 - each kind gets its status
+        status, line = _failure(error)
     print(line + failed_experiment_hint(DEFAULT_PARAMS), file=sys.stderr)
     return status
+
+
+def _failure(error: BaseException) -> tuple[Exit, str]:
+    """The status and the one line for a stage's failure (a signal first, even when clean-up failed under it)."""
+    signal = interruption(error)
+    if isinstance(signal, KeyboardInterrupt):
+        return Exit.INTERRUPTED, "interrupted: the newest checkpoint is kept; run the command again to resume"
+    if isinstance(signal, Terminated):
+        return Exit.TERMINATED, "terminated (SIGTERM): the newest checkpoint is kept; run the command again to resume"
+    if isinstance(error, (ConfigError, ModelFileError)):
+        return Exit.BAD_INPUT, f"error: {error}"
+    if isinstance(error, StageFailed):
+        return error.status, f"{'cannot judge' if error.status == Exit.CANNOT_JUDGE else 'error'}: {error}"
+    if isinstance(error, OSError):  # the machine's fault, not ours: a full disk, a folder that cannot be written
+        where = f" ({error.filename})" if error.filename else ""
+        return Exit.FAILED, f"error: {error.strerror or first_line(error)}{where}"
+    traceback.print_exception(error)  # a bug: its traceback, then one line
+    return Exit.INTERNAL, f"internal error (a bug, please report it): {first_line(error)}"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from reservoir_dqn.config import Config
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.metrics import MetricGroup, Sink
-from reservoir_dqn.process import Terminated
+from reservoir_dqn.process import interruption
 from reservoir_dqn.tracking.naming import RunIdentity, identify
 from reservoir_dqn.tracking.sinks import CsvSink, MlflowSink, TensorBoardSink
 from reservoir_dqn.tracking.store import (
@@ -202,7 +202,7 @@ class Tracking:
         try:
             yield self
         except BaseException as error:
-            status = "KILLED" if isinstance(error, (KeyboardInterrupt, Terminated)) else "FAILED"
+            status = "KILLED" if interruption(error) is not None else "FAILED"
             try:
                 self.finish(status)
             except Exception as tracking_error:  # noqa: BLE001 - keep the stage's own error
