@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import shutil
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -27,6 +26,7 @@ from typing import Any
 from torchrl.checkpoint import Checkpoint, CheckpointAdapter, CheckpointRotation
 
 from reservoir_dqn.errors import first_line
+from reservoir_dqn.files import remove
 
 CHECKPOINT_PREFIX = "checkpoint"
 CHECKPOINT_PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)\.torchrl$")
@@ -172,7 +172,7 @@ class Checkpointer:
         if not self.directory.is_dir():
             return []
         for leftover in self.directory.glob(f".{CHECKPOINT_PREFIX}-*"):
-            _remove(leftover)
+            remove(leftover, ignore_errors=True)
         paths = sorted(
             (path for path in self.directory.iterdir() if CHECKPOINT_PATTERN.match(path.name)),
             key=checkpoint_frames,
@@ -190,7 +190,7 @@ class Checkpointer:
                 "removing them and starting from this configuration's own state"
             )
             for path in others:
-                _remove(path)
+                remove(path, ignore_errors=True)
         return mine
 
     def restore(self, checkpoint: Checkpoint, path: Path) -> None:
@@ -216,7 +216,7 @@ class Checkpointer:
         path.replace(aside)
         corrupt = sorted(self.directory.glob(f"*{CORRUPT_SUFFIX}"), key=_corrupt_frames)
         for older in corrupt[:-1]:
-            _remove(older)
+            remove(older, ignore_errors=True)
 
 
 UNREADABLE = "unreadable manifest"
@@ -237,10 +237,3 @@ def _corrupt_frames(path: Path) -> int:
     """The frames of a checkpoint set aside as corrupt (-1 for a name that is not a checkpoint's)."""
     match = CHECKPOINT_PATTERN.match(path.name.removesuffix(CORRUPT_SUFFIX))
     return -1 if match is None else int(match.group(1))
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)

@@ -102,7 +102,7 @@ class OutputSet:
         for target in self.targets:  # the leftovers of a run killed before it could clean up
             target.parent.mkdir(parents=True, exist_ok=True)
             for leftover in target.parent.glob(f".{target.name}.staged-*"):
-                _remove(leftover)
+                remove(leftover)
         return self
 
     def __exit__(
@@ -113,7 +113,7 @@ class OutputSet:
                 self._commit()
         finally:
             for staged in self._staged.values():
-                _remove(staged)
+                remove(staged)
 
     def _commit(self) -> None:
         moved: list[tuple[Path, Path | None]] = []  # (target, where its previous version waits)
@@ -124,7 +124,7 @@ class OutputSet:
                 previous = None
                 if target.exists() or target.is_symlink():
                     previous = target.with_name(f".{target.name}.previous-{os.getpid()}")
-                    _remove(previous)
+                    remove(previous)
                     target.rename(previous)
                 moved.append((target, previous))
                 staged.rename(target)
@@ -132,16 +132,20 @@ class OutputSet:
             for target, previous in reversed(moved):
                 if previous is not None:
                     if target.exists():
-                        _remove(target)
+                        remove(target)
                     previous.rename(target)
             raise
         for _, previous in moved:
             if previous is not None:
-                _remove(previous)
+                remove(previous)
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path, ignore_errors: bool = False) -> None:
+    """Remove a file, a link or a whole folder; nothing when ``path`` does not exist.
+
+    :param ignore_errors: leave a folder's entries that cannot be removed (a clean-up that must not fail).
+    """
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+    else:
+        path.unlink(missing_ok=True)

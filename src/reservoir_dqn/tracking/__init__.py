@@ -91,9 +91,9 @@ class Tracking:
 
         self.run = PipelineRun.existing(self.store, run_ids, self._model_logger) if run_ids else None
         continued = None
-        if self.run is not None and self.run.name != (name or self.identity.name):
+        if self.run is not None and (info := self.run.info()).run_name != (name or self.identity.name):
             continued, self.run = self.run, None
-            if continued.status == "RUNNING":  # its process was killed before it could say so
+            if info.status == "RUNNING":  # its process was killed before it could say so
                 continued.set_status("KILLED")
         if self.run is not None:
             self.run.set_status("RUNNING")

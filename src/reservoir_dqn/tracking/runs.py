@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunInfo, RunTag
 
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.tracking.store import Store, retrying
@@ -224,15 +224,9 @@ class PipelineRun:
         with contextlib.suppress(Exception):
             self.set_tags({"sync_status": "complete"})
 
-    @property
-    def name(self) -> str:
-        """The parent run's name, as the store holds it."""
-        return str(retrying(self.client.get_run, self.parent_id).info.run_name)
-
-    @property
-    def status(self) -> str:
-        """The parent run's status: RUNNING, FINISHED, FAILED or KILLED."""
-        return str(retrying(self.client.get_run, self.parent_id).info.status)
+    def info(self) -> RunInfo:
+        """The parent run's name, status and times, as the store holds them now."""
+        return retrying(self.client.get_run, self.parent_id).info
 
     def set_status(self, status: str) -> None:
         """RUNNING while a stage works on the run; FINISHED, FAILED or KILLED after."""
