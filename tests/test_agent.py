@@ -12,7 +12,6 @@ from tensordict import TensorDict
 from torchrl.objectives import HardUpdate, SoftUpdate
 
 from reservoir_dqn.agent import (
-    GreedyPolicy,
     NetworkSpec,
     anneal,
     clip_grad_norm_per_agent,
@@ -23,6 +22,7 @@ from reservoir_dqn.agent import (
     update,
 )
 from reservoir_dqn.config import load_config
+from reservoir_dqn.policy import GreedyPolicy
 from tests.conftest import REPO
 
 SPEC = NetworkSpec(obs_dim=4, num_actions=2, hidden_sizes=(32, 16), env_name="CartPole-v1", agents=3)

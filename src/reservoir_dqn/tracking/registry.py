@@ -21,7 +21,8 @@ from mlflow.models import infer_signature
 from mlflow.tracking._model_registry import utils as registry_settings
 from mlflow.tracking._tracking_service import utils as tracking_settings
 
-from reservoir_dqn.agent import GreedyPolicy, load_model
+from reservoir_dqn.agent import load_model
+from reservoir_dqn.policy import GreedyPolicy
 from reservoir_dqn.tracking.runs import PipelineRun
 from reservoir_dqn.tracking.store import registered_model_name, retrying
 
