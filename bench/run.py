@@ -30,13 +30,9 @@ import numpy as np
 
 from bench.common import QUIET, REPO, RESULTS, machine, repeat, run_pipeline, spread, write_results
 from bench.report import markdown
+from reservoir_dqn.recipes import overrides
 
-CARTPOLE = [
-    "env.name=CartPole-v1",
-    "train.total_frames=50000",
-    "train.stop_at_validation_return=475",
-    "train.eval_episodes=10",
-]
+CARTPOLE = overrides("CartPole-v1", REPO / "recipes")
 SEED_COUNTS = (1, 2, 5, 10)
 SEEDS_FRAMES = 30_000  # the per-frame cost is what scales with the seeds; a shorter run measures it
 POOL = REPO / "tests" / "data" / "reservoir_seeds.json"

@@ -14,7 +14,7 @@ gc.disable()
 import hashlib
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -70,6 +70,17 @@ def tiny_params(**overrides: object) -> dict:
     return params
 
 
+@pytest.fixture(autouse=True)
+def _profiles_kept() -> Iterator[None]:
+    """The environment registry as the package left it: what a test registers (or first asks for) goes after it."""
+    from reservoir_dqn.envs import PROFILES
+
+    saved = dict(PROFILES)
+    yield
+    PROFILES.clear()
+    PROFILES.update(saved)
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty project folder holding a tiny-budget params.yaml; the test runs inside it."""
@@ -82,6 +93,44 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def tiny_config(project: Path) -> Config:
     """The validated tiny configuration of the ``project`` fixture."""
     return load_config(project / "params.yaml")
+
+
+def training_json(**fields: object) -> dict:
+    """A hand-made, complete ``metrics/train.json`` (one agent, 800 frames), with ``fields`` replaced."""
+    from reservoir_dqn.results import Training
+
+    agent = {
+        "seed_index": 0,
+        "final_validation_return": 1.0,
+        "final_validation_score": 0.9,
+        "best_validation_return": 1.0,
+        "best_validation_score": 0.9,
+        "best_validation_frames": 800,
+        "stopped_at_frames": None,
+        "stopped_after_seconds": None,
+        "solved_at_frames": None,
+        "solved_after_seconds": None,
+    }
+    data = {
+        "env": "reservoir",
+        "seeds": 1,
+        "frames": 800,
+        "updates": 100,
+        "train_time_s": 1.0,
+        "validation_time_s": 0.1,
+        "frames_per_second": 800.0,
+        "resumed_from_frames": 0,
+        "exact_resume": True,
+        "resumed_without_buffer_at_frames": [],
+        "resumed_at_episode_boundary_at_frames": [],
+        "solved_return": None,
+        "shipped_agent": 0,
+        "shipped_network": "final",
+        "validation_reference": {"random_return": 0.0, "optimum_return": 1.0},
+        "agents": [agent],
+        "run_ids": {},
+    } | fields
+    return Training.from_json(data).to_json()
 
 
 def model_weights(path: Path) -> dict[str, torch.Tensor]:

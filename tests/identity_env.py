@@ -112,9 +112,10 @@ class IdentityProfile(EnvProfile):
             "rngs": [g.bit_generator.state for g in base.generators],
         }
 
-    def set_state(self, env: EnvBase, state: Mapping[str, Any]) -> None:
+    def set_state(self, env: EnvBase, state: Mapping[str, Any]) -> bool:
         base = env.base_env
         assert isinstance(base, IdentityEnv)
         base.symbol, base.t = state["symbol"].clone(), state["t"].clone()
         for generator, saved in zip(base.generators, state["rngs"], strict=True):
             generator.bit_generator.state = saved
+        return True

@@ -21,11 +21,13 @@ import pytest
 from mlflow import MlflowClient
 
 from reservoir_dqn.checkpoint import Checkpointer
+from reservoir_dqn.config import load_config
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.files import OutputSet
 from reservoir_dqn.process import Terminated
 from reservoir_dqn.stages import evaluate, run_stage, train
-from tests.conftest import tree_digest, wait_for, write_params
+from reservoir_dqn.workspace import trained_params
+from tests.conftest import training_json, tree_digest, wait_for, write_params
 from tests.dvc_repo import baseline_repo, clean_env, clone_repo, dvc, run
 
 TRACKED = {"tracking.enabled": True, "tracking.tensorboard": False}
@@ -190,11 +192,25 @@ def test_a_bad_tracking_uri_fails_in_one_line_naming_the_setting(
 
 def test_evaluate_refuses_a_training_made_with_other_parameters(project: Path, capsys) -> None:
     (project / "metrics").mkdir()
-    (project / "metrics/train.json").write_text(json.dumps({"params": {"env.reservoir.capacity": 30}, "run_ids": {}}))
+    recorded = trained_params(load_config(project / "params.yaml")) | {"env.reservoir.capacity": 30}
+    (project / "metrics/train.json").write_text(json.dumps(training_json(params=recorded)))
     before = tree_digest(project)
     assert evaluate.main([]) == Exit.FAILED
     line = _one_line(capsys.readouterr().err)
     assert "env.reservoir.capacity: 30 -> 40" in line and "run the train stage again" in line, line
+    assert tree_digest(project) == before
+
+
+def test_a_training_summary_of_another_layout_fails_in_one_line_naming_the_key(project: Path, capsys) -> None:
+    (project / "metrics").mkdir()
+    renamed = training_json()
+    renamed["shipped"] = renamed.pop("shipped_agent")  # a key renamed by another version
+    (project / "metrics/train.json").write_text(json.dumps(renamed))
+    before = tree_digest(project)
+    assert evaluate.main([]) == Exit.FAILED
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("error: metrics/train.json cannot be read (shipped_agent: field required"), line
+    assert "run the train stage again" in line
     assert tree_digest(project) == before
 
 

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from reservoir_dqn import promote
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.tracking.champion import CHAMPION, HISTORY_TAG, STATUS_TAG, Evidence, decide, record_candidate
-from tests.conftest import REPO, write_params
+from tests.conftest import REPO, training_json, write_params
 
 NAME = "reservoir-dqn-reservoir"
 BUDGET = (800, 5)
@@ -101,7 +101,7 @@ class Registry:
 
     def commit(self, run_id: str, scores: list[float], conditions_change: dict | None = None) -> None:
         """Commit the results of ``run_id`` as the workspace's metrics (what `dvc exp apply` + commit does)."""
-        train = {"run_ids": {"parent": run_id}, "shipped_agent": 0, "shipped_network": "final"}
+        train = training_json(run_ids={"parent": run_id})
         (self.root / "metrics/train.json").write_text(json.dumps(train))
         (self.root / "metrics/eval.json").write_text(json.dumps(_eval_json(scores, conditions_change)))
         _git(self.root, "add", "params.yaml", "metrics")

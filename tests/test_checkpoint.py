@@ -15,7 +15,7 @@ from reservoir_dqn.agent import ModelFileError, NetworkSpec, load_model, make_q_
 from reservoir_dqn.checkpoint import CorruptCheckpoint, verify_archive
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.stages import train
-from tests.conftest import model_weights
+from tests.conftest import model_weights, training_json
 
 
 class _Payload:
@@ -160,7 +160,7 @@ def test_evaluate_refuses_a_tampered_model_with_exit_2(project: Path, tmp_path: 
     marker = tmp_path / "pwned"
     (project / "models/agents").mkdir(parents=True)
     (project / "metrics").mkdir()
-    (project / "metrics/train.json").write_text('{"shipped_agent": 0, "shipped_network": "final", "run_ids": {}}')
+    (project / "metrics/train.json").write_text(json.dumps(training_json()))
     torch.save(_Payload(marker), project / "models/agents/final.pt")
     assert evaluate.main([]) == 2
     assert "refused to load model file" in capsys.readouterr().err

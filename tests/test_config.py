@@ -75,12 +75,6 @@ BAD_FILES = [
         ["tune.space.dqn.tau", "low < high"],
     ),
     ("no seeds", lambda p: _set(p, "train.seeds", 0), [], ["train.seeds", "0"]),
-    (
-        "unknown environment",
-        lambda p: _set(p, "env.name", "Pong-v5"),
-        [],
-        ["env.name", '"Pong-v5"', "known: reservoir"],
-    ),
     ("absolute output path", lambda p: _set(p, "paths.model", "/etc/model.pt"), [], ["paths.model", "/etc/model.pt"]),
     ("output path escapes", lambda p: _set(p, "paths.train_metrics", "../train.json"), [], ["paths.train_metrics"]),
     (

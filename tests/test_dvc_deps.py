@@ -2,7 +2,8 @@
 
 DVC reruns a stage when one of its ``deps`` changes, so a module the stage imports but does
 not declare would let a code change go unnoticed, and one it declares but does not import
-would rerun it for nothing. The imports are read from the source with ``ast``.
+would rerun it for nothing. The imports are read from the source with ``ast``; those under
+``if TYPE_CHECKING:`` never run, so they are no dependency.
 """
 
 from __future__ import annotations
@@ -27,10 +28,23 @@ def module_file(module: str) -> Path | None:
     return path.with_suffix(".py") if path.with_suffix(".py").exists() else None
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` that runs: the bodies of ``if TYPE_CHECKING:`` are left out (only mypy reads them)."""
+    nodes, pending = [], [tree]
+    while pending:
+        node = pending.pop()
+        nodes.append(node)
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            pending += node.orelse
+            continue
+        pending += list(ast.iter_child_nodes(node))
+    return nodes
+
+
 def imported_modules(path: Path) -> set[str]:
-    """Package modules imported by one file, at any depth of the file (lazy imports included)."""
+    """Package modules imported by one file when it runs, at any depth (lazy imports included, type-only ones not)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.startswith(PACKAGE)}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PACKAGE) and not node.level:
@@ -94,3 +108,23 @@ def test_each_stage_checks_the_params_sections_dvc_yaml_gives_it() -> None:
     for name in ("train", "evaluate", "plot"):
         module = importlib.import_module(f"reservoir_dqn.stages.{name}")
         assert tuple(stages[name]["params"]) == module.PARAMS, name
+
+
+def test_an_import_made_only_for_type_checking_is_no_dependency(tmp_path: Path) -> None:
+    source = tmp_path / "module.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "import reservoir_dqn.files\n"
+        "if TYPE_CHECKING:\n"
+        "    from reservoir_dqn.agent import Agent\n"
+        "else:\n"
+        "    import reservoir_dqn.exits\n"
+        "def lazy():\n"
+        "    from reservoir_dqn import statistics\n"
+    )
+    assert imported_modules(source) == {
+        "reservoir_dqn.files",
+        "reservoir_dqn.exits",
+        "reservoir_dqn",
+        "reservoir_dqn.statistics",
+    }

@@ -41,20 +41,6 @@ def test_seeded_rollouts_repeat_exactly() -> None:
     assert torch.equal(rollout(), rollout())
 
 
-def test_state_restored_mid_episode_continues_exactly() -> None:
-    env, policy = PROFILE.make(CARTPOLE, [3, 4, 5]), RandomPolicy(2, seed=1)
-    first = env.rollout(30, policy, break_when_any_done=False)
-    carrier = env.maybe_reset(env.step_mdp(first[..., -1]))
-    state, policy_state = PROFILE.get_state(env), policy.generator.get_state()
-    go_on = env.rollout(60, policy, auto_reset=False, tensordict=carrier.clone(), break_when_any_done=False)
-    other, replay = PROFILE.make(CARTPOLE, [50, 51, 52]), RandomPolicy(2, seed=1)
-    PROFILE.set_state(other, state)
-    replay.generator.set_state(policy_state)
-    again = other.rollout(60, replay, auto_reset=False, tensordict=carrier.clone(), break_when_any_done=False)
-    assert torch.equal(go_on["next", "observation"], again["next", "observation"])
-    assert torch.equal(go_on["next", "done"], again["next", "done"])  # resets after an episode end repeat too
-
-
 def test_solved_is_the_share_of_episodes_reaching_gymnasiums_threshold() -> None:
     episodes = run_episodes(PROFILE, CARTPOLE, RandomPolicy(2, 0), [10, 11, 12, 13])
     described = describe(PROFILE, CARTPOLE, episodes)

@@ -22,7 +22,9 @@ import optuna
 import pytest
 import yaml
 
+import bench.recipes
 import bench.run
+from reservoir_dqn import recipes
 from tests.conftest import REPO, wait_for
 from tests.dvc_repo import QUEUE_POLL_S, baseline_repo, clean_env, clone_repo, run
 
@@ -35,10 +37,11 @@ EXP_SHOW = ".venv/bin/dvc exp show --only-changed --drop 'Created|State|Executor
 QUEUE = ".venv/bin/dvc exp run --queue -S 'dqn.gamma=0.99,0.999'"
 QUEUE_START = 'PATH="$PWD/.venv/bin:$PATH" .venv/bin/dvc queue start -j 2'
 QUEUE_STATUS = ".venv/bin/dvc queue status"
-CARTPOLE = (
-    ".venv/bin/dvc exp run --temp -S env.name=CartPole-v1 -S train.total_frames=50000"
-    " -S train.stop_at_validation_return=475 -S train.eval_episodes=10 --name cartpole"
-)
+RECIPES = {
+    name: f".venv/bin/dvc exp run --temp --name {short} $(.venv/bin/reservoir-dqn recipe {name})"
+    for name, short in (("Acrobot-v1", "acrobot"), ("MountainCar-v0", "mountaincar"), ("CartPole-v1", "cartpole"))
+}
+UNSUPPORTED = ".venv/bin/reservoir-dqn train -S env.name=Pendulum-v1"
 TRAIN = ".venv/bin/reservoir-dqn train --set dqn.gamma=0.95 --lr 3e-4 --seeds 2"
 EVALUATE = ".venv/bin/reservoir-dqn evaluate"
 PLOT = ".venv/bin/reservoir-dqn plot"
@@ -70,12 +73,16 @@ NOT_RUN = {
     ".venv/bin/reservoir-dqn promote --back": "needs an earlier champion; tests/test_champion.py moves the alias "
     "forth and back through the same entry point on a hand-made registry",
     ".venv/bin/reservoir-dqn promote --force": "the same",
-    CARTPOLE: "a 50,000-frame x 5-seed training, measured by `bench.run --sections cartpole` with the same "
-    "settings (checked below); tests/test_training.py trains CartPole through the same entry points",
+    **{
+        command: "a 5-seed training of minutes, measured by `bench.recipes` (and CartPole's by `bench.run --sections "
+        "cartpole`) with the same recipe (checked below); tests/test_recipes.py prints and loads every recipe"
+        for command in RECIPES.values()
+    },
 }
 # MAKE_RUN is run by tests.dvc_repo.baseline_repo, which builds the project every test here starts from.
 RUN_HERE = (MAKE_RUN, TRY_CHANGE, COMPARE, EXP_SHOW, QUEUE, QUEUE_START, QUEUE_STATUS, TRAIN, EVALUATE,
-            PLOT, PLOTS_SHOW, PLOTS_DIFF, MLFLOW_UI, TENSORBOARD, TUNE, TUNE_BEST, RUN_BEST, PROMOTE)  # fmt: skip
+            PLOT, PLOTS_SHOW, PLOTS_DIFF, MLFLOW_UI, TENSORBOARD, TUNE, TUNE_BEST, RUN_BEST, PROMOTE,
+            UNSUPPORTED)  # fmt: skip
 
 
 def readme_commands() -> list[str]:
@@ -186,10 +193,17 @@ def test_the_champion_loads_as_the_readme_shows(repo: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_the_cartpole_recipe_is_the_one_the_benchmark_measures() -> None:
-    """The README's figures for CartPole come from `bench.run`'s cartpole section: the same overrides."""
-    assert CARTPOLE in readme_commands()
-    assert re.findall(r"-S (\S+)", CARTPOLE) == bench.run.CARTPOLE
+def test_the_recipes_are_the_ones_the_benchmarks_measure() -> None:
+    """The README's recipe figures come from `bench.recipes` and `bench.run`'s cartpole section: the same recipes."""
+    assert set(RECIPES.values()) <= set(readme_commands())
+    assert set(bench.recipes.DEFAULT) | {"CartPole-v1"} == set(RECIPES)
+    assert recipes.overrides("CartPole-v1", REPO / "recipes") == bench.run.CARTPOLE
+
+
+def test_an_unsupported_environment_is_refused_as_the_readme_shows(repo: Path) -> None:
+    result = sh(repo, UNSUPPORTED, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: env.name: Pendulum-v1 has a Box action space: DQN needs a Discrete one"
 
 
 def test_the_best_trial_goes_through_the_pipeline_with_exactly_its_params(repo: Path) -> None:

@@ -14,7 +14,7 @@ import torch
 from reservoir_dqn import checkpoint
 from reservoir_dqn.checkpoint import verify_archive
 from reservoir_dqn.config import load_config
-from reservoir_dqn.envs import PROFILES
+from reservoir_dqn.envs import register
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.session import agent_seeds, env_seeds, start
 from reservoir_dqn.stages import train
@@ -221,22 +221,22 @@ def test_a_training_without_checkpoints_writes_none_and_learns_the_same(tiny_con
     assert all(
         torch.equal(weight, saved.final.state_dict()[name]) for name, weight in unsaved.final.state_dict().items()
     )
-    assert unsaved.summary["agents"] == saved.summary["agents"]
+    assert unsaved.summary.agents == saved.summary.agents
 
 
-def test_an_agent_that_reaches_the_target_stops_and_keeps_that_network(project: Path, monkeypatch) -> None:
-    monkeypatch.setitem(PROFILES, "identity", IdentityProfile())
+def test_an_agent_that_reaches_the_target_stops_and_keeps_that_network(project: Path) -> None:
+    register(IdentityProfile())
     write_params(project / "params.yaml", **{"env.name": "identity", "train.eval_interval_frames": 200})
     config = load_config(project / "params.yaml", ["train.stop_at_validation_return=-1", "train.total_frames=2000"])
     result = train_loop(start(config, project / "ck"))
     # Every agent reaches a return >= -1 at the first validation, stops there, and the run ends.
-    assert result.summary["frames"] == 200
-    assert [agent["stopped_at_frames"] for agent in result.summary["agents"]] == [200, 200]
+    assert result.summary.frames == 200
+    assert [agent.stopped_at_frames for agent in result.summary.agents] == [200, 200]
 
 
-def test_dqn_learns_the_identity_task(project: Path, monkeypatch) -> None:
+def test_dqn_learns_the_identity_task(project: Path) -> None:
     """SB3-style learnability: on a task with a known optimum, every agent gets close to it in seconds."""
-    monkeypatch.setitem(PROFILES, "identity", IdentityProfile())
+    register(IdentityProfile())
     overrides = {
         "env.name": "identity",
         "dqn.gamma": 0.5,
@@ -253,5 +253,5 @@ def test_dqn_learns_the_identity_task(project: Path, monkeypatch) -> None:
     write_params(project / "params.yaml", **overrides)
     config = load_config(project / "params.yaml")
     result = train_loop(start(config, project / "ck"))
-    finals = [agent["final_validation_return"] for agent in result.summary["agents"]]
+    finals = [agent.final_validation_return for agent in result.summary.agents]
     assert min(finals) >= 0.95 * LENGTH, finals  # random: LENGTH / 4

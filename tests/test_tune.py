@@ -283,7 +283,7 @@ def _fake_train(outcome: BaseException | None) -> Any:
         session.close()
         if outcome is not None:
             raise outcome
-        return SimpleNamespace(summary={"agents": [{"final_validation_score": 0.5}] * 2})
+        return SimpleNamespace(summary=SimpleNamespace(agents=[SimpleNamespace(final_validation_score=0.5)] * 2))
 
     return train
 

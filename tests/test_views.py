@@ -19,7 +19,7 @@ from reservoir_dqn.envs.reservoir_figures import reservoir_figures
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.files import read_csv, read_json
 from reservoir_dqn.metrics import Record
-from reservoir_dqn.results import Evaluation
+from reservoir_dqn.results import Evaluation, Training
 from reservoir_dqn.stages import plot
 from reservoir_dqn.stages.evaluate import tracked_metrics
 from reservoir_dqn.tracking.hparams import log_hparams
@@ -171,7 +171,7 @@ def test_no_figure_of_the_plot_stage_has_a_legend_over_its_axes(project: Path) -
     evaluation, episodes = _committed_evaluation(), read_csv(REPO / "logs/eval_episodes.csv")
     figures = {
         "training_curves.png": plot.training_curves(
-            plot.read_training_log(REPO / "logs/train"), read_json(REPO / "metrics/train.json")
+            plot.read_training_log(REPO / "logs/train"), Training.from_json(read_json(REPO / "metrics/train.json"))
         ),
         "evaluation_returns.png": plot.evaluation_returns(episodes, evaluation),
         **reservoir_figures(config.env.reservoir, read_csv(REPO / "logs/trajectories.csv"), episodes),

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {  # sub-command -> module with main(argv) -> exit st
     "compare": "reservoir_dqn.compare",
     "tune": "reservoir_dqn.tune",
     "promote": "reservoir_dqn.promote",
+    "recipe": "reservoir_dqn.recipes",
 }
 
 

@@ -5,7 +5,9 @@ This is the loop at the heart of TorchRL's ``Collector`` (``policy`` then
 state it carries between batches, which the ``Collector`` keeps private: the *carrier*,
 the environment's current output (observation, running ``step_count`` and
 ``episode_reward``), and the environment's own state. :meth:`Rollout.state_dict` holds
-both, so a checkpoint resumes every episode in flight instead of cutting it.
+both, so a checkpoint resumes every episode in flight instead of cutting it. An environment
+whose state cannot be captured (a Box2D world) restarts its episodes instead:
+:attr:`Rollout.exact` says which happened.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Rollout:
     def __init__(self, env: EnvBase, policy: TensorDictModuleBase, steps: int, profile: EnvProfile) -> None:
         self.env, self.policy, self.steps, self.profile = env, policy, steps, profile
         self.carrier = env.reset()
+        self.exact = True  # False once a resume restarted the episodes in flight (their state was not saved)
 
     @torch.no_grad()
     def collect(self) -> TensorDictBase:
@@ -48,8 +51,11 @@ class Rollout:
         return {"carrier": self.carrier.to_dict(), "env": self.profile.get_state(self.env)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.carrier = TensorDict(state["carrier"], batch_size=self.env.batch_size)
-        self.profile.set_state(self.env, state["env"])
+        if self.profile.set_state(self.env, state["env"]):
+            self.carrier = TensorDict(state["carrier"], batch_size=self.env.batch_size)
+        else:  # the environment's state was not saved: its episodes restart here, from a reset
+            self.carrier = self.env.reset()
+            self.exact = False
 
     def close(self) -> None:
         self.env.close()

@@ -118,7 +118,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 def _committed_version(config: Config, client: MlflowClient) -> str:
     """The registered version of the run that wrote the committed ``train.json``."""
     trained = training_summary(config)
-    parent = trained.get("run_ids", {}).get("parent")
+    parent = trained.run_ids.get("parent")
     if not parent:
         raise StageFailed(f"{config.paths.train_metrics} names no MLflow run: it was trained with tracking off")
     try:

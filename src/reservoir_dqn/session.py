@@ -61,8 +61,11 @@ class Progress(BaseModel):
     best_frames: list[int] = []  # ... and when
     stopped_frames: list[int | None] = []  # per agent: when it reached stop_at_validation_return ...
     stopped_seconds: list[float | None] = []  # ... and after how much training and validation time
+    solved_frames: list[int | None] = []  # per agent: when its validation first reached the profile's solved_return ...
+    solved_seconds: list[float | None] = []  # ... and after how much training and validation time
     run_ids: dict[str, str] = {}  # the tracking runs this training logs to, continued on resume
     resumed_without_buffer: list[int] = []  # frames of each resume that restarted from an empty replay buffer
+    resumed_at_episode_boundary: list[int] = []  # frames of each resume that restarted the episodes in flight
 
     def state_dict(self) -> dict[str, Any]:
         return self.model_dump()
@@ -156,6 +159,13 @@ def start(config: Config, checkpoint_dir: Path | None) -> Session:
             )
         else:
             log.info(f"resuming from {path} ({session.progress.frames:,} frames per agent)")
+        if not session.rollout.exact:
+            session.progress.resumed_at_episode_boundary.append(session.progress.frames)
+            log.warning(
+                f"resuming at an episode boundary: {config.env.name}'s state cannot be saved (it holds more than "
+                "arrays, numbers and generators), so the episodes in flight restart from a reset; this run is not "
+                "an exact resume (metrics/train.json records it)"
+            )
         return session
     return _build(config, device, checkpoints)
 
@@ -192,6 +202,8 @@ def _build(config: Config, device: torch.device, checkpoints: Checkpointer | Non
         best_frames=[0] * agents,
         stopped_frames=[None] * agents,
         stopped_seconds=[None] * agents,
+        solved_frames=[None] * agents,
+        solved_seconds=[None] * agents,
     )
     best, stopped = copy.deepcopy(agent.averaged_network), copy.deepcopy(agent.averaged_network)
     checkpoint = Checkpoint(

@@ -27,7 +27,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +39,7 @@ from reservoir_dqn.curves import VALIDATION, Interval
 from reservoir_dqn.evaluation import run_agents
 from reservoir_dqn.metrics import Record, Sink
 from reservoir_dqn.replay import anneal_beta, priorities
+from reservoir_dqn.results import AgentTraining, Training, ValidationReference
 from reservoir_dqn.session import Progress, Session
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class TrainResult:
     best: QValueActor
     spec: NetworkSpec
     shipped_agent: int
-    summary: dict[str, Any]
+    summary: Training
 
 
 ValidationHook = Callable[[int, torch.Tensor], None]
@@ -159,16 +159,19 @@ def _validate(session: Session) -> Record:
         returns[active] = torch.stack([result.returns.double().mean() for result in episodes])
     scores = session.reference.score(returns)
     assert isinstance(scores, torch.Tensor)
-    target = config.train.stop_at_validation_return
+    target, solved = config.train.stop_at_validation_return, session.profile.solved_return
+    elapsed = round(progress.train_seconds + progress.eval_seconds, 2)
     for index in active:
         progress.last_return[index], progress.last_score[index] = float(returns[index]), float(scores[index])
+        if solved is not None and returns[index] >= solved and progress.solved_frames[index] is None:
+            progress.solved_frames[index], progress.solved_seconds[index] = progress.frames, elapsed
         if returns[index] >= progress.best_return[index]:  # ties: the later, longer-trained one
             progress.best_return[index], progress.best_score[index] = float(returns[index]), float(scores[index])
             progress.best_frames[index] = progress.frames
             _copy_agent(agent.averaged_network, session.best, index)
         if target is not None and returns[index] >= target:
             progress.stopped_frames[index] = progress.frames
-            progress.stopped_seconds[index] = round(progress.train_seconds + progress.eval_seconds, 2)
+            progress.stopped_seconds[index] = elapsed
             _copy_agent(agent.averaged_network, session.stopped, index)
             log.info(
                 f"agent {index} reached a validation return of {float(returns[index]):.1f} (>= {target:g}) "
@@ -228,37 +231,39 @@ def _result(session: Session) -> TrainResult:
             _copy_agent(session.stopped, final, index)
     select_best = session.config.train.select_best
     shipped = int(np.argmax(progress.best_return if select_best else progress.last_return))
-    summary = {
-        "env": session.config.env.name,
-        "seeds": agent.agents,
-        "frames": progress.frames,
-        "updates": progress.updates,
-        "train_time_s": round(progress.train_seconds, 2),
-        "validation_time_s": round(progress.eval_seconds, 2),
-        "frames_per_second": round(progress.frames * agent.agents / max(progress.train_seconds, 1e-9), 1),
-        "resumed_from_frames": session.resumed_from,
-        # False once any resume restarted learning from an empty replay buffer (it was not saved).
-        "exact_resume": not progress.resumed_without_buffer,
-        "resumed_without_buffer_at_frames": list(progress.resumed_without_buffer),
-        "shipped_agent": shipped,
-        "shipped_network": "best" if select_best else "final",
-        "validation_reference": {
-            "random_return": session.reference.random_return,
-            "optimum_return": session.reference.optimum_return,
-        },
-        "agents": [
-            {
-                "seed_index": index,
-                "final_validation_return": progress.last_return[index],
-                "final_validation_score": progress.last_score[index],
-                "best_validation_return": progress.best_return[index],
-                "best_validation_score": progress.best_score[index],
-                "best_validation_frames": progress.best_frames[index],
-                "stopped_at_frames": progress.stopped_frames[index],
-                "stopped_after_seconds": progress.stopped_seconds[index],
-            }
+    summary = Training(
+        env=session.config.env.name,
+        seeds=agent.agents,
+        frames=progress.frames,
+        updates=progress.updates,
+        train_time_s=round(progress.train_seconds, 2),
+        validation_time_s=round(progress.eval_seconds, 2),
+        frames_per_second=round(progress.frames * agent.agents / max(progress.train_seconds, 1e-9), 1),
+        resumed_from_frames=session.resumed_from,
+        exact_resume=not (progress.resumed_without_buffer or progress.resumed_at_episode_boundary),
+        resumed_without_buffer_at_frames=list(progress.resumed_without_buffer),
+        resumed_at_episode_boundary_at_frames=list(progress.resumed_at_episode_boundary),
+        solved_return=session.profile.solved_return,
+        shipped_agent=shipped,
+        shipped_network="best" if select_best else "final",
+        validation_reference=ValidationReference(
+            random_return=session.reference.random_return, optimum_return=session.reference.optimum_return
+        ),
+        agents=[
+            AgentTraining(
+                seed_index=index,
+                final_validation_return=progress.last_return[index],
+                final_validation_score=progress.last_score[index],
+                best_validation_return=progress.best_return[index],
+                best_validation_score=progress.best_score[index],
+                best_validation_frames=progress.best_frames[index],
+                stopped_at_frames=progress.stopped_frames[index],
+                stopped_after_seconds=progress.stopped_seconds[index],
+                solved_at_frames=progress.solved_frames[index],
+                solved_after_seconds=progress.solved_seconds[index],
+            )
             for index in range(agent.agents)
         ],
-        "run_ids": dict(progress.run_ids),
-    }
+        run_ids=dict(progress.run_ids),
+    )
     return TrainResult(final, session.best, session.spec, shipped, summary)

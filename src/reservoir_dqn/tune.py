@@ -77,6 +77,7 @@ from reservoir_dqn.config import (
     load_config,
 )
 from reservoir_dqn.config.sections import SearchDimension
+from reservoir_dqn.envs import profile
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.files import write_text
 from reservoir_dqn.metrics import Sink
@@ -355,7 +356,7 @@ class Objective:
             raise
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        value = self.score(torch.tensor([agent["final_validation_score"] for agent in result.summary["agents"]]))
+        value = self.score(torch.tensor([agent.final_validation_score for agent in result.summary.agents]))
         self._finish(tracking, trial, "complete", "FINISHED", value)
         return value
 
@@ -423,6 +424,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=ExperimentalWarning)  # heartbeats, the matplotlib figures
     config = config_from_args(args)
+    profile(config.env)  # an unknown or unsupported environment is refused before any trial
     root = project_root()
     url = storage_url(args.storage or config.tune.storage, root)
     name = args.study or config.tune.study

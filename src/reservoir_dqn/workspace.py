@@ -100,14 +100,13 @@ def trained_params(config: Config) -> dict[str, Any]:
 
 
 def mismatch_with_training(
-    config: Config, trained: Mapping[str, Any], sections: Sequence[str], summary: Path
+    config: Config, recorded: Mapping[str, Any] | None, sections: Sequence[str], summary: Path
 ) -> str | None:
-    """The one line to fail with when ``config``'s ``sections`` differ from what the training recorded, else ``None``.
+    """The one line to fail with when ``config``'s ``sections`` differ from the params training ``recorded``, else None.
 
-    A training summary without the record (written before it existed) is not judged.
+    A training without the record (run outside the train stage) is not judged.
     """
-    recorded = trained.get("params")
-    if not isinstance(recorded, dict):
+    if recorded is None:
         return None
     shared = [section for section in sections if section in TRAINED_PARAMS]
     changes = _differences(recorded, trained_params(config), shared)

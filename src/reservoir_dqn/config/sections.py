@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import calendar
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
@@ -158,23 +158,34 @@ RESERVOIR_RULES = (
 )
 
 
+class GymConfig(Section):
+    """A Gymnasium environment (``env.name`` a Gymnasium id): how to make it and what scores 1."""
+
+    kwargs: dict[str, Any] = Field(
+        description="Keyword arguments of gymnasium.make(env.name, ...), e.g. max_episode_steps."
+    )
+    packages: StringTuple = Field(
+        description="Modules imported before the environment is made, so that a third-party package registers "
+        "its ids (as rl-zoo3's --gym-packages)."
+    )
+    reference_return: float | None = Field(
+        description="The return that scores 1; empty: the profile's reference, else the id's reward_threshold."
+    )
+
+
 class EnvConfig(Section):
     """Which environment to train on and how many copies each agent steps together."""
 
-    name: str = Field(description="Environment: 'reservoir' or 'CartPole-v1' (a profile in reservoir_dqn.envs).")
+    name: str = Field(
+        min_length=1,
+        description="Environment: 'reservoir', or a Gymnasium id with a discrete action space and a box "
+        "observation ('CartPole-v1', 'Acrobot-v1', 'MountainCar-v0', ...).",
+    )
     num_envs: PositiveInt = Field(description="Environments each agent steps together while collecting.")
     reservoir: ReservoirConfig = Field(
         description="Physics of the reservoir environment (used when name is reservoir)."
     )
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        from reservoir_dqn.envs import PROFILES  # the registry imports this module: look it up when validating
-
-        if value not in PROFILES:
-            raise ValueError(f"unknown environment; known: {', '.join(PROFILES)}")
-        return value
+    gym: GymConfig = Field(description="A Gymnasium environment's settings (used when name is a Gymnasium id).")
 
 
 class DQNConfig(Section):

@@ -1,22 +1,57 @@
 """The environments the pipeline trains on, each behind an :class:`~reservoir_dqn.envs.profile.EnvProfile`.
 
 ``profile(config)`` is the one place that maps ``env.name`` to what an environment is; the
-rest of the pipeline asks the profile. Adding an environment means adding a profile here.
+rest of the pipeline asks the profile. The registry holds the reservoir and CartPole; any
+other name is a Gymnasium id, given the generic :class:`~reservoir_dqn.envs.gym_profile.GymProfile`
+the first time it is asked for. A user's own profile is added with :func:`register`, without
+editing the package.
 """
 
 from __future__ import annotations
 
-from reservoir_dqn.config import EnvConfig
-from reservoir_dqn.envs.cartpole import CartPoleProfile
+import gymnasium as gym
+
+from reservoir_dqn.config import ConfigError, EnvConfig
+from reservoir_dqn.envs.cartpole import cartpole_profile
+from reservoir_dqn.envs.gym_profile import GymProfile, import_packages
 from reservoir_dqn.envs.profile import EnvProfile, Episodes, Metric
 from reservoir_dqn.envs.reservoir_profile import ReservoirProfile
 
-PROFILES: dict[str, EnvProfile] = {profile.name: profile for profile in (ReservoirProfile(), CartPoleProfile())}
+PROFILES: dict[str, EnvProfile] = {}
+
+
+def register(env_profile: EnvProfile, *, replace: bool = False) -> EnvProfile:
+    """Make ``env_profile`` the profile of ``env.name: <its name>``; a taken name needs ``replace``."""
+    if env_profile.name in PROFILES and not replace:
+        raise ValueError(f"an environment profile named {env_profile.name!r} is already registered")
+    PROFILES[env_profile.name] = env_profile
+    return env_profile
+
+
+def unregister(name: str) -> None:
+    """Forget the profile ``name`` (a Gymnasium id gets the generic profile again when next asked for)."""
+    PROFILES.pop(name, None)
 
 
 def profile(config: EnvConfig) -> EnvProfile:
-    """The profile of the environment ``config.name``."""
-    return PROFILES[config.name]
+    """The profile of the environment ``config.name``, its spec checked (one-line :class:`ConfigError` if unusable)."""
+    if config.name not in PROFILES:
+        import_packages(config)
+        if config.name not in gym.registry:
+            known = ", ".join(PROFILES)
+            packages = f" after importing {', '.join(config.gym.packages)}" if config.gym.packages else ""
+            raise ConfigError(
+                f"env.name: {config.name!r} is neither a profile ({known}) nor a Gymnasium id{packages} "
+                "(a third-party package's ids need it in env.gym.packages)"
+            )
+        register(GymProfile(config.name))
+    env_profile = PROFILES[config.name]
+    if isinstance(env_profile, GymProfile):
+        env_profile.check(config)
+    return env_profile
 
 
-__all__ = ["PROFILES", "EnvProfile", "Episodes", "Metric", "profile"]
+register(ReservoirProfile())
+register(cartpole_profile())
+
+__all__ = ["PROFILES", "EnvProfile", "Episodes", "GymProfile", "Metric", "profile", "register", "unregister"]

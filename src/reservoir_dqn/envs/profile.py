@@ -77,11 +77,15 @@ class EnvProfile(ABC):
     :cvar headline: the few metrics that say which experiment is better; the first is the
         champion's and the CI gate's main one.
     :cvar optimum_label: what a score of 1 means, for tables and figures.
+    :cvar solved_return: the return at which an episode counts as solved (Gymnasium's
+        ``reward_threshold``); training records when each agent's validation first reaches it.
+        ``None``: the environment has none.
     """
 
     name: str
     headline: tuple[Metric, ...]
     optimum_label: str
+    solved_return: float | None = None
 
     @abstractmethod
     def make(self, config: EnvConfig, slot_seeds: Sequence[int]) -> EnvBase:
@@ -156,5 +160,9 @@ class EnvProfile(ABC):
         """Everything the env's next step depends on, to put in a checkpoint."""
 
     @abstractmethod
-    def set_state(self, env: EnvBase, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`get_state` returned, into an env built with the same config."""
+    def set_state(self, env: EnvBase, state: Mapping[str, Any]) -> bool:
+        """Restore what :meth:`get_state` returned, into an env built with the same config.
+
+        :returns: whether the state was restored; ``False`` when :meth:`get_state` could not
+            capture it (the episodes in flight then restart from a reset).
+        """

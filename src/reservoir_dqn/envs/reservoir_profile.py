@@ -164,7 +164,8 @@ class ReservoirProfile(EnvProfile):
         assert isinstance(base, DiscreteReservoirEnv)
         return base.get_state()
 
-    def set_state(self, env: EnvBase, state: Mapping[str, Any]) -> None:
+    def set_state(self, env: EnvBase, state: Mapping[str, Any]) -> bool:
         base = env.base_env
         assert isinstance(base, DiscreteReservoirEnv)
         base.set_state(dict(state))
+        return True

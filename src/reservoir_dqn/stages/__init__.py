@@ -16,14 +16,15 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from reservoir_dqn.agent import ModelFileError
 from reservoir_dqn.config import DEFAULT_PARAMS, Config, ConfigError, add_config_arguments, config_from_args
+from reservoir_dqn.envs import profile
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.files import read_json
 from reservoir_dqn.process import Terminated, interruption, sigterm_raises
+from reservoir_dqn.results import Training
 from reservoir_dqn.tracking import Tracking, TrackingMisconfigured, TrackingUnavailable
 from reservoir_dqn.workspace import failed_experiment_hint, reveal_params_change
 
@@ -67,7 +68,9 @@ def stage_config(name: str, description: str, paths: Sequence[str], argv: Sequen
     args.overrides += [f"paths.{path}={getattr(args, path)}" for path in paths if getattr(args, path) is not None]
     if os.environ.get("DVC_EXP_NAME"):  # values `dvc exp run -S` wrote, which git's stat cache may hide
         reveal_params_change(Path(args.params))
-    return config_from_args(args)
+    config = config_from_args(args)
+    profile(config.env)  # an unknown or unsupported environment is refused before any work
+    return config
 
 
 def connect_tracking(config: Config, experiment: str | None = None) -> Tracking:
@@ -80,15 +83,15 @@ def connect_tracking(config: Config, experiment: str | None = None) -> Tracking:
         raise StageFailed(str(error)) from None
 
 
-def training_summary(config: Config) -> dict[str, Any]:
+def training_summary(config: Config) -> Training:
     """What the train stage wrote to ``paths.train_metrics`` (the later stages read it)."""
     path = Path(config.paths.train_metrics)
     try:
-        return read_json(path)
+        return Training.from_json(read_json(path))
     except FileNotFoundError:
         raise StageFailed(f"{path} is missing: run the train stage first") from None
     except ValueError as error:
-        raise StageFailed(f"{path} cannot be read ({error})") from None
+        raise StageFailed(f"{path} cannot be read ({error}): run the train stage again") from None
 
 
 class _Console(logging.Handler):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -21,7 +20,7 @@ from reservoir_dqn.envs import Episodes, profile
 from reservoir_dqn.evaluation import describe, reference, run_agents
 from reservoir_dqn.files import OutputSet, write_csv, write_json
 from reservoir_dqn.process import exit_process
-from reservoir_dqn.results import NETWORKS, Evaluation
+from reservoir_dqn.results import NETWORKS, Evaluation, Training
 from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config, training_summary
 from reservoir_dqn.statistics import Summary
 from reservoir_dqn.tracking.hparams import log_hparams
@@ -33,9 +32,7 @@ OUTPUTS = ("eval_metrics", "summary", "eval_episodes", "trajectories")  # writte
 PARAMS = ("env", "evaluate", "tracking")  # the sections dvc.yaml lists for this stage
 
 
-def evaluate(
-    config: Config, agents_folder: Path, trained: dict[str, Any]
-) -> tuple[Evaluation, pd.DataFrame, pd.DataFrame]:
+def evaluate(config: Config, agents_folder: Path, trained: Training) -> tuple[Evaluation, pd.DataFrame, pd.DataFrame]:
     """Run the agents' networks and the baselines; return the evaluation, per-episode rows and trajectory rows."""
     env_profile, settings = profile(config.env), config.evaluate
     networks = {network: load_model(agents_folder / f"{network}.pt") for network in NETWORKS}
@@ -62,7 +59,7 @@ def evaluate(
         headline=tuple(metric.name for metric in env_profile.headline),
         per_agent={network: [metrics(episodes) for episodes in agents] for network, agents in played.items()},
         baselines={name: metrics(episodes) for name, episodes in baseline_episodes.items()},
-        shipped=(int(trained["shipped_agent"]), str(trained["shipped_network"])),
+        shipped=(trained.shipped_agent, trained.shipped_network),
         episodes=settings.episodes,
         settings=env_profile.settings(config.env),
     )
@@ -152,12 +149,12 @@ def run(argv: Sequence[str] | None = None) -> None:
     paths = config.paths
     tracking = connect_tracking(config)
     trained = training_summary(config)
-    if (mismatch := mismatch_with_training(config, trained, PARAMS, Path(paths.train_metrics))) is not None:
+    if (mismatch := mismatch_with_training(config, trained.params, PARAMS, Path(paths.train_metrics))) is not None:
         raise StageFailed(mismatch)
-    tracking.attach(trained.get("run_ids", {}))
+    tracking.attach(trained.run_ids)
     with tracking.finishing():
         evaluation, episodes, trajectories = evaluate(config, Path(paths.agents), trained)
-        headline = evaluation.headline_metrics() | {"train_minutes": round(float(trained["train_time_s"]) / 60, 2)}
+        headline = evaluation.headline_metrics() | {"train_minutes": round(trained.train_time_s / 60, 2)}
         targets = [Path(getattr(paths, name)) for name in OUTPUTS]
         with OutputSet(targets) as outputs:
             eval_metrics, summary, eval_episodes, trajectories_csv = (outputs.path(target) for target in targets)
@@ -171,8 +168,8 @@ def run(argv: Sequence[str] | None = None) -> None:
             tracking.run.log_metrics(tracked_metrics(evaluation, headline["train_minutes"] or 0.0))
             tracking.log_baselines(evaluation)
             tracking.record_candidate(evaluation)
-        if config.tracking.tensorboard and trained.get("tensorboard_dir"):
-            log_hparams(tracking.root / trained["tensorboard_dir"], config, evaluation)
+        if config.tracking.tensorboard and trained.tensorboard_dir:
+            log_hparams(tracking.root / trained.tensorboard_dir, config, evaluation)
         tracking.publish([(Path(path), None) for path in (paths.eval_metrics, paths.summary, paths.eval_episodes)])
     print(report(evaluation))
 

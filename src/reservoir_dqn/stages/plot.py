@@ -33,7 +33,7 @@ from reservoir_dqn.config.sections import PathsConfig
 from reservoir_dqn.envs import profile
 from reservoir_dqn.files import OutputSet, read_csv, read_json, write_atomic
 from reservoir_dqn.process import exit_process
-from reservoir_dqn.results import Evaluation
+from reservoir_dqn.results import Evaluation, Training
 from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config, training_summary
 from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
@@ -65,9 +65,9 @@ def _curve(ax: Axes, frame: pd.DataFrame, field: str, shipped: int, label: str) 
     ax.plot(mean.index, mean.values, color="black", linewidth=1.2, linestyle="--", label=f"mean of {label}")
 
 
-def training_curves(log: dict[str, pd.DataFrame], trained: dict[str, Any]) -> Figure:
+def training_curves(log: dict[str, pd.DataFrame], trained: Training) -> Figure:
     """Validation score, training return, TD loss and Q-values per agent; epsilon and learning rate."""
-    shipped = int(trained["shipped_agent"])
+    shipped = trained.shipped_agent
     figure, axes = plt.subplots(2, 3, figsize=(16, 8), sharex=True, layout="constrained")
     panels = [
         (
@@ -92,9 +92,9 @@ def training_curves(log: dict[str, pd.DataFrame], trained: dict[str, Any]) -> Fi
         axis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
     validation = log.get("validation")
     if validation is not None and len(validation):
-        network = trained["shipped_network"]
-        agent = trained["agents"][shipped]
-        at = agent["best_validation_frames"] if network == "best" else (agent["stopped_at_frames"] or trained["frames"])
+        network = trained.shipped_network
+        agent = trained.agents[shipped]
+        at = agent.best_validation_frames if network == "best" else (agent.stopped_at_frames or trained.frames)
         axes[0, 0].axvline(at, color="black", linewidth=0.8, linestyle=":")
         axes[0, 0].annotate(
             f"shipped: seed {shipped}, {network}",
@@ -213,10 +213,10 @@ def run(argv: Sequence[str] | None = None) -> None:
     paths = config.paths
     tracking = connect_tracking(config)
     trained = training_summary(config)
-    if (mismatch := mismatch_with_training(config, trained, PARAMS, Path(paths.train_metrics))) is not None:
+    if (mismatch := mismatch_with_training(config, trained.params, PARAMS, Path(paths.train_metrics))) is not None:
         raise StageFailed(mismatch)
     log, evaluation, episodes, trajectories = read_inputs(paths)  # before the run is joined or a file written
-    tracking.attach(trained.get("run_ids", {}))
+    tracking.attach(trained.run_ids)
     with tracking.finishing():
         figures = {
             "training_curves.png": training_curves(log, trained),

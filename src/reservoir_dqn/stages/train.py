@@ -50,20 +50,21 @@ def run(argv: Sequence[str] | None = None) -> None:
             result = train(session, sinks)
         except TrainingDiverged as error:
             raise StageFailed(str(error)) from None
-        tensorboard = tracking.tensorboard_dir(result.summary["run_ids"]) if config.tracking.tensorboard else None
-        summary = {
-            **result.summary,
-            "params": trained_params(config),
-            "run_name": tracking.identity.name,
-            "tensorboard_dir": None if tensorboard is None else str(tensorboard.relative_to(tracking.root)),
-        }
+        tensorboard = tracking.tensorboard_dir(result.summary.run_ids) if config.tracking.tensorboard else None
+        summary = result.summary.model_copy(
+            update={
+                "params": trained_params(config),
+                "run_name": tracking.identity.name,
+                "tensorboard_dir": None if tensorboard is None else str(tensorboard.relative_to(tracking.root)),
+            }
+        )
         with outputs:
             shipped = result.best if config.train.select_best else result.final
             save_model(*select_agents(shipped, result.spec, [result.shipped_agent]), outputs.path(model))
             save_model(result.final, result.spec, outputs.path(agents) / "final.pt")
             save_model(result.best, result.spec, outputs.path(agents) / "best.pt")
             shutil.copytree(live_log, outputs.path(train_log))
-            write_json(outputs.path(train_metrics), summary)
+            write_json(outputs.path(train_metrics), summary.to_json())
             if (changed := snapshot.check_unchanged("train", PARAMS)) is not None:
                 raise StageFailed(changed)
         artifacts: list[tuple[Path, str | None]] = [
