@@ -97,7 +97,7 @@ def tiny_config(project: Path) -> Config:
 
 def training_json(**fields: object) -> dict:
     """A hand-made, complete ``metrics/train.json`` (one agent, 800 frames), with ``fields`` replaced."""
-    from reservoir_dqn.results import Training
+    from reservoir_dqn.summary import Training
 
     agent = {
         "seed_index": 0,

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from reservoir_dqn.agent import ModelFileError, NetworkSpec, load_model, make_q_network, save_model
+from reservoir_dqn.agent import NetworkSpec, load_model, make_q_network, save_model
 from reservoir_dqn.checkpoint import CorruptCheckpoint, verify_archive
+from reservoir_dqn.errors import ModelFileError
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.stages import train
 from tests.conftest import model_weights, training_json

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, TINY, dotted, tree_digest, write_params
-from tests.dvc_repo import baseline_repo, clean_env, clone_repo, commit, dvc, make_repo, run
+from tests.dvc_repo import BASELINE, baseline_repo, clean_env, clone_repo, commit, dvc, make_repo, run
 
 pytestmark = pytest.mark.slow
 COMPARE = (sys.executable, "-m", "reservoir_dqn.cli", "compare")
@@ -44,6 +44,36 @@ def test_dvc_tracks_a_few_headline_metrics(repo: Path) -> None:
     assert list(metrics) == ["metrics/summary.json"]
     names = set(metrics["metrics/summary.json"]["data"])
     assert names == {"score", "score_lo", "score_hi", "return", "reliability", "train_minutes"}
+
+
+def _stale_stages(repo: Path) -> set[str]:
+    """The stages `dvc status` says would run again."""
+    out = dvc(repo, "status", "--json").stdout
+    return set(json.loads(out or "{}"))
+
+
+@pytest.mark.parametrize(
+    ("change", "stale"),
+    [
+        ("tracking.connect_timeout_s=3.5", {"evaluate", "plot"}),  # the connection: no result moves
+        ("tracking.register_model=false", {"evaluate", "plot"}),
+        ("tracking.log_interval_frames=80", {"train", "evaluate", "plot"}),  # the training curves' points
+    ],
+)
+def test_a_tracking_setting_retrains_only_when_it_changes_what_train_writes(
+    repo: Path, change: str, stale: set[str]
+) -> None:
+    key, value = change.split("=")
+    write_params(repo / "params.yaml", **{**BASELINE, key: yaml.safe_load(value)})
+    assert _stale_stages(repo) == stale
+
+
+def test_the_mlflow_views_code_does_not_retrain(repo: Path) -> None:
+    """The saved MLflow view is made by evaluate: its code is no dependency of train (nor is the gate's statistics)."""
+    for module in ("tracking/views.py", "statistics.py"):
+        with (repo / "src/reservoir_dqn" / module).open("a") as source:
+            source.write("# a change that moves no result\n")
+    assert "train" not in _stale_stages(repo) and {"evaluate"} <= _stale_stages(repo)
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from reservoir_dqn.exits import Exit
 from reservoir_dqn.stages import evaluate, plot, train
 from reservoir_dqn.tracking import Tracking, experiment_name, registered_model_name
 from reservoir_dqn.tracking.naming import identify
+from reservoir_dqn.tracking.outcomes import describe_experiment
 from reservoir_dqn.tracking.registry import _fluent_store
 from reservoir_dqn.tracking.runs import PipelineRun
 from reservoir_dqn.tracking.sinks import MlflowSink
@@ -194,9 +195,12 @@ def test_an_experiment_tag_a_parallel_process_inserted_first_is_written_again(pr
         original(self, experiment_id, key, value)
 
     monkeypatch.setattr(MlflowClient, "set_experiment_tag", inserted_by_the_other_process_first)
-    store = connect(config, project)
+    tracking = Tracking.connect(config)
+    headline = [metric.name for metric in profile(config.env).headline]
+    describe_experiment(tracking, headline)
+    store = tracking.store
     assert store is not None and raced
-    wanted = experiment_tags(store.experiment_id, [metric.name for metric in profile(config.env).headline])
+    wanted = experiment_tags(store.experiment_id, headline)
     tags = store.client.get_experiment(store.experiment_id).tags
     assert {key: tags.get(key) for key in wanted} == wanted  # the raced tag holds this process's value
 

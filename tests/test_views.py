@@ -19,9 +19,10 @@ from reservoir_dqn.envs.reservoir_figures import reservoir_figures
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.files import read_csv, read_json
 from reservoir_dqn.metrics import Record
-from reservoir_dqn.results import Evaluation, Training
+from reservoir_dqn.results import Evaluation
 from reservoir_dqn.stages import plot
 from reservoir_dqn.stages.evaluate import tracked_metrics
+from reservoir_dqn.summary import Training
 from reservoir_dqn.tracking.hparams import log_hparams
 from reservoir_dqn.tracking.sinks import TensorBoardSink
 from reservoir_dqn.tracking.views import FIXED_COLUMNS, header_width, key_metrics, key_view_state

@@ -35,7 +35,7 @@ from torchrl.objectives import DQNLoss, HardUpdate, SoftUpdate
 from torchrl.objectives.utils import TargetNetUpdater
 
 from reservoir_dqn.config import DQNConfig
-from reservoir_dqn.errors import first_line
+from reservoir_dqn.errors import ModelFileError, first_line
 from reservoir_dqn.files import write_atomic
 from reservoir_dqn.streams import EXPLORATION, generators
 
@@ -349,10 +349,6 @@ def save_model(q_network: QValueActor, spec: NetworkSpec, path: Path) -> None:
         "state_dict": {name: tensor.detach().cpu() for name, tensor in q_network.state_dict().items()},
     }
     write_atomic(path, lambda temporary: torch.save(payload, temporary))
-
-
-class ModelFileError(ValueError):
-    """A model file that is missing, corrupt, unsafe or of another format."""
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[QValueActor, NetworkSpec]:

@@ -39,8 +39,8 @@ from reservoir_dqn.curves import VALIDATION, Interval
 from reservoir_dqn.evaluation import run_agents
 from reservoir_dqn.metrics import Record, Sink
 from reservoir_dqn.replay import anneal_beta, priorities
-from reservoir_dqn.results import AgentTraining, Training, ValidationReference
 from reservoir_dqn.session import Progress, Session
+from reservoir_dqn.summary import AgentTraining, Training, ValidationReference
 
 log = logging.getLogger(__name__)
 

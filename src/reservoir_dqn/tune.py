@@ -86,6 +86,7 @@ from reservoir_dqn.session import start
 from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage
 from reservoir_dqn.statistics import iqm
 from reservoir_dqn.tracking import Tracking
+from reservoir_dqn.tracking.outcomes import describe_experiment
 from reservoir_dqn.tracking.sinks import CsvSink, MlflowSink
 from reservoir_dqn.tracking.store import EXPERIMENT_PREFIX, Store, project_root, retrying, with_postgres_driver
 from reservoir_dqn.training import train
@@ -424,7 +425,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=ExperimentalWarning)  # heartbeats, the matplotlib figures
     config = config_from_args(args)
-    profile(config.env)  # an unknown or unsupported environment is refused before any trial
+    env_profile = profile(config.env)  # an unknown or unsupported environment is refused before any trial
     root = project_root()
     url = storage_url(args.storage or config.tune.storage, root)
     name = args.study or config.tune.study
@@ -438,6 +439,7 @@ def run(argv: Sequence[str] | None = None) -> None:
         print(f"wrote {args.output}; reproduce it with the full budget: .venv/bin/dvc exp run $(cat {args.output})")
         return
     tracking = connect_tracking(config, study_experiment(name))
+    describe_experiment(tracking, [metric.name for metric in env_profile.headline])
     storage = open_storage(url, config.tune, tracking.store)
     study = make_study(storage, name, config.tune)
     parent = study_run(tracking.store, name, url) if tracking.store is not None else None

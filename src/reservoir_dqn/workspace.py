@@ -127,12 +127,15 @@ def git(*args: str) -> subprocess.CompletedProcess[str] | None:
 
 
 def reveal_params_change(path: Path) -> None:
-    """Make git see that ``path`` differs from its index entry, when git's stat cache says it does not.
+    """Make git see that ``path`` differs from its index entry, whatever git's stat cache holds.
 
-    Nothing happens outside a git work tree, when git is missing, or when git already sees
-    the change: only a file whose content differs from the index's blob while
-    ``git diff --quiet`` calls it clean gets its modification time moved one second on,
-    which is what makes git compare the content again.
+    ``dvc exp run -S`` rewrites params.yaml with a line of the same length (``gamma: 5`` keeps
+    its comment's column), and DVC writes git's index in the same second: git compares
+    only the seconds of a file's modification time, so once the index is written again the
+    entry looks clean and ``git status`` hides the experiment's values. When the file's
+    content differs from the index's blob, its modification time moves one second on,
+    which makes git compare the content. Nothing happens outside a git work tree, when git
+    is missing, or when the content is the index's.
     """
     listed = git("ls-files", "--stage", "--", str(path))
     if listed is None or listed.returncode != 0 or not listed.stdout.strip():
@@ -141,9 +144,6 @@ def reveal_params_change(path: Path) -> None:
     current = git("hash-object", "--", str(path))
     if current is None or current.returncode != 0 or current.stdout.strip() == indexed:
         return
-    seen = git("diff", "--quiet", "--", str(path))
-    if seen is None or seen.returncode != 0:
-        return  # git sees the change (1) or cannot tell (an error): nothing to reveal
     status = path.stat()
     os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns + 1_000_000_000))
 

@@ -17,14 +17,13 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from reservoir_dqn.agent import ModelFileError
 from reservoir_dqn.config import DEFAULT_PARAMS, Config, ConfigError, add_config_arguments, config_from_args
 from reservoir_dqn.envs import profile
-from reservoir_dqn.errors import first_line
+from reservoir_dqn.errors import ModelFileError, first_line
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.files import read_json
 from reservoir_dqn.process import Terminated, interruption, sigterm_raises
-from reservoir_dqn.results import Training
+from reservoir_dqn.summary import Training
 from reservoir_dqn.tracking import Tracking, TrackingMisconfigured, TrackingUnavailable
 from reservoir_dqn.workspace import failed_experiment_hint, reveal_params_change
 

@@ -20,10 +20,12 @@ from reservoir_dqn.envs import Episodes, profile
 from reservoir_dqn.evaluation import describe, reference, run_agents
 from reservoir_dqn.files import OutputSet, write_csv, write_json
 from reservoir_dqn.process import exit_process
-from reservoir_dqn.results import NETWORKS, Evaluation, Training
+from reservoir_dqn.results import NETWORKS, Evaluation
 from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config, training_summary
 from reservoir_dqn.statistics import Summary
+from reservoir_dqn.summary import Training
 from reservoir_dqn.tracking.hparams import log_hparams
+from reservoir_dqn.tracking.outcomes import describe_experiment, log_baselines, record_candidate
 from reservoir_dqn.tracking.views import TRAIN_MINUTES, best_snapshot_metric, eval_metric
 from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
@@ -164,10 +166,11 @@ def run(argv: Sequence[str] | None = None) -> None:
             write_csv(trajectories_csv, trajectories)
             if (changed := snapshot.check_unchanged("evaluate", PARAMS)) is not None:
                 raise StageFailed(changed)
+        describe_experiment(tracking, evaluation.headline)
         if tracking.run is not None:
             tracking.run.log_metrics(tracked_metrics(evaluation, headline["train_minutes"] or 0.0))
-            tracking.log_baselines(evaluation)
-            tracking.record_candidate(evaluation)
+            log_baselines(tracking, evaluation)
+            record_candidate(tracking, evaluation)
         if config.tracking.tensorboard and trained.tensorboard_dir:
             log_hparams(tracking.root / trained.tensorboard_dir, config, evaluation)
         tracking.publish([(Path(path), None) for path in (paths.eval_metrics, paths.summary, paths.eval_episodes)])

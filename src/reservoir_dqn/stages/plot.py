@@ -33,8 +33,9 @@ from reservoir_dqn.config.sections import PathsConfig
 from reservoir_dqn.envs import profile
 from reservoir_dqn.files import OutputSet, read_csv, read_json, write_atomic
 from reservoir_dqn.process import exit_process
-from reservoir_dqn.results import Evaluation, Training
+from reservoir_dqn.results import Evaluation
 from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config, training_summary
+from reservoir_dqn.summary import Training
 from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
 PATHS = ("train_log", "train_metrics", "eval_metrics", "eval_episodes", "trajectories", "plots")

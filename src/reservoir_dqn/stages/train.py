@@ -28,7 +28,18 @@ from reservoir_dqn.workspace import ParamsSnapshot, trained_params
 
 PATHS = ("model", "agents", "checkpoints", "train_log", "train_metrics")
 OUTPUTS = ("model", "agents", "train_log", "train_metrics")  # written as a set, after training
-PARAMS = ("seed", "env", "dqn", "train", "tracking")  # the sections dvc.yaml lists for this stage
+# The params dvc.yaml lists for this stage: the sections that make a training, and the tracking keys
+# that change what it writes (whether runs exist, the TensorBoard folder, the curves' points). The
+# connection (uri, connect_timeout_s), the registry and the champion budget change no result.
+PARAMS = (
+    "seed",
+    "env",
+    "dqn",
+    "train",
+    "tracking.enabled",
+    "tracking.tensorboard",
+    "tracking.log_interval_frames",
+)
 LIVE_LOG = "train_log"  # the training log while it grows: in the checkpoint folder, resumed with it
 
 

@@ -10,8 +10,6 @@ holds: it connects first (failing fast), then opens or joins the runs.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -35,7 +33,6 @@ from reservoir_dqn.tracking.store import (
 )
 
 if TYPE_CHECKING:  # the MLflow modules are imported only once a store answered (mlflow takes a second)
-    from reservoir_dqn.results import Evaluation
     from reservoir_dqn.tracking.registry import ModelLogger
     from reservoir_dqn.tracking.runs import PipelineRun
 
@@ -150,44 +147,6 @@ class Tracking:
         if self.run is not None:
             self.run.publish(artifacts, model)
 
-    def record_candidate(self, evaluation: Evaluation) -> None:
-        """Store the evaluation's per-seed scores and conditions on this run's registered version, a candidate.
-
-        The alias moves only with ``reservoir-dqn promote``, on committed work
-        (:mod:`reservoir_dqn.tracking.champion`).
-        """
-        version = None if self.run is None else self.run.tag("model_version")
-        if self.run is None or version is None or not self.config.tracking.register_model:
-            return
-        from reservoir_dqn.tracking.champion import record_candidate
-
-        scores = evaluation.metric(evaluation.headline[0], evaluation.shipped_network).per_seed
-        try:
-            record_candidate(
-                self.run.client, registered_model_name(self.config.env.name), version, scores, evaluation.conditions
-            )
-        except Exception as error:  # noqa: BLE001 - the evaluation itself is done and written
-            log.warning(f"MLflow: could not record version {version}'s scores ({first_line(error)})")
-
-    def log_baselines(self, evaluation: Evaluation) -> None:
-        """The baselines' results, logged once per environment configuration in a reference run, linked by tag.
-
-        They are the same for every run of the same environment and test seeds, so they are
-        not repeated in each run.
-        """
-        if self.run is None:
-            return
-        from reservoir_dqn.tracking.runs import reference_run
-
-        key = f"{self.config.env.name}-{_env_hash(self.config)}-{evaluation.first_seed}-{evaluation.episodes}"
-        metrics = {
-            f"{policy}/{name}": value
-            for policy, values in evaluation.baselines.items()
-            for name, value in values.items()
-        }
-        reference = reference_run(self.run.store, key, f"baselines ({self.config.env.name})", metrics)
-        self.run.set_tags({"baselines_run": reference})
-
     def finish(self, status: str = "FINISHED") -> None:
         if self.run is not None:
             self.run.set_status(status)
@@ -209,10 +168,6 @@ class Tracking:
                 log.warning(f"MLflow: could not mark the runs {status} ({first_line(tracking_error)})")
             raise
         self.finish()
-
-
-def _env_hash(config: Config) -> str:
-    return hashlib.sha256(json.dumps(config.env.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:10]
 
 
 __all__ = [

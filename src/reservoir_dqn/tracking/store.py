@@ -26,10 +26,8 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 from urllib.parse import urlparse
 
 from reservoir_dqn.config import Config
-from reservoir_dqn.envs import profile
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.process import collection_paused
-from reservoir_dqn.tracking.views import experiment_tags
 
 if TYPE_CHECKING:  # mlflow takes about a second to import: only a stage that tracks pays it
     from mlflow import MlflowClient
@@ -227,7 +225,6 @@ def connect(config: Config, root: Path | None = None, experiment: str | None = N
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             experiment_id = _experiment(
                 client,
-                config,
                 experiment or experiment_name(config.env.name),
                 root if uri.startswith("sqlite:") else None,
             )
@@ -238,7 +235,7 @@ def connect(config: Config, root: Path | None = None, experiment: str | None = N
     return Store(client, uri, root, experiment_id)
 
 
-def _set_experiment_tag(client: MlflowClient, experiment_id: str, key: str, value: str) -> None:
+def set_experiment_tag(client: MlflowClient, experiment_id: str, key: str, value: str) -> None:
     """Set one experiment tag, which a process tagging the same new experiment may insert first.
 
     MLflow's SQL stores write a tag as a look-up, then an insert or an update: the loser of
@@ -253,23 +250,16 @@ def _set_experiment_tag(client: MlflowClient, experiment_id: str, key: str, valu
         retrying(client.set_experiment_tag, experiment_id, key, value)
 
 
-def _experiment(client: MlflowClient, config: Config, name: str, artifact_root: Path | None) -> str:
-    """The experiment ``name``, with its description and key-metrics view.
+def _experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
+    """The experiment ``name``: created when missing, and joined when a parallel process created it first.
 
-    Created when missing, and joined when a parallel process created it first; the tags of
-    :mod:`.views` are kept current on every connection.
+    Its description and key-metrics view are the evaluate stage's
+    (:func:`reservoir_dqn.tracking.outcomes.describe_experiment`): they name the test metrics.
     """
-    headline = [metric.name for metric in profile(config.env).headline]
-
-    def tag(experiment_id: str, current: dict[str, str]) -> str:
-        for key, value in experiment_tags(experiment_id, headline).items():  # older experiments get them too
-            if current.get(key) != value:
-                _set_experiment_tag(client, experiment_id, key, value)
-        return experiment_id
 
     def existing() -> str | None:
         found = retrying(client.get_experiment_by_name, name)
-        return None if found is None else tag(str(found.experiment_id), found.tags)
+        return None if found is None else str(found.experiment_id)
 
     if (found := existing()) is None:
         # Without an explicit location MLflow would put artifacts in ./mlruns of whatever folder runs the stage.
@@ -279,7 +269,7 @@ def _experiment(client: MlflowClient, config: Config, name: str, artifact_root: 
             else (artifact_root / "mlartifacts" / name.removeprefix(f"{EXPERIMENT_PREFIX}/")).as_uri()
         )
         try:
-            found = tag(str(retrying(client.create_experiment, name, artifact_location=location)), {})
+            found = str(retrying(client.create_experiment, name, artifact_location=location))
         except Exception:
             # Parallel experiments starting together: another process may have created it first.
             if (found := existing()) is None:

@@ -1,0 +1,75 @@
+"""What the evaluate stage records in MLflow, beside its metrics: the experiment's description and
+key-metrics view, the baselines' reference run, and the registered version's candidacy.
+
+These live apart from :class:`~reservoir_dqn.tracking.Tracking` because they are about test
+results: the train stage never imports them, so a change to the saved view or to the
+champion's statistics does not make DVC re-train (``tests/test_dvc_deps.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+
+from reservoir_dqn.config import Config
+from reservoir_dqn.errors import first_line
+from reservoir_dqn.results import Evaluation
+from reservoir_dqn.tracking import Tracking
+from reservoir_dqn.tracking.champion import record_candidate as record_scores
+from reservoir_dqn.tracking.store import registered_model_name, retrying, set_experiment_tag
+from reservoir_dqn.tracking.views import experiment_tags
+
+log = logging.getLogger(__name__)
+
+
+def describe_experiment(tracking: Tracking, headline: Sequence[str]) -> None:
+    """Keep the experiment's description and key-metrics view of ``headline`` current (older experiments too)."""
+    store = tracking.store
+    if store is None:
+        return
+    current = retrying(store.client.get_experiment, store.experiment_id).tags
+    for key, value in experiment_tags(store.experiment_id, headline).items():
+        if current.get(key) != value:
+            set_experiment_tag(store.client, store.experiment_id, key, value)
+
+
+def log_baselines(tracking: Tracking, evaluation: Evaluation) -> None:
+    """The baselines' results, logged once per environment configuration in a reference run, linked by tag.
+
+    They are the same for every run of the same environment and test seeds, so they are
+    not repeated in each run.
+    """
+    if tracking.run is None:
+        return
+    from reservoir_dqn.tracking.runs import reference_run
+
+    config = tracking.config
+    key = f"{config.env.name}-{_env_hash(config)}-{evaluation.first_seed}-{evaluation.episodes}"
+    metrics = {
+        f"{policy}/{name}": value for policy, values in evaluation.baselines.items() for name, value in values.items()
+    }
+    reference = reference_run(tracking.run.store, key, f"baselines ({config.env.name})", metrics)
+    tracking.run.set_tags({"baselines_run": reference})
+
+
+def record_candidate(tracking: Tracking, evaluation: Evaluation) -> None:
+    """Store the evaluation's per-seed scores and conditions on this run's registered version, a candidate.
+
+    The alias moves only with ``reservoir-dqn promote``, on committed work
+    (:mod:`reservoir_dqn.tracking.champion`).
+    """
+    run, config = tracking.run, tracking.config
+    version = None if run is None else run.tag("model_version")
+    if run is None or version is None or not config.tracking.register_model:
+        return
+    scores = evaluation.metric(evaluation.headline[0], evaluation.shipped_network).per_seed
+    try:
+        record_scores(run.client, registered_model_name(config.env.name), version, scores, evaluation.conditions)
+    except Exception as error:  # noqa: BLE001 - the evaluation itself is done and written
+        log.warning(f"MLflow: could not record version {version}'s scores ({first_line(error)})")
+
+
+def _env_hash(config: Config) -> str:
+    return hashlib.sha256(json.dumps(config.env.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:10]
