@@ -29,10 +29,13 @@ def describe_experiment(tracking: Tracking, headline: Sequence[str]) -> None:
     store = tracking.store
     if store is None:
         return
-    current = retrying(store.client.get_experiment, store.experiment_id).tags
-    for key, value in experiment_tags(store.experiment_id, headline).items():
-        if current.get(key) != value:
-            set_experiment_tag(store.client, store.experiment_id, key, value)
+    try:
+        current = retrying(store.client.get_experiment, store.experiment_id).tags
+        for key, value in experiment_tags(store.experiment_id, headline).items():
+            if current.get(key) != value:
+                set_experiment_tag(store.client, store.experiment_id, key, value)
+    except Exception as error:  # noqa: BLE001 - a description is no reason to fail the stage's work
+        log.warning(f"MLflow: could not describe the experiment ({first_line(error)})")
 
 
 def log_baselines(tracking: Tracking, evaluation: Evaluation) -> None:
