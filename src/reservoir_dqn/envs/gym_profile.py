@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -49,6 +50,14 @@ from reservoir_dqn.errors import first_line
 # Attributes that are the environment's definition, not its state: never saved.
 DEFINITION = frozenset({"env", "spec", "_cached_spec", "observation_space", "action_space", "metadata"})
 PLAIN = (bool, int, float, str, type(None))
+
+
+@dataclass(frozen=True)
+class _Spaces:
+    """What one made copy says about the environment: its observation space and episode limit."""
+
+    observation: gym.spaces.Box[Any]
+    episode_limit: int
 
 
 class GymProfile(EnvProfile):
@@ -73,7 +82,7 @@ class GymProfile(EnvProfile):
     ) -> None:
         self.name = env_id
         self.reference, self.scale, self.observation_names = reference, scale, observation_names
-        self._checked: set[str] = set()  # the settings already checked (each stage asks several times)
+        self._spaces: dict[str, _Spaces] = {}  # per env.gym settings: what one made copy said (asked often)
         self.threshold = self.solved_return = gym.spec(env_id).reward_threshold
         self.optimum_label = reference_label or (
             f"a return of {reference:g}" if reference is not None else f"{env_id}'s reference return"
@@ -85,9 +94,13 @@ class GymProfile(EnvProfile):
 
     def check(self, config: EnvConfig) -> None:
         """Refuse, in one line, what DQN cannot learn here (the spec check when a stage starts)."""
+        self._probe(config)
+
+    def _probe(self, config: EnvConfig) -> _Spaces:
+        """The spaces and episode limit of one copy made with ``config``, checked once per settings."""
         key = json.dumps(config.gym.model_dump(mode="json"), sort_keys=True)
-        if key in self._checked:
-            return
+        if key in self._spaces:
+            return self._spaces[key]
         where = f"env.name: {self.name}"
         try:
             probe = self._make_one(config)
@@ -97,6 +110,7 @@ class GymProfile(EnvProfile):
             ) from None
         try:
             action, observation = probe.action_space, probe.observation_space
+            limit = probe.spec.max_episode_steps if probe.spec is not None else None
         finally:
             probe.close()
         if not isinstance(action, gym.spaces.Discrete):
@@ -111,9 +125,11 @@ class GymProfile(EnvProfile):
         if self.observation_names is not None and len(self.observation_names) != observation.shape[0]:
             names = ", ".join(self.observation_names)
             raise ConfigError(f"{where} observes {observation.shape[0]} values, its profile names {names}")
+        if limit is None:
+            raise ConfigError(f"{where} has no episode limit: set env.gym.kwargs.max_episode_steps")
         self.optimum_return(config, {})  # a reference must exist
-        self.episode_limit(config)  # and an end to every episode
-        self._checked.add(key)
+        self._spaces[key] = _Spaces(observation, int(limit))
+        return self._spaces[key]
 
     def make(self, config: EnvConfig, slot_seeds: Sequence[int]) -> EnvBase:
         # With autoreset disabled, TorchRL resets the finished copies itself.
@@ -130,12 +146,7 @@ class GymProfile(EnvProfile):
         return gym.make(self.name, disable_env_checker=True, **kwargs)
 
     def episode_limit(self, config: EnvConfig) -> int:
-        probe = self._make_one(config)
-        limit = probe.spec.max_episode_steps if probe.spec is not None else None
-        probe.close()
-        if limit is None:
-            raise ConfigError(f"env.name: {self.name} has no episode limit: set env.gym.kwargs.max_episode_steps")
-        return int(limit)
+        return self._probe(config).episode_limit
 
     def settings(self, config: EnvConfig) -> dict[str, Any]:
         kwargs = {f"env.gym.kwargs.{key}": value for key, value in sorted(config.gym.kwargs.items())}
@@ -144,10 +155,7 @@ class GymProfile(EnvProfile):
     def observation_scale(self, config: EnvConfig) -> tuple[float, ...] | None:
         if self.scale is not None:
             return self.scale
-        probe = self._make_one(config)
-        space = probe.observation_space
-        probe.close()
-        assert isinstance(space, gym.spaces.Box)
+        space = self._probe(config).observation
         bound = np.maximum(np.abs(space.low), np.abs(space.high)).astype(np.float64)
         factors = tuple(float(1 / b) if np.isfinite(b) and b > 0 else 1.0 for b in bound)
         return None if all(factor == 1.0 for factor in factors) else factors
