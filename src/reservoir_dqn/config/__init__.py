@@ -1,11 +1,12 @@
 """Typed, frozen, validated parameters: ``params.yaml`` plus command-line overrides.
 
 :mod:`.sections` holds the pydantic models (one per params.yaml section, every field
-described), :mod:`.tree` the whole configuration and its cross-section rules, and
-:mod:`.loading` reads the file safely, applies ``--set`` overrides and turns any problem
-into a one-line :class:`ConfigError`.
+described; the ``env`` section's are in :mod:`.environments`), :mod:`.tree` the whole
+configuration and its cross-section rules, and :mod:`.loading` reads the file safely,
+applies ``--set`` overrides and turns any problem into a one-line :class:`ConfigError`.
 """
 
+from reservoir_dqn.config.environments import EnvConfig, GymConfig, ReservoirConfig
 from reservoir_dqn.config.loading import (
     ConfigError,
     add_config_arguments,
@@ -22,9 +23,6 @@ from reservoir_dqn.config.sections import (
     TUNE_SEED_BASE,
     VALIDATION_SEED_BASE,
     DQNConfig,
-    EnvConfig,
-    GymConfig,
-    ReservoirConfig,
     TrainConfig,
     TuneConfig,
 )

@@ -15,12 +15,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from reservoir_dqn.config.environments import EnvConfig
 from reservoir_dqn.config.sections import (
     DEFAULT_PARAMS,
     TUNE_SEED_BASE,
     CompareConfig,
     DQNConfig,
-    EnvConfig,
     EvaluateConfig,
     PathsConfig,
     Section,

@@ -1,0 +1,166 @@
+"""The ``env`` section: which environment, and each environment's own settings with their rules.
+
+:class:`ReservoirConfig` is the reservoir's physics, checked against the rules of
+:data:`RESERVOIR_RULES` (declared once: the validator checks them and the README's table
+lists them, :mod:`.rules`); :class:`GymConfig` is how a Gymnasium id is made and scored.
+"""
+
+from __future__ import annotations
+
+import calendar
+from typing import Annotated, Any
+
+from pydantic import Field, model_validator
+
+from reservoir_dqn.config import rules
+from reservoir_dqn.config.sections import (
+    CountTuple,
+    PositiveFloat,
+    PositiveFloatTuple,
+    PositiveInt,
+    Section,
+    StringTuple,
+)
+
+
+class ReservoirConfig(Section):
+    """Physical parameters of :class:`reservoir_dqn.envs.reservoir.DiscreteReservoirEnv`.
+
+    The defaults describe a mid-sized multipurpose reservoir with a snowmelt-driven
+    inflow regime; see params.yaml for the unit and source of each number.
+    """
+
+    horizon_months: int = Field(ge=12, description="Episode length H in months, a year or more; the planning horizon.")
+    start_month: int = Field(ge=0, le=11, description="Calendar month of the first step (0 = January).")
+    observe_time_left: bool = Field(
+        description="Observe the months left as a share of the horizon; the horizon is then the end of the MDP "
+        "(termination), as in the SDP. Off: a stationary observation, and the horizon truncates."
+    )
+    unit_hm3: PositiveFloat = Field(description="Volume of one storage unit in hm3.")
+    capacity: PositiveInt = Field(description="Active storage capacity in units.")
+    min_storage: int = Field(ge=0, description="Minimum operating storage in units; below it is a violation.")
+    initial_storage: int = Field(ge=0, description="Storage at the start of every episode, in units.")
+    release_levels: CountTuple = Field(
+        min_length=2, description="Discrete release targets in units per month, ascending."
+    )
+    turbine_capacity: PositiveInt = Field(description="Largest release the turbines can pass, units per month.")
+    head_min_m: PositiveFloat = Field(description="Hydraulic head at empty storage, metres.")
+    head_max_m: PositiveFloat = Field(description="Hydraulic head at full storage, metres.")
+    efficiency: float = Field(gt=0.0, le=1.0, description="Turbine-generator efficiency (dimensionless).")
+    demand: CountTuple = Field(
+        min_length=12, max_length=12, description="Monthly water-supply demand, units, January first."
+    )
+    inflow_median: PositiveFloatTuple = Field(
+        min_length=12, max_length=12, description="Median monthly inflow in units, January first."
+    )
+    inflow_cv: PositiveFloatTuple = Field(
+        min_length=12, max_length=12, description="Coefficient of variation of monthly inflow."
+    )
+    inflow_classes: Annotated[int, Field(ge=2, le=25)] = Field(
+        description="Number K of equiprobable classes the lognormal inflow is discretised into."
+    )
+    weight_energy: float = Field(ge=0.0, description="Reward per GWh of hydropower.")
+    weight_deficit: float = Field(ge=0.0, description="Penalty per unit of unmet demand.")
+    weight_spill: float = Field(ge=0.0, description="Penalty per unit spilled over the crest.")
+    weight_violation: float = Field(ge=0.0, description="Penalty per unit of storage below min_storage.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReservoirConfig:
+        rules.check(self, RESERVOIR_RULES)
+        return self
+
+
+def _unserved_month(config: ReservoirConfig) -> str | None:
+    levels = set(config.release_levels)
+    month = next((month for month, demand in enumerate(config.demand) if demand not in levels), None)
+    if month is None:
+        return None
+    return (
+        f"demand ({config.demand[month]} in {calendar.month_name[month + 1]}) is not one of release_levels "
+        f"({list(config.release_levels)}): no release meets that month's demand exactly"
+    )
+
+
+WEIGHTS = ("weight_energy", "weight_deficit", "weight_spill", "weight_violation")
+# The reservoir's rules between fields (each field's own bounds are on the field); the README lists both.
+RESERVOIR_RULES = (
+    rules.Rule(
+        ("min_storage", "capacity"),
+        "`min_storage` is below `capacity`",
+        lambda c: (
+            f"min_storage ({c.min_storage}) must be below capacity ({c.capacity})"
+            if c.min_storage >= c.capacity
+            else None
+        ),
+    ),
+    rules.Rule(
+        ("initial_storage", "capacity"),
+        "`initial_storage` lies in [0, `capacity`]",
+        lambda c: (
+            f"initial_storage ({c.initial_storage}) lies outside [0, capacity ({c.capacity})]"
+            if c.initial_storage > c.capacity
+            else None
+        ),
+    ),
+    rules.Rule(
+        ("release_levels",),
+        "strictly ascending",
+        lambda c: (
+            f"release_levels ({list(c.release_levels)}) must be strictly ascending"
+            if list(c.release_levels) != sorted(set(c.release_levels))
+            else None
+        ),
+    ),
+    rules.Rule(
+        ("demand", "release_levels"),
+        "every month's demand is one of the release levels, so some release meets it exactly (levels above "
+        "`turbine_capacity` are allowed: the excess passes without generating)",
+        _unserved_month,
+    ),
+    rules.Rule(
+        ("head_min_m", "head_max_m"),
+        "`head_max_m` is at least `head_min_m`",
+        lambda c: (
+            f"head_max_m ({c.head_max_m}) is below head_min_m ({c.head_min_m})" if c.head_max_m < c.head_min_m else None
+        ),
+    ),
+    rules.Rule(
+        WEIGHTS,
+        "at least one weight is above 0 (with none, every policy is optimal)",
+        lambda c: (
+            ", ".join(f"{name} ({getattr(c, name)})" for name in WEIGHTS) + " are all 0: every policy is optimal"
+            if not any(getattr(c, name) > 0 for name in WEIGHTS)
+            else None
+        ),
+    ),
+)
+
+
+class GymConfig(Section):
+    """A Gymnasium environment (``env.name`` a Gymnasium id): how to make it and what scores 1."""
+
+    kwargs: dict[str, Any] = Field(
+        description="Keyword arguments of gymnasium.make(env.name, ...), e.g. max_episode_steps."
+    )
+    packages: StringTuple = Field(
+        description="Modules imported before the environment is made, so that a third-party package registers "
+        "its ids (as rl-zoo3's --gym-packages)."
+    )
+    reference_return: float | None = Field(
+        description="The return that scores 1; empty: the profile's reference, else the id's reward_threshold."
+    )
+
+
+class EnvConfig(Section):
+    """Which environment to train on and how many copies each agent steps together."""
+
+    name: str = Field(
+        min_length=1,
+        description="Environment: 'reservoir', or a Gymnasium id with a discrete action space and a box "
+        "observation ('CartPole-v1', 'Acrobot-v1', 'MountainCar-v0', ...).",
+    )
+    num_envs: PositiveInt = Field(description="Environments each agent steps together while collecting.")
+    reservoir: ReservoirConfig = Field(
+        description="Physics of the reservoir environment (used when name is reservoir)."
+    )
+    gym: GymConfig = Field(description="A Gymnasium environment's settings (used when name is a Gymnasium id).")
