@@ -44,7 +44,6 @@ until a worker joins the study again and ends.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import logging
 import math
@@ -52,7 +51,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +88,10 @@ from reservoir_dqn.tracking import Tracking
 from reservoir_dqn.tracking.outcomes import describe_experiment
 from reservoir_dqn.tracking.sinks import CsvSink, MlflowSink
 from reservoir_dqn.tracking.store import EXPERIMENT_PREFIX, Store, project_root, retrying, with_postgres_driver
+from reservoir_dqn.tracking.study import STUDY_TAG, log_figures, study_run, study_run_status
 from reservoir_dqn.training import train
 
 log = logging.getLogger(__name__)
-STUDY_TAG = "optuna_study"
 TABLE_RACE_ATTEMPTS = 5
 TRIAL_TAG = "optuna_trial"
 RUN_ATTRIBUTE = "mlflow_run_id"
@@ -227,68 +226,6 @@ def suggest(trial: Trial, settings: TuneConfig) -> list[str]:
     return overrides
 
 
-def study_run(store: Store, study: str, storage: str) -> str:
-    """The MLflow run of the study, created by the first worker (the oldest one wins a race; the others drop theirs)."""
-    query = f"tags.{STUDY_TAG} = '{study}' and tags.run_kind = 'study'"
-
-    def existing() -> list[Any]:
-        runs = retrying(store.client.search_runs, [store.experiment_id], filter_string=query)
-        return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
-
-    found = existing()
-    if found:
-        return str(found[0].info.run_id)
-    tags = {STUDY_TAG: study, "run_kind": "study", "optuna_storage": _safe(storage)}
-    mine = retrying(store.client.create_run, store.experiment_id, run_name=f"tune: {study}", tags=tags)
-    winner = existing()[0].info.run_id
-    if winner != mine.info.run_id:
-        retrying(store.client.delete_run, mine.info.run_id)
-    return str(winner)
-
-
-@contextlib.contextmanager
-def study_run_status(store: Store | None, run_id: str | None, study: optuna.Study, own: set[int]) -> Iterator[None]:
-    """The study's run is RUNNING while this worker works; its final status when it ends (see the module's docstring).
-
-    :param own: the numbers of the trials this worker ran (an interrupted one may still be RUNNING in Optuna).
-    """
-    if store is None or run_id is None:
-        yield
-        return
-    retrying(store.client.update_run, run_id, status="RUNNING")
-    status = "FAILED"
-    try:
-        yield
-        status = "FINISHED"
-    except INTERRUPTIONS:
-        status = "KILLED"
-        raise
-    finally:
-        _end_study_run(store, run_id, study, own, status)
-
-
-def _end_study_run(store: Store, run_id: str, study: optuna.Study, own: set[int], status: str) -> None:
-    try:
-        others = others_running(study, own)
-    except Exception as error:  # noqa: BLE001 - the storage failing may be why the worker ends: decide alone
-        log.warning(f"study {study.study_name}: cannot see other workers' trials ({first_line(error)})")
-        others = []
-    if others:
-        log.info(f"study {study.study_name}: trials {others} still run in other workers; its run stays RUNNING")
-        return
-    try:
-        retrying(store.client.set_terminated, run_id, status=status)
-    except Exception as error:  # noqa: BLE001 - the tracking store failing may be why the worker ends
-        log.warning(f"study {study.study_name}: its MLflow run could not be set {status} ({first_line(error)})")
-
-
-def others_running(study: optuna.Study, own: set[int]) -> list[int]:
-    """The trials that other workers are running; dead workers' trials (stale heartbeats) are failed first."""
-    optuna.storages.fail_stale_trials(study)
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    return [trial.number for trial in running if trial.number not in own]
-
-
 class Objective:
     """One trial: a training run with the trial's overrides, reporting its validation score for pruning."""
 
@@ -376,32 +313,6 @@ def _interruption(error: BaseException) -> str:
     return "SIGTERM" if isinstance(error, Terminated) else "Ctrl-C"
 
 
-def log_figures(store: Store, run_id: str, study: optuna.Study) -> None:
-    """Optuna's optimisation history, parameter importances and parallel coordinates, on the study's run."""
-    import matplotlib.pyplot as plt
-
-    finished = [trial for trial in study.trials if trial.state == TrialState.COMPLETE]
-    if not finished:
-        return
-    plots: dict[str, Callable[[optuna.Study], Any]] = {
-        "optimization_history.png": optuna.visualization.matplotlib.plot_optimization_history,
-        "parallel_coordinate.png": optuna.visualization.matplotlib.plot_parallel_coordinate,
-    }
-    if len(finished) >= 2:
-        plots["param_importances.png"] = optuna.visualization.matplotlib.plot_param_importances
-    with tempfile.TemporaryDirectory() as folder:
-        for name, plot in plots.items():
-            axes = plot(study)
-            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-            figure.set_size_inches(10, 6)
-            figure.savefig(Path(folder) / name, dpi=100, bbox_inches="tight")
-            plt.close(figure)
-        retrying(store.client.log_artifacts, run_id, folder, "optuna")
-    best = study.best_trial
-    retrying(store.client.log_metric, run_id, "tune/best_objective", float(best.value or 0.0), step=len(finished))
-    retrying(store.client.set_tag, run_id, "best_trial", str(best.number))
-
-
 def best_overrides(study: optuna.Study) -> list[str]:
     """The best trial's parameters as ``-S key=value`` arguments of ``dvc exp run``."""
     finished = [trial for trial in study.trials if trial.state == TrialState.COMPLETE]
@@ -442,7 +353,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     describe_experiment(tracking, [metric.name for metric in env_profile.headline])
     storage = open_storage(url, config.tune, tracking.store)
     study = make_study(storage, name, config.tune)
-    parent = study_run(tracking.store, name, url) if tracking.store is not None else None
+    parent = study_run(tracking.store, name, _safe(url)) if tracking.store is not None else None
     objective = Objective(args.params, args.overrides, config, tracking.store, parent)
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     with study_run_status(tracking.store, parent, study, objective.numbers):
