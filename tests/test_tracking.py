@@ -175,6 +175,7 @@ def test_an_experiment_created_by_a_parallel_process_is_joined(project: Path, ml
     store = connect(config, project)
     assert store is not None and calls == [name, name]
     assert store.experiment_id == original(client, name).experiment_id
+    assert not store.created_experiment  # so a tuning worker waits for the creator's study run
 
 
 DUPLICATE_KEY = 'duplicate key value violates unique constraint "experiment_tag_pk"'  # what PostgreSQL says

@@ -8,7 +8,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,6 +28,8 @@ from reservoir_dqn.config import load_config
 from reservoir_dqn.config.sections import SearchDimension
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.process import Terminated
+from reservoir_dqn.tracking.store import Store
+from reservoir_dqn.tracking.study import study_run
 from tests.conftest import wait_for, write_params
 from tests.servers import MlflowServer, PostgresServer, free_port, postgres_binaries
 
@@ -352,6 +356,25 @@ def test_the_study_run_stays_running_while_another_worker_runs_a_trial(
     _load(storage, "reservoir-dqn").tell(other.number, 0.4)  # the other worker's trial ends; then that worker
     assert tune.main([]) == Exit.OK
     assert _study_runs(uri, "reservoir-dqn")[0].info.status == "FINISHED"
+
+
+def test_workers_starting_together_make_one_study_run(tmp_path: Path, empty_store: Path) -> None:
+    """The worker that created the study's experiment makes its run; one that joined it waits for that run,
+    even when it looks first; workers that all joined an older experiment keep only the oldest of theirs."""
+    shutil.copyfile(empty_store, tmp_path / "mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("reservoir-dqn/tune/together")
+    creator, joiner = (Store(client, "sqlite://", tmp_path, experiment_id, created) for created in (True, False))
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(study_run, joiner, "together", "sqlite:///optuna.db", 30.0)
+        time.sleep(1.0)
+        assert not waiting.done() and client.search_runs([experiment_id]) == []  # it waits, and makes none
+        made = study_run(creator, "together", "sqlite:///optuna.db")
+        assert waiting.result(timeout=30) == made
+    assert [run.info.run_id for run in client.search_runs([experiment_id])] == [made]
+    client.delete_run(made)  # the study's run is gone; two workers of the old experiment start
+    joined = [study_run(joiner, "together", "sqlite:///optuna.db", 0.0) for _ in range(2)]
+    assert joined[0] == joined[1] and [run.info.run_id for run in client.search_runs([experiment_id])] == joined[:1]
 
 
 @slow

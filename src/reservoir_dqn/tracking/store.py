@@ -194,6 +194,8 @@ class Store:
     uri: str
     root: Path
     experiment_id: str
+    created_experiment: bool = False
+    """Whether this process created the experiment: one of several starting together did (its name is unique)."""
 
     @property
     def embedded(self) -> bool:
@@ -223,7 +225,7 @@ def connect(config: Config, root: Path | None = None, experiment: str | None = N
 
         try:
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-            experiment_id = _experiment(
+            experiment_id, created = _experiment(
                 client,
                 experiment or experiment_name(config.env.name),
                 root if uri.startswith("sqlite:") else None,
@@ -232,7 +234,7 @@ def connect(config: Config, root: Path | None = None, experiment: str | None = N
             raise TrackingUnavailable(
                 f"MLflow store {uri} cannot be used ({first_line(error)}; {_setting(config.tracking.uri)})"
             ) from None
-    return Store(client, uri, root, experiment_id)
+    return Store(client, uri, root, experiment_id, created)
 
 
 def set_experiment_tag(client: MlflowClient, experiment_id: str, key: str, value: str) -> None:
@@ -250,8 +252,9 @@ def set_experiment_tag(client: MlflowClient, experiment_id: str, key: str, value
         retrying(client.set_experiment_tag, experiment_id, key, value)
 
 
-def _experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
-    """The experiment ``name``: created when missing, and joined when a parallel process created it first.
+def _experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> tuple[str, bool]:
+    """The experiment ``name`` and whether this call created it: created when missing, and joined
+    when a parallel process created it first.
 
     Its description and key-metrics view are the evaluate stage's
     (:func:`reservoir_dqn.tracking.outcomes.describe_experiment`): they name the test metrics.
@@ -261,17 +264,18 @@ def _experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> 
         found = retrying(client.get_experiment_by_name, name)
         return None if found is None else str(found.experiment_id)
 
-    if (found := existing()) is None:
-        # Without an explicit location MLflow would put artifacts in ./mlruns of whatever folder runs the stage.
-        location = (
-            None
-            if artifact_root is None
-            else (artifact_root / "mlartifacts" / name.removeprefix(f"{EXPERIMENT_PREFIX}/")).as_uri()
-        )
-        try:
-            found = str(retrying(client.create_experiment, name, artifact_location=location))
-        except Exception:
-            # Parallel experiments starting together: another process may have created it first.
-            if (found := existing()) is None:
-                raise
-    return found
+    if (found := existing()) is not None:
+        return found, False
+    # Without an explicit location MLflow would put artifacts in ./mlruns of whatever folder runs the stage.
+    location = (
+        None
+        if artifact_root is None
+        else (artifact_root / "mlartifacts" / name.removeprefix(f"{EXPERIMENT_PREFIX}/")).as_uri()
+    )
+    try:
+        return str(retrying(client.create_experiment, name, artifact_location=location)), True
+    except Exception:
+        # Parallel experiments starting together: another process may have created it first.
+        if (found := existing()) is None:
+            raise
+        return found, False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,13 @@ STUDY_TAG = "optuna_study"
 log = logging.getLogger(__name__)
 
 
-def study_run(store: Store, study: str, storage: str) -> str:
-    """The MLflow run of the study, created by the first worker (the oldest one wins a race; the others drop theirs).
+def study_run(store: Store, study: str, storage: str, wait_s: float = 60.0) -> str:
+    """The MLflow run of the study, made once however many workers start together.
+
+    The worker that created the study's experiment (its name is unique, so exactly one did)
+    creates the run; the others wait up to ``wait_s`` for it to appear. An experiment that
+    already had no study run (its run deleted, or its creator died first) leaves no such
+    worker: then every worker creates one, and all but the oldest visible one are deleted.
 
     :param storage: the Optuna storage, as shown (without its password).
     """
@@ -39,10 +45,17 @@ def study_run(store: Store, study: str, storage: str) -> str:
         return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
 
     found = existing()
+    if not found and not store.created_experiment:
+        deadline = time.monotonic() + wait_s
+        while not found and time.monotonic() < deadline:
+            time.sleep(0.5)
+            found = existing()
     if found:
         return str(found[0].info.run_id)
     tags = {STUDY_TAG: study, "run_kind": "study", "optuna_storage": storage}
     mine = retrying(store.client.create_run, store.experiment_id, run_name=f"tune: {study}", tags=tags)
+    if store.created_experiment:
+        return str(mine.info.run_id)
     winner = existing()[0].info.run_id
     if winner != mine.info.run_id:
         retrying(store.client.delete_run, mine.info.run_id)
