@@ -41,6 +41,7 @@ RECIPES = {
     name: f".venv/bin/dvc exp run --temp --name {short} $(.venv/bin/reservoir-dqn recipe {name})"
     for name, short in (("Acrobot-v1", "acrobot"), ("MountainCar-v0", "mountaincar"), ("CartPole-v1", "cartpole"))
 }
+DELAWARE = ".venv/bin/dvc exp run --temp --name delaware $(.venv/bin/reservoir-dqn recipe reservoir-delaware)"
 UNSUPPORTED = ".venv/bin/reservoir-dqn train -S env.name=Pendulum-v1"
 TRAIN = ".venv/bin/reservoir-dqn train --set dqn.gamma=0.95 --lr 3e-4 --seeds 2"
 EVALUATE = ".venv/bin/reservoir-dqn evaluate"
@@ -78,6 +79,8 @@ NOT_RUN = {
         "cartpole`) with the same recipe (checked below); tests/test_recipes.py prints and loads every recipe"
         for command in RECIPES.values()
     },
+    DELAWARE: "a 5-seed training of minutes; examples/reservoir-delaware/ holds the evaluation it measured, which "
+    "tests/test_records.py checks is of the recipe as it stands, and test_training.py resumes the same reservoir",
 }
 # MAKE_RUN is run by tests.dvc_repo.baseline_repo, which builds the project every test here starts from.
 RUN_HERE = (MAKE_RUN, TRY_CHANGE, COMPARE, EXP_SHOW, QUEUE, QUEUE_START, QUEUE_STATUS, TRAIN, EVALUATE,

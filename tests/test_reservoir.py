@@ -156,7 +156,7 @@ def test_no_one_step_deviation_improves_the_sdp_value() -> None:
         t = int(torch.randint(CONFIG.horizon_months, (1,), generator=generator))
         s = int(torch.randint(CONFIG.capacity + 1, (1,), generator=generator))
         month = (t + CONFIG.start_month) % 12
-        best = float(solution.values[t, s])
+        best = float(solution.values[t, s, 0])
         for action in range(MODEL.num_actions):
             value = 0.0
             for inflow in MODEL.inflow_values[month].tolist():
@@ -166,10 +166,10 @@ def test_no_one_step_deviation_improves_the_sdp_value() -> None:
                     torch.tensor(action),
                     torch.tensor(month),
                 )
-                value += float(outcome.reward) + float(solution.values[t + 1, int(outcome.next_storage)])
+                value += float(outcome.reward) + float(solution.values[t + 1, int(outcome.next_storage), 0])
             value /= MODEL.inflow_values.shape[1]
             assert value <= best + 1e-9
-            if action == int(solution.policy[t, s]):
+            if action == int(solution.policy[t, s, 0]):
                 assert value == pytest.approx(best, abs=1e-9)
 
 
@@ -198,7 +198,7 @@ def test_sdp_solves_the_default_problem_quickly() -> None:
     started = time.perf_counter()
     solution = solve(MODEL)
     assert time.perf_counter() - started < 5.0
-    assert solution.policy.shape == (CONFIG.horizon_months, CONFIG.capacity + 1)
+    assert solution.policy.shape == (CONFIG.horizon_months, CONFIG.capacity + 1, 1)
 
 
 def test_the_score_cannot_invert_when_every_return_is_negative() -> None:

@@ -20,7 +20,7 @@ from reservoir_dqn.session import agent_seeds, env_seeds, start
 from reservoir_dqn.stages import train
 from reservoir_dqn.training import TrainingDiverged
 from reservoir_dqn.training import train as train_loop
-from tests.conftest import model_weights, write_params
+from tests.conftest import REPO, model_weights, write_params
 from tests.identity_env import LENGTH, IdentityProfile
 
 TIMING_COLUMNS = {"frames_per_second"}
@@ -106,6 +106,12 @@ def test_agents_and_master_seeds_give_different_weights(project: Path) -> None:
 # Batches of 200 frames (25 steps of 8 environments) keep the long intervals cheap. Validations fall on
 # the stops: a run that ends between two validations validates once more (its shipped agent is chosen
 # on a fresh validation), which the straight run does not.
+RECORD_DRIVEN = (
+    "env.name=reservoir-delaware",
+    "env.reservoir.inflow_model=record",
+    f"env.reservoir.record.path={REPO / 'data/delaware_monthly_hm3.csv'}",
+    "env.reservoir.unit_hm3=106.0",
+)
 LONG_BATCHES = (
     "env.num_envs=8",
     "train.frames_per_batch=200",
@@ -117,7 +123,8 @@ LONG_BATCHES = (
 @pytest.mark.parametrize(
     ("interval", "stop", "total", "extra"),
     [
-        pytest.param(200, 1200, 2000, (), marks=pytest.mark.slow),
+        # A reservoir driven by the Delaware record: the inflow chain's classes resume mid-episode too.
+        pytest.param(200, 1200, 2000, RECORD_DRIVEN, marks=pytest.mark.slow),
         pytest.param(120, 1200, 2000, ("dqn.prioritized=true",), marks=pytest.mark.slow),
         pytest.param(120, 1200, 2000, ("env.name=CartPole-v1",), marks=pytest.mark.slow),
         # The intervals of the issue, stopped at one of their checkpoints, mid-episode: 3,000 frames are
@@ -132,7 +139,7 @@ def test_resume_is_exact_at_any_checkpoint_interval(
     """N frames straight == stopped at a checkpoint in the middle of episodes, then resumed: bit-identical."""
     budget = (f"train.checkpoint_interval_frames={interval}", f"train.total_frames={total}", *extra)
     env = load_config(project / "params.yaml", extra).env
-    if env.name == "reservoir":  # the boundary falls inside the episodes (CartPole's vary in length)
+    if env.name.startswith("reservoir"):  # the boundary falls inside the episodes (CartPole's vary in length)
         assert (stop // env.num_envs) % env.reservoir.horizon_months != 0
     assert _train(*budget, name="straight") == 0
     assert _train(*budget, f"train.total_frames={stop}", name="resumed") == 0

@@ -8,7 +8,7 @@ lists them, :mod:`.rules`); :class:`GymConfig` is how a Gymnasium id is made and
 from __future__ import annotations
 
 import calendar
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -21,6 +21,28 @@ from reservoir_dqn.config.sections import (
     Section,
     StringTuple,
 )
+
+
+class RecordConfig(Section):
+    """A river's monthly inflow record (a CSV file) that the reservoir's inflow chain is fitted to.
+
+    :mod:`reservoir_dqn.envs.records` reads the file (monthly or daily lines) and
+    :mod:`reservoir_dqn.envs.inflows` fits the chain.
+    """
+
+    path: str = Field(description="CSV file of the record, relative to the project root; its first column is the date.")
+    column: str = Field(description="The column of the flows (e.g. a gauge's number).")
+    units: Literal["hm3", "m3/s"] = Field(
+        description="What a value is: the volume of its line's period (a month or a day) in hm3, or the "
+        "period's mean flow in m3/s."
+    )
+    first_year: int | None = Field(description="First calendar year the chain is fitted on; empty: the record's first.")
+    last_year: int | None = Field(description="Last calendar year the chain is fitted on; empty: the record's last.")
+    pseudocount: float = Field(
+        ge=0.0,
+        description="Added to every transition count before a row is normalised: 0 keeps the record's "
+        "frequencies (an empty row is the next month's class frequencies), 1 is add-one smoothing.",
+    )
 
 
 class ReservoirConfig(Section):
@@ -50,6 +72,11 @@ class ReservoirConfig(Section):
     demand: CountTuple = Field(
         min_length=12, max_length=12, description="Monthly water-supply demand, units, January first."
     )
+    inflow_model: Literal["lognormal", "record"] = Field(
+        description="lognormal: independent draws from inflow_median and inflow_cv; record: a periodic Markov "
+        "chain fitted to the record (the inflow class then is part of the state and the observation)."
+    )
+    record: RecordConfig = Field(description="The record the chain is fitted to (used when inflow_model is record).")
     inflow_median: PositiveFloatTuple = Field(
         min_length=12, max_length=12, description="Median monthly inflow in units, January first."
     )
@@ -57,7 +84,8 @@ class ReservoirConfig(Section):
         min_length=12, max_length=12, description="Coefficient of variation of monthly inflow."
     )
     inflow_classes: Annotated[int, Field(ge=2, le=25)] = Field(
-        description="Number K of equiprobable classes the lognormal inflow is discretised into."
+        description="Number K of inflow classes per month: equiprobable lognormal classes, or the record's "
+        "quantile classes."
     )
     weight_energy: float = Field(ge=0.0, description="Reward per GWh of hydropower.")
     weight_deficit: float = Field(ge=0.0, description="Penalty per unit of unmet demand.")
@@ -156,11 +184,12 @@ class EnvConfig(Section):
 
     name: str = Field(
         min_length=1,
-        description="Environment: 'reservoir', or a Gymnasium id with a discrete action space and a box "
+        description="Environment: 'reservoir', a reservoir under a name of its own ('reservoir-<river>': its own "
+        "experiment, model and champion), or a Gymnasium id with a discrete action space and a box "
         "observation ('CartPole-v1', 'Acrobot-v1', 'MountainCar-v0', ...).",
     )
     num_envs: PositiveInt = Field(description="Environments each agent steps together while collecting.")
     reservoir: ReservoirConfig = Field(
-        description="Physics of the reservoir environment (used when name is reservoir)."
+        description="Physics of the reservoir environment (used when name is reservoir or reservoir-<river>)."
     )
     gym: GymConfig = Field(description="A Gymnasium environment's settings (used when name is a Gymnasium id).")

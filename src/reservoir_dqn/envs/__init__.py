@@ -1,8 +1,10 @@
 """The environments the pipeline trains on, each behind an :class:`~reservoir_dqn.envs.profile.EnvProfile`.
 
 ``profile(config)`` is the one place that maps ``env.name`` to what an environment is; the
-rest of the pipeline asks the profile. The registry holds the reservoir and CartPole; any
-other name is a Gymnasium id, given the generic :class:`~reservoir_dqn.envs.gym_profile.GymProfile`
+rest of the pipeline asks the profile. The registry holds the reservoir and CartPole; a name
+``reservoir-<river>`` is a reservoir under a name of its own (its own experiment, model and
+champion: a real river's record beside the illustrative reservoir); any other name is a
+Gymnasium id, given the generic :class:`~reservoir_dqn.envs.gym_profile.GymProfile`
 the first time it is asked for. A user's own profile is added with :func:`register`, without
 editing the package.
 """
@@ -15,7 +17,7 @@ from reservoir_dqn.config import ConfigError, EnvConfig
 from reservoir_dqn.envs.cartpole import cartpole_profile
 from reservoir_dqn.envs.gym_profile import GymProfile, import_packages
 from reservoir_dqn.envs.profile import EnvProfile, Episodes, Metric
-from reservoir_dqn.envs.reservoir_profile import ReservoirProfile
+from reservoir_dqn.envs.reservoir_profile import NAMED, ReservoirProfile
 
 PROFILES: dict[str, EnvProfile] = {}
 
@@ -35,6 +37,8 @@ def unregister(name: str) -> None:
 
 def profile(config: EnvConfig) -> EnvProfile:
     """The profile of the environment ``config.name``, its spec checked (one-line :class:`ConfigError` if unusable)."""
+    if config.name not in PROFILES and config.name.startswith(NAMED):
+        register(ReservoirProfile(config.name))
     if config.name not in PROFILES:
         import_packages(config)
         if config.name not in gym.registry:
@@ -46,8 +50,7 @@ def profile(config: EnvConfig) -> EnvProfile:
             )
         register(GymProfile(config.name))
     env_profile = PROFILES[config.name]
-    if isinstance(env_profile, GymProfile):
-        env_profile.check(config)
+    env_profile.check(config)
     return env_profile
 
 

@@ -52,17 +52,19 @@ class StandardOperatingPolicy(TensorDictModuleBase):
 
 
 class SDPPolicy(TensorDictModuleBase):
-    """The optimal policy: look up the SDP table at the current time step and storage."""
+    """The optimal policy: look up the SDP table at the current time step, storage and last inflow class."""
 
     def __init__(self, solution: SDPSolution) -> None:
         super().__init__()
-        self.in_keys, self.out_keys = ["time_step", "storage"], ["action"]
+        self.in_keys, self.out_keys = ["time_step", "storage", "inflow_class"], ["action"]
         self.register_buffer("table", solution.policy)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         time_step = tensordict.get("time_step").clamp(max=self.table.shape[0] - 1)
         storage = tensordict.get("storage").round().long()
-        return tensordict.set("action", self.table[time_step, storage])
+        # An independent inflow's table has one class column: the class does not matter.
+        inflow_class = tensordict.get("inflow_class").clamp(max=self.table.shape[2] - 1)
+        return tensordict.set("action", self.table[time_step, storage, inflow_class])
 
 
 @lru_cache(maxsize=8)

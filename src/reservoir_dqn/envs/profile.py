@@ -95,6 +95,13 @@ class EnvProfile(ABC):
         flags and, from transforms, ``step_count`` and ``episode_reward``.
         """
 
+    def check(self, config: EnvConfig) -> None:
+        """Refuse, in one line (:class:`~reservoir_dqn.config.ConfigError`), settings this environment cannot run.
+
+        Called when a stage starts, before it writes anything; most environments need no check.
+        """
+        return None
+
     @abstractmethod
     def episode_limit(self, config: EnvConfig) -> int:
         """The most steps an episode can last."""

@@ -16,7 +16,8 @@ from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 from reservoir_dqn.config import ReservoirConfig
-from reservoir_dqn.envs.reservoir_model import INFO_KEYS, MONTHS, Outcome, ReservoirModel
+from reservoir_dqn.envs.records import MONTHS
+from reservoir_dqn.envs.reservoir_model import INFO_KEYS, Outcome, ReservoirModel
 
 
 class DiscreteReservoirEnv(EnvBase):
@@ -37,23 +38,28 @@ class DiscreteReservoirEnv(EnvBase):
 
     ## Observation Space
 
-    ``observation`` is a float32 vector of shape ``(4,)`` (``(3,)`` when ``observe_time_left``
-    is off):
+    ``observation`` is a float32 vector of shape ``(4,)``: ``(3,)`` when ``observe_time_left``
+    is off, one more with a persistent inflow model (``inflow_model: record``):
 
-    | Num | Observation                           | Min  | Max |
-    |-----|---------------------------------------|------|-----|
-    | 0   | storage / capacity (start of month)   | 0    | 1   |
-    | 1   | sin(2 pi month / 12)                  | -1   | 1   |
-    | 2   | cos(2 pi month / 12)                  | -1   | 1   |
-    | 3   | months left / horizon_months          | 0    | 1   |
+    | Num | Observation                                    | Min  | Max |
+    |-----|------------------------------------------------|------|-----|
+    | 0   | storage / capacity (start of month)            | 0    | 1   |
+    | 1   | sin(2 pi month / 12)                           | -1   | 1   |
+    | 2   | cos(2 pi month / 12)                           | -1   | 1   |
+    | 3   | months left / horizon_months                   | 0    | 1   |
+    | 4   | last month's inflow class k as (k + 1/2) / K   | 0    | 1   |
 
     The months left make the observation the SDP's own state (time step, storage): without
     them the best policy the agent can represent is stationary in the month, and it cannot
-    draw the reservoir down before the horizon as the optimum does.
+    draw the reservoir down before the horizon as the optimum does. With a persistent inflow,
+    the SDP's state also holds the class of the inflow the operator has just seen; it enters
+    as the class's middle quantile, so that "a dry month for its season" reads the same in
+    every season and on every river.
 
     The output also carries, per reservoir, the month's physical quantities and reward
     components, the episode's running counts of months with a supply shortfall and with
-    a storage violation (see ``INFO_KEYS``), ``month`` (0 = January) and ``time_step``.
+    a storage violation (see ``INFO_KEYS``), ``month`` (0 = January), ``time_step`` and
+    ``inflow_class`` (the class of last month's inflow; 0 at the start of an independent one).
 
     ## Transition (one month, month ``m``, storage ``s``, inflow ``q``, target ``u``)
 
@@ -67,12 +73,19 @@ class DiscreteReservoirEnv(EnvBase):
 
     ## Inflow
 
-    Month ``m``'s inflow is lognormal with median ``inflow_median[m]`` and coefficient of
-    variation ``inflow_cv[m]``, discretised into ``inflow_classes`` equiprobable classes
-    represented by their conditional means (whole units). Draws are independent across
-    months and years. Each reservoir slot has its own generator: slot ``i`` of an
-    environment seeded ``s`` draws what a single environment seeded ``s + i`` draws. An
-    episode's inflow sequence is drawn at reset, so it does not depend on the actions.
+    ``inflow_model: lognormal``: month ``m``'s inflow is lognormal with median
+    ``inflow_median[m]`` and coefficient of variation ``inflow_cv[m]``, discretised into
+    ``inflow_classes`` equiprobable classes represented by their conditional means (whole
+    units). Draws are independent across months and years.
+
+    ``inflow_model: record``: a periodic Markov chain fitted to a river's record
+    (:mod:`~reservoir_dqn.envs.inflows`): month ``m``'s class is drawn from row ``j`` of
+    ``transitions[m - 1]``, ``j`` being the previous month's class; the class of the month
+    before the first is drawn from that month's class frequencies.
+
+    Each reservoir slot has its own generator: slot ``i`` of an environment seeded ``s``
+    draws what a single environment seeded ``s + i`` draws. An episode's inflow sequence is
+    drawn at reset, so it does not depend on the actions.
 
     ## Rewards
 
@@ -98,7 +111,8 @@ class DiscreteReservoirEnv(EnvBase):
     Each reservoir slot has its own generator. ``set_seed(s)`` seeds slot ``i`` with
     ``s + i``; :meth:`seed_slots` gives each slot an explicit seed (several agents then
     face the same scenarios). :meth:`get_state`/:meth:`set_state` carry the whole
-    state (storage, time step, the episode's inflows, running counts, every generator), so
+    state (storage, time step, the episode's inflows and their classes, running counts,
+    every generator), so
     a checkpoint resumes an episode where it was.
 
     ## Arguments
@@ -115,6 +129,8 @@ class DiscreteReservoirEnv(EnvBase):
         self._storage = torch.full((num_envs,), float(config.initial_storage), dtype=torch.float64)
         self._time_step = torch.zeros(num_envs, dtype=torch.long)
         self._inflows = torch.zeros(num_envs, config.horizon_months, dtype=torch.float64)
+        # Column t: the class of the inflow before step t (column 0: the month before the episode).
+        self._classes = torch.zeros(num_envs, config.horizon_months + 1, dtype=torch.long)
         self._deficit_months = torch.zeros(num_envs, dtype=torch.float64)
         self._violation_months = torch.zeros(num_envs, dtype=torch.float64)
         self._generators = [np.random.default_rng(index) for index in range(num_envs)]
@@ -127,6 +143,7 @@ class DiscreteReservoirEnv(EnvBase):
             observation=Bounded(low=-1.0, high=1.0, shape=(*shape, self.model.observation_size), dtype=torch.float32),
             month=Bounded(low=0, high=MONTHS - 1, shape=shape, dtype=torch.int64),
             time_step=Bounded(low=0, high=self.model.config.horizon_months, shape=shape, dtype=torch.int64),
+            inflow_class=Bounded(low=0, high=self.model.chain.classes - 1, shape=shape, dtype=torch.int64),
             **info,
             shape=shape,
         )
@@ -155,6 +172,7 @@ class DiscreteReservoirEnv(EnvBase):
             "storage": self._storage.clone(),
             "time_step": self._time_step.clone(),
             "inflows": self._inflows.clone(),
+            "classes": self._classes.clone(),
             "deficit_months": self._deficit_months.clone(),
             "violation_months": self._violation_months.clone(),
             "generators": [generator.bit_generator.state for generator in self._generators],
@@ -162,7 +180,7 @@ class DiscreteReservoirEnv(EnvBase):
 
     def set_state(self, state: dict[str, object]) -> None:
         """Restore what :meth:`get_state` returned."""
-        for name in ("storage", "time_step", "inflows", "deficit_months", "violation_months"):
+        for name in ("storage", "time_step", "inflows", "classes", "deficit_months", "violation_months"):
             value = state[name]
             assert isinstance(value, torch.Tensor)
             setattr(self, f"_{name}", value.clone())
@@ -171,14 +189,31 @@ class DiscreteReservoirEnv(EnvBase):
         for generator, generator_state in zip(self._generators, states, strict=True):
             generator.bit_generator.state = generator_state
 
-    def _draw_inflows(self, slots: torch.Tensor) -> torch.Tensor:
-        """A whole episode of inflows for each slot being reset, from that slot's generator."""
+    def _draw_classes(self, slots: torch.Tensor) -> torch.Tensor:
+        """``[len(slots), H + 1]`` a whole episode of inflow classes for each slot being reset, from its generator.
+
+        Column 0 is the month before the episode, column ``t + 1`` the inflow of step ``t``.
+        """
         horizon = self.model.config.horizon_months
-        classes = self.model.inflow_values.shape[1]
-        uniforms = np.stack([self._generators[int(slot)].random(horizon) for slot in slots])
-        choice = torch.from_numpy(np.minimum((uniforms * classes).astype(np.int64), classes - 1))
-        months = self.model.month(torch.arange(horizon)).expand(len(slots), horizon)
-        return self.model.inflow_values[months, choice]
+        chain = self.model.chain
+        if not chain.persistent:  # one uniform per month, read as one of K equal bands
+            uniforms = np.stack([self._generators[int(slot)].random(horizon) for slot in slots])
+            choice = np.minimum((uniforms * chain.classes).astype(np.int64), chain.classes - 1)
+            return torch.from_numpy(np.pad(choice, ((0, 0), (1, 0))))
+        draws = torch.from_numpy(np.stack([self._generators[int(slot)].random(horizon + 1) for slot in slots]))
+        classes = torch.zeros(len(slots), horizon + 1, dtype=torch.long)
+        before = int(self.model.month(torch.tensor(-1)))
+        classes[:, 0] = _inverse_cdf(chain.marginal[before].expand(len(slots), -1), draws[:, 0])
+        for t in range(horizon):
+            previous_month = int(self.model.month(torch.tensor(t - 1)))
+            rows = chain.transitions[previous_month][classes[:, t]]
+            classes[:, t + 1] = _inverse_cdf(rows, draws[:, t + 1])
+        return classes
+
+    def _last_class(self) -> torch.Tensor:
+        """``[N]`` the class of the inflow each reservoir saw last (before the episode: the month before it)."""
+        column = self._time_step.clamp(max=self.model.config.horizon_months)
+        return self._classes.gather(1, column.unsqueeze(1)).squeeze(1)
 
     def _reset(self, tensordict: TensorDictBase | None, **kwargs: object) -> TensorDictBase:
         mask = None if tensordict is None else tensordict.get("_reset", None)
@@ -186,17 +221,21 @@ class DiscreteReservoirEnv(EnvBase):
         if len(slots):
             self._storage[slots] = float(self.model.config.initial_storage)
             self._time_step[slots] = 0
-            self._inflows[slots] = self._draw_inflows(slots)
+            self._classes[slots] = self._draw_classes(slots)
+            months = self.model.month(torch.arange(self.model.config.horizon_months)).expand(len(slots), -1)
+            self._inflows[slots] = self.model.inflow_values[months, self._classes[slots, 1:]]
             self._deficit_months[slots] = 0.0
             self._violation_months[slots] = 0.0
         zeros = torch.zeros(self.num_envs, dtype=torch.float32)
+        inflow_class = self._last_class()
         info = {key: zeros.clone() for key in INFO_KEYS}
         info["storage"] = self._storage.float()
         return TensorDict(
             {
-                "observation": self.model.observation(self._storage, self._time_step),
+                "observation": self.model.observation(self._storage, self._time_step, inflow_class),
                 "month": self.model.month(self._time_step),
                 "time_step": self._time_step.clone(),
+                "inflow_class": inflow_class,
                 **info,
                 "done": torch.zeros(self.num_envs, 1, dtype=torch.bool),
                 "terminated": torch.zeros(self.num_envs, 1, dtype=torch.bool),
@@ -218,6 +257,7 @@ class DiscreteReservoirEnv(EnvBase):
         self._deficit_months = self._deficit_months + (outcome.deficit > 0)
         self._violation_months = self._violation_months + (outcome.violation > 0)
         ended = (self._time_step >= horizon).unsqueeze(-1)
+        inflow_class = self._last_class()
         terminated = ended if self.model.config.observe_time_left else torch.zeros_like(ended)
         info = {
             "storage": outcome.next_storage.float(),
@@ -228,9 +268,10 @@ class DiscreteReservoirEnv(EnvBase):
         }
         return TensorDict(
             {
-                "observation": self.model.observation(self._storage, self._time_step),
+                "observation": self.model.observation(self._storage, self._time_step, inflow_class),
                 "month": self.model.month(self._time_step),
                 "time_step": self._time_step.clone(),
+                "inflow_class": inflow_class,
                 **info,
                 "reward": outcome.reward.float().unsqueeze(-1),
                 "done": ended,
@@ -240,3 +281,10 @@ class DiscreteReservoirEnv(EnvBase):
             batch_size=self.batch_size,
             device=self.device,
         )
+
+
+def _inverse_cdf(probabilities: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """``[N]`` the class each row of ``probabilities`` (``[N, K]``) gives its uniform draw."""
+    cumulative = probabilities.cumsum(dim=-1)
+    drawn = torch.searchsorted(cumulative, uniforms.unsqueeze(-1).contiguous(), right=True).squeeze(-1)
+    return drawn.clamp(max=probabilities.shape[-1] - 1)

@@ -16,10 +16,11 @@ from typing import NamedTuple
 import torch
 
 from reservoir_dqn.config import ReservoirConfig
+from reservoir_dqn.envs.inflows import InflowChain, independent_chain, record_chain
+from reservoir_dqn.envs.records import MONTHS
 
 WATER_WEIGHT_N_PER_M3 = 9810.0  # rho * g: weight of one cubic metre of water, N/m3
 JOULES_PER_GWH = 3.6e12
-MONTHS = 12
 
 # Per-step quantities the environment reports next to the reward (all float, one per reservoir).
 INFO_KEYS = (
@@ -80,28 +81,37 @@ def discretise_lognormal(median: float, cv: float, classes: int) -> list[int]:
 class ReservoirModel:
     """The reservoir's physics and inflow model, as tensors derived from :class:`ReservoirConfig`.
 
-    :ivar inflow_values: ``[12, K]`` inflow of each equiprobable class, units per month.
+    :ivar chain: the inflow classes and their persistence (:mod:`.inflows`).
     :ivar release_levels: ``[A]`` release target of each action, units per month.
     :ivar demand: ``[12]`` water-supply demand, units per month.
     """
 
     config: ReservoirConfig
-    inflow_values: torch.Tensor
+    chain: InflowChain
     release_levels: torch.Tensor
     demand: torch.Tensor
 
     @classmethod
     def from_config(cls, config: ReservoirConfig) -> ReservoirModel:
-        inflows = [
-            discretise_lognormal(median, cv, config.inflow_classes)
-            for median, cv in zip(config.inflow_median, config.inflow_cv, strict=True)
-        ]
+        if config.inflow_model == "record":
+            chain = record_chain(config)
+        else:
+            inflows = [
+                discretise_lognormal(median, cv, config.inflow_classes)
+                for median, cv in zip(config.inflow_median, config.inflow_cv, strict=True)
+            ]
+            chain = independent_chain(torch.tensor(inflows, dtype=torch.float64))
         return cls(
             config=config,
-            inflow_values=torch.tensor(inflows, dtype=torch.float64),
+            chain=chain,
             release_levels=torch.tensor(config.release_levels, dtype=torch.float64),
             demand=torch.tensor(config.demand, dtype=torch.float64),
         )
+
+    @property
+    def inflow_values(self) -> torch.Tensor:
+        """``[12, K]`` inflow of each class, units per month."""
+        return self.chain.values
 
     @property
     def num_actions(self) -> int:
@@ -154,13 +164,16 @@ class ReservoirModel:
 
     @property
     def observation_size(self) -> int:
-        return 4 if self.config.observe_time_left else 3
+        return 3 + int(self.config.observe_time_left) + int(self.chain.persistent)
 
-    def observation(self, storage: torch.Tensor, time_step: torch.Tensor) -> torch.Tensor:
-        """``[storage / capacity, sin(2 pi month / 12), cos(2 pi month / 12)(, months left / horizon)]``, float32."""
+    def observation(self, storage: torch.Tensor, time_step: torch.Tensor, inflow_class: torch.Tensor) -> torch.Tensor:
+        """``[storage / capacity, sin(2 pi month / 12), cos(2 pi month / 12)(, months left / horizon)
+        (, last month's inflow class as its middle quantile (k + 1/2) / K)]``, float32."""
         c = self.config
         angle = 2.0 * math.pi * self.month(time_step).double() / MONTHS
         features = [storage / c.capacity, torch.sin(angle), torch.cos(angle)]
         if c.observe_time_left:
             features.append((c.horizon_months - time_step).double() / c.horizon_months)
+        if self.chain.persistent:
+            features.append((inflow_class.double() + 0.5) / self.chain.classes)
         return torch.stack(features, dim=-1).float()

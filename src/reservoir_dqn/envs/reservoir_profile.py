@@ -29,7 +29,7 @@ from reservoir_dqn.config import EnvConfig
 from reservoir_dqn.envs.baselines import reservoir_baselines
 from reservoir_dqn.envs.profile import RETURN, SCORE, EnvProfile, Episodes, Metric
 from reservoir_dqn.envs.reservoir import DiscreteReservoirEnv
-from reservoir_dqn.envs.reservoir_model import INFO_KEYS
+from reservoir_dqn.envs.reservoir_model import INFO_KEYS, ReservoirModel
 from reservoir_dqn.metrics import MetricGroup
 
 if TYPE_CHECKING:  # matplotlib and pandas are imported where figures and tables are made
@@ -51,14 +51,31 @@ EPISODE = MetricGroup(
 )
 
 
+NAMED = "reservoir-"  # env.name reservoir-<river>: a reservoir under a name of its own
+
+
 class ReservoirProfile(EnvProfile):
-    name = "reservoir"
+    """The reservoir, as ``env.name: reservoir``, or under a name of its own (``reservoir-<river>``).
+
+    A named reservoir has its own MLflow experiment, registered model and champion, so a
+    reservoir on a real river's record never competes with the illustrative one.
+    """
+
     headline = (SCORE, RETURN, RELIABILITY)
     optimum_label = "the SDP optimum"
+
+    def __init__(self, name: str = "reservoir") -> None:
+        if name != "reservoir" and not (name.startswith(NAMED) and len(name) > len(NAMED)):
+            raise ValueError(f"a reservoir's name is 'reservoir' or '{NAMED}<river>', not {name!r}")
+        self.name = name
 
     def settings(self, config: EnvConfig) -> dict[str, Any]:
         physics = config.reservoir.model_dump(mode="json")
         return {"env.name": config.name} | {f"env.reservoir.{key}": value for key, value in physics.items()}
+
+    def check(self, config: EnvConfig) -> None:
+        """A record-driven reservoir's record loads and fits (a bad one: one line naming the file and the line)."""
+        ReservoirModel.from_config(config.reservoir)
 
     def make(self, config: EnvConfig, slot_seeds: Sequence[int]) -> EnvBase:
         env = DiscreteReservoirEnv(config.reservoir, len(slot_seeds))

@@ -1,13 +1,19 @@
 """Stochastic dynamic programming: the provably optimal policy of the reservoir MDP.
 
 Backward induction over the exact finite MDP of :class:`~reservoir_dqn.envs.reservoir.DiscreteReservoirEnv`:
-state (time step ``t``, storage ``s``), the month following from ``t``; the expectation is
-over the month's equiprobable inflow classes. With ``V_H = 0``,
+state (time step ``t``, storage ``s``, class ``j`` of last month's inflow), the month ``m``
+following from ``t``. With ``V_H = 0`` and ``P = transitions[m - 1]`` (:mod:`.inflows`),
 
-``Q_t(s, a) = mean_k [ r(s, a, q_k, m_t) + V_{t+1}(s'(s, a, q_k)) ]``,  ``V_t(s) = max_a Q_t(s, a)``.
+``Q_t(s, j, a) = sum_k P[j, k] [ r(s, a, q_{m,k}, m) + V_{t+1}(s'(s, a, q_{m,k}), k) ]``,
+``V_t(s, j) = max_a Q_t(s, j, a)``.
 
-``V_0(initial_storage)`` is the largest expected ``horizon_months`` return any policy can
-achieve. Everything is vectorised over storages, actions and inflow classes in float64;
+With independent inflows (``inflow_model: lognormal``) every row of ``P`` is ``1/K``, the
+values do not depend on ``j``, and the state is (time step, storage): the solution keeps a
+single class column and the expectation is the mean over the equiprobable classes.
+
+:attr:`SDPSolution.expected_return`, the mean of ``V_0(initial_storage, j)`` over the class
+the month before the first has, is the largest expected ``horizon_months`` return any
+policy can achieve. Everything is vectorised over storages, classes and actions in float64;
 the default problem solves in milliseconds.
 """
 
@@ -17,33 +23,38 @@ from dataclasses import dataclass
 
 import torch
 
-from reservoir_dqn.envs.reservoir_model import MONTHS, ReservoirModel
+from reservoir_dqn.envs.records import MONTHS
+from reservoir_dqn.envs.reservoir_model import ReservoirModel
 
 
 @dataclass(frozen=True)
 class SDPSolution:
-    """Optimal values and policy.
+    """Optimal values and policy; ``J`` is ``K`` with a persistent inflow, else 1.
 
-    :ivar values: ``[H + 1, S]`` optimal expected return-to-go from time step ``t`` and storage ``s``.
-    :ivar policy: ``[H, S]`` optimal action (release-level index); ties go to the smaller release.
-    :ivar q_values: ``[H, S, A]`` expected return of each action, then acting optimally.
+    :ivar values: ``[H + 1, S, J]`` optimal expected return-to-go from time step ``t``, storage
+        ``s`` and last month's inflow class ``j``.
+    :ivar policy: ``[H, S, J]`` optimal action (release-level index); ties go to the smaller release.
+    :ivar q_values: ``[H, S, J, A]`` expected return of each action, then acting optimally.
+    :ivar initial_classes: ``[J]`` the distribution of the class of the month before the first.
     """
 
     values: torch.Tensor
     policy: torch.Tensor
     q_values: torch.Tensor
     initial_storage: int
+    initial_classes: torch.Tensor
 
     @property
     def expected_return(self) -> float:
         """Optimal expected return of an episode from the initial storage."""
-        return float(self.values[0, self.initial_storage])
+        return float((self.values[0, self.initial_storage] * self.initial_classes).sum())
 
 
 def solve(model: ReservoirModel) -> SDPSolution:
     """Backward induction over the reservoir MDP described by ``model``."""
-    config = model.config
+    config, chain = model.config, model.chain
     horizon, storages, actions = config.horizon_months, model.num_storages, model.num_actions
+    columns = chain.classes if chain.persistent else 1
     storage = torch.arange(storages, dtype=torch.float64).view(storages, 1, 1)
     action = torch.arange(actions).view(1, actions, 1)
     # One-month outcomes for every calendar month: [12, S, A, K] rewards and next storages.
@@ -55,13 +66,21 @@ def solve(model: ReservoirModel) -> SDPSolution:
         next_storage.append(outcome.next_storage.long())
     month_rewards, month_next = torch.stack(rewards), torch.stack(next_storage)
 
-    values = torch.zeros(horizon + 1, storages, dtype=torch.float64)
-    q_values = torch.zeros(horizon, storages, actions, dtype=torch.float64)
+    values = torch.zeros(horizon + 1, storages, columns, dtype=torch.float64)
+    q_values = torch.zeros(horizon, storages, columns, actions, dtype=torch.float64)
+    inflow_class = torch.arange(columns)
     for t in reversed(range(horizon)):
         month = (t + config.start_month) % MONTHS
-        # Equiprobable inflow classes: the expectation is the mean over the last axis.
-        q_values[t] = (month_rewards[month] + values[t + 1][month_next[month]]).mean(dim=-1)
+        if chain.persistent:
+            # Next class k's value at the next storage, then the expectation over k given this month's class j.
+            total = month_rewards[month] + values[t + 1][month_next[month], inflow_class]  # [S, A, K]
+            q_values[t] = torch.einsum("jk,sak->sja", chain.transitions[(month - 1) % MONTHS], total)
+        else:
+            # Equiprobable independent classes: the expectation is the mean over the last axis.
+            q_values[t, :, 0] = (month_rewards[month] + values[t + 1, :, 0][month_next[month]]).mean(dim=-1)
         values[t] = q_values[t].max(dim=-1).values
     # argmax returns the first maximum: among equally good releases, the smallest.
     policy = q_values.argmax(dim=-1)
-    return SDPSolution(values=values, policy=policy, q_values=q_values, initial_storage=config.initial_storage)
+    before = (config.start_month - 1) % MONTHS
+    initial = chain.marginal[before] if chain.persistent else torch.ones(1, dtype=torch.float64)
+    return SDPSolution(values, policy, q_values, config.initial_storage, initial)
