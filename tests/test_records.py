@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.persistence import simulate
 from reservoir_dqn.config import ConfigError, load_config
 from reservoir_dqn.envs import profile
 from reservoir_dqn.envs.baselines import RandomPolicy, SDPPolicy, reservoir_optimum
@@ -108,19 +109,6 @@ def test_a_record_shorter_than_the_horizon_stops_the_stage_before_it_writes(proj
         ReservoirModel.from_config(CONFIG.model_copy(update={"record": CONFIG.record.model_copy(update={"path": "x"})}))
 
 
-def _simulate(chain: InflowChain, years: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Consecutive monthly flows from the chain, January first."""
-    generator = np.random.default_rng(seed)
-    k = int(generator.choice(chain.classes, p=chain.marginal[11].numpy()))
-    flows, months = [], []
-    for step in range(12 * years):
-        month = step % 12
-        k = int(generator.choice(chain.classes, p=chain.transitions[(month - 1) % 12, k].numpy()))
-        flows.append(float(chain.values[month, k]))
-        months.append(month)
-    return np.array(flows), np.array(months)
-
-
 def test_the_fitted_chain_keeps_the_records_means_classes_and_persistence() -> None:
     record = load_record(RECORD, "01463500", "hm3")
     fitted = (record.years >= 1945) & (record.years <= 2004)
@@ -135,11 +123,11 @@ def test_the_fitted_chain_keeps_the_records_means_classes_and_persistence() -> N
         )
     # The record is persistent (lag-1 correlation of standardised log flows about 0.5); the chain keeps it.
     observed = lag1_correlation(flows, months)
-    simulated = lag1_correlation(*_simulate(chain, 3000, seed=0))
+    simulated = lag1_correlation(*simulate(chain, 3000, seed=0))
     assert observed.mean() > 0.4 and abs(simulated.mean() - observed.mean()) < 0.1
     assert np.abs(simulated - observed).max() < 0.25
     # Add-one smoothing of 60 years over 7 x 7 cells pulls every row towards uniform: persistence drops.
-    smoothed = lag1_correlation(*_simulate(fit_chain(flows, months, 7, 1.0), 3000, seed=0))
+    smoothed = lag1_correlation(*simulate(fit_chain(flows, months, 7, 1.0), 3000, seed=0))
     assert smoothed.mean() < simulated.mean() - 0.1
 
 
