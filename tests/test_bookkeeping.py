@@ -13,15 +13,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from tensordict import TensorDictBase
 
 from reservoir_dqn.checkpoint import Checkpointer
 from reservoir_dqn.config import load_config
+from reservoir_dqn.curves import Interval
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.files import OutputSet
 from reservoir_dqn.process import Terminated
@@ -128,6 +131,33 @@ def test_a_signal_mid_training_ends_the_runs_killed_keeps_the_checkpoint_and_exi
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert runs and {run.info.status for run in runs if "reference_key" not in run.data.tags} == {"KILLED"}
+
+
+@pytest.mark.parametrize(
+    ("sent", "status"),
+    [(signal.SIGINT, Exit.INTERRUPTED), (signal.SIGTERM, Exit.TERMINATED)],
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_a_signal_whose_exception_a_library_swallows_still_ends_the_training(
+    project: Path, monkeypatch: pytest.MonkeyPatch, sent: signal.Signals, status: Exit
+) -> None:
+    """A bare ``except`` in a library's callback catches the signal's exception: the loop raises it again."""
+    before = _previous_outputs(project)
+    original, swallowed = Interval.add_batch, []
+
+    def add_batch_swallowing_a_signal(self: Interval, batch: TensorDictBase) -> None:
+        if not swallowed:
+            try:
+                os.kill(os.getpid(), sent)
+                time.sleep(5)  # the handler raises in here
+            except BaseException as error:  # noqa: BLE001 - what the library does
+                swallowed.append(error)
+        original(self, batch)
+
+    monkeypatch.setattr(Interval, "add_batch", add_batch_swallowing_a_signal)
+    assert train.main([]) == status
+    assert len(swallowed) == 1 and isinstance(swallowed[0], (KeyboardInterrupt, Terminated))
+    assert _outputs(project) == before
 
 
 @pytest.mark.parametrize(

@@ -223,6 +223,9 @@ BAD_RESERVOIR = [
     ([f"{R}.inflow_median=[3.0,3.0,5.0]"], [f"{R}.inflow_median", "at least 12 items"]),
     ([f"{R}.inflow_cv=[-0.3,0.3,0.4,0.5,0.45,0.4,0.45,0.5,0.5,0.4,0.35,0.3]"], [f"{R}.inflow_cv.0 = -0.3"]),
     ([f"{R}.inflow_classes=1"], [f"{R}.inflow_classes = 1", "greater than or equal to 2"]),
+    ([f"{R}.scenarios=record"], [f"{R}.scenarios (record) needs {R}.inflow_model (lognormal) to be record"]),
+    ([f"{R}.inflow_model=markov"], [f'{R}.inflow_model = "markov"', "'lognormal' or 'record'"]),
+    ([f"{R}.record.pseudocount=-1"], [f"{R}.record.pseudocount = -1", "greater than or equal to 0"]),
     ([f"{R}.weight_deficit=-3.0"], [f"{R}.weight_deficit = -3.0", "greater than or equal to 0"]),
     ([f"{R}.weight_spill=high"], [f"{R}.weight_spill", '"high"']),
     (

@@ -42,6 +42,7 @@ RECIPES = {
     for name, short in (("Acrobot-v1", "acrobot"), ("MountainCar-v0", "mountaincar"), ("CartPole-v1", "cartpole"))
 }
 DELAWARE = ".venv/bin/dvc exp run --temp --name delaware $(.venv/bin/reservoir-dqn recipe reservoir-delaware)"
+DELAWARE_RECORD = DELAWARE.replace("--name delaware", "--name delaware-record")
 UNSUPPORTED = ".venv/bin/reservoir-dqn train -S env.name=Pendulum-v1"
 TRAIN = ".venv/bin/reservoir-dqn train --set dqn.gamma=0.95 --lr 3e-4 --seeds 2"
 EVALUATE = ".venv/bin/reservoir-dqn evaluate"
@@ -79,6 +80,8 @@ NOT_RUN = {
         "cartpole`) with the same recipe (checked below); tests/test_recipes.py prints and loads every recipe"
         for command in RECIPES.values()
     },
+    DELAWARE_RECORD + " -S env.reservoir.scenarios=record": "the same, learning from the record's windows; "
+    "tests/test_reoperation.py trains and evaluates such a reservoir on a tiny budget",
     DELAWARE: "a 5-seed training of minutes; examples/reservoir-delaware/ holds the evaluation it measured, which "
     "tests/test_records.py checks is of the recipe as it stands, and test_training.py resumes the same reservoir",
 }

@@ -8,7 +8,7 @@ copies, laid out agent-major like everything else.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,16 +23,25 @@ from reservoir_dqn.envs import EnvProfile, Episodes
 
 
 def run_episodes(
-    profile: EnvProfile, config: EnvConfig, policy: TensorDictModuleBase, slot_seeds: Sequence[int]
+    profile: EnvProfile,
+    config: EnvConfig,
+    policy: TensorDictModuleBase,
+    slot_seeds: Sequence[int],
+    prepare: Callable[[EnvBase], None] | None = None,
 ) -> Episodes:
     """Run ``policy`` greedily (exploration off) for one episode in each copy, copy ``i`` seeded ``slot_seeds[i]``.
 
     Leaves every global random generator as it found it, so an evaluation in the middle of
     training changes nothing of the training.
+
+    :param prepare: called on the environment before its first reset (the reservoir's
+        re-operation sets the record's windows there).
     """
     rng = GlobalRNGState()
     saved = rng.state_dict()
     env = profile.make(config, slot_seeds)
+    if prepare is not None:
+        prepare(env)
     try:
         with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
             steps = _first_episodes(env, policy, profile.episode_limit(config))

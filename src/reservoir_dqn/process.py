@@ -81,24 +81,51 @@ def exit_process(status: int) -> NoReturn:
     sys.exit(status)
 
 
+_received: list[int] = []  # the signals the block's handlers saw, in order
+
+
 @contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """While the block runs, SIGTERM raises :class:`Terminated` in the main thread.
+def signals_raise() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` and SIGINT :class:`KeyboardInterrupt`
+    in the main thread, and each is recorded, so that :func:`raise_pending` raises it again
+    where a library swallowed the first exception (a bare ``except`` in a callback it made).
 
     The first SIGTERM unwinds; a second one, during the clean-up, ends the process at once
-    (the default action), as schedulers expect when they insist. Outside the main thread,
-    where Python cannot install handlers, the block runs as it is.
+    (the default action), as schedulers expect when they insist. SIGINT keeps Python's own
+    behaviour otherwise (each one raises), and stays ignored where the process was started
+    with it ignored (a background job). Outside the main thread, where Python cannot install
+    handlers, the block runs as it is.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def unwind(signum: int, frame: FrameType | None) -> None:
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        _received.append(signum)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise Terminated()
 
-    previous = signal.signal(signal.SIGTERM, unwind)
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        _received.append(signum)
+        raise KeyboardInterrupt()
+
+    _received.clear()
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, terminate)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _received.clear()
+
+
+def raise_pending() -> None:
+    """Raise the signal the handlers of :func:`signals_raise` saw, if any (a loop calls it once an iteration).
+
+    An exception that reached the stage never comes back here; one that a library swallowed
+    does, and the loop ends as the signal asked.
+    """
+    if _received:
+        raise KeyboardInterrupt() if _received[-1] == signal.SIGINT else Terminated()

@@ -21,6 +21,87 @@ NETWORKS = ("final", "best")
 
 
 @dataclass(frozen=True)
+class HeldOutScore:
+    """One policy on the held-out record: its pooled score (random 0, foresight 1) with the
+    block-bootstrap interval over water years, its mean return per window and each window's score."""
+
+    score: float
+    score_lo: float
+    score_hi: float
+    mean_return: float
+    per_window: tuple[float, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "score": self.score,
+            "score_lo": self.score_lo,
+            "score_hi": self.score_hi,
+            "return": self.mean_return,
+            "per_window": list(self.per_window),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HeldOutScore:
+        return cls(
+            float(data["score"]),
+            float(data["score_lo"]),
+            float(data["score_hi"]),
+            float(data["return"]),
+            tuple(float(value) for value in data["per_window"]),
+        )
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Every policy replaying the held-out record (:mod:`reservoir_dqn.reoperation`).
+
+    :ivar windows: each window's first month.
+    :ivar baselines: per reference policy (``sdp``, ``sdp_independent``, ``sop``, ``random``, ``foresight``).
+    :ivar dqn: per network, the agents' mean (their window-year returns averaged over seeds).
+    :ivar dqn_per_seed: per network, each agent's pooled score, summarised over seeds.
+    :ivar dqn_over_sdp: per network, the agents' mean score over the Markov SDP's, with its
+        block-bootstrap interval, as ``(ratio, low, high)``.
+    """
+
+    windows: tuple[str, ...]
+    block_years: int
+    resamples: int
+    baselines: dict[str, HeldOutScore]
+    dqn: dict[str, HeldOutScore]
+    dqn_per_seed: dict[str, Summary]
+    dqn_over_sdp: dict[str, tuple[float, float, float]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "windows": list(self.windows),
+            "block_years": self.block_years,
+            "resamples": self.resamples,
+            "baselines": {name: score.as_dict() for name, score in self.baselines.items()},
+            "dqn": {network: score.as_dict() for network, score in self.dqn.items()},
+            "dqn_per_seed": {network: summary.as_dict() for network, summary in self.dqn_per_seed.items()},
+            "dqn_over_sdp": {
+                network: {"ratio": ratio, "low": low, "high": high}
+                for network, (ratio, low, high) in self.dqn_over_sdp.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HeldOut:
+        return cls(
+            windows=tuple(data["windows"]),
+            block_years=int(data["block_years"]),
+            resamples=int(data["resamples"]),
+            baselines={name: HeldOutScore.from_dict(score) for name, score in data["baselines"].items()},
+            dqn={network: HeldOutScore.from_dict(score) for network, score in data["dqn"].items()},
+            dqn_per_seed={network: Summary.from_dict(summary) for network, summary in data["dqn_per_seed"].items()},
+            dqn_over_sdp={
+                network: (float(value["ratio"]), float(value["low"]), float(value["high"]))
+                for network, value in data["dqn_over_sdp"].items()
+            },
+        )
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """Every policy's results on the same test scenarios.
 
@@ -30,6 +111,8 @@ class Evaluation:
     :ivar conditions: dotted keys -> values of what the results were measured under: the
         MDP's params, the test scenarios and the score's reference (``None`` in files
         written before they were recorded).
+    :ivar held_out: every policy replaying the held-out record (a record-driven reservoir
+        with held-out years; else ``None``).
     """
 
     env: str
@@ -44,6 +127,7 @@ class Evaluation:
     shipped_agent: int
     shipped_network: str
     conditions: dict[str, Any] | None
+    held_out: HeldOut | None = None
 
     @classmethod
     def assemble(
@@ -125,6 +209,7 @@ class Evaluation:
             },
             "baselines": self.baselines,
             "conditions": self.conditions,
+            **({} if self.held_out is None else {"held_out": self.held_out.to_json()}),
         }
 
     @classmethod
@@ -146,4 +231,5 @@ class Evaluation:
             shipped_agent=int(data["shipped"]["agent"]),
             shipped_network=str(data["shipped"]["network"]),
             conditions=data.get("conditions"),
+            held_out=HeldOut.from_json(data["held_out"]) if "held_out" in data else None,
         )

@@ -38,6 +38,7 @@ from reservoir_dqn.config import VALIDATION_SEED_BASE
 from reservoir_dqn.curves import VALIDATION, Interval
 from reservoir_dqn.evaluation import run_agents
 from reservoir_dqn.metrics import Record, Sink
+from reservoir_dqn.process import raise_pending
 from reservoir_dqn.replay import anneal_beta, priorities
 from reservoir_dqn.session import Progress, Session
 from reservoir_dqn.summary import AgentTraining, Training, ValidationReference
@@ -79,6 +80,7 @@ def train(session: Session, sinks: Sequence[Sink] = (), on_validation: Validatio
     clock = time.perf_counter()
     try:
         while progress.frames < settings.total_frames and not all(f is not None for f in progress.stopped_frames):
+            raise_pending()  # a signal whose exception a library swallowed ends the loop here
             # 1-2. Collect a batch with the exploring policy and store its transitions.
             batch = session.rollout.collect()
             progress.frames += settings.frames_per_batch

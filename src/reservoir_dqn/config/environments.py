@@ -77,6 +77,10 @@ class ReservoirConfig(Section):
         "chain fitted to the record (the inflow class then is part of the state and the observation)."
     )
     record: RecordConfig = Field(description="The record the chain is fitted to (used when inflow_model is record).")
+    scenarios: Literal["chain", "record"] = Field(
+        description="With inflow_model record, where training and validation episodes come from: chain (draws "
+        "from the fitted chain, the model the SDP solves) or record (windows of the fitting years' own record)."
+    )
     inflow_median: PositiveFloatTuple = Field(
         min_length=12, max_length=12, description="Median monthly inflow in units, January first."
     )
@@ -150,6 +154,15 @@ RESERVOIR_RULES = (
         "`head_max_m` is at least `head_min_m`",
         lambda c: (
             f"head_max_m ({c.head_max_m}) is below head_min_m ({c.head_min_m})" if c.head_max_m < c.head_min_m else None
+        ),
+    ),
+    rules.Rule(
+        ("scenarios", "inflow_model"),
+        "`scenarios: record` needs `inflow_model: record`",
+        lambda c: (
+            f"scenarios ({c.scenarios}) needs inflow_model (lognormal) to be record: the windows are the record's"
+            if c.scenarios == "record" and c.inflow_model != "record"
+            else None
         ),
     ),
     rules.Rule(

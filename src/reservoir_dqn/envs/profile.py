@@ -102,6 +102,10 @@ class EnvProfile(ABC):
         """
         return None
 
+    def test_config(self, config: EnvConfig) -> EnvConfig:
+        """The settings the test episodes run under (the training's, unless the profile says otherwise)."""
+        return config
+
     @abstractmethod
     def episode_limit(self, config: EnvConfig) -> int:
         """The most steps an episode can last."""

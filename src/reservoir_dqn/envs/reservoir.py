@@ -18,6 +18,7 @@ from torchrl.envs import EnvBase
 from reservoir_dqn.config import ReservoirConfig
 from reservoir_dqn.envs.records import MONTHS
 from reservoir_dqn.envs.reservoir_model import INFO_KEYS, Outcome, ReservoirModel
+from reservoir_dqn.envs.windows import Windows
 
 
 class DiscreteReservoirEnv(EnvBase):
@@ -83,6 +84,11 @@ class DiscreteReservoirEnv(EnvBase):
     ``transitions[m - 1]``, ``j`` being the previous month's class; the class of the month
     before the first is drawn from that month's class frequencies.
 
+    ``scenarios: record`` (with ``inflow_model: record``): each episode is instead a window of
+    the fitting years' actual record, drawn uniformly (:mod:`~reservoir_dqn.envs.windows`;
+    inflows rounded to whole units, classes read from the real flows). :meth:`replay` makes
+    slot ``i`` play a given window ``i`` (the held-out record's re-operation).
+
     Each reservoir slot has its own generator: slot ``i`` of an environment seeded ``s``
     draws what a single environment seeded ``s + i`` draws. An episode's inflow sequence is
     drawn at reset, so it does not depend on the actions.
@@ -134,6 +140,7 @@ class DiscreteReservoirEnv(EnvBase):
         self._deficit_months = torch.zeros(num_envs, dtype=torch.float64)
         self._violation_months = torch.zeros(num_envs, dtype=torch.float64)
         self._generators = [np.random.default_rng(index) for index in range(num_envs)]
+        self._replayed: Windows | None = None
         self._make_specs()
 
     def _make_specs(self) -> None:
@@ -189,21 +196,40 @@ class DiscreteReservoirEnv(EnvBase):
         for generator, generator_state in zip(self._generators, states, strict=True):
             generator.bit_generator.state = generator_state
 
-    def _draw_classes(self, slots: torch.Tensor) -> torch.Tensor:
-        """``[len(slots), H + 1]`` a whole episode of inflow classes for each slot being reset, from its generator.
+    def replay(self, windows: Windows) -> None:
+        """From the next reset on, slot ``i`` plays window ``i`` of the record, whatever its generator."""
+        if len(windows) != self.num_envs:
+            raise ValueError(f"{len(windows)} windows for {self.num_envs} reservoirs")
+        self._replayed = windows
 
-        Column 0 is the month before the episode, column ``t + 1`` the inflow of step ``t``.
+    def _draw_episodes(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole episode for each slot being reset: ``[len(slots), H + 1]`` classes and ``[len(slots), H]`` inflows.
+
+        Column 0 of the classes is the month before the episode, column ``t + 1`` the inflow of step ``t``.
         """
+        windows = self._replayed if self._replayed is not None else self.model.training_windows
+        if windows is not None:
+            chosen = slots
+            if self._replayed is None:  # a training window, drawn uniformly by the slot's generator
+                draws = [self._generators[int(slot)].random() for slot in slots]
+                chosen = torch.tensor([min(int(u * len(windows)), len(windows) - 1) for u in draws], dtype=torch.long)
+            return windows.classes[chosen], windows.inflows[chosen]
+        classes = self._draw_classes(len(slots), [self._generators[int(slot)] for slot in slots])
+        months = self.model.month(torch.arange(self.model.config.horizon_months)).expand(len(slots), -1)
+        return classes, self.model.inflow_values[months, classes[:, 1:]]
+
+    def _draw_classes(self, count: int, generators: list[np.random.Generator]) -> torch.Tensor:
+        """``[count, H + 1]`` inflow classes of an episode drawn from the chain, one generator per episode."""
         horizon = self.model.config.horizon_months
         chain = self.model.chain
         if not chain.persistent:  # one uniform per month, read as one of K equal bands
-            uniforms = np.stack([self._generators[int(slot)].random(horizon) for slot in slots])
+            uniforms = np.stack([generator.random(horizon) for generator in generators])
             choice = np.minimum((uniforms * chain.classes).astype(np.int64), chain.classes - 1)
             return torch.from_numpy(np.pad(choice, ((0, 0), (1, 0))))
-        draws = torch.from_numpy(np.stack([self._generators[int(slot)].random(horizon + 1) for slot in slots]))
-        classes = torch.zeros(len(slots), horizon + 1, dtype=torch.long)
+        draws = torch.from_numpy(np.stack([generator.random(horizon + 1) for generator in generators]))
+        classes = torch.zeros(count, horizon + 1, dtype=torch.long)
         before = int(self.model.month(torch.tensor(-1)))
-        classes[:, 0] = _inverse_cdf(chain.marginal[before].expand(len(slots), -1), draws[:, 0])
+        classes[:, 0] = _inverse_cdf(chain.marginal[before].expand(count, -1), draws[:, 0])
         for t in range(horizon):
             previous_month = int(self.model.month(torch.tensor(t - 1)))
             rows = chain.transitions[previous_month][classes[:, t]]
@@ -221,9 +247,7 @@ class DiscreteReservoirEnv(EnvBase):
         if len(slots):
             self._storage[slots] = float(self.model.config.initial_storage)
             self._time_step[slots] = 0
-            self._classes[slots] = self._draw_classes(slots)
-            months = self.model.month(torch.arange(self.model.config.horizon_months)).expand(len(slots), -1)
-            self._inflows[slots] = self.model.inflow_values[months, self._classes[slots, 1:]]
+            self._classes[slots], self._inflows[slots] = self._draw_episodes(slots)
             self._deficit_months[slots] = 0.0
             self._violation_months[slots] = 0.0
         zeros = torch.zeros(self.num_envs, dtype=torch.float32)

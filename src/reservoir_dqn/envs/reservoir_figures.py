@@ -5,7 +5,10 @@
   spill. Flows in hm3 per month, with m3/s on the right axis.
 - ``release_targets.png``: how often each release target was chosen, on a true scale.
 - ``reward_components.png``: the mean episode reward split into energy, shortfall, spill and
-  violation terms, per policy.
+  violation terms, per policy;
+- ``held_out_trajectory.png`` (a record-driven reservoir): the first held-out window of the
+  actual record, re-operated by the shipped agent, the Markov SDP and perfect foresight, in the
+  layout of ``trajectory.png`` with calendar years.
 """
 
 from __future__ import annotations
@@ -22,8 +25,20 @@ from numpy.typing import ArrayLike
 from reservoir_dqn.config import ReservoirConfig
 
 SECONDS_PER_MONTH = 365.25 / 12 * 86_400
-POLICY_COLORS = {"dqn": "tab:blue", "sdp": "tab:green", "sop": "tab:orange", "random": "tab:gray"}
-POLICY_LABELS = {"dqn": "DQN (shipped agent)", "sdp": "SDP optimum", "sop": "standard operating policy"}
+POLICY_COLORS = {
+    "dqn": "tab:blue",
+    "sdp": "tab:green",
+    "sop": "tab:orange",
+    "random": "tab:gray",
+    "foresight": "tab:purple",
+}
+POLICY_LABELS = {
+    "dqn": "DQN (shipped agent)",
+    "sdp": "SDP optimum",
+    "sop": "standard operating policy",
+    "foresight": "perfect foresight (the bound)",
+}
+HELD_OUT = "held-out "  # the prefix of the held-out record's policies in the trajectory rows
 COMPONENTS = {
     "reward_energy": ("energy", "tab:green"),
     "reward_deficit": ("supply shortfall", "tab:red"),
@@ -33,11 +48,26 @@ COMPONENTS = {
 
 
 def reservoir_figures(config: ReservoirConfig, trajectories: pd.DataFrame, episodes: pd.DataFrame) -> dict[str, Figure]:
-    return {
-        "trajectory.png": trajectory(config, trajectories),
-        "release_targets.png": release_targets(config, trajectories),
+    held_out = trajectories["policy"].str.startswith(HELD_OUT)
+    test = trajectories[~held_out]
+    figures = {
+        "trajectory.png": trajectory(config, test),
+        "release_targets.png": release_targets(config, test),
         "reward_components.png": reward_components(episodes),
     }
+    if held_out.any():
+        replayed = trajectories[held_out].assign(policy=trajectories["policy"].str.removeprefix(HELD_OUT))
+        figures["held_out_trajectory.png"] = trajectory(config, replayed, first_year=_first_year(config))
+    return figures
+
+
+def _first_year(config: ReservoirConfig) -> int:
+    """The calendar year of the first held-out window's first month: the first ``start_month`` after the fitting years.
+
+    (A record fitted to its last year has no held-out window, so no held-out rows either.)
+    """
+    assert config.record.last_year is not None
+    return config.record.last_year + 1
 
 
 def _to_m3s(hm3_per_month: ArrayLike) -> ArrayLike:
@@ -53,17 +83,21 @@ def _per_second(ax: Axes) -> None:
     ax.secondary_yaxis("right", functions=(_to_m3s, _to_hm3)).set_ylabel("m³/s (monthly mean)")
 
 
-def _month_axis(ax: Axes, months: np.ndarray, calendar_months: np.ndarray) -> None:
-    """Ticks at the start of each water year (labelled 'Oct, year 1') and every quarter in between."""
+def _month_axis(ax: Axes, months: np.ndarray, calendar_months: np.ndarray, first_year: int | None = None) -> None:
+    """Ticks at the start of each water year (labelled 'Oct, year 1', or 'Oct 2005') and every quarter in between."""
     starts = months[calendar_months == calendar_months[0]]
     first = calendar.month_abbr[int(calendar_months[0]) + 1]
-    ax.set_xticks(starts, [f"{first}\nyear {index + 1}" for index in range(len(starts))])
+    years = [f"year {index + 1}" if first_year is None else str(first_year + index) for index in range(len(starts))]
+    ax.set_xticks(starts, [f"{first}\n{year}" for year in years])
     ax.set_xticks(months[::3], minor=True)
     ax.set_xlim(months[0] - 0.5, months[-1] + 0.5)
 
 
-def trajectory(config: ReservoirConfig, rows: pd.DataFrame, episode: int = 0) -> Figure:
-    """Test episode ``episode`` month by month for each policy written to the trajectory file."""
+def trajectory(config: ReservoirConfig, rows: pd.DataFrame, episode: int = 0, first_year: int | None = None) -> Figure:
+    """Test episode ``episode`` month by month for each policy written to the trajectory file.
+
+    :param first_year: the calendar year the episode starts in, when it is the actual record.
+    """
     rows = rows[rows["episode"] == episode]
     policies = [name for name in POLICY_COLORS if name in set(rows["policy"])]
     figure, (storage, flows, spill) = plt.subplots(
@@ -79,7 +113,9 @@ def trajectory(config: ReservoirConfig, rows: pd.DataFrame, episode: int = 0) ->
     unit = config.unit_hm3
     storage.axhline(config.capacity * unit, color="black", linestyle="--", linewidth=1, label="capacity")
     storage.axhline(config.min_storage * unit, color="tab:red", linestyle=":", linewidth=1.2, label="minimum level")
-    storage.set(title=f"Test episode {episode}: storage at the end of each month", ylabel="storage (hm³)")
+    start = calendar.month_abbr[config.start_month + 1]
+    where = f"Test episode {episode}" if first_year is None else f"The held-out record from {start} {first_year}"
+    storage.set(title=f"{where}: storage at the end of each month", ylabel="storage (hm³)")
     storage.set_ylim(0, config.capacity * unit * 1.08)
     flows.fill_between(months, reference["inflow_hm3"], step="mid", color="lightsteelblue", alpha=0.6, label="inflow")
     flows.step(
@@ -107,7 +143,7 @@ def trajectory(config: ReservoirConfig, rows: pd.DataFrame, episode: int = 0) ->
         spill.bar(position, steps["spill_hm3"], width=width, color=POLICY_COLORS[name], label=POLICY_LABELS.get(name))
     spill.set(title="Spill over the crest", ylabel="hm³ per month")
     _per_second(spill)
-    _month_axis(spill, months, reference["month"].to_numpy())
+    _month_axis(spill, months, reference["month"].to_numpy(), first_year)
     spill.set_xlabel("month of the episode (water years start in October)")
     for ax in (storage, flows, spill):
         ax.grid(alpha=0.3)

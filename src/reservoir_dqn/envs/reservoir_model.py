@@ -18,6 +18,7 @@ import torch
 from reservoir_dqn.config import ReservoirConfig
 from reservoir_dqn.envs.inflows import InflowChain, independent_chain, record_chain
 from reservoir_dqn.envs.records import MONTHS
+from reservoir_dqn.envs.windows import Windows, record_windows
 
 WATER_WEIGHT_N_PER_M3 = 9810.0  # rho * g: weight of one cubic metre of water, N/m3
 JOULES_PER_GWH = 3.6e12
@@ -82,6 +83,7 @@ class ReservoirModel:
     """The reservoir's physics and inflow model, as tensors derived from :class:`ReservoirConfig`.
 
     :ivar chain: the inflow classes and their persistence (:mod:`.inflows`).
+    :ivar training_windows: the fitting years' windows the episodes replay (``scenarios: record``), else ``None``.
     :ivar release_levels: ``[A]`` release target of each action, units per month.
     :ivar demand: ``[12]`` water-supply demand, units per month.
     """
@@ -90,6 +92,7 @@ class ReservoirModel:
     chain: InflowChain
     release_levels: torch.Tensor
     demand: torch.Tensor
+    training_windows: Windows | None = None
 
     @classmethod
     def from_config(cls, config: ReservoirConfig) -> ReservoirModel:
@@ -104,6 +107,7 @@ class ReservoirModel:
         return cls(
             config=config,
             chain=chain,
+            training_windows=record_windows(config, chain, "training") if config.scenarios == "record" else None,
             release_levels=torch.tensor(config.release_levels, dtype=torch.float64),
             demand=torch.tensor(config.demand, dtype=torch.float64),
         )

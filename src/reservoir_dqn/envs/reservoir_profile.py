@@ -77,6 +77,11 @@ class ReservoirProfile(EnvProfile):
         """A record-driven reservoir's record loads and fits (a bad one: one line naming the file and the line)."""
         ReservoirModel.from_config(config.reservoir)
 
+    def test_config(self, config: EnvConfig) -> EnvConfig:
+        """Test episodes are drawn from the chain, whatever the agents learnt from: the SDP is optimal there."""
+        chain = config.reservoir.model_copy(update={"scenarios": "chain"})
+        return config.model_copy(update={"reservoir": chain})
+
     def make(self, config: EnvConfig, slot_seeds: Sequence[int]) -> EnvBase:
         env = DiscreteReservoirEnv(config.reservoir, len(slot_seeds))
         env.seed_slots(slot_seeds)

@@ -84,3 +84,42 @@ def solve(model: ReservoirModel) -> SDPSolution:
     before = (config.start_month - 1) % MONTHS
     initial = chain.marginal[before] if chain.persistent else torch.ones(1, dtype=torch.float64)
     return SDPSolution(values, policy, q_values, config.initial_storage, initial)
+
+
+@dataclass(frozen=True)
+class ForesightSolution:
+    """Deterministic DP with perfect foresight of each window's inflows: the bound no operator can beat.
+
+    :ivar values: ``[W, H + 1, S]`` the best return-to-go of window ``w`` from time step ``t`` and storage ``s``.
+    :ivar policy: ``[W, H, S]`` the release-level index that achieves it (ties: the smaller release).
+    """
+
+    values: torch.Tensor
+    policy: torch.Tensor
+    initial_storage: int
+
+    @property
+    def returns(self) -> torch.Tensor:
+        """``[W]`` each window's best return from the initial storage."""
+        return self.values[:, 0, self.initial_storage]
+
+
+def foresight(model: ReservoirModel, inflows: torch.Tensor) -> ForesightSolution:
+    """Backward induction knowing every month's inflow: ``inflows`` is ``[W, H]`` in whole units.
+
+    ``V_t(s) = max_a [ r(s, a, q_t, m_t) + V_{t+1}(s'(s, a, q_t)) ]`` per window, with ``V_H = 0``.
+    """
+    config = model.config
+    windows, horizon = inflows.shape
+    storages, actions = model.num_storages, model.num_actions
+    storage = torch.arange(storages, dtype=torch.float64).view(1, storages, 1)
+    action = torch.arange(actions).view(1, 1, actions)
+    values = torch.zeros(windows, horizon + 1, storages, dtype=torch.float64)
+    policy = torch.zeros(windows, horizon, storages, dtype=torch.long)
+    for t in reversed(range(horizon)):
+        month = torch.tensor((t + config.start_month) % MONTHS)
+        outcome = model.transition(storage, inflows[:, t].view(windows, 1, 1), action, month)  # [W, S, A]
+        future = values[:, t + 1].gather(1, outcome.next_storage.long().view(windows, -1)).view(outcome.reward.shape)
+        q_values = outcome.reward + future
+        values[:, t], policy[:, t] = q_values.max(dim=-1)
+    return ForesightSolution(values, policy, config.initial_storage)

@@ -22,7 +22,7 @@ from reservoir_dqn.envs import profile
 from reservoir_dqn.errors import ModelFileError, first_line
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.files import read_json
-from reservoir_dqn.process import Terminated, interruption, sigterm_raises
+from reservoir_dqn.process import Terminated, interruption, signals_raise
 from reservoir_dqn.summary import Training
 from reservoir_dqn.tracking import Tracking, TrackingMisconfigured, TrackingUnavailable
 from reservoir_dqn.workspace import failed_experiment_hint, reveal_params_change
@@ -119,7 +119,7 @@ def run_stage(stage: Callable[[Sequence[str] | None], int | None], argv: Sequenc
     """
     _console_logging()
     try:
-        with sigterm_raises():
+        with signals_raise():
             return int(stage(argv) or Exit.OK)
     except (Exception, KeyboardInterrupt, Terminated) as error:  # noqa: BLE001 - each kind gets its status
         status, line = _failure(error)

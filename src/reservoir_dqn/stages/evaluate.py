@@ -9,18 +9,22 @@ mean, interquartile mean and 95% Student-t interval over seeds; the score is
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from torchrl.modules import QValueActor
 
-from reservoir_dqn.agent import load_model
+from reservoir_dqn.agent import NetworkSpec, load_model
 from reservoir_dqn.config import Config
-from reservoir_dqn.envs import Episodes, profile
+from reservoir_dqn.envs import EnvProfile, Episodes, profile
 from reservoir_dqn.evaluation import describe, reference, run_agents
 from reservoir_dqn.files import OutputSet, write_csv, write_json
 from reservoir_dqn.process import exit_process
-from reservoir_dqn.results import NETWORKS, Evaluation
+from reservoir_dqn.reoperation import evaluate_held_out, held_out_trajectories, held_out_windows
+from reservoir_dqn.results import NETWORKS, Evaluation, HeldOut
 from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config, training_summary
 from reservoir_dqn.statistics import Summary
 from reservoir_dqn.summary import Training
@@ -41,16 +45,17 @@ def evaluate(config: Config, agents_folder: Path, trained: Training) -> tuple[Ev
     spec = networks["final"][1]
     if spec.env_name != config.env.name:
         raise StageFailed(f"{agents_folder} holds agents trained on {spec.env_name} but env.name is {config.env.name}")
+    test = env_profile.test_config(config.env)  # a reservoir that learnt from the record: tested on the chain
     score_reference, baseline_episodes = reference(
-        env_profile, config.env, spec.num_actions, settings.episodes, settings.seed
+        env_profile, test, spec.num_actions, settings.episodes, settings.seed
     )
     played: dict[str, list[Episodes]] = {
-        network: run_agents(env_profile, config.env, q_network, spec.agents, settings.episodes, settings.seed)
+        network: run_agents(env_profile, test, q_network, spec.agents, settings.episodes, settings.seed)
         for network, (q_network, spec) in networks.items()
     }
 
     def metrics(episodes: Episodes) -> dict[str, float]:
-        described = describe(env_profile, config.env, episodes)
+        described = describe(env_profile, test, episodes)
         return {"score": float(score_reference.score(described["return"])), **described}
 
     evaluation = Evaluation.assemble(
@@ -65,6 +70,7 @@ def evaluate(config: Config, agents_folder: Path, trained: Training) -> tuple[Ev
         episodes=settings.episodes,
         settings=env_profile.settings(config.env),
     )
+    evaluation, held_out_rows = _re_operate(config, env_profile, networks, evaluation)
     rows = [_episode_rows(config, "dqn", episodes, agent) for agent, episodes in enumerate(played["final"])]
     rows += [_episode_rows(config, name, episodes, None) for name, episodes in baseline_episodes.items()]
     shipped = played[evaluation.shipped_network][evaluation.shipped_agent]
@@ -73,7 +79,27 @@ def evaluate(config: Config, agents_folder: Path, trained: Training) -> tuple[Ev
         env_profile.trajectory_rows(config.env, name, episodes, settings.trajectory_episodes)
         for name, episodes in trajectory_policies.items()
     ]
-    return evaluation, pd.concat(rows, ignore_index=True), pd.DataFrame([row for part in trajectories for row in part])
+    trajectory_rows = [row for part in trajectories for row in part] + held_out_rows
+    return evaluation, pd.concat(rows, ignore_index=True), pd.DataFrame(trajectory_rows)
+
+
+def _re_operate(
+    config: Config,
+    env_profile: EnvProfile,
+    networks: dict[str, tuple[QValueActor, NetworkSpec]],
+    evaluation: Evaluation,
+) -> tuple[Evaluation, list[dict[str, Any]]]:
+    """A record-driven reservoir's held-out record replayed by every policy (:mod:`reservoir_dqn.reoperation`):
+    the evaluation with its held-out results, and the trajectory rows of its first window."""
+    if (windows := held_out_windows(env_profile, config.env)) is None:
+        return evaluation, []
+    seed = config.evaluate.seed
+    agents = {network: (q_network, spec.agents) for network, (q_network, spec) in networks.items()}
+    held_out = evaluate_held_out(env_profile, config.env, agents, windows, seed)
+    q_network, spec = networks[evaluation.shipped_network]
+    shipped = (q_network, spec.agents, evaluation.shipped_agent)
+    rows = held_out_trajectories(env_profile, config.env, shipped, windows, seed)
+    return dataclasses.replace(evaluation, held_out=held_out), rows
 
 
 def _episode_rows(config: Config, policy: str, episodes: Episodes, agent: int | None) -> pd.DataFrame:
@@ -142,7 +168,31 @@ def report(evaluation: Evaluation) -> str:
         f"  DQN: mean [95% Student-t interval] over {evaluation.seeds} seeds. Shipped: "
         f"seed {evaluation.shipped_agent}'s {evaluation.shipped_network} network, the best on the validation seeds."
     )
+    if evaluation.held_out is not None:
+        lines += ["", *held_out_report(evaluation.held_out, evaluation.seeds)]
     return "\n".join(lines)
+
+
+def held_out_report(held_out: HeldOut, seeds: int) -> list[str]:
+    """The re-operation of the held-out record: each policy's score against foresight, with its interval."""
+    first, last = held_out.windows[0], held_out.windows[-1]
+    lines = [
+        f"held-out record: {len(held_out.windows)} windows starting {first} to {last}; "
+        "score 0 = random, 1 = foresight (deterministic DP knowing the inflows)",
+        f"  {'policy':<38}{'score [95% block bootstrap]':>30}{'return per window':>20}",
+    ]
+    rows = [(f"DQN, {network} networks (mean of seeds)", score) for network, score in held_out.dqn.items()]
+    rows += sorted(held_out.baselines.items(), key=lambda item: -item[1].score)
+    for label, score in rows:
+        interval = f"{score.score:.3f} [{score.score_lo:.3f}, {score.score_hi:.3f}]"
+        lines.append(f"  {label:<38}{interval:>30}{score.mean_return:>20,.1f}")
+    for network, (value, low, high) in held_out.dqn_over_sdp.items():
+        per_seed = ", ".join(f"{score:.3f}" for score in held_out.dqn_per_seed[network].per_seed)
+        lines.append(
+            f"  DQN {network} over the Markov SDP: {value:.3f} [{low:.3f}, {high:.3f}]; per seed ({seeds}): {per_seed}"
+        )
+    lines.append(f"  Intervals: moving blocks of {held_out.block_years} water years, {held_out.resamples:,} resamples.")
+    return lines
 
 
 def run(argv: Sequence[str] | None = None) -> None:

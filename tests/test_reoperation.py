@@ -1,0 +1,138 @@
+"""Re-operating the held-out record: the split, the replay, the foresight bound and the block bootstrap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from reservoir_dqn.config import load_config
+from reservoir_dqn.envs.baselines import RandomPolicy
+from reservoir_dqn.envs.records import load_record
+from reservoir_dqn.envs.reservoir_model import ReservoirModel
+from reservoir_dqn.envs.reservoir_profile import ReservoirProfile
+from reservoir_dqn.envs.sdp import foresight
+from reservoir_dqn.envs.windows import record_windows
+from reservoir_dqn.evaluation import run_episodes
+from reservoir_dqn.recipes import overrides
+from reservoir_dqn.reoperation import (
+    baselines,
+    bootstrap_weights,
+    pooled,
+    ratio,
+    replay,
+    water_years,
+    yearly,
+)
+from reservoir_dqn.results import Evaluation
+from reservoir_dqn.stages import evaluate, plot, train
+from tests.conftest import REPO, write_params
+
+RECORD = REPO / "data" / "delaware_monthly_hm3.csv"
+DELAWARE = load_config(
+    REPO / "params.yaml",
+    [*overrides("reservoir-delaware", REPO / "recipes"), f"env.reservoir.record.path={RECORD}"],
+).env
+CONFIG = DELAWARE.reservoir
+MODEL = ReservoirModel.from_config(CONFIG)
+PROFILE = ReservoirProfile(DELAWARE.name)
+HELD_OUT = record_windows(CONFIG, MODEL.chain, "held_out")
+
+
+def test_the_held_out_windows_lie_after_every_year_the_chain_or_the_agent_saw() -> None:
+    training = record_windows(CONFIG, MODEL.chain, "training")
+    assert HELD_OUT.starts == tuple(f"{year}-10" for year in range(2005, 2015))  # the record ends 2025-04
+    assert (training.starts[0], training.starts[-1]) == ("1945-10", "1994-10")  # the last ends 2004-09
+    record = load_record(RECORD, "01463500", "hm3")
+    first = record.label(0)
+    assert first == "1945-01"
+    index = (2005 - 1945) * 12 + 9  # 2005-10
+    flows = record.volumes_hm3[index : index + 120] / CONFIG.unit_hm3
+    assert torch.equal(HELD_OUT.inflows[0], torch.from_numpy(np.round(flows)))
+    assert int(HELD_OUT.classes[0, 0]) == MODEL.chain.classify(8, float(record.volumes_hm3[index - 1] / 106.0))
+
+
+def test_a_replay_plays_each_window_of_the_record() -> None:
+    def replayed(env):  # type: ignore[no-untyped-def]
+        env.base_env.replay(HELD_OUT)
+
+    episodes = run_episodes(PROFILE, DELAWARE, RandomPolicy(MODEL.num_actions, 0), [7] * len(HELD_OUT), replayed)
+    nxt = episodes.steps["next"]
+    assert torch.equal(nxt["inflow"].double(), HELD_OUT.inflows)
+    assert torch.equal(nxt["inflow_class"], HELD_OUT.classes[:, 1:])
+    assert torch.equal(episodes.steps["inflow_class"][:, 0], HELD_OUT.classes[:, 0])
+
+
+def test_foresight_bounds_every_policy_on_every_window_and_replays_its_own_value() -> None:
+    solution = foresight(MODEL, HELD_OUT.inflows)
+    policies = baselines(DELAWARE, HELD_OUT, 0)
+    played = {name: replay(PROFILE, DELAWARE, policy, HELD_OUT)[0] for name, policy in policies.items()}
+    returns = {name: rewards.sum(dim=-1) for name, rewards in played.items()}
+    assert torch.allclose(returns["foresight"], solution.returns, rtol=0, atol=0.05)  # float32 rewards
+    for name in ("sdp", "sdp_independent", "sop", "random"):
+        assert bool((returns[name] <= solution.returns + 0.05).all()), name
+    assert bool((returns["sdp"] > returns["sop"]).all()) and bool((returns["sop"] > returns["random"]).all())
+
+
+def test_the_block_bootstrap_scores_the_references_exactly_and_brackets_the_point() -> None:
+    year_of_month, labels = water_years(HELD_OUT, 120)
+    assert labels.shape == (10, 10) and labels.min() == 2005 and labels.max() == 2023  # 19 water years
+    weights = bootstrap_weights(labels, resamples=500)
+    assert weights.shape == (500, 10, 10)
+    # Each resample draws 19 water years (blocks of 3, cut to 19): every drawn year counts all its window-years.
+    distinct = np.unique(labels)
+    assert all(sum(int(row[labels == year][0]) for year in distinct) == 19 for row in weights)
+    rng = np.random.default_rng(0)
+    random, bound = rng.normal(0, 1, (10, 10)), rng.normal(10, 1, (10, 10))
+    policy = 0.5 * random + 0.5 * bound + rng.normal(0, 0.3, (10, 10))
+    assert pooled(bound, random, bound, weights).score == pytest.approx(1.0)
+    assert (pooled(random, random, bound, weights).low, pooled(random, random, bound, weights).high) == (0.0, 0.0)
+    middle = pooled(policy, random, bound, weights)
+    assert middle.low < middle.score < middle.high and 0.3 < middle.score < 0.7
+    same = ratio(policy, policy, random, bound, weights)
+    assert (same.score, same.low, same.high) == pytest.approx((1.0, 1.0, 1.0))
+    assert yearly(torch.ones(2, 120, dtype=torch.float64), year_of_month).tolist() == [[12.0] * 10] * 2
+
+
+@pytest.mark.slow
+def test_the_evaluate_and_plot_stages_report_the_held_out_record(project: Path, capsys: pytest.CaptureFixture) -> None:
+    write_params(
+        project / "params.yaml",
+        **{"env.name": "reservoir-delaware", "env.reservoir.inflow_model": "record", "env.reservoir.unit_hm3": 106.0,
+           "env.reservoir.weight_energy": 0.094, "env.reservoir.record.path": str(RECORD)},
+    )  # fmt: skip
+    assert train.main([]) == 0 and evaluate.main([]) == 0 and plot.main([]) == 0
+    assert (project / "plots/held_out_trajectory.png").stat().st_size > 10_000
+    policies = set(pd.read_csv(project / "logs/trajectories.csv")["policy"])
+    assert {"held-out dqn", "held-out sdp", "held-out foresight", "dqn", "sdp", "sop"} == policies
+    held_out = Evaluation.from_json(json.loads((project / "metrics/eval.json").read_text())).held_out
+    assert held_out is not None and len(held_out.windows) == 10
+    assert held_out.baselines["foresight"].score == pytest.approx(1.0)
+    assert held_out.baselines["random"].score == pytest.approx(0.0)
+    assert set(held_out.dqn) == {"final", "best"} and len(held_out.dqn_per_seed["final"].per_seed) == 2
+    low, high = held_out.baselines["sdp"].score_lo, held_out.baselines["sdp"].score_hi
+    assert low <= held_out.baselines["sdp"].score <= high < 1.0
+    out = capsys.readouterr().out
+    assert "held-out record: 10 windows starting 2005-10 to 2014-10" in out and "over the Markov SDP" in out
+
+
+def test_an_agent_learning_from_the_record_sees_only_the_fitting_years_windows() -> None:
+    config = DELAWARE.model_copy(update={"reservoir": CONFIG.model_copy(update={"scenarios": "record"})})
+    training = record_windows(CONFIG, MODEL.chain, "training")
+    env = PROFILE.make(config, [1, 2, 3, 4, 5, 6])
+    rollout = env.rollout(2 * CONFIG.horizon_months, RandomPolicy(MODEL.num_actions, 0), break_when_any_done=False)
+    inflows = rollout["next", "inflow"].double()
+    seen = set()
+    for episode in (inflows[:, :120], inflows[:, 120:]):
+        for row in episode:
+            matches = [index for index, window in enumerate(training.inflows) if torch.equal(window, row)]
+            assert matches, "an episode that is no training window"
+            seen.add(matches[0])
+    assert len(seen) > 6  # slots draw their own windows
+    again = PROFILE.make(config, [1, 2, 3, 4, 5, 6]).rollout(120, RandomPolicy(MODEL.num_actions, 0))
+    assert torch.equal(again["next", "inflow"], rollout["next", "inflow"][:, :120])
+    assert PROFILE.test_config(config).reservoir.scenarios == "chain"  # tested where the SDP is the optimum
