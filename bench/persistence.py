@@ -34,7 +34,7 @@ from bench.common import REPO, RESULTS, machine, write_results
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import profile
 from reservoir_dqn.envs.baselines import RandomPolicy, SDPPolicy
-from reservoir_dqn.envs.inflows import InflowChain, fit_chain, lag1_correlation
+from reservoir_dqn.envs.inflows import InflowChain, fit_chain, lag1_correlation, without_persistence
 from reservoir_dqn.envs.records import load_record
 from reservoir_dqn.envs.reservoir_model import ReservoirModel
 from reservoir_dqn.envs.sdp import SDPSolution, solve
@@ -83,9 +83,7 @@ def main() -> None:
     record_means = np.array([flows[months == m].mean() for m in range(12)])
 
     model = ReservoirModel(config, chain, *_physics(config))
-    independent = ReservoirModel(
-        config, InflowChain(chain.values, _uniform(chain), chain.marginal, None, False), *_physics(config)
-    )
+    independent = ReservoirModel(config, without_persistence(chain), *_physics(config))
     persistent_s, persistent_bytes, persistent_solution = timed_solve(model)
     independent_s, independent_bytes, independent_solution = timed_solve(independent)
     players = {
@@ -128,10 +126,6 @@ def _solved(seconds: float, table_bytes: int, solution: SDPSolution) -> dict[str
 def _physics(config: object) -> tuple[torch.Tensor, torch.Tensor]:
     default = ReservoirModel.from_config(config)  # type: ignore[arg-type]
     return default.release_levels, default.demand
-
-
-def _uniform(chain: InflowChain) -> torch.Tensor:
-    return torch.full_like(chain.transitions, 1.0 / chain.classes)
 
 
 def _markdown(data: dict) -> str:

@@ -55,6 +55,12 @@ def _previous_outputs(root: Path) -> dict[str, str]:
     return _outputs(root)
 
 
+def _default_signals() -> None:
+    """A child's SIGINT as in a terminal: a suite started in the background (``make test &``) ignores it,
+    and a child inherits that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _one_line(err: str) -> str:
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1, lines
@@ -119,7 +125,9 @@ def test_a_signal_mid_training_ends_the_runs_killed_keeps_the_checkpoint_and_exi
     )
     before = _previous_outputs(project)
     command = [sys.executable, "-m", "reservoir_dqn.cli", "train"]
-    process = subprocess.Popen(command, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_default_signals
+    )
     assert wait_for(lambda: list((project / "checkpoints").glob("checkpoint-*.torchrl")), timeout=240, interval=0.2)
     process.send_signal(sent)
     _, err = process.communicate(timeout=120)
@@ -155,7 +163,11 @@ def test_a_signal_whose_exception_a_library_swallows_still_ends_the_training(
         original(self, batch)
 
     monkeypatch.setattr(Interval, "add_batch", add_batch_swallowing_a_signal)
-    assert train.main([]) == status
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whoever started pytest
+    try:
+        assert train.main([]) == status
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert len(swallowed) == 1 and isinstance(swallowed[0], (KeyboardInterrupt, Terminated))
     assert _outputs(project) == before
 

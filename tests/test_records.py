@@ -15,7 +15,7 @@ from bench.persistence import simulate
 from reservoir_dqn.config import ConfigError, load_config
 from reservoir_dqn.envs import profile
 from reservoir_dqn.envs.baselines import RandomPolicy, SDPPolicy, reservoir_optimum
-from reservoir_dqn.envs.inflows import InflowChain, fit_chain, lag1_correlation
+from reservoir_dqn.envs.inflows import fit_chain, lag1_correlation, without_persistence
 from reservoir_dqn.envs.records import RecordError, load_record
 from reservoir_dqn.envs.reservoir_model import ReservoirModel
 from reservoir_dqn.envs.reservoir_profile import ReservoirProfile
@@ -52,6 +52,8 @@ MONTHLY = "month,gauge\n2000-01,10\n2000-02,12\n2000-03,9\n"
         (MONTHLY, "flow", "no column 'flow' (columns: gauge)"),
         (MONTHLY.replace("2000-03", "2000-04"), "gauge", "line 4: 2000-04 follows 2000-02: 2000-03 is missing"),
         (MONTHLY.replace("2000-03", "2000-02"), "gauge", "line 4: month 2000-02 is duplicated"),
+        (MONTHLY.replace("\n2000-02", "\n\n2000-02").replace("2000-03", "2000-05"), "gauge",
+         "line 5: 2000-05 follows 2000-02: 2000-03 to 2000-04 are missing"),
         (MONTHLY.replace(",12", ",-1"), "gauge", "line 3: gauge -1 is negative"),
         (MONTHLY.replace(",12", ",n/a"), "gauge", "line 3: gauge 'n/a' is not a number"),
         (MONTHLY.replace(",12", ","), "gauge", "line 3: gauge '' is not a number"),
@@ -67,8 +69,8 @@ MONTHLY = "month,gauge\n2000-01,10\n2000-02,12\n2000-03,9\n"
             "line 4: day 2000-01-02 is duplicated",
         ),
     ],
-    ids=["unknown-column", "missing-month", "duplicated-month", "negative", "non-numeric", "empty", "bad-date",
-         "partial-month", "duplicated-day"],
+    ids=["unknown-column", "missing-month", "duplicated-month", "after-a-blank-line", "negative", "non-numeric",
+         "empty", "bad-date", "partial-month", "duplicated-day"],
 )  # fmt: skip
 def test_a_bad_record_is_refused_in_one_line_naming_the_file_and_the_line(
     tmp_path: Path, content: str, column: str, message: str
@@ -123,11 +125,11 @@ def test_the_fitted_chain_keeps_the_records_means_classes_and_persistence() -> N
         )
     # The record is persistent (lag-1 correlation of standardised log flows about 0.5); the chain keeps it.
     observed = lag1_correlation(flows, months)
-    simulated = lag1_correlation(*simulate(chain, 3000, seed=0))
+    simulated = lag1_correlation(*simulate(chain, 1000, seed=0))
     assert observed.mean() > 0.4 and abs(simulated.mean() - observed.mean()) < 0.1
     assert np.abs(simulated - observed).max() < 0.25
     # Add-one smoothing of 60 years over 7 x 7 cells pulls every row towards uniform: persistence drops.
-    smoothed = lag1_correlation(*simulate(fit_chain(flows, months, 7, 1.0), 3000, seed=0))
+    smoothed = lag1_correlation(*simulate(fit_chain(flows, months, 7, 1.0), 1000, seed=0))
     assert smoothed.mean() < simulated.mean() - 0.1
 
 
@@ -188,16 +190,14 @@ def test_no_one_step_deviation_improves_the_sdp_value_with_persistence() -> None
 
 def test_with_independent_classes_the_persistent_solver_is_the_independent_one() -> None:
     default = ReservoirModel.from_config(CONFIG.model_copy(update={"inflow_model": "lognormal"}))
-    chain = default.chain
-    forced = ReservoirModel(
-        default.config,
-        InflowChain(chain.values, chain.transitions, chain.marginal, None, persistent=True),
-        default.release_levels,
-        default.demand,
-    )
+    forced = ReservoirModel(default.config, without_persistence(default.chain), default.release_levels, default.demand)
     independent, persistent = solve(default), solve(forced)
     assert torch.allclose(persistent.values, independent.values.expand_as(persistent.values), rtol=0, atol=1e-9)
     assert persistent.expected_return == pytest.approx(independent.expected_return, abs=1e-9)
+    # The record's classes without their persistence: every class column of the optimum is the same.
+    ignoring = solve(ReservoirModel(CONFIG, without_persistence(MODEL.chain), MODEL.release_levels, MODEL.demand))
+    assert torch.allclose(ignoring.values, ignoring.values[..., :1].expand_as(ignoring.values), rtol=0, atol=1e-9)
+    assert bool((ignoring.policy == ignoring.policy[..., :1]).all())
 
 
 def test_the_committed_example_evaluation_is_of_the_recipe_as_it_stands() -> None:

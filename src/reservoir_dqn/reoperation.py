@@ -38,7 +38,7 @@ from torchrl.envs import EnvBase
 from reservoir_dqn.config import EnvConfig
 from reservoir_dqn.envs import EnvProfile, Episodes
 from reservoir_dqn.envs.baselines import RandomPolicy, SDPPolicy, StandardOperatingPolicy, reservoir_optimum
-from reservoir_dqn.envs.inflows import InflowChain
+from reservoir_dqn.envs.inflows import without_persistence
 from reservoir_dqn.envs.reservoir import DiscreteReservoirEnv
 from reservoir_dqn.envs.reservoir_model import ReservoirModel
 from reservoir_dqn.envs.reservoir_profile import ReservoirProfile
@@ -79,11 +79,7 @@ def held_out_windows(profile: EnvProfile, config: EnvConfig) -> Windows | None:
 def baselines(config: EnvConfig, windows: Windows, seed: int) -> dict[str, TensorDictModuleBase]:
     """Every reference policy of the re-operation: the two SDPs, SOP, random and foresight."""
     model = ReservoirModel.from_config(config.reservoir)
-    chain = model.chain
-    uniform = torch.full_like(chain.transitions, 1.0 / chain.classes)
-    independent = ReservoirModel(
-        model.config, InflowChain(chain.values, uniform, chain.marginal, chain.edges, False), *_physics(model)
-    )
+    independent = ReservoirModel(model.config, without_persistence(model.chain), model.release_levels, model.demand)
     return {
         "sdp": SDPPolicy(reservoir_optimum(config.reservoir)),
         "sdp_independent": SDPPolicy(solve(independent)),
@@ -91,10 +87,6 @@ def baselines(config: EnvConfig, windows: Windows, seed: int) -> dict[str, Tenso
         "random": RandomPolicy(model.num_actions, seed),
         "foresight": ForesightPolicy(foresight(model, windows.inflows)),
     }
-
-
-def _physics(model: ReservoirModel) -> tuple[torch.Tensor, torch.Tensor]:
-    return model.release_levels, model.demand
 
 
 def replay_episodes(

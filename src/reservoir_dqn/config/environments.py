@@ -30,7 +30,10 @@ class RecordConfig(Section):
     :mod:`reservoir_dqn.envs.inflows` fits the chain.
     """
 
-    path: str = Field(description="CSV file of the record, relative to the project root; its first column is the date.")
+    path: str = Field(
+        description="CSV file of the record, relative to the folder the stages run in (the project root); its "
+        "first column is the date."
+    )
     column: str = Field(description="The column of the flows (e.g. a gauge's number).")
     units: Literal["hm3", "m3/s"] = Field(
         description="What a value is: the volume of its line's period (a month or a day) in hm3, or the "

@@ -70,6 +70,17 @@ def independent_chain(values: torch.Tensor) -> InflowChain:
     return InflowChain(values, uniform, marginal, None, persistent=False)
 
 
+def without_persistence(chain: InflowChain) -> InflowChain:
+    """The same classes, each month's class drawn from its frequencies whatever the previous month's was.
+
+    The optimum of this chain is that of an operator who ignores what last month's inflow says
+    about this month's (the record's classes are not quite equiprobable: 8 or 9 of 60 years).
+    """
+    following = chain.marginal.roll(-1, dims=0)  # month m + 1's class frequencies
+    rows = following.unsqueeze(1).expand(-1, chain.classes, -1).contiguous()
+    return InflowChain(chain.values, rows, chain.marginal, chain.edges, persistent=True)
+
+
 def fit_chain(flows: np.ndarray, months: np.ndarray, classes: int, pseudocount: float) -> InflowChain:
     """The periodic Markov chain of consecutive monthly ``flows`` (storage units), month ``months[i]`` (0 = January).
 
@@ -84,7 +95,7 @@ def fit_chain(flows: np.ndarray, months: np.ndarray, classes: int, pseudocount: 
         for k in range(classes):
             members = flows[in_month & (labels == k)]
             marginal[m, k] = len(members) / in_month.sum()
-            # An empty class (ties at its edges): the middle of its band, never drawn (frequency 0).
+            # An empty class (ties at its edges, a band of zero width): its edge, never drawn (frequency 0).
             values[m, k] = members.mean() if len(members) else edges[m, min(k, classes - 2)]
     counts = np.zeros((MONTHS, classes, classes))
     np.add.at(counts, (months[:-1], labels[:-1], labels[1:]), 1.0)

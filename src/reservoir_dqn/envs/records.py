@@ -91,20 +91,21 @@ def _load(path: str, mtime_ns: int, column: str, units: str) -> Record:
     if column not in header[1:]:
         raise RecordError(f"record {path}: no column {column!r} (columns: {', '.join(header[1:]) or 'none'})")
     index = header.index(column)
-    dates, values = [], []
+    dates, values, numbers = [], [], []  # numbers: each data row's line in the file (blank lines skipped)
     for number, row in enumerate(lines[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
         where = f"record {path}, line {number}"
         dates.append(_date(row[0].strip(), where))
         values.append(_flow(row[index].strip() if index < len(row) else "", where, column))
+        numbers.append(number)
     if not dates:
         raise RecordError(f"record {path}: no data lines")
     daily = any(len(date) == 3 and date[2] != 1 for date in dates)
     if daily:
-        first, volumes = _monthly_from_days(path, dates, values, units)
+        first, volumes = _monthly_from_days(path, dates, values, units, numbers)
     else:
-        first, volumes = _months(path, dates, values, units)
+        first, volumes = _months(path, dates, values, units, numbers)
     return Record(path, column, first, np.asarray(volumes, dtype=np.float64))
 
 
@@ -138,11 +139,11 @@ def _month_number(year: int, month: int) -> int:
 
 
 def _months(
-    path: str, dates: list[tuple[int, ...]], values: list[float], units: str
+    path: str, dates: list[tuple[int, ...]], values: list[float], units: str, lines: list[int]
 ) -> tuple[tuple[int, int], list[float]]:
-    """A monthly record: each month once, none missing."""
+    """A monthly record: each month once, none missing (``lines``: each row's line in the file)."""
     numbers = [_month_number(date[0], date[1]) for date in dates]
-    for line, (previous, current) in enumerate(itertools.pairwise(numbers), start=3):
+    for line, (previous, current) in zip(lines[1:], itertools.pairwise(numbers), strict=True):
         if current == previous:
             raise RecordError(f"record {path}, line {line}: month {_label(current)} is duplicated")
         where = f"record {path}, line {line}: {_label(current)}"
@@ -159,21 +160,21 @@ def _months(
 
 
 def _monthly_from_days(
-    path: str, dates: list[tuple[int, ...]], values: list[float], units: str
+    path: str, dates: list[tuple[int, ...]], values: list[float], units: str, lines: list[int]
 ) -> tuple[tuple[int, int], list[float]]:
     """A daily record summed into months: each day once, none missing, no partial month."""
     if any(len(date) != 3 for date in dates):
-        line = next(number for number, date in enumerate(dates, start=2) if len(date) != 3)
+        line = next(number for number, date in zip(lines, dates, strict=True) if len(date) != 3)
         raise RecordError(f"record {path}, line {line}: a monthly date in a daily record")
     ordinals = [np.datetime64(f"{y:04d}-{m:02d}-{d:02d}").astype(int) for y, m, d in dates]
-    for line, (previous, current) in enumerate(itertools.pairwise(ordinals), start=3):
+    for row, (previous, current) in enumerate(itertools.pairwise(ordinals), start=1):
         if current == previous:
-            raise RecordError(f"record {path}, line {line}: day {_day(dates[line - 2])} is duplicated")
+            raise RecordError(f"record {path}, line {lines[row]}: day {_day(dates[row])} is duplicated")
         if current < previous:
-            raise RecordError(f"record {path}, line {line}: day {_day(dates[line - 2])} is out of order")
+            raise RecordError(f"record {path}, line {lines[row]}: day {_day(dates[row])} is out of order")
     totals: dict[int, list[float]] = {}
     first_line: dict[int, int] = {}
-    for line, (date, value) in enumerate(zip(dates, values, strict=True), start=2):
+    for line, date, value in zip(lines, dates, values, strict=True):
         month = _month_number(date[0], date[1])
         first_line.setdefault(month, line)
         totals.setdefault(month, []).append(value if units == "hm3" else value * SECONDS_PER_DAY / 1e6)

@@ -34,7 +34,9 @@ def study_run(store: Store, study: str, storage: str, wait_s: float = 60.0) -> s
     The worker that created the study's experiment (its name is unique, so exactly one did)
     creates the run; the others wait up to ``wait_s`` for it to appear. An experiment that
     already had no study run (its run deleted, or its creator died first) leaves no such
-    worker: then every worker creates one, and all but the oldest visible one are deleted.
+    worker: then every worker creates one, and all but the oldest visible one are deleted
+    (oldest by the clients' start times: workers on machines whose clocks differ by more than
+    the time between their creations can still keep two).
 
     :param storage: the Optuna storage, as shown (without its password).
     """
@@ -54,8 +56,8 @@ def study_run(store: Store, study: str, storage: str, wait_s: float = 60.0) -> s
         return str(found[0].info.run_id)
     tags = {STUDY_TAG: study, "run_kind": "study", "optuna_storage": storage}
     mine = retrying(store.client.create_run, store.experiment_id, run_name=f"tune: {study}", tags=tags)
-    if store.created_experiment:
-        return str(mine.info.run_id)
+    # The oldest visible run wins, the creator's included: a worker that waited in vain (a creator
+    # slower than wait_s) made one first, and both must end up with the same run.
     winner = existing()[0].info.run_id
     if winner != mine.info.run_id:
         retrying(store.client.delete_run, mine.info.run_id)
