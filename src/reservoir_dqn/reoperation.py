@@ -43,7 +43,7 @@ from reservoir_dqn.envs.reservoir import DiscreteReservoirEnv
 from reservoir_dqn.envs.reservoir_model import ReservoirModel
 from reservoir_dqn.envs.reservoir_profile import ReservoirProfile
 from reservoir_dqn.envs.sdp import ForesightSolution, foresight, solve
-from reservoir_dqn.envs.windows import Windows, find_windows
+from reservoir_dqn.envs.windows import HELD_OUT_PREFIX, Windows, find_windows
 from reservoir_dqn.evaluation import run_episodes
 from reservoir_dqn.results import HeldOut, HeldOutScore
 from reservoir_dqn.statistics import summarize
@@ -110,9 +110,6 @@ def replay(
     episodes = replay_episodes(profile, config, policy, windows, copies)
     rewards: torch.Tensor = episodes.steps["next", "reward"].squeeze(-1).double()
     return rewards.view(copies, len(windows), -1)
-
-
-HELD_OUT_PREFIX = "held-out "  # the trajectory rows of the held-out record: policy "held-out dqn", ...
 
 
 def held_out_trajectories(

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
 from reservoir_dqn.config import ReservoirConfig
+from reservoir_dqn.envs.windows import HELD_OUT_PREFIX
 
 SECONDS_PER_MONTH = 365.25 / 12 * 86_400
 POLICY_COLORS = {
@@ -38,7 +39,6 @@ POLICY_LABELS = {
     "sop": "standard operating policy",
     "foresight": "perfect foresight (the bound)",
 }
-HELD_OUT = "held-out "  # the prefix of the held-out record's policies in the trajectory rows
 COMPONENTS = {
     "reward_energy": ("energy", "tab:green"),
     "reward_deficit": ("supply shortfall", "tab:red"),
@@ -48,7 +48,7 @@ COMPONENTS = {
 
 
 def reservoir_figures(config: ReservoirConfig, trajectories: pd.DataFrame, episodes: pd.DataFrame) -> dict[str, Figure]:
-    held_out = trajectories["policy"].str.startswith(HELD_OUT)
+    held_out = trajectories["policy"].str.startswith(HELD_OUT_PREFIX)
     test = trajectories[~held_out]
     figures = {
         "trajectory.png": trajectory(config, test),
@@ -56,7 +56,7 @@ def reservoir_figures(config: ReservoirConfig, trajectories: pd.DataFrame, episo
         "reward_components.png": reward_components(episodes),
     }
     if held_out.any():
-        replayed = trajectories[held_out].assign(policy=trajectories["policy"].str.removeprefix(HELD_OUT))
+        replayed = trajectories[held_out].assign(policy=trajectories["policy"].str.removeprefix(HELD_OUT_PREFIX))
         figures["held_out_trajectory.png"] = trajectory(config, replayed, first_year=_first_year(config))
     return figures
 

@@ -29,6 +29,8 @@ from reservoir_dqn.config import ReservoirConfig
 from reservoir_dqn.envs.inflows import InflowChain
 from reservoir_dqn.envs.records import Record, RecordError, load_record
 
+HELD_OUT_PREFIX = "held-out "  # the held-out record's trajectory rows: policy "held-out dqn", "held-out sdp", ...
+
 
 @dataclass(frozen=True)
 class Windows:
