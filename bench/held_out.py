@@ -22,15 +22,7 @@ from bench.common import REPO, RESULTS, machine, write_results
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import profile
 from reservoir_dqn.recipes import overrides
-from reservoir_dqn.reoperation import (
-    baselines,
-    bootstrap_weights,
-    held_out_windows,
-    pooled,
-    replay,
-    water_years,
-    yearly,
-)
+from reservoir_dqn.reoperation import bootstrap_weights, held_out_windows, pooled, replay_baselines, water_years
 
 CAPACITIES = (10, 20, 40, 80)  # units of 106 hm3: a hundredth of the mean annual flow each
 PSEUDOCOUNTS = (0.0, 1.0)
@@ -48,12 +40,8 @@ def measure(capacity: int, pseudocount: float) -> dict[str, float]:
     env_profile = profile(config)
     windows = held_out_windows(env_profile, config)
     assert windows is not None
-    year_of_month, labels = water_years(windows, config.reservoir.horizon_months)
-    played = {
-        name: yearly(replay(env_profile, config, policy, windows)[0], year_of_month)
-        for name, policy in baselines(config, windows, seed=0).items()
-    }
-    weights = bootstrap_weights(labels)
+    played = replay_baselines(env_profile, config, windows, seed=0)
+    weights = bootstrap_weights(water_years(windows, config.reservoir.horizon_months)[1])
     random, bound = played["random"], played["foresight"]
     markov, independent = (pooled(played[name], random, bound, weights) for name in ("sdp", "sdp_independent"))
     total = {name: (weights * values).sum(axis=(1, 2)) for name, values in played.items()}

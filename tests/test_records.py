@@ -18,21 +18,12 @@ from reservoir_dqn.envs.baselines import RandomPolicy, SDPPolicy, reservoir_opti
 from reservoir_dqn.envs.inflows import fit_chain, lag1_correlation, without_persistence
 from reservoir_dqn.envs.records import RecordError, load_record
 from reservoir_dqn.envs.reservoir_model import ReservoirModel
-from reservoir_dqn.envs.reservoir_profile import ReservoirProfile
 from reservoir_dqn.envs.sdp import solve
 from reservoir_dqn.evaluation import run_episodes
 from reservoir_dqn.recipes import overrides
 from reservoir_dqn.stages import train
 from tests.conftest import REPO, tree_digest
-
-RECORD = REPO / "data" / "delaware_monthly_hm3.csv"
-DELAWARE = load_config(
-    REPO / "params.yaml",
-    [*overrides("reservoir-delaware", REPO / "recipes"), f"env.reservoir.record.path={RECORD}"],
-).env
-CONFIG = DELAWARE.reservoir
-MODEL = ReservoirModel.from_config(CONFIG)
-PROFILE = ReservoirProfile(DELAWARE.name)  # unregistered: the registry stays as other tests expect it
+from tests.delaware import CONFIG, DELAWARE, MODEL, PROFILE, RECORD
 
 
 def test_the_shipped_record_holds_only_whole_months() -> None:

@@ -10,15 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from reservoir_dqn.config import load_config
 from reservoir_dqn.envs.baselines import RandomPolicy
 from reservoir_dqn.envs.records import load_record
-from reservoir_dqn.envs.reservoir_model import ReservoirModel
-from reservoir_dqn.envs.reservoir_profile import ReservoirProfile
 from reservoir_dqn.envs.sdp import foresight
 from reservoir_dqn.envs.windows import record_windows
 from reservoir_dqn.evaluation import run_episodes
-from reservoir_dqn.recipes import overrides
 from reservoir_dqn.reoperation import (
     baselines,
     bootstrap_weights,
@@ -30,16 +26,9 @@ from reservoir_dqn.reoperation import (
 )
 from reservoir_dqn.results import Evaluation
 from reservoir_dqn.stages import evaluate, plot, train
-from tests.conftest import REPO, write_params
+from tests.conftest import write_params
+from tests.delaware import CONFIG, DELAWARE, MODEL, PROFILE, RECORD
 
-RECORD = REPO / "data" / "delaware_monthly_hm3.csv"
-DELAWARE = load_config(
-    REPO / "params.yaml",
-    [*overrides("reservoir-delaware", REPO / "recipes"), f"env.reservoir.record.path={RECORD}"],
-).env
-CONFIG = DELAWARE.reservoir
-MODEL = ReservoirModel.from_config(CONFIG)
-PROFILE = ReservoirProfile(DELAWARE.name)
 HELD_OUT = record_windows(CONFIG, MODEL.chain, "held_out")
 
 

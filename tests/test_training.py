@@ -20,7 +20,8 @@ from reservoir_dqn.session import agent_seeds, env_seeds, start
 from reservoir_dqn.stages import train
 from reservoir_dqn.training import TrainingDiverged
 from reservoir_dqn.training import train as train_loop
-from tests.conftest import REPO, model_weights, write_params
+from tests.conftest import model_weights, write_params
+from tests.delaware import RECORD
 from tests.identity_env import LENGTH, IdentityProfile
 
 TIMING_COLUMNS = {"frames_per_second"}
@@ -109,7 +110,7 @@ def test_agents_and_master_seeds_give_different_weights(project: Path) -> None:
 RECORD_DRIVEN = (
     "env.name=reservoir-delaware",
     "env.reservoir.inflow_model=record",
-    f"env.reservoir.record.path={REPO / 'data/delaware_monthly_hm3.csv'}",
+    f"env.reservoir.record.path={RECORD}",
     "env.reservoir.unit_hm3=106.0",
 )
 LONG_BATCHES = (

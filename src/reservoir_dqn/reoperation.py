@@ -117,7 +117,6 @@ def held_out_trajectories(
     config: EnvConfig,
     shipped: tuple[TensorDictModuleBase, int, int],
     windows: Windows,
-    seed: int,
 ) -> list[dict[str, object]]:
     """Trajectory rows of the first held-out window for the shipped agent, the Markov SDP and foresight.
 
@@ -125,17 +124,26 @@ def held_out_trajectories(
     """
     first = windows.head(1)
     q_network, agents, agent = shipped
-    references = baselines(config, first, seed)
+    bound = ForesightPolicy(foresight(ReservoirModel.from_config(config.reservoir), first.inflows))
     played = {
         "dqn": replay_episodes(profile, config, q_network, first, agents).part(agent, agent + 1),
-        "sdp": replay_episodes(profile, config, references["sdp"], first),
-        "foresight": replay_episodes(profile, config, references["foresight"], first),
+        "sdp": replay_episodes(profile, config, SDPPolicy(reservoir_optimum(config.reservoir)), first),
+        "foresight": replay_episodes(profile, config, bound, first),
     }
     return [
         row
         for name, episodes in played.items()
         for row in profile.trajectory_rows(config, HELD_OUT_PREFIX + name, episodes, 1)
     ]
+
+
+def replay_baselines(profile: EnvProfile, config: EnvConfig, windows: Windows, seed: int) -> dict[str, np.ndarray]:
+    """``[W, Y]`` each window-year's return of every reference policy (:func:`baselines`)."""
+    year_of_month, _ = water_years(windows, config.reservoir.horizon_months)
+    return {
+        name: yearly(replay(profile, config, policy, windows)[0], year_of_month)
+        for name, policy in baselines(config, windows, seed).items()
+    }
 
 
 @dataclass(frozen=True)
@@ -214,12 +222,8 @@ def evaluate_held_out(
 ) -> HeldOut:
     """Every agent of each network (``network -> (stacked Q-network, agents)``) and every reference
     policy replaying the held-out ``windows``, scored against foresight."""
-    horizon = config.reservoir.horizon_months
-    year_of_month, labels = water_years(windows, horizon)
-    played = {
-        name: yearly(replay(profile, config, policy, windows)[0], year_of_month)
-        for name, policy in baselines(config, windows, seed).items()
-    }
+    year_of_month, labels = water_years(windows, config.reservoir.horizon_months)
+    played = replay_baselines(profile, config, windows, seed)
     agents = {
         network: yearly(replay(profile, config, q_network, windows, copies), year_of_month)
         for network, (q_network, copies) in networks.items()

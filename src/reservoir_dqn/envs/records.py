@@ -71,12 +71,17 @@ class Record:
         return f"{self.label(0)} to {self.label(len(self) - 1)}"
 
 
-def load_record(path: str | Path, column: str, units: str) -> Record:
-    """The record of ``column`` in the CSV file ``path`` (see the module's docstring); cached per file version."""
+def record_version(path: str | Path) -> int:
+    """The version of the record file ``path`` (its modification time): what caches of it are keyed on."""
     file = Path(path)
     if not file.is_file():
         raise RecordError(f"record {path}: no such file")
-    return _load(str(path), file.stat().st_mtime_ns, column, units)
+    return file.stat().st_mtime_ns
+
+
+def load_record(path: str | Path, column: str, units: str) -> Record:
+    """The record of ``column`` in the CSV file ``path`` (see the module's docstring); cached per file version."""
+    return _load(str(path), record_version(path), column, units)
 
 
 @lru_cache(maxsize=8)

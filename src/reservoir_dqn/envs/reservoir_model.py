@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from statistics import NormalDist
 from typing import NamedTuple
 
@@ -17,7 +18,7 @@ import torch
 
 from reservoir_dqn.config import ReservoirConfig
 from reservoir_dqn.envs.inflows import InflowChain, independent_chain, record_chain
-from reservoir_dqn.envs.records import MONTHS
+from reservoir_dqn.envs.records import MONTHS, record_version
 from reservoir_dqn.envs.windows import Windows, record_windows
 
 WATER_WEIGHT_N_PER_M3 = 9810.0  # rho * g: weight of one cubic metre of water, N/m3
@@ -96,21 +97,13 @@ class ReservoirModel:
 
     @classmethod
     def from_config(cls, config: ReservoirConfig) -> ReservoirModel:
-        if config.inflow_model == "record":
-            chain = record_chain(config)
-        else:
-            inflows = [
-                discretise_lognormal(median, cv, config.inflow_classes)
-                for median, cv in zip(config.inflow_median, config.inflow_cv, strict=True)
-            ]
-            chain = independent_chain(torch.tensor(inflows, dtype=torch.float64))
-        return cls(
-            config=config,
-            chain=chain,
-            training_windows=record_windows(config, chain, "training") if config.scenarios == "record" else None,
-            release_levels=torch.tensor(config.release_levels, dtype=torch.float64),
-            demand=torch.tensor(config.demand, dtype=torch.float64),
-        )
+        """The model of ``config``, built once per process for each configuration and record file version.
+
+        (Every environment copy, baseline and evaluation asks for it; a record's chain and its
+        training windows take tens of milliseconds to derive. The tensors are never written.)
+        """
+        version = record_version(config.record.path) if config.inflow_model == "record" else None
+        return _model(config, version)
 
     @property
     def inflow_values(self) -> torch.Tensor:
@@ -181,3 +174,23 @@ class ReservoirModel:
         if self.chain.persistent:
             features.append((inflow_class.double() + 0.5) / self.chain.classes)
         return torch.stack(features, dim=-1).float()
+
+
+@lru_cache(maxsize=8)
+def _model(config: ReservoirConfig, record_version: int | None) -> ReservoirModel:
+    """:meth:`ReservoirModel.from_config`, cached (``record_version``: the record file's, which the key must hold)."""
+    if config.inflow_model == "record":
+        chain = record_chain(config)
+    else:
+        inflows = [
+            discretise_lognormal(median, cv, config.inflow_classes)
+            for median, cv in zip(config.inflow_median, config.inflow_cv, strict=True)
+        ]
+        chain = independent_chain(torch.tensor(inflows, dtype=torch.float64))
+    return ReservoirModel(
+        config=config,
+        chain=chain,
+        training_windows=record_windows(config, chain, "training") if config.scenarios == "record" else None,
+        release_levels=torch.tensor(config.release_levels, dtype=torch.float64),
+        demand=torch.tensor(config.demand, dtype=torch.float64),
+    )

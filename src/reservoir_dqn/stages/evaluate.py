@@ -98,7 +98,7 @@ def _re_operate(
     held_out = evaluate_held_out(env_profile, config.env, agents, windows, seed)
     q_network, spec = networks[evaluation.shipped_network]
     shipped = (q_network, spec.agents, evaluation.shipped_agent)
-    rows = held_out_trajectories(env_profile, config.env, shipped, windows, seed)
+    rows = held_out_trajectories(env_profile, config.env, shipped, windows)
     return dataclasses.replace(evaluation, held_out=held_out), rows
 
 
