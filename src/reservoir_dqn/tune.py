@@ -88,7 +88,7 @@ from reservoir_dqn.tracking import Tracking
 from reservoir_dqn.tracking.outcomes import describe_experiment
 from reservoir_dqn.tracking.sinks import CsvSink, MlflowSink
 from reservoir_dqn.tracking.store import EXPERIMENT_PREFIX, Store, project_root, retrying, with_postgres_driver
-from reservoir_dqn.tracking.study import STUDY_TAG, log_figures, study_run, study_run_status
+from reservoir_dqn.tracking.study import STUDY_TAG, study_run, study_run_status
 from reservoir_dqn.training import train
 
 log = logging.getLogger(__name__)
@@ -361,8 +361,6 @@ def run(argv: Sequence[str] | None = None) -> None:
             study.optimize(objective, callbacks=[MaxTrialsCallback(config.tune.trials, states=done)], catch=())
         finally:
             shutil.rmtree(objective.workdir, ignore_errors=True)
-        if tracking.store is not None and parent is not None:
-            log_figures(tracking.store, parent, study)
     counts = {state.name.lower(): len(study.get_trials(states=(state,))) for state in TrialState}
     print(f"study {name}: " + ", ".join(f"{count} {state}" for state, count in counts.items() if count))
 

@@ -157,15 +157,28 @@ def _check_sqlite_file(database: Path) -> None:
 
 
 def retrying(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """``call(*args, **kwargs)``, retried while SQLite reports a concurrent writer ('database is locked')."""
+    """``call(*args, **kwargs)``, retried while it loses a race with a concurrent writer (see :func:`lost_a_race`)."""
     for attempt in range(RETRIES):
         try:
             return call(*args, **kwargs)
         except Exception as error:
-            if "locked" not in str(error).lower() or attempt == RETRIES - 1:
+            if not lost_a_race(error) or attempt == RETRIES - 1:
                 raise
             time.sleep(RETRY_DELAY_S * 2**attempt)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def lost_a_race(error: Exception) -> bool:
+    """Whether a store call failed only because another process wrote at the same moment, so trying again succeeds.
+
+    SQLite reports a concurrent writer as 'database is locked'. Two processes setting the same
+    tag at once both insert it (MLflow's merge); the second insert's unique violation comes back
+    as BAD_REQUEST, and tried again it updates the row. An experiment or model that already
+    exists is RESOURCE_ALREADY_EXISTS instead, and trying again would not help.
+    """
+    text = str(error).lower()
+    unique_violation = "duplicate key" in text or "unique constraint failed" in text
+    return "locked" in text or (getattr(error, "error_code", None) == "BAD_REQUEST" and unique_violation)
 
 
 @contextlib.contextmanager

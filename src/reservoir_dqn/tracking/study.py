@@ -1,9 +1,9 @@
 """A tuning study's own MLflow run: created once by the first worker, RUNNING while any worker
 trains, and ended by the last worker to stop, with Optuna's figures.
 
-The last worker decides the final status: FINISHED when it ends normally, KILLED on Ctrl-C or
-SIGTERM, FAILED otherwise; while other workers still run trials (dead workers' stale trials
-are failed first), the run stays RUNNING.
+The last worker decides the final status: FINISHED when it ends normally (it logs the figures
+first, over every worker's trials), KILLED on Ctrl-C or SIGTERM, FAILED otherwise; while other
+workers still run trials (dead workers' stale trials are failed first), the run stays RUNNING.
 """
 
 from __future__ import annotations
@@ -94,6 +94,11 @@ def _end_study_run(store: Store, run_id: str, study: optuna.Study, own: set[int]
     if others:
         log.info(f"study {study.study_name}: trials {others} still run in other workers; its run stays RUNNING")
         return
+    try:
+        if status == "FINISHED":
+            log_figures(store, run_id, study)
+    except Exception as error:  # noqa: BLE001 - the trials are recorded: a figure that fails must not leave the run RUNNING
+        log.warning(f"study {study.study_name}: its figures could not be logged ({first_line(error)})")
     try:
         retrying(store.client.set_terminated, run_id, status=status)
     except Exception as error:  # noqa: BLE001 - the tracking store failing may be why the worker ends
