@@ -23,12 +23,13 @@ from mlflow import MlflowClient
 from tensordict import TensorDictBase
 
 from reservoir_dqn.checkpoint import Checkpointer
+from reservoir_dqn.commands import run_stage
 from reservoir_dqn.config import load_config
 from reservoir_dqn.curves import Interval
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.files import OutputSet
 from reservoir_dqn.process import Terminated
-from reservoir_dqn.stages import evaluate, run_stage, train
+from reservoir_dqn.stages import evaluate, train
 from reservoir_dqn.workspace import trained_params
 from tests.conftest import training_json, tree_digest, wait_for, write_params
 from tests.dvc_repo import baseline_repo, clean_env, clone_repo, dvc, run

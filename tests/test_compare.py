@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -13,9 +14,10 @@ from typing import Any
 import pytest
 
 from reservoir_dqn.config import load_config
-from reservoir_dqn.evaluation import Reference
 from reservoir_dqn.exits import Exit, markdown_table
-from reservoir_dqn.results import Evaluation
+from reservoir_dqn.results import Evaluation, HeldOut, HeldOutScore
+from reservoir_dqn.scoring import Reference
+from reservoir_dqn.statistics import summarize
 from tests.conftest import REPO
 
 SCRIPT = REPO / ".ci" / "compare-metrics"
@@ -43,6 +45,33 @@ def evaluation(scores: list[float], **conditions: Any) -> Evaluation:
     return Evaluation.from_json(json.loads(json.dumps(made.to_json())))  # through the file format
 
 
+def held_out(per_seed: list[float], windows: tuple[str, ...] = ("2005-10", "2006-10")) -> HeldOut:
+    """A held-out replay whose agents (final networks) scored ``per_seed``; the Markov SDP scored 0.9."""
+
+    def score(value: float) -> HeldOutScore:
+        return HeldOutScore(value, value - 0.05, value + 0.05, 100.0 * value, (value,) * len(windows))
+
+    mean = sum(per_seed) / len(per_seed)
+    baselines = {"sdp": 0.9, "sdp_independent": 0.88, "sop": 0.35, "random": 0.0, "foresight": 1.0}
+    return HeldOut(
+        windows=windows,
+        block_years=3,
+        resamples=2000,
+        baselines={name: score(value) for name, value in baselines.items()},
+        dqn={network: score(mean) for network in ("final", "best")},
+        dqn_per_seed={network: summarize(per_seed) for network in ("final", "best")},
+        dqn_over_sdp={network: (mean / 0.9, mean / 0.9 - 0.03, mean / 0.9 + 0.03) for network in ("final", "best")},
+    )
+
+
+def test_the_gate_starts_without_torch_or_mlflow() -> None:
+    """CI runs compare on every change: it reads JSON files and needs neither (measured: 2.0 s a call, not 4.3 s)."""
+    heavy = "{'torch', 'tensordict', 'torchrl', 'mlflow'}"
+    code = f"import sys, reservoir_dqn.compare; print(sorted({heavy} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
+
+
 def test_an_evaluation_survives_its_json_round_trip() -> None:
     made = evaluation(HEALTHY)
     assert Evaluation.from_json(json.loads(json.dumps(made.to_json()))) == made
@@ -61,6 +90,42 @@ def test_judge_calls_a_collapse_a_regression_and_the_report_says_so() -> None:
     assert "**regression**" in rows["score"] and "-0.02" in rows["score"]
     assert "not gated" in rows["return"] and "lower" in rows["return"]
     assert "`dqn.lr` 0.001 -> 0.03" in report
+
+
+def test_the_held_out_score_is_compared_in_the_report_but_never_gated() -> None:
+    from reservoir_dqn.compare import judge, markdown_report
+
+    config = load_config(REPO / "params.yaml")
+    baseline = dataclasses.replace(evaluation(HEALTHY), held_out=held_out([0.88, 0.89, 0.87, 0.90, 0.88]))
+    change = dataclasses.replace(evaluation(HEALTHY), held_out=held_out([0.60, 0.62, 0.58, 0.61, 0.59]))
+    judgement = judge(baseline, change, config)
+    assert judgement.held_out is not None and judgement.held_out.verdict == "regression"
+    assert judgement.gated.verdict != "regression"  # the gate is the score on the test scenarios alone
+    report = markdown_report("main", "the workspace", baseline, change, judgement, [])
+    (row,) = [line for line in report.splitlines() if line.startswith("| held-out score |")]
+    assert "not gated" in row and "lower" in row and "**" not in row
+    assert "reported, never gated" in report
+
+
+@pytest.mark.parametrize(
+    ("change_windows", "change_has_one", "note"),
+    [
+        (("2005-10", "2006-10"), False, "the change did not replay one"),
+        (("2006-10", "2007-10"), True, "replayed different windows"),
+    ],
+)
+def test_held_out_records_that_do_not_pair_are_named_not_compared(
+    change_windows: tuple[str, ...], change_has_one: bool, note: str
+) -> None:
+    from reservoir_dqn.compare import judge, markdown_report
+
+    baseline = dataclasses.replace(evaluation(HEALTHY), held_out=held_out(HEALTHY))
+    change = dataclasses.replace(
+        evaluation(HEALTHY), held_out=held_out(HEALTHY, change_windows) if change_has_one else None
+    )
+    judgement = judge(baseline, change, load_config(REPO / "params.yaml"))
+    report = markdown_report("main", "the workspace", baseline, change, judgement, [])
+    assert judgement.held_out is None and note in report and "| held-out score |" not in report
 
 
 @pytest.mark.parametrize(

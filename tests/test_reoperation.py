@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from reservoir_dqn.config import load_config
 from reservoir_dqn.envs.baselines import RandomPolicy
 from reservoir_dqn.envs.records import load_record
 from reservoir_dqn.envs.sdp import foresight
@@ -26,8 +28,12 @@ from reservoir_dqn.reoperation import (
 )
 from reservoir_dqn.results import Evaluation
 from reservoir_dqn.stages import evaluate, plot, train
-from tests.conftest import write_params
+from reservoir_dqn.stages.evaluate import tracked_metrics
+from reservoir_dqn.tracking.hparams import log_hparams
+from tests.conftest import REPO, write_params
 from tests.delaware import CONFIG, DELAWARE, MODEL, PROFILE, RECORD
+from tests.test_compare import HEALTHY, held_out
+from tests.test_compare import evaluation as hand_made
 
 HELD_OUT = record_windows(CONFIG, MODEL.chain, "held_out")
 
@@ -100,6 +106,8 @@ def test_the_evaluate_and_plot_stages_report_the_held_out_record(project: Path, 
     assert {"held-out dqn", "held-out sdp", "held-out foresight", "dqn", "sdp", "sop"} == policies
     held_out = Evaluation.from_json(json.loads((project / "metrics/eval.json").read_text())).held_out
     assert held_out is not None and len(held_out.windows) == 10
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert summary.items() >= held_out.metrics().items()  # what DVC tracks
     assert held_out.baselines["foresight"].score == pytest.approx(1.0)
     assert held_out.baselines["random"].score == pytest.approx(0.0)
     assert set(held_out.dqn) == {"final", "best"} and len(held_out.dqn_per_seed["final"].per_seed) == 2
@@ -125,3 +133,22 @@ def test_an_agent_learning_from_the_record_sees_only_the_fitting_years_windows()
     again = PROFILE.make(config, [1, 2, 3, 4, 5, 6]).rollout(120, RandomPolicy(MODEL.num_actions, 0))
     assert torch.equal(again["next", "inflow"], rollout["next", "inflow"][:, :120])
     assert PROFILE.test_config(config).reservoir.scenarios == "chain"  # tested where the SDP is the optimum
+
+
+def test_the_held_out_figures_have_one_name_in_dvc_mlflow_and_tensorboard(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    evaluation = dataclasses.replace(hand_made(HEALTHY), held_out=held_out(HEALTHY))
+    assert evaluation.held_out is not None
+    figures = evaluation.held_out.metrics()
+    assert set(figures) == {
+        "held_out_score", "held_out_score_lo", "held_out_score_hi", "held_out_over_sdp", "held_out_over_sdp_lo",
+        "held_out_over_sdp_hi", "held_out_sdp", "held_out_sdp_independent", "held_out_sop",
+    }  # fmt: skip
+    assert figures.items() <= evaluation.headline_metrics().items()  # metrics/summary.json: DVC
+    tracked = tracked_metrics(evaluation, train_minutes=1.0)  # the parent run: MLflow, to 4 digits
+    assert all(tracked[name] == pytest.approx(value, rel=1e-3) for name, value in figures.items())
+    log_hparams(tmp_path, load_config(REPO / "params.yaml"), evaluation)
+    scalars = set(EventAccumulator(str(tmp_path)).Reload().Tags()["scalars"])
+    assert {f"reservoir/test/{name}" for name in figures} <= scalars  # TensorBoard
+    assert not any(name.startswith("held_out") for name in hand_made(HEALTHY).headline_metrics())  # none without

@@ -169,7 +169,7 @@ def test_workers_setting_one_tag_at_once_both_succeed(mlflow_server: str) -> Non
 def test_a_killed_workers_trial_is_retried_by_another_worker(
     tmp_path: Path, postgres: PostgresServer, mlflow_server: str
 ) -> None:
-    project = _tuning_project(tmp_path / "project", mlflow_server)
+    project = _tuning_project(tmp_path / "project", mlflow_server, trials=3)
     storage = postgres.create_database("optuna_killed")
     doomed = _worker(project, storage, "killed")
     assert wait_for(  # a trial is training (its MLflow run exists)
@@ -183,7 +183,7 @@ def test_a_killed_workers_trial_is_retried_by_another_worker(
     survivor = _worker(project, storage, "killed")
     output = survivor.communicate(timeout=600)[0]
     assert survivor.returncode == 0, output
-    trials = _check_study(storage, "killed", mlflow_server, trials=6)
+    trials = _check_study(storage, "killed", mlflow_server, trials=3)
     assert next(t for t in trials if t.number == killed.number).state == TrialState.FAIL
     retries = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number]
     assert retries and retries[0].params == killed.params and retries[0].state in FINISHED

@@ -19,8 +19,9 @@ units (``compare.tolerance``). Its verdict comes from Welch's one-sided test of 
 hypothesis a user means (:func:`reservoir_dqn.statistics.compare`): *regression* only when
 the data show, at ``compare.significance``, a drop larger than the tolerance; then the
 command exits :attr:`Exit.REGRESSION`. The other headline metrics are shown with a plain
-one-sided test, ungated. The parameters that differ from the baseline (``dvc params diff``)
-are listed under the table.
+one-sided test, ungated, and so is a record-driven reservoir's score on its held-out years
+(:func:`held_out_comparison` says why). The parameters that differ from the baseline
+(``dvc params diff``) are listed under the table.
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reservoir_dqn.commands import StageFailed, run_stage
 from reservoir_dqn.config import Config, ConfigError, add_config_arguments, config_from_args
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.files import write_text
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.results import Evaluation
-from reservoir_dqn.stages import StageFailed, run_stage
 from reservoir_dqn.statistics import Comparison, Summary, TooFewSeeds, compare
 
 FLOAT_AGREEMENT = 1e-9  # relative: a recorded float (the score's reference) that differs by less is equal
@@ -162,6 +163,8 @@ class Judgement:
     significance: float
     rows: dict[str, Comparison]
     accepted: list[tuple[str, Any, Any]]
+    held_out: Comparison | None = None
+    held_out_note: str = ""
 
     @property
     def gated(self) -> Comparison:
@@ -194,7 +197,32 @@ def judge(baseline: Evaluation, change: Evaluation, config: Config, accept: Sequ
                 )
     except TooFewSeeds as error:
         raise CannotJudge(f"{error}: train more seeds (train.seeds)") from None
-    return Judgement(settings.metric, settings.tolerance, settings.significance, rows, differences)
+    held_out, note = held_out_comparison(baseline, change, settings.significance)
+    return Judgement(settings.metric, settings.tolerance, settings.significance, rows, differences, held_out, note)
+
+
+def held_out_comparison(baseline: Evaluation, change: Evaluation, significance: float) -> tuple[Comparison | None, str]:
+    """The agents' score on the held-out record (final networks, per seed), compared but never gated; or why not.
+
+    Not gated: the held-out years are few (about 20 on the shipped example) and every seed
+    plays the same ones, so a test over seeds says nothing about other years; and a gate that
+    accepts changes by their held-out score makes those years a validation set, which they
+    are held out from.
+    """
+    sides = {"baseline": baseline.held_out, "change": change.held_out}
+    if not any(sides.values()):
+        return None, ""
+    if baseline.held_out is None or change.held_out is None:
+        side = next(name for name, held_out in sides.items() if held_out is None)
+        return None, f"Held-out record: the {side} did not replay one, so it is not compared."
+    if baseline.held_out.windows != change.held_out.windows:
+        return None, "Held-out record: the two sides replayed different windows, so it is not compared."
+    old, new = (side.dqn_per_seed["final"].per_seed for side in (baseline.held_out, change.held_out))
+    return compare(old, new, 0.0, significance), (
+        f"Held-out score: the agents' score on the record's {len(change.held_out.windows)} held-out windows (random 0, "
+        "perfect foresight 1), per seed; reported, never gated (the same few years for every seed, and a gate on them "
+        "would make them a validation set)."
+    )
 
 
 def _interval(summary: Summary) -> str:
@@ -242,7 +270,11 @@ def markdown_report(
         "|---|---|---|---|---|---|---|",
     ]
     lines += [_row(name, result, name == judgement.metric) for name, result in judgement.rows.items()]
+    if judgement.held_out is not None:
+        lines.append(_row("held-out score", judgement.held_out, gated=False))
     lines.append("")
+    if judgement.held_out_note:
+        lines += [judgement.held_out_note, ""]
     if judgement.accepted:
         accepted = ", ".join(f"`{key}` {old!r} -> {new!r}" for key, old, new in judgement.accepted)
         lines += [f"Measured differently, accepted on purpose (--accept): {accepted}", ""]

@@ -9,7 +9,6 @@ copies, laid out agent-major like everything else.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDictBase
@@ -20,6 +19,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from reservoir_dqn.config import EnvConfig
 from reservoir_dqn.envs import EnvProfile, Episodes
+from reservoir_dqn.scoring import Reference
 
 
 def run_episodes(
@@ -101,22 +101,6 @@ def describe(profile: EnvProfile, config: EnvConfig, episodes: Episodes) -> dict
         "length": float(episodes.lengths.double().mean()),
         **profile.policy_metrics(config, episodes),
     }
-
-
-@dataclass(frozen=True)
-class Reference:
-    """What a score is measured against on one set of scenarios.
-
-    :ivar random_return: the random policy's mean return there (score 0).
-    :ivar optimum_return: the optimum's mean return there (score 1).
-    """
-
-    random_return: float
-    optimum_return: float
-
-    def score(self, mean_return: float | torch.Tensor) -> float | torch.Tensor:
-        """``(R - R_random) / (R_optimum - R_random)``: cannot invert when returns are negative."""
-        return (mean_return - self.random_return) / (self.optimum_return - self.random_return)
 
 
 def reference(

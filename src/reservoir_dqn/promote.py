@@ -25,12 +25,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reservoir_dqn.commands import StageFailed, connect_tracking, run_stage
 from reservoir_dqn.config import Config, add_config_arguments, config_from_args
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.files import read_json
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.results import Evaluation
-from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, training_summary
+from reservoir_dqn.stages import training_summary
 from reservoir_dqn.tracking.champion import Evidence, decide, holder_version, move, move_back, record_candidate
 from reservoir_dqn.tracking.store import registered_model_name, retrying
 from reservoir_dqn.workspace import git

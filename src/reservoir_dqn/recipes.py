@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from reservoir_dqn.commands import run_stage
 from reservoir_dqn.config import DEFAULT_PARAMS, ConfigError, load_config, parse_yaml
 from reservoir_dqn.envs import profile
-from reservoir_dqn.stages import run_stage
 
 RECIPES = Path("recipes")
 

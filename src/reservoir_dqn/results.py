@@ -14,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from reservoir_dqn.evaluation import Reference
+from reservoir_dqn.scoring import Reference
 from reservoir_dqn.statistics import Summary, summarize
 
 NETWORKS = ("final", "best")
+HELD_OUT = "held_out"  # the prefix of every held-out metric (HeldOut.metrics)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,30 @@ class HeldOut:
     dqn: dict[str, HeldOutScore]
     dqn_per_seed: dict[str, Summary]
     dqn_over_sdp: dict[str, tuple[float, float, float]]
+
+    def metrics(self) -> dict[str, float]:
+        """The held-out figures that ``metrics/summary.json`` (DVC), MLflow and TensorBoard track, named here once.
+
+        ``held_out_score`` with its interval (``_lo``, ``_hi``): the agents' final networks, their
+        window-year returns averaged over seeds; ``held_out_over_sdp``: that score over the Markov
+        SDP's, with its interval; ``held_out_<policy>``: each reference policy's score (random is 0
+        and foresight 1 by definition, so neither is listed).
+        """
+        final = self.dqn["final"]
+        ratio, low, high = self.dqn_over_sdp["final"]
+        values = {
+            f"{HELD_OUT}_score": final.score,
+            f"{HELD_OUT}_score_lo": final.score_lo,
+            f"{HELD_OUT}_score_hi": final.score_hi,
+            f"{HELD_OUT}_over_sdp": ratio,
+            f"{HELD_OUT}_over_sdp_lo": low,
+            f"{HELD_OUT}_over_sdp_hi": high,
+        }
+        return values | {
+            f"{HELD_OUT}_{name}": score.score
+            for name, score in self.baselines.items()
+            if name not in ("random", "foresight")
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -178,7 +203,8 @@ class Evaluation:
     def headline_metrics(self) -> dict[str, float | None]:
         """The numbers DVC tracks (``metrics/summary.json``).
 
-        The main metric with its 95% Student-t interval over seeds (``<name>_lo``, ``<name>_hi``), then the others.
+        The main metric with its 95% Student-t interval over seeds (``<name>_lo``, ``<name>_hi``), then the others,
+        then the held-out record's figures where there is one (:meth:`HeldOut.metrics`).
         """
         main, *others = self.headline
         summary = self.metric(main)
@@ -188,6 +214,8 @@ class Evaluation:
             f"{main}_hi": summary.ci_high,
         }
         values |= {name: self.metric(name).mean for name in others}
+        if self.held_out is not None:
+            values |= self.held_out.metrics()
         return values
 
     def to_json(self) -> dict[str, Any]:

@@ -36,9 +36,10 @@ from reservoir_dqn.collect import Rollout
 from reservoir_dqn.config import TRAIN_SEED_LIMIT, VALIDATION_SEED_BASE, Config
 from reservoir_dqn.curves import LEARNING, PROGRESS, VALIDATION
 from reservoir_dqn.envs import EnvProfile, profile
-from reservoir_dqn.evaluation import Reference, reference
+from reservoir_dqn.evaluation import reference
 from reservoir_dqn.metrics import MetricGroup
 from reservoir_dqn.replay import TransitionWriter, make_replay_buffer
+from reservoir_dqn.scoring import Reference
 from reservoir_dqn.streams import RandomStreams
 
 BUFFER_CHECKPOINT_AUTO_LIMIT = 1_000_000  # 'auto' saves the replay buffer up to this many transitions in all

@@ -66,6 +66,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from reservoir_dqn.commands import StageFailed, connect_tracking, run_stage
 from reservoir_dqn.config import (
     TUNE_SEED_BASE,
     Config,
@@ -82,7 +83,6 @@ from reservoir_dqn.files import write_text
 from reservoir_dqn.metrics import Sink
 from reservoir_dqn.process import Terminated, exit_process
 from reservoir_dqn.session import start
-from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage
 from reservoir_dqn.statistics import iqm
 from reservoir_dqn.tracking import Tracking
 from reservoir_dqn.tracking.outcomes import describe_experiment

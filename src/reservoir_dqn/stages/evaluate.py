@@ -18,6 +18,7 @@ import pandas as pd
 from torchrl.modules import QValueActor
 
 from reservoir_dqn.agent import NetworkSpec, load_model
+from reservoir_dqn.commands import StageFailed, connect_tracking, run_stage
 from reservoir_dqn.config import Config
 from reservoir_dqn.envs import EnvProfile, Episodes, profile
 from reservoir_dqn.evaluation import describe, reference, run_agents
@@ -25,7 +26,7 @@ from reservoir_dqn.files import OutputSet, write_csv, write_json
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.reoperation import evaluate_held_out, held_out_trajectories, held_out_windows
 from reservoir_dqn.results import NETWORKS, Evaluation, HeldOut
-from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config, training_summary
+from reservoir_dqn.stages import stage_config, training_summary
 from reservoir_dqn.statistics import Summary
 from reservoir_dqn.summary import Training
 from reservoir_dqn.tracking.hparams import log_hparams
@@ -121,7 +122,8 @@ def _episode_rows(config: Config, policy: str, episodes: Episodes, agent: int | 
 
 
 def tracked_metrics(evaluation: Evaluation, train_minutes: float) -> dict[str, float]:
-    """The parent run's metrics: each headline metric's mean, IQM and interval (final networks), and the time.
+    """The parent run's metrics: each headline metric's mean, IQM and interval (final networks), the time, and
+    the held-out record's figures where there is one (named as in ``summary.json``, :meth:`HeldOut.metrics`).
 
     Named as in ``metrics/summary.json`` (``score``, ``score_lo``, ``score_hi``, ``score_iqm``, ...;
     :mod:`reservoir_dqn.tracking.views`). Rounded to 4 significant digits, so that MLflow's runs
@@ -136,6 +138,8 @@ def tracked_metrics(evaluation: Evaluation, train_minutes: float) -> dict[str, f
     main = evaluation.headline[0]
     metrics[best_snapshot_metric(main)] = evaluation.metric(main, "best").mean
     metrics[TRAIN_MINUTES] = train_minutes
+    if evaluation.held_out is not None:
+        metrics |= evaluation.held_out.metrics()
     return {name: float(f"{value:.4g}") for name, value in metrics.items()}
 
 

@@ -29,12 +29,13 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from reservoir_dqn.commands import StageFailed, connect_tracking, run_stage
 from reservoir_dqn.config.sections import PathsConfig
 from reservoir_dqn.envs import profile
 from reservoir_dqn.files import OutputSet, read_csv, read_json, write_atomic
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.results import Evaluation
-from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config, training_summary
+from reservoir_dqn.stages import stage_config, training_summary
 from reservoir_dqn.summary import Training
 from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 

@@ -19,10 +19,11 @@ from pathlib import Path
 
 from reservoir_dqn.agent import save_model, select_agents
 from reservoir_dqn.checkpoint import newest_checkpoint
+from reservoir_dqn.commands import StageFailed, connect_tracking, run_stage
 from reservoir_dqn.files import OutputSet, write_json
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.session import start
-from reservoir_dqn.stages import StageFailed, connect_tracking, run_stage, stage_config
+from reservoir_dqn.stages import stage_config
 from reservoir_dqn.training import TrainingDiverged, train
 from reservoir_dqn.workspace import ParamsSnapshot, trained_params
 

@@ -20,6 +20,9 @@ What the tab shows is written here rather than left to ``SummaryWriter.add_hpara
   keep: the environment, which has a column of its own.
 - Metric tags start with the environment (``reservoir/test/score``), so that no chart of the
   TIME SERIES tab mixes two environments (as the training curves, see :mod:`.sinks`).
+- A reservoir with a held-out record adds its figures as scalars beside them
+  (``reservoir-delaware/test/held_out_score``), not as columns: the tab's columns are the
+  same for every session, and most environments have no record.
 """
 
 from __future__ import annotations
@@ -177,3 +180,6 @@ def log_hparams(folder: Path, config: Config, evaluation: Evaluation) -> None:
             for statistic, value in (("mean", metric.mean), ("ci_low", metric.ci_low), ("ci_high", metric.ci_high)):
                 if value is not None:
                     writer.add_scalar(metric_tag(evaluation.env, name, statistic), value, global_step=0)
+        if evaluation.held_out is not None:  # scalars beside the test metrics; the tab's columns are every env's
+            for name, value in evaluation.held_out.metrics().items():
+                writer.add_scalar(f"{evaluation.env}/{TEST_GROUP}/{name}", value, global_step=0)

@@ -1,0 +1,29 @@
+"""The score every environment reports: its return between the random policy's (0) and the optimum's (1).
+
+Its own module, imported by training (validation), the evaluation and the results files,
+so that reading and comparing results (``compare``) needs no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a score is measured against on one set of scenarios.
+
+    :ivar random_return: the random policy's mean return there (score 0).
+    :ivar optimum_return: the optimum's mean return there (score 1).
+    """
+
+    random_return: float
+    optimum_return: float
+
+    def score(self, mean_return: float | torch.Tensor) -> float | torch.Tensor:
+        """``(R - R_random) / (R_optimum - R_random)``: cannot invert when returns are negative."""
+        return (mean_return - self.random_return) / (self.optimum_return - self.random_return)
