@@ -105,7 +105,7 @@ def test_the_import_reader_follows_lazy_and_package_imports() -> None:
 def test_each_stage_checks_the_params_sections_dvc_yaml_gives_it() -> None:
     """A stage refuses to write when its sections of params.yaml changed while it ran: the same sections DVC hashes."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    for name in ("train", "evaluate", "plot"):
+    for name in ("train", "evaluate", "plot", "export"):
         module = importlib.import_module(f"reservoir_dqn.stages.{name}")
         assert tuple(stages[name]["params"]) == module.PARAMS, name
 

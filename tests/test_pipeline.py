@@ -31,7 +31,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
 def test_repro_produces_everything_and_a_second_repro_does_nothing(repo: Path) -> None:
     """`repo` is a copy of the project after its first `dvc repro`."""
     for name in ("models/model.pt", "models/agents/final.pt", "metrics/summary.json", "metrics/eval.json",
-                 "plots/training_curves.png", "plots/trajectory.png", "logs/train/validation.csv"):  # fmt: skip
+                 "plots/training_curves.png", "plots/trajectory.png", "logs/train/validation.csv",
+                 "logs/policy_states.csv", "plots/policy_map.png", "plots/value_lost.png",
+                 "plots/regret.png"):  # fmt: skip
         assert (repo / name).stat().st_size > 0, name
     again = dvc(repo, "repro")
     assert "Data and pipelines are up to date" in again.stdout + again.stderr
@@ -43,7 +45,10 @@ def test_dvc_tracks_a_few_headline_metrics(repo: Path) -> None:
     metrics = next(iter(shown.values()))["data"]
     assert list(metrics) == ["metrics/summary.json"]
     names = set(metrics["metrics/summary.json"]["data"])
-    assert names == {"score", "score_lo", "score_hi", "return", "reliability", "train_minutes"}
+    assert names == {
+        *("score", "score_lo", "score_hi", "return", "reliability", "train_minutes"),
+        *("regret", "regret_lo", "regret_hi", "exact_gap"),  # against the SDP optimum (results.Evaluation)
+    }
 
 
 def _stale_stages(repo: Path) -> set[str]:

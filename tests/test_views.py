@@ -175,7 +175,13 @@ def test_no_figure_of_the_plot_stage_has_a_legend_over_its_axes(project: Path) -
             plot.read_training_log(REPO / "logs/train"), Training.from_json(read_json(REPO / "metrics/train.json"))
         ),
         "evaluation_returns.png": plot.evaluation_returns(episodes, evaluation),
-        **reservoir_figures(config.env.reservoir, read_csv(REPO / "logs/trajectories.csv"), episodes),
+        "regret.png": plot.regret(episodes, evaluation, "sdp"),
+        **reservoir_figures(
+            config.env.reservoir,
+            read_csv(REPO / "logs/trajectories.csv"),
+            episodes,
+            read_csv(REPO / "logs/policy_states.csv"),
+        ),
     }
     faults = {name: problems for name, figure in figures.items() if (problems := _overlaps(figure))}
     assert not faults

@@ -18,10 +18,12 @@ COMMANDS: dict[str, str] = {  # sub-command -> module with main(argv) -> exit st
     "train": "reservoir_dqn.stages.train",
     "evaluate": "reservoir_dqn.stages.evaluate",
     "plot": "reservoir_dqn.stages.plot",
+    "export": "reservoir_dqn.stages.export",
     "compare": "reservoir_dqn.compare",
     "tune": "reservoir_dqn.tune",
     "promote": "reservoir_dqn.promote",
     "recipe": "reservoir_dqn.recipes",
+    "advise": "reservoir_dqn.advise",
 }
 
 

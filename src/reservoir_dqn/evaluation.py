@@ -8,7 +8,9 @@ copies, laid out agent-major like everything else.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from tensordict import TensorDictBase
@@ -19,7 +21,10 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from reservoir_dqn.config import EnvConfig
 from reservoir_dqn.envs import EnvProfile, Episodes
-from reservoir_dqn.scoring import Reference
+from reservoir_dqn.scoring import EXACT_GAP, EXACT_RETURN, EXACT_Z, REGRET, REGRET_SE, Reference
+
+if TYPE_CHECKING:
+    from reservoir_dqn.envs.account import Account
 
 
 def run_episodes(
@@ -101,6 +106,38 @@ def describe(profile: EnvProfile, config: EnvConfig, episodes: Episodes) -> dict
         "length": float(episodes.lengths.double().mean()),
         **profile.policy_metrics(config, episodes),
     }
+
+
+def paired_regret(episodes: Episodes, optimum: Episodes) -> dict[str, float]:
+    """The optimum's return minus the policy's, scenario by scenario (same seeds), averaged, with its standard error.
+
+    The scenarios' own spread (a dry decade against a wet one) is common to both returns and
+    cancels in each difference, so the regret's error is a fraction of the returns'.
+    """
+    difference = optimum.returns.double() - episodes.returns.double()
+    return {REGRET: float(difference.mean()), REGRET_SE: _standard_error(difference)}
+
+
+def exact_metrics(account: Account, episodes: Episodes) -> dict[str, float]:
+    """The exact expected return of an agent's greedy policy, its gap to the optimum, and how many standard
+    errors of the Monte Carlo test mean (``episodes``) it is from that mean.
+
+    The standard error is floored at a millionth of the mean's magnitude (the episodes' returns are
+    float32 sums), so that episodes that all return the same give a finite ``exact_z``.
+    """
+    returns = episodes.returns.double()
+    mean = float(returns.mean())
+    error = max(_standard_error(returns), 1e-6 * max(1.0, abs(mean)))
+    return {
+        EXACT_RETURN: account.policy_return,
+        EXACT_GAP: account.gap,
+        EXACT_Z: (account.policy_return - mean) / error,
+    }
+
+
+def _standard_error(values: torch.Tensor) -> float:
+    """The standard error of the mean of ``values`` (0 for a single value)."""
+    return float(values.std() / math.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
 def reference(

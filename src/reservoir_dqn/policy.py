@@ -37,6 +37,27 @@ class GreedyPolicy(torch.nn.Module):
         return action_values.argmax(dim=-1)
 
 
+class OperatorPolicy(torch.nn.Module):
+    """One trained agent as an operator runs it: raw observations in; its action's value and the Q-values out.
+
+    ``action_values[a]`` is what action ``a`` means in the environment's own units (the
+    reservoir's release target in hm3 per month; elsewhere the action's index), so the output
+    needs no table to read. What :mod:`reservoir_dqn.stages.export` writes as ONNX.
+    """
+
+    action_values: torch.Tensor
+
+    def __init__(self, q_network: QValueActor, action_values: torch.Tensor) -> None:
+        super().__init__()
+        self.q_values = copy.deepcopy(stacked_mlp(q_network)).cpu().eval()
+        self.register_buffer("action_values", action_values.detach().float().cpu())
+        self.eval()
+
+    def forward(self, observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        action_values: torch.Tensor = self.q_values(observation)
+        return self.action_values[action_values.argmax(dim=-1)], action_values
+
+
 def check_observation(observation: torch.Tensor, size: int) -> None:
     """Raise ValueError unless ``observation`` is a finite floating-point tensor ``[..., size]``."""
     if not isinstance(observation, torch.Tensor) or not observation.is_floating_point():

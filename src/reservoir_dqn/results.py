@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from reservoir_dqn.scoring import Reference
+from reservoir_dqn.scoring import EXACT_GAP, REGRET, Reference
 from reservoir_dqn.statistics import Summary, summarize
 
 NETWORKS = ("final", "best")
@@ -214,8 +214,23 @@ class Evaluation:
             f"{main}_hi": summary.ci_high,
         }
         values |= {name: self.metric(name).mean for name in others}
+        values |= self.optimum_metrics()
         if self.held_out is not None:
             values |= self.held_out.metrics()
+        return values
+
+    def optimum_metrics(self) -> dict[str, float]:
+        """The final networks' paired regret with its interval over seeds (``regret``, ``_lo``, ``_hi``) and their
+        exact gap to the optimum (``exact_gap``), where the environment has them; named here once for DVC and MLflow."""
+        final = self.agents["final"]
+        values: dict[str, float] = {}
+        if REGRET in final:
+            regret = final[REGRET]
+            values[REGRET] = regret.mean
+            if regret.ci_low is not None and regret.ci_high is not None:
+                values |= {f"{REGRET}_lo": regret.ci_low, f"{REGRET}_hi": regret.ci_high}
+        if EXACT_GAP in final:
+            values[EXACT_GAP] = final[EXACT_GAP].mean
         return values
 
     def to_json(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The score every environment reports: its return between the random policy's (0) and the optimum's (1).
+"""The score every environment reports: its return between the random policy's (0) and the optimum's (1),
+and the names of the measures against the optimum itself where an environment has one.
 
 Its own module, imported by training (validation), the evaluation and the results files,
 so that reading and comparing results (``compare``) needs no torch.
@@ -11,6 +12,13 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
+
+# Per-agent metrics of an environment with an optimal baseline (regret) or an exact optimum (the exact account).
+REGRET = "regret"  # the optimum's return minus the policy's on the same test scenario, averaged over scenarios
+REGRET_SE = "regret_se"  # its standard error over the agent's scenarios (the pairing removes their spread)
+EXACT_RETURN = "exact_return"  # the greedy policy's exact expected return (envs/account.py)
+EXACT_GAP = "exact_gap"  # the optimum's exact expected return minus it
+EXACT_Z = "exact_z"  # (exact return - Monte Carlo test mean) / the test mean's standard error
 
 
 @dataclass(frozen=True)

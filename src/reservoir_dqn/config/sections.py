@@ -241,6 +241,7 @@ class PathsConfig(Section):
     """Output locations, relative to the repository root (dvc.yaml interpolates them)."""
 
     model: RelativePath = Field(description="The shipped model: the agent that validated best.")
+    onnx: RelativePath = Field(description="The shipped policy as ONNX: runs without PyTorch (the export stage).")
     agents: RelativePath = Field(description="Folder of every agent's networks: final.pt and best.pt.")
     checkpoints: RelativePath = Field(description="Checkpoint folder (persistent across `dvc repro`).")
     train_log: RelativePath = Field(description="Folder of training curves, one CSV per metric group.")
@@ -249,6 +250,9 @@ class PathsConfig(Section):
     summary: RelativePath = Field(description="The few headline metrics DVC tracks (JSON).")
     eval_episodes: RelativePath = Field(description="Per-episode evaluation results (CSV).")
     trajectories: RelativePath = Field(description="Per-step evaluation trajectories (CSV).")
+    policy_states: RelativePath = Field(
+        description="The shipped agent's rule state by state, against the optimum's, with its exact account (CSV)."
+    )
     plots: RelativePath = Field(description="Folder of PNG figures.")
 
     @field_validator("*")

@@ -9,7 +9,7 @@ figures describe an evaluation, and how to save and restore its state.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,8 @@ from reservoir_dqn.metrics import MetricGroup
 if TYPE_CHECKING:  # matplotlib and pandas are imported where figures and tables are made
     from matplotlib.figure import Figure
     from pandas import DataFrame
+
+    from reservoir_dqn.envs.account import Account
 
 
 @dataclass(frozen=True)
@@ -80,12 +82,15 @@ class EnvProfile(ABC):
     :cvar solved_return: the return at which an episode counts as solved (Gymnasium's
         ``reward_threshold``); training records when each agent's validation first reaches it.
         ``None``: the environment has none.
+    :cvar optimum_baseline: the baseline that is the optimal policy, against which each test
+        scenario's regret is measured (``None``: no baseline is optimal).
     """
 
     name: str
     headline: tuple[Metric, ...]
     optimum_label: str
     solved_return: float | None = None
+    optimum_baseline: str | None = None
 
     @abstractmethod
     def make(self, config: EnvConfig, slot_seeds: Sequence[int]) -> EnvBase:
@@ -134,6 +139,31 @@ class EnvProfile(ABC):
         """Per-episode totals written next to each episode's return in the episodes CSV."""
         return {}
 
+    def action_meaning(self, config: EnvConfig, num_actions: int) -> tuple[str, torch.Tensor]:
+        """What each action is, for an exported policy's output: a name and ``[A]`` values (here: the index)."""
+        return "action", torch.arange(num_actions, dtype=torch.float32)
+
+    def observation_fields(self, config: EnvConfig, size: int) -> tuple[str, ...]:
+        """The observation's fields, in order, for an exported policy's description."""
+        return tuple(f"observation_{index}" for index in range(size))
+
+    def grid_observations(self, config: EnvConfig) -> torch.Tensor | None:
+        """``[N, observation]`` every state's observation, where the state space is finite (``None``: it is not)."""
+        return None
+
+    def exact_accounts(
+        self, config: EnvConfig, q_values: Callable[[torch.Tensor], torch.Tensor], agents: int
+    ) -> list[Account] | None:
+        """Each stacked agent's greedy policy accounted exactly against the optimum (:mod:`.account`).
+
+        ``None``: the environment is no finite MDP with a known optimum, and has no such account.
+        """
+        return None
+
+    def state_rows(self, config: EnvConfig, account: Account) -> list[dict[str, Any]]:
+        """One row per state of an exact account: the policy's action, the optimum's, visits and loss."""
+        return []
+
     # ----------------------------------------------------------------------- training
 
     @property
@@ -160,8 +190,10 @@ class EnvProfile(ABC):
     def trajectory_rows(self, config: EnvConfig, policy: str, episodes: Episodes, count: int) -> list[dict[str, Any]]:
         """Step-by-step rows of the first ``count`` episodes of a policy."""
 
-    def figures(self, config: EnvConfig, trajectories: DataFrame, episodes: DataFrame) -> dict[str, Figure]:
-        """The environment's own figures, by file name, from the trajectory and per-episode CSVs."""
+    def figures(
+        self, config: EnvConfig, trajectories: DataFrame, episodes: DataFrame, states: DataFrame
+    ) -> dict[str, Figure]:
+        """The environment's own figures, by file name, from the trajectory, per-episode and per-state CSVs."""
         return {}
 
     # ----------------------------------------------------------------------- state

@@ -6,6 +6,8 @@
 - ``release_targets.png``: how often each release target was chosen, on a true scale.
 - ``reward_components.png``: the mean episode reward split into energy, shortfall, spill and
   violation terms, per policy;
+- ``policy_map.png``, ``policy_disagreement.png`` and ``value_lost.png``: the shipped agent's
+  rule against the optimum's and its exact account (:mod:`.policy_figures`);
 - ``held_out_trajectory.png`` (a record-driven reservoir): the first held-out window of the
   actual record, re-operated by the shipped agent, the Markov SDP and perfect foresight, in the
   layout of ``trajectory.png`` with calendar years.
@@ -23,6 +25,7 @@ from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
 from reservoir_dqn.config import ReservoirConfig
+from reservoir_dqn.envs.policy_figures import policy_figures
 from reservoir_dqn.envs.windows import HELD_OUT_PREFIX
 
 SECONDS_PER_MONTH = 365.25 / 12 * 86_400
@@ -47,7 +50,9 @@ COMPONENTS = {
 }
 
 
-def reservoir_figures(config: ReservoirConfig, trajectories: pd.DataFrame, episodes: pd.DataFrame) -> dict[str, Figure]:
+def reservoir_figures(
+    config: ReservoirConfig, trajectories: pd.DataFrame, episodes: pd.DataFrame, states: pd.DataFrame
+) -> dict[str, Figure]:
     held_out = trajectories["policy"].str.startswith(HELD_OUT_PREFIX)
     test = trajectories[~held_out]
     figures = {
@@ -58,7 +63,7 @@ def reservoir_figures(config: ReservoirConfig, trajectories: pd.DataFrame, episo
     if held_out.any():
         replayed = trajectories[held_out].assign(policy=trajectories["policy"].str.removeprefix(HELD_OUT_PREFIX))
         figures["held_out_trajectory.png"] = trajectory(config, replayed, first_year=_first_year(config))
-    return figures
+    return figures | policy_figures(config, states)
 
 
 def _first_year(config: ReservoirConfig) -> int:

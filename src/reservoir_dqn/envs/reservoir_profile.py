@@ -17,7 +17,8 @@ storage more or less moves them by one month's worth, never by a whole episode.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import calendar
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -26,7 +27,8 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import Compose, EnvBase, RewardSum, StepCounter
 
 from reservoir_dqn.config import EnvConfig
-from reservoir_dqn.envs.baselines import reservoir_baselines
+from reservoir_dqn.envs.account import Account, account, greedy_tables, grid_observations
+from reservoir_dqn.envs.baselines import reservoir_baselines, reservoir_optimum
 from reservoir_dqn.envs.profile import RETURN, SCORE, EnvProfile, Episodes, Metric
 from reservoir_dqn.envs.reservoir import DiscreteReservoirEnv
 from reservoir_dqn.envs.reservoir_model import INFO_KEYS, ReservoirModel
@@ -63,6 +65,7 @@ class ReservoirProfile(EnvProfile):
 
     headline = (SCORE, RETURN, RELIABILITY)
     optimum_label = "the SDP optimum"
+    optimum_baseline = "sdp"
 
     def __init__(self, name: str = "reservoir") -> None:
         if name != "reservoir" and not (name.startswith(NAMED) and len(name) > len(NAMED)):
@@ -128,6 +131,57 @@ class ReservoirProfile(EnvProfile):
         columns["violation_months"] = ((nxt["violation"] > 0).double() * valid).sum(dim=1)
         return columns
 
+    def action_meaning(self, config: EnvConfig, num_actions: int) -> tuple[str, torch.Tensor]:
+        levels = torch.tensor(config.reservoir.release_levels, dtype=torch.float32)
+        return "release_hm3", levels * config.reservoir.unit_hm3
+
+    def observation_fields(self, config: EnvConfig, size: int) -> tuple[str, ...]:
+        """As :class:`~reservoir_dqn.envs.reservoir.DiscreteReservoirEnv` documents its observation."""
+        fields = ["storage_over_capacity", "sin_month", "cos_month"]
+        if config.reservoir.observe_time_left:
+            fields.append("months_left_over_horizon")
+        if ReservoirModel.from_config(config.reservoir).chain.persistent:
+            fields.append("last_inflow_class_quantile")
+        return tuple(fields)
+
+    def grid_observations(self, config: EnvConfig) -> torch.Tensor:
+        return grid_observations(ReservoirModel.from_config(config.reservoir))
+
+    def exact_accounts(
+        self, config: EnvConfig, q_values: Callable[[torch.Tensor], torch.Tensor], agents: int
+    ) -> list[Account]:
+        model = ReservoirModel.from_config(config.reservoir)
+        solution = reservoir_optimum(config.reservoir)
+        return [account(model, solution, table) for table in greedy_tables(model, q_values, agents)]
+
+    def state_rows(self, config: EnvConfig, account: Account) -> list[dict[str, Any]]:
+        """Every (time step, storage, class) state: the policy's and the optimum's release targets in hm3/month,
+        the probability that the policy is there, and the value one month of the policy loses there (reward units)."""
+        reservoir = config.reservoir
+        model = ReservoirModel.from_config(reservoir)
+        optimal = reservoir_optimum(reservoir).policy
+        levels = model.release_levels * reservoir.unit_hm3
+        horizon, storages, columns = account.policy.shape
+        months = model.month(torch.arange(horizon)).tolist()
+        policy, best = levels[account.policy].tolist(), levels[optimal].tolist()
+        visits, loss = account.visits.tolist(), account.loss.tolist()
+        return [
+            {
+                "time_step": t,
+                "month": calendar.month_abbr[months[t] + 1],
+                "months_left": horizon - t,
+                "storage_hm3": s * reservoir.unit_hm3,
+                "inflow_class": j if model.chain.persistent else "-",
+                "release_hm3": policy[t][s][j],
+                "sdp_release_hm3": best[t][s][j],
+                "visits": visits[t][s][j],
+                "value_lost": loss[t][s][j],
+            }
+            for t in range(horizon)
+            for s in range(storages)
+            for j in range(columns)
+        ]
+
     @property
     def episode_group(self) -> MetricGroup:
         return EPISODE
@@ -176,10 +230,12 @@ class ReservoirProfile(EnvProfile):
                 rows.append(row)
         return rows
 
-    def figures(self, config: EnvConfig, trajectories: DataFrame, episodes: DataFrame) -> dict[str, Figure]:
+    def figures(
+        self, config: EnvConfig, trajectories: DataFrame, episodes: DataFrame, states: DataFrame
+    ) -> dict[str, Figure]:
         from reservoir_dqn.envs.reservoir_figures import reservoir_figures  # matplotlib only where figures are drawn
 
-        return reservoir_figures(config.reservoir, trajectories, episodes)
+        return reservoir_figures(config.reservoir, trajectories, episodes, states)
 
     def get_state(self, env: EnvBase) -> dict[str, Any]:
         base = env.base_env

@@ -50,21 +50,26 @@ class SDPSolution:
         return float((self.values[0, self.initial_storage] * self.initial_classes).sum())
 
 
-def solve(model: ReservoirModel) -> SDPSolution:
-    """Backward induction over the reservoir MDP described by ``model``."""
-    config, chain = model.config, model.chain
-    horizon, storages, actions = config.horizon_months, model.num_storages, model.num_actions
-    columns = chain.classes if chain.persistent else 1
-    storage = torch.arange(storages, dtype=torch.float64).view(storages, 1, 1)
-    action = torch.arange(actions).view(1, actions, 1)
-    # One-month outcomes for every calendar month: [12, S, A, K] rewards and next storages.
+def month_outcomes(model: ReservoirModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """One month's outcome from every storage, action and inflow class of every calendar month:
+    ``[12, S, A, K]`` rewards (float64) and next storages (indices)."""
+    storage = torch.arange(model.num_storages, dtype=torch.float64).view(-1, 1, 1)
+    action = torch.arange(model.num_actions).view(1, -1, 1)
     rewards, next_storage = [], []
     for month in range(MONTHS):
         inflow = model.inflow_values[month].view(1, 1, -1)
         outcome = model.transition(storage, inflow, action, torch.tensor(month))
         rewards.append(outcome.reward)
         next_storage.append(outcome.next_storage.long())
-    month_rewards, month_next = torch.stack(rewards), torch.stack(next_storage)
+    return torch.stack(rewards), torch.stack(next_storage)
+
+
+def solve(model: ReservoirModel) -> SDPSolution:
+    """Backward induction over the reservoir MDP described by ``model``."""
+    config, chain = model.config, model.chain
+    horizon, storages, actions = config.horizon_months, model.num_storages, model.num_actions
+    columns = chain.classes if chain.persistent else 1
+    month_rewards, month_next = month_outcomes(model)
 
     values = torch.zeros(horizon + 1, storages, columns, dtype=torch.float64)
     q_values = torch.zeros(horizon, storages, columns, actions, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""Pipeline stages, one small module each: ``train`` -> ``evaluate`` -> ``plot``.
+"""Pipeline stages, one small module each: ``train`` -> ``evaluate`` -> ``plot``, and ``export`` after ``train``.
 
 Each stage has a thin ``main()`` that reads the parameters and its paths from the command
 line (:func:`stage_config`) and calls pure functions of the package, through the plumbing
@@ -22,6 +22,7 @@ from reservoir_dqn.workspace import reveal_params_change
 # The command-line option of each output path: ``--<flag> PATH`` overrides ``paths.<name>``.
 PATH_OPTIONS = {
     "model": ("--model", "shipped model file"),
+    "onnx": ("--onnx", "the shipped policy as an ONNX file"),
     "agents": ("--agents", "folder of every agent's networks"),
     "checkpoints": ("--checkpoints", "checkpoint folder"),
     "train_log": ("--train-log", "training-log folder (a CSV per metric group)"),
@@ -30,6 +31,7 @@ PATH_OPTIONS = {
     "summary": ("--summary", "headline metrics JSON (what DVC tracks)"),
     "eval_episodes": ("--episodes-csv", "per-episode evaluation CSV"),
     "trajectories": ("--trajectories", "per-step evaluation trajectories CSV"),
+    "policy_states": ("--policy-states", "per-state CSV of the shipped agent's rule and its exact account"),
     "plots": ("--plots", "folder of PNG figures"),
 }
 

@@ -17,15 +17,16 @@ from typing import Any
 import pandas as pd
 from torchrl.modules import QValueActor
 
-from reservoir_dqn.agent import NetworkSpec, load_model
+from reservoir_dqn.agent import NetworkSpec, load_model, stacked_mlp
 from reservoir_dqn.commands import StageFailed, connect_tracking, run_stage
 from reservoir_dqn.config import Config
 from reservoir_dqn.envs import EnvProfile, Episodes, profile
-from reservoir_dqn.evaluation import describe, reference, run_agents
+from reservoir_dqn.evaluation import describe, exact_metrics, paired_regret, reference, run_agents
 from reservoir_dqn.files import OutputSet, write_csv, write_json
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.reoperation import evaluate_held_out, held_out_trajectories, held_out_windows
 from reservoir_dqn.results import NETWORKS, Evaluation, HeldOut
+from reservoir_dqn.scoring import EXACT_GAP, EXACT_RETURN, EXACT_Z, REGRET
 from reservoir_dqn.stages import stage_config, training_summary
 from reservoir_dqn.statistics import Summary
 from reservoir_dqn.summary import Training
@@ -34,13 +35,20 @@ from reservoir_dqn.tracking.outcomes import describe_experiment, log_baselines, 
 from reservoir_dqn.tracking.views import TRAIN_MINUTES, best_snapshot_metric, eval_metric
 from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
-PATHS = ("agents", "train_metrics", "eval_metrics", "summary", "eval_episodes", "trajectories")
-OUTPUTS = ("eval_metrics", "summary", "eval_episodes", "trajectories")  # written as a set
+PATHS = ("agents", "train_metrics", "eval_metrics", "summary", "eval_episodes", "trajectories", "policy_states")
+OUTPUTS = ("eval_metrics", "summary", "eval_episodes", "trajectories", "policy_states")  # written as a set
 PARAMS = ("env", "evaluate", "tracking")  # the sections dvc.yaml lists for this stage
 
 
-def evaluate(config: Config, agents_folder: Path, trained: Training) -> tuple[Evaluation, pd.DataFrame, pd.DataFrame]:
-    """Run the agents' networks and the baselines; return the evaluation, per-episode rows and trajectory rows."""
+def evaluate(
+    config: Config, agents_folder: Path, trained: Training
+) -> tuple[Evaluation, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Run the agents' networks and the baselines; return the evaluation, per-episode rows, trajectory rows and
+    the shipped agent's exact account state by state (no rows where the environment has no exact optimum).
+
+    Where the profile names its optimal baseline, every policy's regret is measured against it scenario by
+    scenario; where it is a finite MDP with a known optimum, every agent's greedy policy is accounted exactly
+    (:meth:`~reservoir_dqn.envs.EnvProfile.exact_accounts`) and checked against its Monte Carlo test mean."""
     env_profile, settings = profile(config.env), config.evaluate
     networks = {network: load_model(agents_folder / f"{network}.pt") for network in NETWORKS}
     spec = networks["final"][1]
@@ -55,9 +63,20 @@ def evaluate(config: Config, agents_folder: Path, trained: Training) -> tuple[Ev
         for network, (q_network, spec) in networks.items()
     }
 
+    optimum = baseline_episodes.get(env_profile.optimum_baseline or "")
+    accounts = {
+        network: env_profile.exact_accounts(test, stacked_mlp(q_network), spec.agents)
+        for network, (q_network, spec) in networks.items()
+    }
+
     def metrics(episodes: Episodes) -> dict[str, float]:
         described = describe(env_profile, test, episodes)
-        return {"score": float(score_reference.score(described["return"])), **described}
+        values = {"score": float(score_reference.score(described["return"])), **described}
+        return values | (paired_regret(episodes, optimum) if optimum is not None else {})
+
+    def agent_metrics(network: str, agent: int, episodes: Episodes) -> dict[str, float]:
+        found = accounts[network]
+        return metrics(episodes) | (exact_metrics(found[agent], episodes) if found is not None else {})
 
     evaluation = Evaluation.assemble(
         env=config.env.name,
@@ -65,7 +84,10 @@ def evaluate(config: Config, agents_folder: Path, trained: Training) -> tuple[Ev
         reference=score_reference,
         optimum_label=env_profile.optimum_label,
         headline=tuple(metric.name for metric in env_profile.headline),
-        per_agent={network: [metrics(episodes) for episodes in agents] for network, agents in played.items()},
+        per_agent={
+            network: [agent_metrics(network, agent, episodes) for agent, episodes in enumerate(agents)]
+            for network, agents in played.items()
+        },
         baselines={name: metrics(episodes) for name, episodes in baseline_episodes.items()},
         shipped=(trained.shipped_agent, trained.shipped_network),
         episodes=settings.episodes,
@@ -81,7 +103,9 @@ def evaluate(config: Config, agents_folder: Path, trained: Training) -> tuple[Ev
         for name, episodes in trajectory_policies.items()
     ]
     trajectory_rows = [row for part in trajectories for row in part] + held_out_rows
-    return evaluation, pd.concat(rows, ignore_index=True), pd.DataFrame(trajectory_rows)
+    shipped_account = accounts[evaluation.shipped_network]
+    states = [] if shipped_account is None else env_profile.state_rows(test, shipped_account[evaluation.shipped_agent])
+    return evaluation, pd.concat(rows, ignore_index=True), pd.DataFrame(trajectory_rows), pd.DataFrame(states)
 
 
 def _re_operate(
@@ -122,8 +146,9 @@ def _episode_rows(config: Config, policy: str, episodes: Episodes, agent: int | 
 
 
 def tracked_metrics(evaluation: Evaluation, train_minutes: float) -> dict[str, float]:
-    """The parent run's metrics: each headline metric's mean, IQM and interval (final networks), the time, and
-    the held-out record's figures where there is one (named as in ``summary.json``, :meth:`HeldOut.metrics`).
+    """The parent run's metrics: each headline metric's mean, IQM and interval (final networks), the time, the
+    regret to the optimum and the exact gap where there are, and the held-out record's figures
+    where there is one (named as in ``summary.json``, :meth:`HeldOut.metrics`).
 
     Named as in ``metrics/summary.json`` (``score``, ``score_lo``, ``score_hi``, ``score_iqm``, ...;
     :mod:`reservoir_dqn.tracking.views`). Rounded to 4 significant digits, so that MLflow's runs
@@ -138,6 +163,7 @@ def tracked_metrics(evaluation: Evaluation, train_minutes: float) -> dict[str, f
     main = evaluation.headline[0]
     metrics[best_snapshot_metric(main)] = evaluation.metric(main, "best").mean
     metrics[TRAIN_MINUTES] = train_minutes
+    metrics |= evaluation.optimum_metrics()
     if evaluation.held_out is not None:
         metrics |= evaluation.held_out.metrics()
     return {name: float(f"{value:.4g}") for name, value in metrics.items()}
@@ -172,9 +198,36 @@ def report(evaluation: Evaluation) -> str:
         f"  DQN: mean [95% Student-t interval] over {evaluation.seeds} seeds. Shipped: "
         f"seed {evaluation.shipped_agent}'s {evaluation.shipped_network} network, the best on the validation seeds."
     )
+    lines += optimum_report(evaluation)
     if evaluation.held_out is not None:
         lines += ["", *held_out_report(evaluation.held_out, evaluation.seeds)]
     return "\n".join(lines)
+
+
+def optimum_report(evaluation: Evaluation) -> list[str]:
+    """The final networks' paired regret and exact account, where the environment has them."""
+    final, lines = evaluation.agents["final"], []
+
+    def interval(summary: Summary, digits: int = 1) -> str:
+        text = f"{summary.mean:,.{digits}f}"
+        if summary.ci_low is not None and summary.ci_high is not None:
+            text += f" [{summary.ci_low:,.{digits}f}, {summary.ci_high:,.{digits}f}]"
+        return text
+
+    if REGRET in final:
+        per_seed = ", ".join(f"{value:,.1f}" for value in final[REGRET].per_seed)
+        lines.append(
+            f"  DQN final networks' regret (the optimum's return minus theirs, scenario by scenario): "
+            f"{interval(final[REGRET])}; per seed: {per_seed}"
+        )
+    if EXACT_RETURN in final:
+        largest = max(abs(value) for value in final[EXACT_Z].per_seed)
+        lines.append(
+            f"  Exact account (no sampling): expected return {interval(final[EXACT_RETURN])} against the optimum's "
+            f"{final[EXACT_RETURN].mean + final[EXACT_GAP].mean:,.1f}, a gap of {interval(final[EXACT_GAP])}; "
+            f"each agent's test mean is within {largest:.1f} standard errors of its exact value"
+        )
+    return lines
 
 
 def held_out_report(held_out: HeldOut, seeds: int) -> list[str]:
@@ -209,15 +262,18 @@ def run(argv: Sequence[str] | None = None) -> None:
         raise StageFailed(mismatch)
     tracking.attach(trained.run_ids)
     with tracking.finishing():
-        evaluation, episodes, trajectories = evaluate(config, Path(paths.agents), trained)
+        evaluation, episodes, trajectories, states = evaluate(config, Path(paths.agents), trained)
         headline = evaluation.headline_metrics() | {"train_minutes": round(trained.train_time_s / 60, 2)}
         targets = [Path(getattr(paths, name)) for name in OUTPUTS]
         with OutputSet(targets) as outputs:
-            eval_metrics, summary, eval_episodes, trajectories_csv = (outputs.path(target) for target in targets)
+            eval_metrics, summary, eval_episodes, trajectories_csv, states_csv = (
+                outputs.path(target) for target in targets
+            )
             write_json(eval_metrics, evaluation.to_json())
             write_json(summary, headline)
             write_csv(eval_episodes, episodes)
             write_csv(trajectories_csv, trajectories)
+            write_csv(states_csv, states)
             if (changed := snapshot.check_unchanged("evaluate", PARAMS)) is not None:
                 raise StageFailed(changed)
         describe_experiment(tracking, evaluation.headline)
@@ -227,7 +283,8 @@ def run(argv: Sequence[str] | None = None) -> None:
             record_candidate(tracking, evaluation)
         if config.tracking.tensorboard and trained.tensorboard_dir:
             log_hparams(tracking.root / trained.tensorboard_dir, config, evaluation)
-        tracking.publish([(Path(path), None) for path in (paths.eval_metrics, paths.summary, paths.eval_episodes)])
+        published = (paths.eval_metrics, paths.summary, paths.eval_episodes, paths.policy_states)
+        tracking.publish([(Path(path), None) for path in published])
     print(report(evaluation))
 
 

@@ -2,7 +2,9 @@
 
 Always ``training_curves.png`` (every agent's validation score, training return, TD loss
 and greedy Q-values against frames, with the schedules) and ``evaluation_returns.png``
-(per-episode test returns of every agent and baseline on the same scenarios). The
+(per-episode test returns of every agent and baseline on the same scenarios); where the
+environment has an optimal baseline, ``regret.png`` (each scenario's return lost to it, per
+agent: the scenarios' spread, common to both, cancels). The
 environment's profile adds its own (the reservoir: a month-by-month trajectory in hm3,
 the release targets chosen and the reward components). Every legend lies outside the axes,
 so that it covers no data whatever the curves do.
@@ -35,11 +37,12 @@ from reservoir_dqn.envs import profile
 from reservoir_dqn.files import OutputSet, read_csv, read_json, write_atomic
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.results import Evaluation
+from reservoir_dqn.scoring import REGRET
 from reservoir_dqn.stages import stage_config, training_summary
 from reservoir_dqn.summary import Training
 from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
-PATHS = ("train_log", "train_metrics", "eval_metrics", "eval_episodes", "trajectories", "plots")
+PATHS = ("train_log", "train_metrics", "eval_metrics", "eval_episodes", "trajectories", "policy_states", "plots")
 PARAMS = ("env", "tracking")  # the sections dvc.yaml lists for this stage
 POLICY_COLORS = {"sdp": "tab:green", "sop": "tab:orange", "random": "tab:gray"}
 AGENT_COLORS = plt.get_cmap("tab10")
@@ -47,7 +50,7 @@ T = TypeVar("T")
 REQUIRED_LOG_GROUPS = ("progress",)  # the schedules, written from the first log point on
 # Which stage writes each input, for the line that says one is missing.
 WRITTEN_BY = {"train_log": "train", "train_metrics": "train"} | dict.fromkeys(
-    ("eval_metrics", "eval_episodes", "trajectories"), "evaluate"
+    ("eval_metrics", "eval_episodes", "trajectories", "policy_states"), "evaluate"
 )
 
 
@@ -158,6 +161,40 @@ def evaluation_returns(episodes: pd.DataFrame, evaluation: Evaluation) -> Figure
     return figure
 
 
+def regret(episodes: pd.DataFrame, evaluation: Evaluation, optimum: str) -> Figure:
+    """Each test scenario's regret, the optimum's return minus the policy's on that scenario, per agent and baseline."""
+    best = episodes[episodes["policy"] == optimum].set_index("episode")["return"]
+    groups: list[tuple[str, np.ndarray, Any]] = []
+    for agent, rows in episodes[episodes["policy"] == "dqn"].groupby("agent"):
+        lost = best.loc[rows["episode"]].to_numpy() - rows["return"].to_numpy()
+        groups.append((f"dqn\nseed {agent}", lost, AGENT_COLORS(int(agent) % 10)))
+    sop = episodes[episodes["policy"] == "sop"]
+    figure, ax = plt.subplots(figsize=(max(1.3 * len(groups) + 3, 9), 5), layout="constrained")
+    ax.boxplot([values for _, values, _ in groups], showfliers=False, widths=0.5)
+    rng = np.random.default_rng(0)  # jitter only: the points themselves are the data
+    for index, (_, values, color) in enumerate(groups, start=1):
+        ax.scatter(index + rng.uniform(-0.15, 0.15, len(values)), values, s=6, alpha=0.4, color=color, zorder=3)
+        ax.scatter([index], [values.mean()], marker="D", s=40, color="white", edgecolor="black", zorder=4)
+    ax.scatter([], [], marker="D", s=40, color="white", edgecolor="black", label="mean")
+    ax.axhline(0.0, color=POLICY_COLORS.get(optimum, "black"), lw=1.2, label=f"{optimum} (0 by definition)")
+    ax.set_xticks(range(1, len(groups) + 1), [f"{label}\nmean {values.mean():,.1f}" for label, values, _ in groups])
+    summary = evaluation.metric(REGRET)
+    interval = "" if summary.ci_low is None else f" [{summary.ci_low:,.1f}, {summary.ci_high:,.1f}]"
+    note = ""
+    if len(sop):
+        sop_regret = float(evaluation.baselines["sop"][REGRET])
+        note = f"\nthe standard operating policy loses {sop_regret:,.0f} a scenario (not drawn)"
+    ax.set(
+        title=f"Return lost to {evaluation.optimum_label}, scenario by scenario ({evaluation.episodes} test "
+        f"scenarios, the same for every policy)\nfinal networks: mean {summary.mean:,.1f}{interval} over "
+        f"{evaluation.seeds} seeds{note}",
+        ylabel=f"{optimum} return minus the agent's, per scenario",
+    )
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    return figure
+
+
 def read_training_log(folder: Path) -> dict[str, pd.DataFrame]:
     """Every metric group's CSV of the training log, by group name.
 
@@ -182,16 +219,27 @@ def _read(reader: Callable[[Path], T], path: Path) -> T:
         raise StageFailed(f"{path} cannot be read ({str(error).splitlines()[0]})") from None
 
 
-def read_inputs(paths: PathsConfig) -> tuple[dict[str, pd.DataFrame], Evaluation, pd.DataFrame, pd.DataFrame]:
-    """The training log, the evaluation, the test episodes and the trajectories.
+def _read_states(path: Path) -> pd.DataFrame:
+    """The per-state table, empty (no columns) for an environment without an exact account."""
+    try:
+        return read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+def read_inputs(
+    paths: PathsConfig,
+) -> tuple[dict[str, pd.DataFrame], Evaluation, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The training log, the evaluation, the test episodes, the trajectories and the shipped agent's states.
 
     :raises StageFailed: an input is missing or cannot be read; nothing has been written.
     """
-    for name in ("eval_metrics", "eval_episodes", "trajectories"):
+    for name in ("eval_metrics", "eval_episodes", "trajectories", "policy_states"):
         _require(Path(getattr(paths, name)), WRITTEN_BY[name])
     log = read_training_log(Path(paths.train_log))
     evaluation = Evaluation.from_json(_read(read_json, Path(paths.eval_metrics)))
-    return log, evaluation, _read(read_csv, Path(paths.eval_episodes)), _read(read_csv, Path(paths.trajectories))
+    episodes, trajectories = _read(read_csv, Path(paths.eval_episodes)), _read(read_csv, Path(paths.trajectories))
+    return log, evaluation, episodes, trajectories, _read(_read_states, Path(paths.policy_states))
 
 
 def save_figures(figures: dict[str, Figure], folder: Path) -> list[Path]:
@@ -217,14 +265,17 @@ def run(argv: Sequence[str] | None = None) -> None:
     trained = training_summary(config)
     if (mismatch := mismatch_with_training(config, trained.params, PARAMS, Path(paths.train_metrics))) is not None:
         raise StageFailed(mismatch)
-    log, evaluation, episodes, trajectories = read_inputs(paths)  # before the run is joined or a file written
+    log, evaluation, episodes, trajectories, states = read_inputs(paths)  # before the run is joined or a file written
+    env_profile = profile(config.env)
     tracking.attach(trained.run_ids)
     with tracking.finishing():
         figures = {
             "training_curves.png": training_curves(log, trained),
             "evaluation_returns.png": evaluation_returns(episodes, evaluation),
-            **profile(config.env).figures(config.env, trajectories, episodes),
         }
+        if env_profile.optimum_baseline is not None and REGRET in evaluation.agents["final"]:
+            figures["regret.png"] = regret(episodes, evaluation, env_profile.optimum_baseline)
+        figures |= env_profile.figures(config.env, trajectories, episodes, states)
         plots = Path(paths.plots)
         with OutputSet([plots]) as outputs:
             written = save_figures(figures, outputs.path(plots))

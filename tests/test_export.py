@@ -1,0 +1,85 @@
+"""The export stage: an ONNX file that ONNX Runtime runs without torch and that acts as the shipped network does."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+
+from reservoir_dqn.agent import NetworkSpec, make_q_network, save_model
+from reservoir_dqn.config import Config
+from reservoir_dqn.envs import profile
+from reservoir_dqn.envs.reservoir_model import ReservoirModel
+from reservoir_dqn.policy import OperatorPolicy
+from reservoir_dqn.stages import export
+from tests.conftest import training_json
+
+
+def _shipped(project: Path, config: Config) -> OperatorPolicy:
+    """A random network saved as the shipped model, with a hand-made train.json; its policy as torch runs it."""
+    env_profile = profile(config.env)
+    model = ReservoirModel.from_config(config.env.reservoir)
+    spec = NetworkSpec(model.observation_size, model.num_actions, (16,), "reservoir")
+    q_network = make_q_network(spec, seeds=[3])
+    (project / "models").mkdir(exist_ok=True)
+    (project / "metrics").mkdir(exist_ok=True)
+    save_model(q_network, spec, project / "models/model.pt")
+    (project / "metrics/train.json").write_text(json.dumps(training_json()))
+    return OperatorPolicy(q_network, env_profile.action_meaning(config.env, spec.num_actions)[1])
+
+
+def test_export_writes_a_policy_onnx_runtime_runs_as_torch_does(project: Path, tiny_config: Config) -> None:
+    policy = _shipped(project, tiny_config)
+    assert export.main([]) == 0
+    path = project / "models/policy.onnx"
+    metadata = {prop.key: prop.value for prop in onnx.load(str(path)).metadata_props}
+    assert metadata["env"] == "reservoir" and len(json.loads(metadata["observation"])) == 4
+    observations = torch.rand(37, 4) * torch.tensor([1.0, 2.0, 2.0, 1.0]) - torch.tensor([0.0, 1.0, 1.0, 0.0])
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    release, q_values = session.run(None, {"observation": observations.numpy()})  # a batch size not exported with
+    with torch.no_grad():
+        expected_release, expected_q = policy(observations)
+    np.testing.assert_allclose(q_values, expected_q.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(release, expected_release.numpy())
+    assert set(release.tolist()) <= set(json.loads(metadata["release_hm3"]))
+
+
+def test_the_check_runs_without_torch_and_catches_a_file_that_disagrees(project: Path, tiny_config: Config) -> None:
+    policy = _shipped(project, tiny_config)
+    path = project / "policy.onnx"
+    export.export(policy, path, "release_hm3", {})
+    observations = export.check_observations(
+        tiny_config, NetworkSpec(4, policy.action_values.numel(), (16,), "reservoir")
+    )
+    assert len(observations) == profile(tiny_config.env).grid_observations(tiny_config.env).shape[0]
+    passed = export.check(path, policy, observations)
+    assert passed.passed and not passed.torch_imported and passed.observations == len(observations)
+    with torch.no_grad():
+        policy.q_values.biases[-1][..., 0] += 1e3  # torch now prefers action 0 everywhere; the file does not
+    failed = export.check(path, policy, observations)
+    assert not failed.passed and failed.same_action < failed.observations
+
+
+def test_a_failed_check_keeps_the_previous_file(
+    project: Path, tiny_config: Config, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _shipped(project, tiny_config)
+    previous = project / "models/policy.onnx"
+    previous.write_bytes(b"the previous export")
+    failing = export.Check(observations=10, same_action=9, same_value=9, max_q_error=0.5, torch_imported=False)
+    monkeypatch.setattr(export, "check", lambda *args: failing)
+    assert export.main([]) != 0
+    assert "the ONNX policy disagrees with torch's: 9 of 10 actions agree" in capsys.readouterr().err
+    assert previous.read_bytes() == b"the previous export"
+
+
+def test_onnx_check_is_a_torch_free_command() -> None:
+    code = "import sys, reservoir_dqn.onnx_check; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
