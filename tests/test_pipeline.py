@@ -60,9 +60,9 @@ def _stale_stages(repo: Path) -> set[str]:
 @pytest.mark.parametrize(
     ("change", "stale"),
     [
-        ("tracking.connect_timeout_s=3.5", {"evaluate", "plot"}),  # the connection: no result moves
-        ("tracking.register_model=false", {"evaluate", "plot"}),
-        ("tracking.log_interval_frames=80", {"train", "evaluate", "plot"}),  # the training curves' points
+        ("tracking.connect_timeout_s=3.5", {"evaluate", "plot", "export"}),  # the connection: no result moves
+        ("tracking.register_model=false", {"evaluate", "plot", "export"}),
+        ("tracking.log_interval_frames=80", {"train", "evaluate", "plot", "export"}),  # the training curves' points
     ],
 )
 def test_a_tracking_setting_retrains_only_when_it_changes_what_train_writes(

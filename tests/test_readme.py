@@ -75,6 +75,11 @@ NOT_RUN = {
     ".venv/bin/reservoir-dqn promote --back": "needs an earlier champion; tests/test_champion.py moves the alias "
     "forth and back through the same entry point on a hand-made registry",
     ".venv/bin/reservoir-dqn promote --force": "the same",
+    ".venv/bin/reservoir-dqn advise --storage-hm3 40 --month Sep --months-left 109": "a state of the default "
+    "horizon (the tests' tiny one is shorter); tests/test_advise.py runs the same entry point on the default params",
+    ".venv/bin/python -c \"import onnxruntime, numpy; s = onnxruntime.InferenceSession('models/policy.onnx'); "
+    "print(s.run(None, {'observation': numpy.array([[0.6, 0.0, 1.0, 0.5]], dtype=numpy.float32)})[0])\"": "the "
+    "default model's file; tests/test_export.py runs an exported file in ONNX Runtime",
     **{
         command: "a 5-seed training of minutes, measured by `bench.recipes` (and CartPole's by `bench.run --sections "
         "cartpole`) with the same recipe (checked below); tests/test_recipes.py prints and loads every recipe"
