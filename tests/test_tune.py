@@ -150,7 +150,11 @@ def test_two_workers_share_one_study_through_postgresql(
     assert all("trial" in output for output in outputs)  # both workers ran trials
     study_run, _ = _study_runs(mlflow_server, "shared")
     artifacts = {item.path for item in MlflowClient(mlflow_server).list_artifacts(study_run.info.run_id, "optuna")}
-    assert {"optuna/optimization_history.png", "optuna/param_importances.png"} <= artifacts
+    # Importances need two completed trials; with the pruner's decisions timed by the workers, one may be all there is.
+    completed = [trial for trial in trials if trial.state == TrialState.COMPLETE]
+    importances = {"optuna/param_importances.png"} if len(completed) >= 2 else set()
+    expected = {"optuna/optimization_history.png"} | importances
+    assert expected <= artifacts
 
 
 @slow
