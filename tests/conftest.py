@@ -133,6 +133,26 @@ def training_json(**fields: object) -> dict:
     return Training.from_json(data).to_json()
 
 
+def evaluation_json(scores: Sequence[float] = (0.9, 0.92), env: str = "reservoir") -> dict:
+    """A hand-made ``metrics/eval.json`` of the tiny reservoir as the evaluate stage writes it, with these scores."""
+    from reservoir_dqn.results import Evaluation
+    from reservoir_dqn.scoring import Reference
+
+    rows = [{"score": s, "return": 394.1 + s * (2019.4 - 394.1), "reliability": 0.99} for s in scores]
+    return Evaluation.assemble(
+        env=env,
+        first_seed=2_000_000_000,
+        reference=Reference(394.1, 2019.4),
+        optimum_label="the SDP optimum",
+        headline=("score", "return", "reliability"),
+        per_agent={"final": rows, "best": rows},
+        baselines={"sdp": {"score": 1.0}},
+        shipped=(0, "final"),
+        episodes=100,
+        settings={"env.name": env},
+    ).to_json()
+
+
 def model_weights(path: Path) -> dict[str, torch.Tensor]:
     """The Q-network weights of a model file, to compare two trainings bit for bit."""
     return load_model(path)[0].state_dict()

@@ -19,11 +19,11 @@ from reservoir_dqn.envs import profile
 from reservoir_dqn.envs.reservoir_model import ReservoirModel
 from reservoir_dqn.policy import OperatorPolicy
 from reservoir_dqn.stages import export
-from tests.conftest import training_json
+from tests.conftest import evaluation_json, training_json
 
 
 def _shipped(project: Path, config: Config) -> OperatorPolicy:
-    """A random network saved as the shipped model, with a hand-made train.json; its policy as torch runs it."""
+    """A random network saved as the shipped model, hand-made train.json and eval.json; its policy as torch runs it."""
     env_profile = profile(config.env)
     model = ReservoirModel.from_config(config.env.reservoir)
     spec = NetworkSpec(model.observation_size, model.num_actions, (16,), "reservoir")
@@ -32,6 +32,7 @@ def _shipped(project: Path, config: Config) -> OperatorPolicy:
     (project / "metrics").mkdir(exist_ok=True)
     save_model(q_network, spec, project / "models/model.pt")
     (project / "metrics/train.json").write_text(json.dumps(training_json()))
+    (project / "metrics/eval.json").write_text(json.dumps(evaluation_json()))
     return OperatorPolicy(q_network, env_profile.action_meaning(config.env, spec.num_actions)[1])
 
 
@@ -83,3 +84,13 @@ def test_a_failed_check_keeps_the_previous_file(
 def test_onnx_check_is_a_torch_free_command() -> None:
     code = "import sys, reservoir_dqn.onnx_check; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_export_needs_the_evaluation_and_says_so_in_one_line(
+    project: Path, tiny_config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _shipped(project, tiny_config)
+    (project / "metrics/eval.json").unlink()
+    assert export.main([]) == 4
+    assert capsys.readouterr().err.strip() == "error: metrics/eval.json is missing: run the evaluate stage first"
+    assert not (project / "models/policy.onnx").exists()

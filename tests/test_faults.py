@@ -169,7 +169,6 @@ def test_tracking_server_lost_mid_run_then_resynced(project: Path, tmp_path: Pat
             assert sorted(point.step for point in history) == list(range(40, 2001, 40))
         run_info = client.get_run(run_ids["parent"])
         assert run_info.data.tags.get("sync_status") == "complete"
-        assert "model_version" in run_info.data.tags  # the model registration was replayed too
     finally:
         server.stop()
 

@@ -55,6 +55,14 @@ TUNE = ".venv/bin/reservoir-dqn tune"
 TUNE_BEST = ".venv/bin/reservoir-dqn tune --best --output tune-best.args"
 RUN_BEST = ".venv/bin/dvc exp run --temp $(cat tune-best.args) --name tuned"
 PROMOTE = ".venv/bin/reservoir-dqn promote"
+SERVE = (
+    'PATH="$PWD/.venv/bin:$PATH" MLFLOW_TRACKING_URI=sqlite:///mlflow.db mlflow models serve '
+    "-m models:/reservoir-dqn-reservoir@champion --env-manager local -h 127.0.0.1 -p 5001"
+)
+ASK = (
+    "curl -s http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' -d '{\"dataframe_records\": "
+    '[{"storage_over_capacity": 0.6, "sin_month": -1.0, "cos_month": 0.0, "months_left_over_horizon": 1.0}]}\''
+)
 
 SHARED_HOSTS = "placeholders for a team's hosts; tests/test_tune.py runs the same commands on a local PostgreSQL"
 NOT_RUN = {
@@ -93,7 +101,7 @@ NOT_RUN = {
 # MAKE_RUN is run by tests.dvc_repo.baseline_repo, which builds the project every test here starts from.
 RUN_HERE = (MAKE_RUN, TRY_CHANGE, COMPARE, EXP_SHOW, QUEUE, QUEUE_START, QUEUE_STATUS, TRAIN, EVALUATE,
             PLOT, PLOTS_SHOW, PLOTS_DIFF, MLFLOW_UI, TENSORBOARD, TUNE, TUNE_BEST, RUN_BEST, PROMOTE,
-            UNSUPPORTED)  # fmt: skip
+            SERVE, ASK, UNSUPPORTED)  # fmt: skip
 
 
 def readme_commands() -> list[str]:
@@ -202,6 +210,21 @@ def test_the_champion_loads_as_the_readme_shows(repo: Path) -> None:
     result = subprocess.run([".venv/bin/python", "-"], cwd=repo, env=clean_env(repo), input=readme_python(),
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert "release_hm3" in result.stdout and "q_values" in result.stdout, result.stdout
+    # The README's serving command serves the champion; its request gets the release in hm3/month.
+    assert SERVE in readme_commands()
+    server = subprocess.Popen(["bash", "-c", f"exec {SERVE}"], cwd=repo, env=clean_env(repo),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)  # fmt: skip
+    try:
+        assert wait_for(lambda: server.poll() is None and _serves("http://127.0.0.1:5001/ping"), 120, 0.5)
+        (answer,) = json.loads(sh(repo, ASK).stdout)["predictions"]
+        assert answer["release_hm3"] in {0, 20, 30, 40, 50, 60, 80, 100, 120, 160, 200}
+        assert len(answer["q_values"]) == 11
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
 
 
 def test_the_recipes_are_the_ones_the_benchmarks_measure() -> None:

@@ -31,7 +31,7 @@ from reservoir_dqn.stages import stage_config, training_summary
 from reservoir_dqn.statistics import Summary
 from reservoir_dqn.summary import Training
 from reservoir_dqn.tracking.hparams import log_hparams
-from reservoir_dqn.tracking.outcomes import describe_experiment, log_baselines, record_candidate
+from reservoir_dqn.tracking.outcomes import describe_experiment, log_baselines
 from reservoir_dqn.tracking.views import TRAIN_MINUTES, best_snapshot_metric, eval_metric
 from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
@@ -280,7 +280,6 @@ def run(argv: Sequence[str] | None = None) -> None:
         if tracking.run is not None:
             tracking.run.log_metrics(tracked_metrics(evaluation, headline["train_minutes"] or 0.0))
             log_baselines(tracking, evaluation)
-            record_candidate(tracking, evaluation)
         if config.tracking.tensorboard and trained.tensorboard_dir:
             log_hparams(tracking.root / trained.tensorboard_dir, config, evaluation)
         published = (paths.eval_metrics, paths.summary, paths.eval_episodes, paths.policy_states)

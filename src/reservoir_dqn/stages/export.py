@@ -14,6 +14,13 @@ that does not import torch (:mod:`reservoir_dqn.onnx_check`) on every state of t
 (a finite environment) or on the observations of seeded random-policy episodes (any other),
 and must choose torch's action everywhere with Q-values within ``1e-5``; otherwise the stage
 fails (exit status 4) and the previous file stays.
+
+With tracking on, the checked file is then the registered model: an MLflow pyfunc that runs
+it in ONNX Runtime (:mod:`reservoir_dqn.tracking.served_policy`), its signature the
+observation's fields in and the action's value and the Q-values out, its input example a
+real state (the first observation of a seeded episode), its description the model card
+(:mod:`reservoir_dqn.card`) and its tags the evaluation's per-seed scores, on which
+``reservoir-dqn promote`` decides. ``mlflow models serve`` serves it.
 """
 
 from __future__ import annotations
@@ -32,17 +39,19 @@ import numpy as np
 import torch
 
 from reservoir_dqn.agent import NetworkSpec, load_model
+from reservoir_dqn.card import Release, model_card
 from reservoir_dqn.commands import StageFailed, connect_tracking, run_stage
 from reservoir_dqn.config import Config
 from reservoir_dqn.envs import profile
 from reservoir_dqn.evaluation import run_episodes
-from reservoir_dqn.files import OutputSet
+from reservoir_dqn.files import OutputSet, read_json
 from reservoir_dqn.policy import OperatorPolicy
 from reservoir_dqn.process import exit_process
+from reservoir_dqn.results import Evaluation
 from reservoir_dqn.stages import stage_config, training_summary
 from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
-PATHS = ("model", "train_metrics", "onnx")
+PATHS = ("model", "train_metrics", "eval_metrics", "onnx")
 PARAMS = ("env", "tracking")  # the sections dvc.yaml lists for this stage
 TOLERANCE = 1e-5  # the largest Q-value difference between ONNX Runtime and torch
 CHECK_SEED, CHECK_EPISODES = 2_000_000, 10  # random-policy episodes whose observations check a non-finite env
@@ -77,6 +86,30 @@ def check_observations(config: Config, spec: NetworkSpec) -> torch.Tensor:
     episodes = run_episodes(env_profile, config.env, random, range(CHECK_SEED, CHECK_SEED + CHECK_EPISODES))
     observations: torch.Tensor = episodes.steps["observation"][episodes.steps["valid"]]
     return observations.float()
+
+
+def initial_observation(config: Config) -> torch.Tensor:
+    """``[observation]`` a real state's observation: the first of a seeded episode (the reservoir: its start)."""
+    env = profile(config.env).make(config.env, [CHECK_SEED])
+    try:
+        observation: torch.Tensor = env.reset()["observation"][0].float()
+    finally:
+        env.close()
+    return observation
+
+
+def evaluation_of(config: Config) -> Evaluation:
+    """What evaluate measured (``paths.eval_metrics``): the model card's figures and the champion's evidence."""
+    path = Path(config.paths.eval_metrics)
+    try:
+        evaluation = Evaluation.from_json(read_json(path))
+    except FileNotFoundError:
+        raise StageFailed(f"{path} is missing: run the evaluate stage first") from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise StageFailed(f"{path} cannot be read ({error}): run the evaluate stage again") from None
+    if evaluation.env != config.env.name:
+        raise StageFailed(f"{path} evaluates {evaluation.env} but env.name is {config.env.name}: run evaluate again")
+    return evaluation
 
 
 def export(policy: OperatorPolicy, path: Path, output: str, metadata: dict[str, str]) -> None:
@@ -147,7 +180,13 @@ def run(argv: Sequence[str] | None = None) -> None:
     }
     observations = check_observations(config, spec)
     checked = "states of the grid" if env_profile.grid_observations(config.env) is not None else "observations"
-    tracking.attach(trained.run_ids)
+    evaluation = evaluation_of(config)
+    logger = None
+    if tracking.store is not None:
+        from reservoir_dqn.tracking.registry import ModelLogger  # MLflow: only once a store answered
+
+        logger = ModelLogger(config.tracking.register_model)
+    tracking.attach(trained.run_ids, logger)
     with tracking.finishing():
         target = Path(paths.onnx)
         with OutputSet([target]) as outputs:
@@ -161,7 +200,18 @@ def run(argv: Sequence[str] | None = None) -> None:
                 )
             if (changed := snapshot.check_unchanged("export", PARAMS)) is not None:
                 raise StageFailed(changed)
-        tracking.publish([(target, "model")])
+        card = model_card(
+            tracking.identity.name, tracking.identity.commit, trained, evaluation, fields, output, values.tolist()
+        )
+        release = Release(
+            env=config.env.name,
+            onnx=str(target),
+            card=card,
+            example=dict(zip(fields, initial_observation(config).tolist(), strict=True)),
+            scores=list(evaluation.metric(evaluation.headline[0], evaluation.shipped_network).per_seed),
+            conditions=evaluation.conditions,
+        )
+        tracking.publish([(target, "onnx")], model=release.to_json())
     print(
         f"{paths.onnx}: observation [batch, {spec.obs_dim}] ({', '.join(fields)}) -> {output} [batch], "
         f"q_values [batch, {spec.num_actions}]; ONNX Runtime without torch gives torch's action on all "

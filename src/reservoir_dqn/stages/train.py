@@ -7,8 +7,9 @@ all of them replace the previous ones only once every one is written, and only w
 params.yaml did not change while training ran (:mod:`reservoir_dqn.workspace`). The
 training log grows in the checkpoint folder meanwhile, and is resumed with it. With
 tracking on, the MLflow store is checked before any training; the parent run then receives
-the params, params.yaml, the summary, the TensorBoard event files, the final checkpoint and
-the model, registered as a new version. The runs end FINISHED, FAILED or KILLED.
+the params, params.yaml, the summary, the TensorBoard event files and the final checkpoint
+(the export stage registers the model, once it is evaluated and exported). The runs end
+FINISHED, FAILED or KILLED.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def run(argv: Sequence[str] | None = None) -> None:
         final = newest_checkpoint(checkpoints)
         if final is not None:
             artifacts.append((final, "checkpoint"))
-        tracking.publish(artifacts, model=model)
+        tracking.publish(artifacts)
     print(
         f"{result.spec.agents} agents trained; agent {result.shipped_agent} validated best and is shipped "
         f"to {paths.model}; every agent's networks in {paths.agents}/, the summary in {paths.train_metrics}"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from reservoir_dqn.config import Config
 from reservoir_dqn.errors import first_line
@@ -33,8 +33,7 @@ from reservoir_dqn.tracking.store import (
 )
 
 if TYPE_CHECKING:  # the MLflow modules are imported only once a store answered (mlflow takes a second)
-    from reservoir_dqn.tracking.registry import ModelLogger
-    from reservoir_dqn.tracking.runs import PipelineRun
+    from reservoir_dqn.tracking.runs import ModelPublisher, PipelineRun
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +57,6 @@ class Tracking:
         root = project_root()
         return cls(config, connect(config, root, experiment), root)
 
-    @property
-    def _model_logger(self) -> ModelLogger:
-        from reservoir_dqn.tracking.registry import ModelLogger
-
-        return ModelLogger(self.config.tracking.register_model)
-
     def start_training(
         self,
         run_ids: dict[str, str],
@@ -86,7 +79,7 @@ class Tracking:
             return {}
         from reservoir_dqn.tracking.runs import PipelineRun
 
-        self.run = PipelineRun.existing(self.store, run_ids, self._model_logger) if run_ids else None
+        self.run = PipelineRun.existing(self.store, run_ids, None) if run_ids else None
         continued = None
         if self.run is not None and (info := self.run.info()).run_name != (name or self.identity.name):
             continued, self.run = self.run, None
@@ -106,7 +99,7 @@ class Tracking:
                     **({"continues_run": continued.parent_id} if continued is not None else {}),
                 },
                 self.config.train.seeds,
-                self._model_logger,
+                None,
                 parent_of,
             )
             self.run.log_params(self.config.flat())
@@ -114,13 +107,16 @@ class Tracking:
         self.run.catch_up()
         return self.run.run_ids
 
-    def attach(self, run_ids: dict[str, str]) -> None:
-        """Join the runs that training created (evaluate and plot)."""
+    def attach(self, run_ids: dict[str, str], model_logger: ModelPublisher | None = None) -> None:
+        """Join the runs that training created (evaluate, plot and export).
+
+        :param model_logger: what publishes a model release (the export stage's registry).
+        """
         if self.store is None:
             return
         from reservoir_dqn.tracking.runs import PipelineRun
 
-        self.run = PipelineRun.existing(self.store, run_ids, self._model_logger)
+        self.run = PipelineRun.existing(self.store, run_ids, model_logger)
         if self.run is None:
             log.warning("MLflow: the training run is unknown to this store; this stage is not tracked")
             return
@@ -142,8 +138,10 @@ class Tracking:
             sinks.append(MlflowSink(self.run))
         return sinks
 
-    def publish(self, artifacts: Sequence[tuple[Path, str | None]] = (), model: Path | None = None) -> None:
-        """Upload artifacts (and the model) to the parent run; what fails waits in the outbox."""
+    def publish(
+        self, artifacts: Sequence[tuple[Path, str | None]] = (), model: Mapping[str, Any] | None = None
+    ) -> None:
+        """Upload artifacts (and a model release) to the parent run; what fails waits in the outbox."""
         if self.run is not None:
             self.run.publish(artifacts, model)
 

@@ -1,5 +1,5 @@
 """What the evaluate stage records in MLflow, beside its metrics: the experiment's description and
-key-metrics view, the baselines' reference run, and the registered version's candidacy.
+key-metrics view, and the baselines' reference run.
 
 These live apart from :class:`~reservoir_dqn.tracking.Tracking` because they are about test
 results: the train stage never imports them, so a change to the saved view or to the
@@ -17,8 +17,7 @@ from reservoir_dqn.config import Config
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.results import Evaluation
 from reservoir_dqn.tracking import Tracking
-from reservoir_dqn.tracking.champion import record_candidate as record_scores
-from reservoir_dqn.tracking.store import registered_model_name, retrying, set_experiment_tag
+from reservoir_dqn.tracking.store import retrying, set_experiment_tag
 from reservoir_dqn.tracking.views import experiment_tags
 
 log = logging.getLogger(__name__)
@@ -55,23 +54,6 @@ def log_baselines(tracking: Tracking, evaluation: Evaluation) -> None:
     }
     reference = reference_run(tracking.run.store, key, f"baselines ({config.env.name})", metrics)
     tracking.run.set_tags({"baselines_run": reference})
-
-
-def record_candidate(tracking: Tracking, evaluation: Evaluation) -> None:
-    """Store the evaluation's per-seed scores and conditions on this run's registered version, a candidate.
-
-    The alias moves only with ``reservoir-dqn promote``, on committed work
-    (:mod:`reservoir_dqn.tracking.champion`).
-    """
-    run, config = tracking.run, tracking.config
-    version = None if run is None else run.tag("model_version")
-    if run is None or version is None or not config.tracking.register_model:
-        return
-    scores = evaluation.metric(evaluation.headline[0], evaluation.shipped_network).per_seed
-    try:
-        record_scores(run.client, registered_model_name(config.env.name), version, scores, evaluation.conditions)
-    except Exception as error:  # noqa: BLE001 - the evaluation itself is done and written
-        log.warning(f"MLflow: could not record version {version}'s scores ({first_line(error)})")
 
 
 def _env_hash(config: Config) -> str:

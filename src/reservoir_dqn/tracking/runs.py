@@ -1,7 +1,7 @@
 """The MLflow runs of one pipeline execution, and the outbox that keeps what a lost store did not take.
 
 One **parent run** per pipeline execution holds the params, the evaluation's aggregate
-metrics with their intervals, the figures and the model; one **child run** per agent (seed)
+metrics with their intervals, the figures and the registered model; one **child run** per agent (seed)
 holds that agent's training curves. Train creates them and records their ids in the
 training metrics; evaluate and plot attach to the parent.
 
@@ -35,6 +35,7 @@ PARAM_LIMIT = 100  # ... and 100 params
 log = logging.getLogger(__name__)
 
 MetricValue = tuple[str, str, float, int, int]  # run id, key, value, timestamp in ms, step
+ModelPublisher = Callable[["PipelineRun", Mapping[str, Any]], None]  # logs a model release (JSON) to the parent
 
 
 class Outbox:
@@ -68,12 +69,13 @@ class Outbox:
 class PipelineRun:
     """The parent run and the per-agent child runs of one pipeline execution, in a connected store.
 
-    :param model_logger: what publishes a model file to the parent run (see
-        :mod:`reservoir_dqn.tracking.registry`); used for outbox operations of kind ``model``.
+    :param model_logger: what logs and registers a model release (:mod:`reservoir_dqn.tracking.registry`),
+        for outbox operations of kind ``model``; only the export stage has one. Without it such an
+        operation waits in the outbox for the next export of the run.
     """
 
     def __init__(
-        self, store: Store, parent_id: str, child_ids: Sequence[str], model_logger: Callable[[PipelineRun, Path], None]
+        self, store: Store, parent_id: str, child_ids: Sequence[str], model_logger: ModelPublisher | None
     ) -> None:
         self.store = store
         self.parent_id = parent_id
@@ -98,7 +100,7 @@ class PipelineRun:
         description: str,
         tags: Mapping[str, str],
         agents: int,
-        model_logger: Callable[[PipelineRun, Path], None],
+        model_logger: ModelPublisher | None,
         parent_of: str | None = None,
     ) -> PipelineRun:
         """A new parent run named ``name`` (itself a child of ``parent_of``, when given) and one child run per agent."""
@@ -117,7 +119,7 @@ class PipelineRun:
 
     @classmethod
     def existing(
-        cls, store: Store, run_ids: Mapping[str, str], model_logger: Callable[[PipelineRun, Path], None]
+        cls, store: Store, run_ids: Mapping[str, str], model_logger: ModelPublisher | None
     ) -> PipelineRun | None:
         """The runs a previous process of this pipeline execution created, if the store still has them."""
         parent = run_ids.get("parent")
@@ -167,16 +169,25 @@ class PipelineRun:
 
     # ------------------------------------------------------------------ publishing, with the outbox
 
-    def publish(self, artifacts: Sequence[tuple[Path, str | None]] = (), model: Path | None = None) -> bool:
-        """Upload artifacts and the model to the parent run; keep what fails in the outbox. True when all went."""
+    def publish(
+        self, artifacts: Sequence[tuple[Path, str | None]] = (), model: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Upload artifacts and a model release (its file under ``onnx``) to the parent run; keep what fails in the
+        outbox. True when all went."""
         operations: list[dict[str, Any]] = [{"kind": "artifact", "path": str(path), "to": to} for path, to in artifacts]
         if model is not None:
-            operations.append({"kind": "model", "path": str(model)})
+            operations.append({"kind": "model", "path": str(model["onnx"]), "release": dict(model)})
         return self._run(operations)
 
     def catch_up(self) -> int:
-        """Replay the outbox (metrics, uploads, the model) left by this or an earlier process; how many went."""
+        """Replay the outbox (metrics, uploads, the model) left by this or an earlier process; how many went.
+
+        A model release waits for a stage that can publish one (the export stage).
+        """
         operations = self.outbox.take()
+        if self.model_logger is None:
+            self.outbox.add([op for op in operations if op["kind"] == "model"])
+            operations = [op for op in operations if op["kind"] != "model"]
         present = [op for op in operations if op["kind"] == "metrics" or Path(op["path"]).exists()]
         if len(present) < len(operations):
             log.warning(f"MLflow: {len(operations) - len(present)} pending upload(s) no longer exist and are skipped")
@@ -208,7 +219,9 @@ class PipelineRun:
                 [(str(run), str(key), float(v), int(stamp), int(step)) for run, key, v, stamp, step in values]
             )
         elif kind == "model":
-            self.model_logger(self, Path(operation["path"]))
+            if self.model_logger is None:
+                raise RuntimeError("only the export stage publishes a model release")
+            self.model_logger(self, operation["release"])
         else:
             path, to = Path(operation["path"]), operation["to"]
             if path.is_dir():
