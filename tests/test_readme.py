@@ -213,7 +213,7 @@ def test_the_champion_loads_as_the_readme_shows(repo: Path) -> None:
     assert "release_hm3" in result.stdout and "q_values" in result.stdout, result.stdout
     # The README's serving command serves the champion; its request gets the release in hm3/month.
     assert SERVE in readme_commands()
-    server = subprocess.Popen(["bash", "-c", f"exec {SERVE}"], cwd=repo, env=clean_env(repo),
+    server = subprocess.Popen(["bash", "-c", SERVE], cwd=repo, env=clean_env(repo),  # its own group: killpg below
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)  # fmt: skip
     try:

@@ -1,0 +1,180 @@
+"""Speed beside Stable-Baselines3: each recipe's 5-seed train process against SB3's DQN, one seed, same frames.
+
+Usage (from the repository root; about 40 minutes on 2 cores with 3 pairs)::
+
+    .venv/bin/python -m bench.sb3                                   # CartPole-v1, Acrobot-v1, MountainCar-v0
+    .venv/bin/python -m bench.sb3 --recipes CartPole-v1 --pairs 3
+
+Ours: ``reservoir-dqn train`` with the recipe (``recipes/<id>.yaml``), tracking off, all 5
+agents in one process, as :mod:`bench.recipes` runs it. SB3's: ``stable_baselines3.DQN``
+with rl-zoo3's settings for the id (``hyperparams/dqn.yml`` of DLR-RM/rl-baselines3-zoo @
+019107eb, in :data:`ZOO`), one agent, ``learn()`` for the recipe's frames per agent, in a
+process of its own (``python -m bench.sb3 --sb3 ID FRAMES``), torch's default thread count.
+rl-zoo3's exploration lasts ``exploration_fraction`` of *its* ``n_timesteps``; the fraction is
+rescaled so that it lasts as many steps over the recipe's frames. The two processes alternate,
+pair by pair, so that drift of the machine's speed falls on both; each figure is the median
+over the pairs, with the ratio ours / SB3 taken pair by pair. Writes
+``bench/results/sb3.{json,md}``. SB3 is a benchmark-only dependency (pinned in
+requirements.lock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench.common import QUIET, REPO, RESULTS, machine, run_pipeline, spread, write_results
+from reservoir_dqn.recipes import overrides
+
+# rl-zoo3 hyperparams/dqn.yml (DLR-RM/rl-baselines3-zoo @ 019107eb14187e85dd4cc72076390376662609b4).
+ZOO: dict[str, dict[str, Any]] = {
+    "CartPole-v1": {
+        "n_timesteps": 200_000,
+        "learning_rate": 2.5e-4,
+        "batch_size": 512,
+        "buffer_size": 100_000,
+        "learning_starts": 0,
+        "gamma": 0.99,
+        "target_update_interval": 5000,
+        "train_freq": 16,
+        "gradient_steps": 4,
+        "exploration_fraction": 0.06,
+        "exploration_final_eps": 0.11,
+    },
+    "Acrobot-v1": {
+        "n_timesteps": 150_000,
+        "learning_rate": 2.5e-4,
+        "batch_size": 512,
+        "buffer_size": 100_000,
+        "learning_starts": 0,
+        "gamma": 0.99,
+        "target_update_interval": 5000,
+        "train_freq": 16,
+        "gradient_steps": 4,
+        "exploration_fraction": 0.06,
+        "exploration_final_eps": 0.11,
+    },
+    "MountainCar-v0": {
+        "n_timesteps": 120_000,
+        "learning_rate": 4e-3,
+        "batch_size": 128,
+        "buffer_size": 10_000,
+        "learning_starts": 1000,
+        "gamma": 0.98,
+        "target_update_interval": 5000,
+        "train_freq": 16,
+        "gradient_steps": 8,
+        "exploration_fraction": 0.2,
+        "exploration_final_eps": 0.07,
+        "policy_kwargs": {"net_arch": [256, 256]},
+    },
+}
+DEFAULT = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
+
+
+def sb3_settings(env_id: str, frames: int) -> dict[str, Any]:
+    """rl-zoo3's DQN settings for ``env_id``, its exploration lasting as many steps over ``frames`` as over its own."""
+    settings = dict(ZOO[env_id])
+    zoo_steps = settings.pop("n_timesteps")
+    settings["exploration_fraction"] = min(1.0, settings["exploration_fraction"] * zoo_steps / frames)
+    return settings
+
+
+def train_sb3(env_id: str, frames: int) -> None:
+    """One SB3 DQN agent on ``env_id`` for ``frames`` steps (the ``--sb3`` process)."""
+    import gymnasium
+    import torch
+    from stable_baselines3 import DQN
+
+    model = DQN("MlpPolicy", gymnasium.make(env_id), seed=0, verbose=0, **sb3_settings(env_id, frames))
+    model.learn(total_timesteps=frames)
+    print(f"torch threads {torch.get_num_threads()}")
+
+
+def sb3_process(env_id: str, frames: int) -> float:
+    """Wall seconds of one ``--sb3`` process, start to exit."""
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "bench.sb3", "--sb3", env_id, str(frames)], cwd=REPO, check=True, capture_output=True
+    )
+    return time.perf_counter() - started
+
+
+def compare(env_id: str, pairs: int) -> dict[str, Any]:
+    """``pairs`` alternating runs of our recipe (5 agents) and SB3 (1 agent) on the recipe's frames per agent."""
+    recipe = overrides(env_id, REPO / "recipes")
+    ours, theirs, frames = [], [], 0
+    for _ in range(pairs):
+        run = run_pipeline([*QUIET, *recipe], evaluate=False)
+        frames = int(run.train["frames"])
+        ours.append(run.wall_s)
+        theirs.append(sb3_process(env_id, int(run.train["frames"])))
+    return {
+        "frames_per_agent": frames,
+        "agents": 5,
+        "ours_s": spread(ours),
+        "sb3_s": spread(theirs),
+        "ratio": spread([a / b for a, b in zip(ours, theirs, strict=True)]),
+        "ours_runs_s": [round(value, 1) for value in ours],
+        "sb3_runs_s": [round(value, 1) for value in theirs],
+        "sb3_settings": sb3_settings(env_id, frames),
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# Speed beside Stable-Baselines3: our 5 agents against SB3's one",
+        "",
+        f"Measured on {results['machine']['cpu']} ({results['machine']['cores']} cores), "
+        f"{results['machine']['date']}, with `.venv/bin/python -m bench.sb3 --pairs {results['pairs']}`: "
+        "whole train processes, alternating ours and SB3's, medians [min-max] over the pairs; "
+        "the ratio is taken pair by pair. Ours: the recipe, 5 agents, tracking off, 1 torch thread "
+        f"(`train.torch_threads`); SB3 {results['sb3_version']}: `DQN` with rl-zoo3's settings, 1 agent, "
+        "torch's default threads (2 here).",
+        "",
+        "| recipe | frames per agent | ours: 5 agents (s) | SB3: 1 agent (s) | ours / SB3 | per run: ours; SB3 (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for env_id, row in results["recipes"].items():
+        ours, theirs, ratio = row["ours_s"], row["sb3_s"], row["ratio"]
+        lines.append(
+            f"| {env_id} | {row['frames_per_agent']:,} | {ours['median']:.1f} [{ours['min']:.1f}-{ours['max']:.1f}] "
+            f"| {theirs['median']:.1f} [{theirs['min']:.1f}-{theirs['max']:.1f}] "
+            f"| {ratio['median']:.2f} [{ratio['min']:.2f}-{ratio['max']:.2f}] "
+            f"| {', '.join(map(str, row['ours_runs_s']))}; {', '.join(map(str, row['sb3_runs_s']))} |"
+        )
+    lines += [
+        "",
+        "CartPole's recipe stops each agent once its validation return reaches 475 (within its 50,000 frames); "
+        "SB3 runs all 50,000.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", nargs="+", default=list(DEFAULT), choices=list(ZOO))
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--sb3", nargs=2, metavar=("ID", "FRAMES"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.sb3:
+        train_sb3(args.sb3[0], int(args.sb3[1]))
+        return
+    import stable_baselines3
+
+    results = {
+        "machine": machine(),
+        "pairs": args.pairs,
+        "sb3_version": stable_baselines3.__version__,
+        "recipes": {env_id: compare(env_id, args.pairs) for env_id in args.recipes},
+    }
+    write_results("sb3", results)
+    (RESULTS / "sb3.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
