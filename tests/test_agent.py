@@ -163,18 +163,52 @@ def test_gradients_are_clipped_per_agent_as_each_would_be_alone() -> None:
             assert torch.allclose(parameter.grad[agent], grad)
 
 
-def test_an_update_of_the_stack_moves_each_agent_as_if_it_trained_alone() -> None:
+@pytest.mark.parametrize("head", ["plain", "dueling"])
+def test_an_update_of_the_stack_moves_each_agent_as_if_it_trained_alone(head: str) -> None:
     """Agent 0 of a two-agent stack updated on (its rows, other rows) equals agent 0 trained alone on its rows."""
     config = _dqn(lr=0.01, lr_end_factor=1.0, max_grad_norm=0.5)  # small clip: clipping must stay per agent
-    pair = make_agent(config, replace(SPEC, agents=2), seeds=[4, 5])
-    single = make_agent(config, replace(SPEC, agents=1), seeds=[4])
+    pair = make_agent(config, replace(SPEC, agents=2, head=head), seeds=[4, 5])
+    single = make_agent(config, replace(SPEC, agents=1, head=head), seeds=[4])
     torch.manual_seed(0)
     mine, theirs = _batch(16), _batch(16, reward=100.0)
     for _ in range(3):
         update(pair, torch.cat([mine, theirs]))
         update(single, mine.clone())
-    for stacked, alone in zip(stacked_mlp(pair.q_network).weights, stacked_mlp(single.q_network).weights, strict=True):
+    stacked_parameters, alone_parameters = list(pair.q_network.parameters()), list(single.q_network.parameters())
+    assert len(stacked_parameters) == len(alone_parameters) == (6 if head == "plain" else 8)
+    for stacked, alone in zip(stacked_parameters, alone_parameters, strict=True):
         assert torch.allclose(stacked[0], alone[0], atol=1e-5)
+
+
+def test_the_dueling_head_is_a_state_value_plus_centred_advantages_per_agent() -> None:
+    spec = replace(SPEC, num_actions=5, head="dueling")
+    network = stacked_mlp(make_q_network(spec, seeds=[1, 2, 3]))
+    assert network.head is not None and [tuple(w.shape) for w in network.weights] == [(3, 4, 32), (3, 32, 16)]
+    observation = torch.randn(3 * 7, 4)
+    with torch.no_grad():
+        q_values = network(observation).reshape(3, 7, 5)
+        hidden = observation.reshape(3, 7, 4)
+        for weight, bias in zip(network.weights, network.biases, strict=True):
+            hidden = torch.relu(torch.baddbmm(bias, hidden, weight))
+        value = torch.baddbmm(network.head.value_bias, hidden, network.head.value_weight)
+    # Q(s, a) = V(s) + A(s, a) - mean A(s, .): the mean over actions is the state value (Wang et al., eq. 9).
+    assert torch.allclose(q_values.mean(dim=-1, keepdim=True), value, atol=1e-6)
+    before = q_values.reshape(21, 5)
+    with torch.no_grad():
+        network.head.advantage_weight[1].mul_(-3.0)  # agent 1's head only
+    after = network(observation)
+    assert torch.equal(before[:7], after[:7]) and torch.equal(before[14:], after[14:])
+    assert not torch.allclose(before[7:14], after[7:14])
+
+
+def test_a_dueling_agent_of_a_stack_is_the_same_network_alone() -> None:
+    spec = replace(SPEC, head="dueling")
+    network = make_q_network(spec, seeds=[1, 2, 3])
+    alone, subset = select_agents(network, spec, [2])
+    assert subset.head == "dueling" and subset.agents == 1
+    observation = torch.randn(6, 4)
+    stacked_input = torch.cat([torch.zeros(6, 4), torch.zeros(6, 4), observation])
+    assert torch.allclose(_values(network, stacked_input)[12:], _values(alone, observation), atol=1e-6)
 
 
 FIRST_LAYER = "module.0.module.weights.0"

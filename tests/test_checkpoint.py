@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reservoir_dqn.agent import NetworkSpec, load_model, make_q_network, save_model
+from reservoir_dqn.agent import NetworkSpec, load_model, make_q_network, save_model, stacked_mlp
 from reservoir_dqn.checkpoint import CorruptCheckpoint, verify_archive
 from reservoir_dqn.errors import ModelFileError
 from reservoir_dqn.exits import Exit
@@ -142,6 +142,34 @@ def test_model_round_trip(tmp_path: Path) -> None:
     a = network(TensorDict(observation=observation, batch_size=[10]))
     b = loaded(TensorDict(observation=observation, batch_size=[10]))
     assert torch.equal(a["action_value"], b["action_value"]) and torch.equal(a["action"], b["action"])
+
+
+@pytest.mark.parametrize("head", ["plain", "dueling"])
+def test_the_head_survives_the_model_file(tmp_path: Path, head: str) -> None:
+    spec = NetworkSpec(obs_dim=4, num_actions=3, hidden_sizes=(16,), env_name="reservoir", agents=2, head=head)
+    network = make_q_network(spec, seeds=[1, 2])
+    save_model(network, spec, tmp_path / "model.pt")
+    loaded, loaded_spec = load_model(tmp_path / "model.pt")
+    observation = torch.randn(10, 4)
+    assert loaded_spec == spec and torch.equal(stacked_mlp(loaded)(observation), stacked_mlp(network)(observation))
+
+
+def test_a_model_file_written_before_heads_were_named_loads_as_a_plain_network(tmp_path: Path) -> None:
+    spec = NetworkSpec(obs_dim=4, num_actions=3, hidden_sizes=(16,), env_name="reservoir", agents=1)
+    network = make_q_network(spec, seeds=[1])
+    save_model(network, spec, tmp_path / "model.pt")
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    del payload["spec"]["head"]  # as the previous version wrote it
+    torch.save(payload, tmp_path / "model.pt")
+    loaded, loaded_spec = load_model(tmp_path / "model.pt")
+    observation = torch.randn(5, 4)
+    assert loaded_spec.head == "plain" and torch.equal(
+        stacked_mlp(loaded)(observation), stacked_mlp(network)(observation)
+    )
+    payload["spec"]["head"] = "noisy"  # a head this version does not know: one line naming it
+    torch.save(payload, tmp_path / "model.pt")
+    with pytest.raises(ModelFileError, match="unknown Q-network head 'noisy'"):
+        load_model(tmp_path / "model.pt")
 
 
 def test_model_file_with_a_pickle_payload_is_refused(tmp_path: Path) -> None:

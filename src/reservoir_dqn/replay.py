@@ -12,7 +12,7 @@ Prioritized replay follows Schaul et al. (2016): a transition's priority is ``|d
 root), the sampler raises it to ``alpha``, and the importance-sampling exponent ``beta``
 anneals linearly from ``priority_beta`` to 1 over ``priority_beta_frames``
 (:func:`anneal_beta`). A sample is ``agents * batch_size`` transitions,
-agent-major, as :func:`reservoir_dqn.agent.update` expects.
+agent-major, as :func:`reservoir_dqn.agent.update.update` expects.
 """
 
 from __future__ import annotations

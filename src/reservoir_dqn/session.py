@@ -186,6 +186,7 @@ def _build(config: Config, device: torch.device, checkpoints: Checkpointer | Non
         env_name=config.env.name,
         obs_scale=env_profile.observation_scale(config.env),
         agents=agents,
+        head=config.dqn.head,
     )
     seeds = agent_seeds(config.seed, agents)
     agent = make_agent(config.dqn, spec, device, seeds, compile_loss=config.train.compile)

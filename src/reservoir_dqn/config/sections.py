@@ -48,6 +48,10 @@ class DQNConfig(Section):
     """The agent: Q-network, loss, target network, learning rate, exploration and replay buffer."""
 
     hidden_sizes: IntTuple = Field(min_length=1, description="Hidden layer widths of the Q-network MLP.")
+    head: Literal["plain", "dueling"] = Field(
+        description="Output head of the Q-network: 'plain' (a linear layer) or 'dueling' (a state value and action "
+        "advantages, Wang et al., 2016)."
+    )
     gamma: float = Field(gt=0.0, le=1.0, description="Discount factor.")
     n_steps: Annotated[int, Field(ge=1, le=50)] = Field(description="Steps per TD target (1: one-step DQN).")
     reward_scale: PositiveFloat = Field(
@@ -151,7 +155,10 @@ class TrackingConfig(Section):
     enabled: bool = Field(description="Log every stage to one MLflow parent run per pipeline execution.")
     uri: str = Field(description="MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db.")
     tensorboard: bool = Field(description="Write TensorBoard event files under <root>/runs/.")
-    register_model: bool = Field(description="Register each trained model; alias 'champion' follows the best one.")
+    register_model: bool = Field(
+        description="The export stage registers the exported policy as a model version (else only logs it to the "
+        "run); the alias 'champion' moves only with `reservoir-dqn promote`."
+    )
     connect_timeout_s: float = Field(gt=0.0, le=15.0, description="Seconds to wait for the tracking server.")
     log_interval_frames: PositiveInt = Field(
         description="Frames between points of the training curves (CSV, MLflow and TensorBoard)."

@@ -1,0 +1,72 @@
+"""Model files: the Q-networks' weights beside their :class:`~.network.NetworkSpec`, saved atomically, loaded safely.
+
+Format ``reservoir_dqn.model`` version 3: ``{"format", "version", "spec", "state_dict"}``
+written by ``torch.save`` and read with ``weights_only=True``. A spec without ``head``
+(written before heads were named) is a plain network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torchrl.modules import QValueActor
+
+from reservoir_dqn.agent.network import NetworkSpec, make_q_network
+from reservoir_dqn.errors import ModelFileError, first_line
+from reservoir_dqn.files import write_atomic
+
+MODEL_FORMAT = "reservoir_dqn.model"
+MODEL_FORMAT_VERSION = 3
+
+
+def select_agents(q_network: QValueActor, spec: NetworkSpec, indices: Sequence[int]) -> tuple[QValueActor, NetworkSpec]:
+    """A network holding only the agents ``indices`` of a stacked one (weights copied)."""
+    rows = torch.tensor(list(indices))
+    subset = replace(spec, agents=len(indices))
+    # Every parameter carries the agent dimension first and keeps ``rows``; buffers (the input scale) are shared.
+    per_agent = {name for name, _ in q_network.named_parameters()}
+    state = {
+        name: tensor.detach()[rows] if name in per_agent else tensor for name, tensor in q_network.state_dict().items()
+    }
+    network = make_q_network(subset, next(q_network.parameters()).device)
+    network.load_state_dict(state)
+    return network, subset
+
+
+def save_model(q_network: QValueActor, spec: NetworkSpec, path: Path) -> None:
+    """Write weights and network description to ``path`` atomically."""
+    payload = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_FORMAT_VERSION,
+        "spec": spec.as_dict(),
+        "state_dict": {name: tensor.detach().cpu() for name, tensor in q_network.state_dict().items()},
+    }
+    write_atomic(path, lambda temporary: torch.save(payload, temporary))
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[QValueActor, NetworkSpec]:
+    """Rebuild the greedy Q-networks from a model file written by :func:`save_model`.
+
+    The file is read with ``torch.load(weights_only=True)``: a file carrying a pickled
+    object other than tensors and plain containers is refused without running it.
+    """
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: model file not found") from None
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means "refuse this file"
+        raise ModelFileError(f"{path}: refused to load model file ({first_line(error)})") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path}: not a reservoir_dqn model file")
+    if payload.get("version") != MODEL_FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model file format {payload.get('version')}, expected {MODEL_FORMAT_VERSION}")
+    try:
+        spec = NetworkSpec.from_dict(payload["spec"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFileError(f"{path}: model file's network description is unusable ({first_line(error)})") from None
+    q_network = make_q_network(spec, device)
+    q_network.load_state_dict(payload["state_dict"])
+    return q_network, spec
