@@ -21,12 +21,14 @@ requirements.lock).
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
 from typing import Any
 
 from bench.common import QUIET, REPO, RESULTS, machine, run_pipeline, spread, write_results
+from reservoir_dqn.config import load_config
 from reservoir_dqn.recipes import overrides
 
 # rl-zoo3 hyperparams/dqn.yml (DLR-RM/rl-baselines3-zoo @ 019107eb14187e85dd4cc72076390376662609b4).
@@ -72,7 +74,9 @@ ZOO: dict[str, dict[str, Any]] = {
         "policy_kwargs": {"net_arch": [256, 256]},
     },
 }
-DEFAULT = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
+# Rows: the recipes, and CartPole's recipe without its early stop (every agent trains all 50,000 frames, as SB3 does).
+FULL_BUDGET = " (no early stop)"
+DEFAULT = ("CartPole-v1", f"CartPole-v1{FULL_BUDGET}", "Acrobot-v1", "MountainCar-v0")
 
 
 def sb3_settings(env_id: str, frames: int) -> dict[str, Any]:
@@ -103,17 +107,21 @@ def sb3_process(env_id: str, frames: int) -> float:
     return time.perf_counter() - started
 
 
-def compare(env_id: str, pairs: int) -> dict[str, Any]:
+def compare(row: str, pairs: int) -> dict[str, Any]:
     """``pairs`` alternating runs of our recipe (5 agents) and SB3 (1 agent) on the recipe's frames per agent."""
-    recipe = overrides(env_id, REPO / "recipes")
-    ours, theirs, frames = [], [], 0
+    env_id = row.removesuffix(FULL_BUDGET)
+    recipe = overrides(env_id, REPO / "recipes") + (["train.stop_at_validation_return="] if row != env_id else [])
+    frames = load_config(REPO / "params.yaml", recipe).train.total_frames  # the recipe's budget per agent
+    ours, theirs, collected = [], [], []
     for _ in range(pairs):
         run = run_pipeline([*QUIET, *recipe], evaluate=False)
-        frames = int(run.train["frames"])
+        collected.append(int(run.train["frames"]))  # fewer where the recipe stops early
         ours.append(run.wall_s)
-        theirs.append(sb3_process(env_id, int(run.train["frames"])))
+        theirs.append(sb3_process(env_id, frames))
     return {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
         "frames_per_agent": frames,
+        "ours_frames_collected": collected,
         "agents": 5,
         "ours_s": spread(ours),
         "sb3_s": spread(theirs),
@@ -128,35 +136,41 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Speed beside Stable-Baselines3: our 5 agents against SB3's one",
         "",
-        f"Measured on {results['machine']['cpu']} ({results['machine']['cores']} cores), "
-        f"{results['machine']['date']}, with `.venv/bin/python -m bench.sb3 --pairs {results['pairs']}`: "
+        f"Measured on {results['machine']['cpu']} ({results['machine']['cores']} cores), on the dates of the rows, "
+        f"with `.venv/bin/python -m bench.sb3 --pairs {results['pairs']}`: "
         "whole train processes, alternating ours and SB3's, medians [min-max] over the pairs; "
         "the ratio is taken pair by pair. Ours: the recipe, 5 agents, tracking off, 1 torch thread "
         f"(`train.torch_threads`); SB3 {results['sb3_version']}: `DQN` with rl-zoo3's settings, 1 agent, "
         "torch's default threads (2 here).",
         "",
-        "| recipe | frames per agent | ours: 5 agents (s) | SB3: 1 agent (s) | ours / SB3 | per run: ours; SB3 (s) |",
-        "|---|---|---|---|---|---|",
+        "| recipe | measured | frames per agent | ours: 5 agents (s) | SB3: 1 agent (s) | ours / SB3 "
+        "| per run: ours; SB3 (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for env_id, row in results["recipes"].items():
         ours, theirs, ratio = row["ours_s"], row["sb3_s"], row["ratio"]
         lines.append(
-            f"| {env_id} | {row['frames_per_agent']:,} | {ours['median']:.1f} [{ours['min']:.1f}-{ours['max']:.1f}] "
+            f"| {env_id} | {row['date']} | {row['frames_per_agent']:,} "
+            f"| {ours['median']:.1f} [{ours['min']:.1f}-{ours['max']:.1f}] "
             f"| {theirs['median']:.1f} [{theirs['min']:.1f}-{theirs['max']:.1f}] "
             f"| {ratio['median']:.2f} [{ratio['min']:.2f}-{ratio['max']:.2f}] "
             f"| {', '.join(map(str, row['ours_runs_s']))}; {', '.join(map(str, row['sb3_runs_s']))} |"
         )
     lines += [
         "",
-        "CartPole's recipe stops each agent once its validation return reaches 475 (within its 50,000 frames); "
-        "SB3 runs all 50,000.",
+        "Frames per agent: the recipe's budget, which SB3 runs in full; CartPole's recipe stops each agent once its "
+        "validation return reaches 475 (ours collected "
+        + ", ".join(
+            f"{frames:,}" for frames in results["recipes"].get("CartPole-v1", {}).get("ours_frames_collected", [])
+        )
+        + " frames per agent in its runs).",
     ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", nargs="+", default=list(DEFAULT), choices=list(ZOO))
+    parser.add_argument("--recipes", nargs="+", default=list(DEFAULT), choices=list(DEFAULT))
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--sb3", nargs=2, metavar=("ID", "FRAMES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -165,11 +179,21 @@ def main() -> None:
         return
     import stable_baselines3
 
+    path = RESULTS / "sb3.json"
+    earlier: dict[str, Any] = {}  # rows of recipes not re-run stay, with the date they were measured
+    if path.exists():
+        previous = json.loads(path.read_text())
+        earlier = {name: {"date": previous["machine"]["date"], **row} for name, row in previous["recipes"].items()}
+    measured = {env_id: compare(env_id, args.pairs) for env_id in args.recipes}
     results = {
         "machine": machine(),
         "pairs": args.pairs,
         "sb3_version": stable_baselines3.__version__,
-        "recipes": {env_id: compare(env_id, args.pairs) for env_id in args.recipes},
+        "recipes": {
+            env_id: measured.get(env_id) or earlier[env_id]
+            for env_id in DEFAULT
+            if env_id in measured or env_id in earlier
+        },
     }
     write_results("sb3", results)
     (RESULTS / "sb3.md").write_text(markdown(results))

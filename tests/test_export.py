@@ -32,7 +32,7 @@ def _shipped(project: Path, config: Config) -> OperatorPolicy:
     (project / "metrics").mkdir(exist_ok=True)
     save_model(q_network, spec, project / "models/model.pt")
     (project / "metrics/train.json").write_text(json.dumps(training_json()))
-    (project / "metrics/eval.json").write_text(json.dumps(evaluation_json()))
+    (project / "metrics/eval.json").write_text(json.dumps(evaluation_json(scores=[0.9])))  # one seed, as trained
     return OperatorPolicy(q_network, env_profile.action_meaning(config.env, spec.num_actions)[1])
 
 
@@ -94,3 +94,25 @@ def test_export_needs_the_evaluation_and_says_so_in_one_line(
     assert export.main([]) == 4
     assert capsys.readouterr().err.strip() == "error: metrics/eval.json is missing: run the evaluate stage first"
     assert not (project / "models/policy.onnx").exists()
+
+
+def test_export_refuses_the_evaluation_of_another_training(
+    project: Path, tiny_config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _shipped(project, tiny_config)
+    (project / "metrics/eval.json").write_text(json.dumps(evaluation_json(scores=[0.9, 0.92])))  # 2 seeds, not 1
+    assert export.main([]) == 4
+    assert "metrics/eval.json evaluates another training (2 seeds" in capsys.readouterr().err
+    assert not (project / "models/policy.onnx").exists()
+
+
+def test_the_registered_signature_is_the_environments_own_terms() -> None:
+    """A Gymnasium id's release: its observation fields in, ``action`` (the index) and the Q-values out."""
+    from reservoir_dqn.card import Release
+    from reservoir_dqn.tracking.registry import signature
+
+    fields = {f"observation_{index}": 0.0 for index in range(4)}
+    release = Release("CartPole-v1", "policy.onnx", "0" * 64, "action", "card", fields, [1.0, 1.0], None)
+    found = signature(release)
+    assert found.inputs.input_names() == list(fields) and found.outputs.input_names() == ["action", "q_values"]
+    assert Release.from_json(json.loads(json.dumps(release.to_json()))) == release  # as the outbox keeps it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -16,7 +17,8 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from reservoir_dqn.stages import evaluate, export, train
+from reservoir_dqn.card import Release
+from reservoir_dqn.stages import evaluate, export, plot, train
 from reservoir_dqn.tracking import registered_model_name
 from tests.conftest import wait_for, write_params
 
@@ -64,6 +66,30 @@ def test_the_exported_policy_is_registered_with_its_card_and_served_over_http(pr
         assert line in card, card
     assert "| regret |" in card and "| exact gap to the optimum |" in card and "| code | git commit" in card
     assert client.get_run(run_ids["parent"]).data.tags["model_version"] == str(version.version)
+    # One file, one version: an export re-run (say, for a tracking setting) describes the same version again.
+    assert export.main([]) == 0
+    assert [v.version for v in client.search_model_versions(f"name = '{name}'")] == [version.version]
+    # A registration kept in the outbox (the store was lost) waits through stages that cannot send it, and the
+    # run says so; the next export sends it, still one version for the one file.
+    outbox = project / ".mlflow-outbox" / f"{run_ids['parent']}.jsonl"
+    release = Release(
+        "reservoir",
+        "models/policy.onnx",
+        hashlib.sha256((project / "models/policy.onnx").read_bytes()).hexdigest(),
+        "release_hm3",
+        card,
+        {field: 0.5 for field in FIELDS},
+        scores,
+        None,
+    )
+    outbox.parent.mkdir(exist_ok=True)
+    outbox.write_text(json.dumps({"kind": "model", "path": release.onnx, "release": release.to_json()}) + "\n")
+    client.set_tag(run_ids["parent"], "sync_status", "incomplete")
+    assert plot.main([]) == 0
+    assert outbox.exists() and client.get_run(run_ids["parent"]).data.tags["sync_status"] == "incomplete"
+    assert export.main([]) == 0
+    assert not outbox.exists() and client.get_run(run_ids["parent"]).data.tags["sync_status"] == "complete"
+    assert len(client.search_model_versions(f"name = '{name}'")) == 1
 
     # Loaded where neither torch nor this package is imported: its signature in the observation's terms,
     # a real state as its input example (October, 60% full, the whole horizon ahead).
@@ -110,6 +136,9 @@ def test_the_exported_policy_is_registered_with_its_card_and_served_over_http(pr
         assert all(row["release_hm3"] in RELEASES_HM3 and len(row["q_values"]) == 11 for row in answer["predictions"])
         status, refusal = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": [{"cos_month": 1.0}]})
         assert status == 400 and "missing inputs" in refusal["message"]
+        not_finite = {**example, "storage_over_capacity": float("nan")}  # JSON's NaN, as Python and MLflow read it
+        status, refusal = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": [example, not_finite]})
+        assert status == 400 and "observations hold NaN or infinite values (rows [1])" in refusal["message"], refusal
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

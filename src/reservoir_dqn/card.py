@@ -15,7 +15,6 @@ from typing import Any
 
 from reservoir_dqn.results import Evaluation
 from reservoir_dqn.scoring import EXACT_GAP, REGRET
-from reservoir_dqn.statistics import Summary
 from reservoir_dqn.summary import Training
 
 
@@ -25,14 +24,18 @@ class Release:
 
     :ivar env: the environment (``env.name``): the model is registered as ``reservoir-dqn-<env>``.
     :ivar onnx: the checked ONNX file.
+    :ivar digest: its SHA-256: a replay registers that file only, and one file is one version.
+    :ivar output: the name of the chosen action's value among the outputs (``release_hm3``, ``action``).
     :ivar card: the model card, the registered version's description (markdown).
-    :ivar example: one real state's observation, by field: the model's input example.
+    :ivar example: one real state's observation, by field (the model's inputs, in order): its input example.
     :ivar scores: each seed's headline test score (the shipped network type), the champion's evidence.
     :ivar conditions: what the scores were measured under (``eval.json``'s conditions).
     """
 
     env: str
     onnx: str
+    digest: str
+    output: str
     card: str
     example: dict[str, float]
     scores: list[float]
@@ -63,6 +66,7 @@ def model_card(
     """
     main = evaluation.headline[0]
     shipped = evaluation.metric(main, evaluation.shipped_network)
+    scores = evaluation.shipped_scores()
     lines = [
         f"**{evaluation.env}**: agent {trained.shipped_agent}'s {trained.shipped_network} network of run "
         f"*{run_name}*, {trained.seeds} seeds x {trained.frames:,} frames each.",
@@ -74,29 +78,19 @@ def model_card(
         f"the {len(values)} actions' values |",
         f"| budget | {trained.seeds} seeds x {trained.frames:,} frames each, {trained.train_time_s / 60:.1f} "
         "training minutes |",
-        f"| {main} (0 random, 1 {evaluation.optimum_label}) | {_interval(shipped)} over {evaluation.seeds} seeds "
-        f"({evaluation.shipped_network} networks); per seed {_values(shipped.per_seed)}; the shipped agent "
-        f"{shipped.per_seed[trained.shipped_agent]:.4f} |",
+        f"| {main} (0 random, 1 {evaluation.optimum_label}) | {shipped.text(4)} over {evaluation.seeds} seeds "
+        f"({evaluation.shipped_network} networks); per seed {', '.join(f'{value:.4f}' for value in scores)}; "
+        f"the shipped agent {scores[trained.shipped_agent]:.4f} |",
         f"| test | {evaluation.episodes} episodes per agent from seed {evaluation.first_seed}, "
         "the same scenarios for every policy |",
     ]
     final = evaluation.agents["final"]
     if REGRET in final:
         lines.append(
-            f"| regret | {_interval(final[REGRET], '.1f')} a scenario: {evaluation.optimum_label}'s return "
+            f"| regret | {final[REGRET].text()} a scenario: {evaluation.optimum_label}'s return "
             "minus the final networks', paired by scenario |"
         )
     if EXACT_GAP in final:
         lines.append(f"| exact gap to the optimum | {final[EXACT_GAP].mean:.1f} of expected return (no sampling) |")
     lines.append(f"| code | git commit `{commit}` |")
     return "\n".join(lines)
-
-
-def _interval(summary: Summary, form: str = ".4f") -> str:
-    if summary.ci_low is None or summary.ci_high is None:
-        return f"{summary.mean:{form}}"
-    return f"{summary.mean:{form}} [{summary.ci_low:{form}}, {summary.ci_high:{form}}]"
-
-
-def _values(values: Sequence[float]) -> str:
-    return ", ".join(f"{value:.4f}" for value in values)

@@ -96,8 +96,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return Exit.OK
     version = _committed_version(config, client)
     evaluation = Evaluation.from_json(read_json(Path(paths.eval_metrics)))
-    scores = evaluation.metric(evaluation.headline[0], evaluation.shipped_network).per_seed
-    retrying(record_candidate, client, name, version, scores, evaluation.conditions)
+    retrying(record_candidate, client, name, version, evaluation.shipped_scores(), evaluation.conditions)
     candidate = Evidence.of(retrying(client.get_model_version, name, version))
     if args.force:
         print(move(client, name, version, "forced (reservoir-dqn promote --force)", commit))
@@ -131,7 +130,10 @@ def _committed_version(config: Config, client: MlflowClient) -> str:
         ) from None
     version = run.data.tags.get("model_version")
     if version is None:
-        raise StageFailed(f"the committed run {parent} registered no model version (tracking.register_model was off)")
+        raise StageFailed(
+            f"the committed run {parent} has no registered model version: the export stage registers it "
+            "(tracking.register_model off, export not run, or its registration waiting for the store in the outbox)"
+        )
     return str(version)
 
 

@@ -200,6 +200,10 @@ class Evaluation:
     def metric(self, name: str, network: str = "final") -> Summary:
         return self.agents[network][name]
 
+    def shipped_scores(self) -> tuple[float, ...]:
+        """Each seed's headline test score, of the network type that is shipped: a registered version's evidence."""
+        return self.metric(self.headline[0], self.shipped_network).per_seed
+
     def headline_metrics(self) -> dict[str, float | None]:
         """The numbers DVC tracks (``metrics/summary.json``).
 

@@ -48,6 +48,13 @@ class Summary:
     ci_low: float | None
     ci_high: float | None
 
+    def text(self, digits: int = 1) -> str:
+        """The mean with its interval, as ``1,984.3 [1,978.3, 1,990.2]`` (the mean alone where there is none)."""
+        text = f"{self.mean:,.{digits}f}"
+        if self.ci_low is not None and self.ci_high is not None:
+            text += f" [{self.ci_low:,.{digits}f}, {self.ci_high:,.{digits}f}]"
+        return text
+
     def as_dict(self) -> dict[str, object]:
         return {
             "per_seed": list(self.per_seed),

@@ -85,6 +85,7 @@ from reservoir_dqn.process import Terminated, exit_process
 from reservoir_dqn.session import start
 from reservoir_dqn.statistics import iqm
 from reservoir_dqn.tracking import Tracking
+from reservoir_dqn.tracking.naming import RUN_KIND, RunKind
 from reservoir_dqn.tracking.outcomes import describe_experiment
 from reservoir_dqn.tracking.sinks import CsvSink, MlflowSink
 from reservoir_dqn.tracking.store import EXPERIMENT_PREFIX, Store, project_root, retrying, with_postgres_driver
@@ -246,7 +247,7 @@ class Objective:
         suggested = suggest(trial, self.config.tune)
         space = self.config.tune.space
         name = trial_name(trial.number, {key: trial.params[key] for key in space}, space)
-        tags = {STUDY_TAG: trial.study.study_name, TRIAL_TAG: str(trial.number), "run_kind": "trial"}
+        tags = {STUDY_TAG: trial.study.study_name, TRIAL_TAG: str(trial.number), RUN_KIND: RunKind.TRIAL}
         try:
             config = load_config(self.params, [*self.overrides, *self.config.tune.overrides, *suggested])
         except ConfigError as error:

@@ -207,24 +207,17 @@ def report(evaluation: Evaluation) -> str:
 def optimum_report(evaluation: Evaluation) -> list[str]:
     """The final networks' paired regret and exact account, where the environment has them."""
     final, lines = evaluation.agents["final"], []
-
-    def interval(summary: Summary, digits: int = 1) -> str:
-        text = f"{summary.mean:,.{digits}f}"
-        if summary.ci_low is not None and summary.ci_high is not None:
-            text += f" [{summary.ci_low:,.{digits}f}, {summary.ci_high:,.{digits}f}]"
-        return text
-
     if REGRET in final:
         per_seed = ", ".join(f"{value:,.1f}" for value in final[REGRET].per_seed)
         lines.append(
             f"  DQN final networks' regret (the optimum's return minus theirs, scenario by scenario): "
-            f"{interval(final[REGRET])}; per seed: {per_seed}"
+            f"{final[REGRET].text()}; per seed: {per_seed}"
         )
     if EXACT_RETURN in final:
         largest = max(abs(value) for value in final[EXACT_Z].per_seed)
         lines.append(
-            f"  Exact account (no sampling): expected return {interval(final[EXACT_RETURN])} against the optimum's "
-            f"{final[EXACT_RETURN].mean + final[EXACT_GAP].mean:,.1f}, a gap of {interval(final[EXACT_GAP])}; "
+            f"  Exact account (no sampling): expected return {final[EXACT_RETURN].text()} against the optimum's "
+            f"{final[EXACT_RETURN].mean + final[EXACT_GAP].mean:,.1f}, a gap of {final[EXACT_GAP].text()}; "
             f"each agent's test mean is within {largest:.1f} standard errors of its exact value"
         )
     return lines

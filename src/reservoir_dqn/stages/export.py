@@ -25,6 +25,7 @@ real state (the first observation of a seeded episode), its description the mode
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import subprocess
@@ -49,6 +50,7 @@ from reservoir_dqn.policy import OperatorPolicy
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.results import Evaluation
 from reservoir_dqn.stages import stage_config, training_summary
+from reservoir_dqn.summary import Training
 from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
 PATHS = ("model", "train_metrics", "eval_metrics", "onnx")
@@ -98,8 +100,12 @@ def initial_observation(config: Config) -> torch.Tensor:
     return observation
 
 
-def evaluation_of(config: Config) -> Evaluation:
-    """What evaluate measured (``paths.eval_metrics``): the model card's figures and the champion's evidence."""
+def evaluation_of(config: Config, trained: Training) -> Evaluation:
+    """What evaluate measured of this training (``paths.eval_metrics``): the card's figures and the champion's evidence.
+
+    An evaluation of another training (other seeds or another shipped agent: evaluate was not
+    run after the last training) is refused in one line.
+    """
     path = Path(config.paths.eval_metrics)
     try:
         evaluation = Evaluation.from_json(read_json(path))
@@ -109,6 +115,13 @@ def evaluation_of(config: Config) -> Evaluation:
         raise StageFailed(f"{path} cannot be read ({error}): run the evaluate stage again") from None
     if evaluation.env != config.env.name:
         raise StageFailed(f"{path} evaluates {evaluation.env} but env.name is {config.env.name}: run evaluate again")
+    evaluated = (evaluation.seeds, evaluation.shipped_agent, evaluation.shipped_network)
+    if evaluated != (trained.seeds, trained.shipped_agent, trained.shipped_network):
+        raise StageFailed(
+            f"{path} evaluates another training ({evaluation.seeds} seeds, agent {evaluation.shipped_agent}'s "
+            f"{evaluation.shipped_network} network shipped; {config.paths.train_metrics}: {trained.seeds} seeds, agent "
+            f"{trained.shipped_agent}'s {trained.shipped_network}): run the evaluate stage again"
+        )
     return evaluation
 
 
@@ -180,7 +193,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     }
     observations = check_observations(config, spec)
     checked = "states of the grid" if env_profile.grid_observations(config.env) is not None else "observations"
-    evaluation = evaluation_of(config)
+    evaluation = evaluation_of(config, trained)
     logger = None
     if tracking.store is not None:
         from reservoir_dqn.tracking.registry import ModelLogger  # MLflow: only once a store answered
@@ -200,15 +213,18 @@ def run(argv: Sequence[str] | None = None) -> None:
                 )
             if (changed := snapshot.check_unchanged("export", PARAMS)) is not None:
                 raise StageFailed(changed)
+        commit = (tracking.run.tag("git_commit") if tracking.run is not None else None) or tracking.identity.commit
         card = model_card(
-            tracking.identity.name, tracking.identity.commit, trained, evaluation, fields, output, values.tolist()
+            trained.run_name or tracking.identity.name, commit, trained, evaluation, fields, output, values.tolist()
         )
         release = Release(
             env=config.env.name,
             onnx=str(target),
+            digest=hashlib.sha256(target.read_bytes()).hexdigest(),
+            output=output,
             card=card,
             example=dict(zip(fields, initial_observation(config).tolist(), strict=True)),
-            scores=list(evaluation.metric(evaluation.headline[0], evaluation.shipped_network).per_seed),
+            scores=list(evaluation.shipped_scores()),
             conditions=evaluation.conditions,
         )
         tracking.publish([(target, "onnx")], model=release.to_json())

@@ -1,4 +1,4 @@
-"""Names that tell runs apart: what changed against the baseline's params.yaml.
+"""Names that tell runs apart: what changed against the baseline's params.yaml, and the kinds of runs.
 
 A run is named by the parameters that differ from the committed ``params.yaml`` of its
 baseline (DVC's baseline revision for an experiment, else ``HEAD``): ``gamma=0.95``,
@@ -11,12 +11,26 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from reservoir_dqn.config import Config, flatten
+
+RUN_KIND = "run_kind"  # the tag every run of this package carries: one of RunKind
+
+
+class RunKind(StrEnum):
+    """What a run is, as its ``run_kind`` tag says (the views and searches filter on it)."""
+
+    PIPELINE = "pipeline"  # a pipeline execution: params, the evaluation's aggregates, the model
+    AGENT = "agent"  # one agent (seed) of a pipeline execution or trial: its training curves
+    TRIAL = "trial"  # a tuning trial (in place of a pipeline execution)
+    STUDY = "study"  # a tuning study: its trials are its children
+    BASELINES = "baselines"  # the reference policies' results of one environment configuration
+
 
 # Sections whose keys change what is trained and measured (paths, tracking, compare and tune do not).
 TRAINING_SECTIONS = ("seed", "env", "dqn", "train", "evaluate")

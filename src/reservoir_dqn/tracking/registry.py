@@ -13,7 +13,7 @@ alone moves the alias ``champion``).
 from __future__ import annotations
 
 import contextlib
-import json
+import hashlib
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import onnx
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.tracking._model_registry import utils as registry_settings
@@ -38,17 +37,23 @@ from reservoir_dqn.tracking.store import registered_model_name, retrying
 log = logging.getLogger(__name__)
 SERVING_REQUIREMENTS = ("mlflow", "onnxruntime", "numpy", "pandas")  # what loading the model imports, pinned below
 RUN_TAGS = ("budget", "changed", "seeds", "total_frames", "env", "git_commit", "mlflow.runName")
+DIGEST_TAG = "onnx_sha256"  # the registered file's digest: one file, one version
 
 
-def signature(path: Path) -> ModelSignature:
-    """The observation's fields in, the action's value and the Q-values (an array) out, all float64."""
-    model = onnx.load(str(path), load_external_data=False)
-    fields = json.loads({prop.key: prop.value for prop in model.metadata_props}["observation"])
-    output = model.graph.output[0].name
+def signature(release: Release) -> ModelSignature:
+    """The observation's fields in; the action's value and the Q-values (an array) out; all float64."""
     return ModelSignature(
-        inputs=Schema([ColSpec("double", field) for field in fields]),
-        outputs=Schema([ColSpec("double", output), ColSpec(Array("double"), "q_values")]),
+        inputs=Schema([ColSpec("double", field) for field in release.example]),
+        outputs=Schema([ColSpec("double", release.output), ColSpec(Array("double"), "q_values")]),
     )
+
+
+def digest(path: Path) -> str | None:
+    """The SHA-256 of a file (``None`` when it is gone)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
 
 
 @contextlib.contextmanager
@@ -78,7 +83,13 @@ def _fluent_store(uri: str) -> Iterator[None]:
 
 
 class ModelLogger:
-    """Logs a :class:`Release` to the parent run as a pyfunc model and, when ``register``, registers it."""
+    """Logs a :class:`Release` to the parent run as a pyfunc model and, when ``register``, registers it.
+
+    One ONNX file is one version: a release whose file the run already registered (an export
+    re-run for a tracking setting, a replay after a failure half-way) describes that version
+    again instead of registering another. A release whose file changed since (a later export
+    overwrote it) is dropped: that export registers its own.
+    """
 
     def __init__(self, register: bool) -> None:
         self.register = register
@@ -86,29 +97,56 @@ class ModelLogger:
     def __call__(self, run: PipelineRun, data: Mapping[str, Any]) -> None:
         release = Release.from_json(data)
         path = Path(release.onnx)
+        if digest(path) != release.digest:
+            log.warning(
+                f"MLflow: {path} changed since its registration was kept; the export that wrote it registers it"
+            )
+            return
         name = registered_model_name(release.env) if self.register else None
+        version = None if name is None else _version_of(run, name, release.digest)
+        if version is None:
+            version = self._log(run, release, name)
+        if name is None or version is None:
+            return
+        retrying(run.client.update_model_version, name, version, description=release.card)
+        tags = retrying(run.client.get_run, run.parent_id).data.tags
+        for key in RUN_TAGS:
+            if key in tags:
+                label = "run_name" if key == "mlflow.runName" else key
+                retrying(run.client.set_model_version_tag, name, version, label, tags[key])
+        record_candidate(run.client, name, version, release.scores, release.conditions)
+        run.set_tags({"model_version": version})
+        log.info(
+            f"MLflow: {name} version {version} is this run's policy; serve it with `mlflow models serve -m "
+            f"models:/{name}/{version} --env-manager local` (MLFLOW_TRACKING_URI={run.store.uri})"
+        )
+
+    @staticmethod
+    def _log(run: PipelineRun, release: Release, name: str | None) -> str | None:
+        """Log the pyfunc model (registering it as ``name``); the new version, its digest tagged first."""
         with _fluent_store(run.store.uri), mlflow.start_run(run_id=run.parent_id):
             info = retrying(
                 mlflow.pyfunc.log_model,
                 name="model",
                 python_model=served_policy.__file__,
-                artifacts={served_policy.ARTIFACT: str(path)},
-                signature=signature(path),
+                artifacts={served_policy.ARTIFACT: release.onnx},
+                signature=signature(release),
                 input_example=pd.DataFrame([release.example]),
                 registered_model_name=name,
                 pip_requirements=[f"{package}=={installed(package)}" for package in SERVING_REQUIREMENTS],
             )
         version = info.registered_model_version
         if name is None or version is None:
-            return
-        retrying(run.client.update_model_version, name, str(version), description=release.card)
-        tags = retrying(run.client.get_run, run.parent_id).data.tags
-        for key in RUN_TAGS:
-            if key in tags:
-                label = "run_name" if key == "mlflow.runName" else key
-                retrying(run.client.set_model_version_tag, name, str(version), label, tags[key])
-        record_candidate(run.client, name, str(version), release.scores, release.conditions)
-        run.set_tags({"model_version": str(version)})
-        log.info(
-            f"MLflow: registered {name} version {version} (serve it: mlflow models serve -m models:/{name}/{version})"
-        )
+            return None
+        retrying(run.client.set_model_version_tag, name, str(version), DIGEST_TAG, release.digest)
+        return str(version)
+
+
+def _version_of(run: PipelineRun, name: str, file_digest: str) -> str | None:
+    """The version this run already registered for the file of ``file_digest``, if any."""
+    try:
+        versions = retrying(run.client.search_model_versions, f"name = '{name}' and run_id = '{run.parent_id}'")
+    except Exception:  # noqa: BLE001 - MLflow raises when the model is not registered yet
+        return None
+    found = [str(v.version) for v in versions if v.tags.get(DIGEST_TAG) == file_digest]
+    return found[0] if found else None

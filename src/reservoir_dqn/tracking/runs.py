@@ -3,7 +3,7 @@
 One **parent run** per pipeline execution holds the params, the evaluation's aggregate
 metrics with their intervals, the figures and the registered model; one **child run** per agent (seed)
 holds that agent's training curves. Train creates them and records their ids in the
-training metrics; evaluate and plot attach to the parent.
+training metrics; evaluate, plot and export attach to the parent.
 
 A store lost mid-run never stops training. Whatever could not be sent (metric values,
 artifact uploads, the model) goes to one **outbox** per parent run, a JSON-lines file under
@@ -26,6 +26,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunInfo, RunTag
 
 from reservoir_dqn.errors import first_line
+from reservoir_dqn.tracking.naming import RUN_KIND, RunKind
 from reservoir_dqn.tracking.store import Store, retrying
 
 OUTBOX_FOLDER = ".mlflow-outbox"
@@ -105,14 +106,18 @@ class PipelineRun:
     ) -> PipelineRun:
         """A new parent run named ``name`` (itself a child of ``parent_of``, when given) and one child run per agent."""
         client = store.client
-        parent_tags = {"run_kind": "pipeline", **tags, "mlflow.note.content": description}  # a tuning trial: "trial"
+        parent_tags = {
+            RUN_KIND: RunKind.PIPELINE,
+            **tags,
+            "mlflow.note.content": description,
+        }  # a tuning trial: "trial"
         if parent_of is not None:
             parent_tags["mlflow.parentRunId"] = parent_of
         parent = retrying(client.create_run, store.experiment_id, run_name=name, tags=parent_tags)
         parent_id = parent.info.run_id
         children = []
         for index in range(agents):
-            child_tags = {**tags, "mlflow.parentRunId": parent_id, "run_kind": "agent", "seed_index": str(index)}
+            child_tags = {**tags, "mlflow.parentRunId": parent_id, RUN_KIND: RunKind.AGENT, "seed_index": str(index)}
             child = retrying(client.create_run, store.experiment_id, run_name=f"{name} · seed {index}", tags=child_tags)
             children.append(child.info.run_id)
         return cls(store, parent_id, children, model_logger)
@@ -146,7 +151,7 @@ class PipelineRun:
         self.client.get_run(self.parent_id)
 
     def tag(self, name: str) -> str | None:
-        """A tag of the parent run (for example ``model_version``, which train sets)."""
+        """A tag of the parent run (for example ``model_version``, which export sets)."""
         value = retrying(self.client.get_run, self.parent_id).data.tags.get(name)
         return None if value is None else str(value)
 
@@ -185,6 +190,10 @@ class PipelineRun:
         A model release waits for a stage that can publish one (the export stage).
         """
         operations = self.outbox.take()
+        stale = [op for op in operations if op["kind"] == "model" and "release" not in op]
+        if stale:  # kept by a version whose train stage registered the model file; export registers it now
+            log.warning(f"MLflow: {len(stale)} pending model registration(s) of an older version are dropped")
+        operations = [op for op in operations if op not in stale]
         if self.model_logger is None:
             self.outbox.add([op for op in operations if op["kind"] == "model"])
             operations = [op for op in operations if op["kind"] != "model"]
@@ -192,8 +201,9 @@ class PipelineRun:
         if len(present) < len(operations):
             log.warning(f"MLflow: {len(operations) - len(present)} pending upload(s) no longer exist and are skipped")
         if present and self._run(present):
-            self.mark_synced()
             log.info(f"MLflow: re-sent {len(present)} pending item(s) to run {self.parent_id}")
+        if present and not self.outbox:
+            self.mark_synced()
         return len(present)
 
     def _run(self, operations: Sequence[Mapping[str, Any]]) -> bool:
@@ -203,10 +213,12 @@ class PipelineRun:
             except Exception as error:  # noqa: BLE001 - keep what is left for later, never lose it
                 self.outbox.add(operations[index:])
                 self.mark_incomplete()
+                model = any(op["kind"] == "model" for op in operations[index:])
                 log.warning(
                     f"MLflow: publishing to run {self.parent_id} failed ({first_line(error)}); "
                     f"{len(operations) - index} item(s) kept in {self.outbox.path} "
                     "for the next stage that reaches the store"
+                    + (" (the model's registration: the next `reservoir-dqn export`)" if model else "")
                 )
                 return False
         return True
@@ -259,7 +271,7 @@ def reference_run(store: Store, key: str, name: str, metrics: Mapping[str, float
         return str(found[0].info.run_id)
     tags = {
         "reference_key": key,
-        "run_kind": "baselines",
+        RUN_KIND: RunKind.BASELINES,
         "mlflow.note.content": "Baseline policies on the test seeds.",
     }
     run = retrying(store.client.create_run, store.experiment_id, run_name=name, tags=tags)

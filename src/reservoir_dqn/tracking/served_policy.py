@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import onnxruntime
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
@@ -39,10 +40,11 @@ class OnnxPolicy(PythonModel):
     ) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if missing := [field for field in self.fields if field not in frame.columns]:
-            raise ValueError(f"each row needs the observation's fields {self.fields}; missing: {missing}")
+            raise MlflowException.invalid_parameter_value(f"each row needs the fields {self.fields}; missing {missing}")
         observation = frame[self.fields].to_numpy(dtype=np.float32)
         if not np.isfinite(observation).all():
-            raise ValueError("observations hold NaN or infinite values")
+            rows = np.flatnonzero(~np.isfinite(observation).all(axis=1)).tolist()
+            raise MlflowException.invalid_parameter_value(f"observations hold NaN or infinite values (rows {rows})")
         value, q_values = self.session.run(None, {"observation": observation})
         return pd.DataFrame({self.output: value.astype(np.float64), "q_values": q_values.astype(np.float64).tolist()})
 

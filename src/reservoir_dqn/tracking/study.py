@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.process import Terminated
+from reservoir_dqn.tracking.naming import RUN_KIND, RunKind
 from reservoir_dqn.tracking.store import Store, retrying
 
 STUDY_TAG = "optuna_study"
@@ -40,7 +41,7 @@ def study_run(store: Store, study: str, storage: str, wait_s: float = 60.0) -> s
 
     :param storage: the Optuna storage, as shown (without its password).
     """
-    query = f"tags.{STUDY_TAG} = '{study}' and tags.run_kind = 'study'"
+    query = f"tags.{STUDY_TAG} = '{study}' and tags.{RUN_KIND} = '{RunKind.STUDY}'"
 
     def existing() -> list[Any]:
         runs = retrying(store.client.search_runs, [store.experiment_id], filter_string=query)
@@ -54,7 +55,7 @@ def study_run(store: Store, study: str, storage: str, wait_s: float = 60.0) -> s
             found = existing()
     if found:
         return str(found[0].info.run_id)
-    tags = {STUDY_TAG: study, "run_kind": "study", "optuna_storage": storage}
+    tags = {STUDY_TAG: study, RUN_KIND: RunKind.STUDY, "optuna_storage": storage}
     mine = retrying(store.client.create_run, store.experiment_id, run_name=f"tune: {study}", tags=tags)
     # The oldest visible run wins, the creator's included: a worker that waited in vain (a creator
     # slower than wait_s) made one first, and both must end up with the same run.

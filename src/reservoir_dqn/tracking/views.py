@@ -22,6 +22,8 @@ import json
 import math
 from collections.abc import Sequence
 
+from reservoir_dqn.tracking.naming import RUN_KIND, RunKind
+
 KEY_VIEW = "key-metrics"  # the share key of the view
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 TRAIN_MINUTES = "train_minutes"
@@ -74,7 +76,7 @@ def key_view_state(headline: Sequence[str]) -> str:
     widths = {f"metrics.`{name}`": header_width(name, sorted_by=index == 0) for index, name in enumerate(metrics)}
     return json.dumps(
         {
-            "searchFilter": "tags.run_kind = 'pipeline'",
+            "searchFilter": f"tags.{RUN_KIND} = '{RunKind.PIPELINE}'",
             "orderByKey": columns[0],
             "orderByAsc": False,
             "lifecycleFilter": "Active",
