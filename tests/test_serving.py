@@ -18,8 +18,10 @@ import pytest
 from mlflow import MlflowClient
 
 from reservoir_dqn.card import Release
-from reservoir_dqn.stages import evaluate, export, plot, train
-from reservoir_dqn.tracking import registered_model_name
+from reservoir_dqn.config import load_config
+from reservoir_dqn.stages import evaluate, export, train
+from reservoir_dqn.tracking import Tracking, registered_model_name
+from reservoir_dqn.tracking.registry import ModelLogger
 from tests.conftest import wait_for, write_params
 
 FIELDS = ["storage_over_capacity", "sin_month", "cos_month", "months_left_over_horizon"]
@@ -66,11 +68,9 @@ def test_the_exported_policy_is_registered_with_its_card_and_served_over_http(pr
         assert line in card, card
     assert "| regret |" in card and "| exact gap to the optimum |" in card and "| code | git commit" in card
     assert client.get_run(run_ids["parent"]).data.tags["model_version"] == str(version.version)
-    # One file, one version: an export re-run (say, for a tracking setting) describes the same version again.
-    assert export.main([]) == 0
-    assert [v.version for v in client.search_model_versions(f"name = '{name}'")] == [version.version]
-    # A registration kept in the outbox (the store was lost) waits through stages that cannot send it, and the
-    # run says so; the next export sends it, still one version for the one file.
+    # A registration kept in the outbox (the store was lost) waits through stages that cannot send it (evaluate,
+    # plot: they attach without a model logger), and the run says so. The next export's attach (with the logger)
+    # sends it, and one file is one version: it describes the same version again, as an export re-run does.
     outbox = project / ".mlflow-outbox" / f"{run_ids['parent']}.jsonl"
     release = Release(
         "reservoir",
@@ -85,11 +85,12 @@ def test_the_exported_policy_is_registered_with_its_card_and_served_over_http(pr
     outbox.parent.mkdir(exist_ok=True)
     outbox.write_text(json.dumps({"kind": "model", "path": release.onnx, "release": release.to_json()}) + "\n")
     client.set_tag(run_ids["parent"], "sync_status", "incomplete")
-    assert plot.main([]) == 0
+    config = load_config(project / "params.yaml")
+    Tracking.connect(config).attach(run_ids)  # as evaluate and plot attach
     assert outbox.exists() and client.get_run(run_ids["parent"]).data.tags["sync_status"] == "incomplete"
-    assert export.main([]) == 0
+    Tracking.connect(config).attach(run_ids, ModelLogger(register=True))  # as export attaches
     assert not outbox.exists() and client.get_run(run_ids["parent"]).data.tags["sync_status"] == "complete"
-    assert len(client.search_model_versions(f"name = '{name}'")) == 1
+    assert [v.version for v in client.search_model_versions(f"name = '{name}'")] == [version.version]
 
     # Loaded where neither torch nor this package is imported: its signature in the observation's terms,
     # a real state as its input example (October, 60% full, the whole horizon ahead).

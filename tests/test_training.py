@@ -127,7 +127,6 @@ LONG_BATCHES = (
         # A reservoir driven by the Delaware record: the inflow chain's classes resume mid-episode too.
         pytest.param(200, 1200, 2000, RECORD_DRIVEN, marks=pytest.mark.slow),
         pytest.param(120, 1200, 2000, ("dqn.prioritized=true",), marks=pytest.mark.slow),
-        pytest.param(120, 1200, 2000, ("dqn.head=dueling",), marks=pytest.mark.slow),
         pytest.param(120, 1200, 2000, ("env.name=CartPole-v1",), marks=pytest.mark.slow),
         # The intervals of the issue, stopped at one of their checkpoints, mid-episode: 3,000 frames are
         # 375 months of each of the 8 reservoirs (month 15 of an episode), 10,000 frames 1,250 (month 50).

@@ -213,21 +213,22 @@ def run(argv: Sequence[str] | None = None) -> None:
                 )
             if (changed := snapshot.check_unchanged("export", PARAMS)) is not None:
                 raise StageFailed(changed)
-        commit = (tracking.run.tag("git_commit") if tracking.run is not None else None) or tracking.identity.commit
-        card = model_card(
-            trained.run_name or tracking.identity.name, commit, trained, evaluation, fields, output, values.tolist()
-        )
-        release = Release(
-            env=config.env.name,
-            onnx=str(target),
-            digest=hashlib.sha256(target.read_bytes()).hexdigest(),
-            output=output,
-            card=card,
-            example=dict(zip(fields, initial_observation(config).tolist(), strict=True)),
-            scores=list(evaluation.shipped_scores()),
-            conditions=evaluation.conditions,
-        )
-        tracking.publish([(target, "onnx")], model=release.to_json())
+        if tracking.run is not None:
+            commit = tracking.run.tag("git_commit") or tracking.identity.commit
+            card = model_card(
+                trained.run_name or tracking.identity.name, commit, trained, evaluation, fields, output, values.tolist()
+            )
+            release = Release(
+                env=config.env.name,
+                onnx=str(target),
+                digest=hashlib.sha256(target.read_bytes()).hexdigest(),
+                output=output,
+                card=card,
+                example=dict(zip(fields, initial_observation(config).tolist(), strict=True)),
+                scores=list(evaluation.shipped_scores()),
+                conditions=evaluation.conditions,
+            )
+            tracking.publish([(target, "onnx")], model=release.to_json())
     print(
         f"{paths.onnx}: observation [batch, {spec.obs_dim}] ({', '.join(fields)}) -> {output} [batch], "
         f"q_values [batch, {spec.num_actions}]; ONNX Runtime without torch gives torch's action on all "

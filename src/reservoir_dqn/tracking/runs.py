@@ -106,11 +106,8 @@ class PipelineRun:
     ) -> PipelineRun:
         """A new parent run named ``name`` (itself a child of ``parent_of``, when given) and one child run per agent."""
         client = store.client
-        parent_tags = {
-            RUN_KIND: RunKind.PIPELINE,
-            **tags,
-            "mlflow.note.content": description,
-        }  # a tuning trial: "trial"
+        # A tuning trial's tags say RunKind.TRIAL instead.
+        parent_tags = {RUN_KIND: RunKind.PIPELINE, **tags, "mlflow.note.content": description}
         if parent_of is not None:
             parent_tags["mlflow.parentRunId"] = parent_of
         parent = retrying(client.create_run, store.experiment_id, run_name=name, tags=parent_tags)
