@@ -10,6 +10,7 @@ outputs whole and consistent.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pandas is imported by what reads a table (a second of start-up otherwise)
     import pandas as pd
+
+
+def file_digest(path: Path) -> str | None:
+    """The SHA-256 of a file's bytes (``None`` when there is no such file)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:

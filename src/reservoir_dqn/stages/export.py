@@ -25,7 +25,6 @@ real state (the first observation of a seeded episode), its description the mode
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
@@ -45,7 +44,7 @@ from reservoir_dqn.commands import StageFailed, connect_tracking, run_stage
 from reservoir_dqn.config import Config
 from reservoir_dqn.envs import profile
 from reservoir_dqn.evaluation import run_episodes
-from reservoir_dqn.files import OutputSet, read_json
+from reservoir_dqn.files import OutputSet, file_digest, read_json
 from reservoir_dqn.policy import OperatorPolicy
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.results import Evaluation
@@ -221,7 +220,7 @@ def run(argv: Sequence[str] | None = None) -> None:
             release = Release(
                 env=config.env.name,
                 onnx=str(target),
-                digest=hashlib.sha256(target.read_bytes()).hexdigest(),
+                digest=file_digest(target) or "",
                 output=output,
                 card=card,
                 example=dict(zip(fields, initial_observation(config).tolist(), strict=True)),

@@ -13,7 +13,6 @@ alone moves the alias ``champion``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -29,6 +28,7 @@ from mlflow.tracking._tracking_service import utils as tracking_settings
 from mlflow.types.schema import Array, ColSpec, Schema
 
 from reservoir_dqn.card import Release
+from reservoir_dqn.files import file_digest
 from reservoir_dqn.tracking import served_policy
 from reservoir_dqn.tracking.champion import record_candidate
 from reservoir_dqn.tracking.runs import PipelineRun
@@ -46,14 +46,6 @@ def signature(release: Release) -> ModelSignature:
         inputs=Schema([ColSpec("double", field) for field in release.example]),
         outputs=Schema([ColSpec("double", release.output), ColSpec(Array("double"), "q_values")]),
     )
-
-
-def digest(path: Path) -> str | None:
-    """The SHA-256 of a file (``None`` when it is gone)."""
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return None
 
 
 @contextlib.contextmanager
@@ -97,7 +89,7 @@ class ModelLogger:
     def __call__(self, run: PipelineRun, data: Mapping[str, Any]) -> None:
         release = Release.from_json(data)
         path = Path(release.onnx)
-        if digest(path) != release.digest:
+        if file_digest(path) != release.digest:
             log.warning(
                 f"MLflow: {path} changed since its registration was kept; the export that wrote it registers it"
             )
@@ -142,11 +134,11 @@ class ModelLogger:
         return str(version)
 
 
-def _version_of(run: PipelineRun, name: str, file_digest: str) -> str | None:
-    """The version this run already registered for the file of ``file_digest``, if any."""
+def _version_of(run: PipelineRun, name: str, digest: str) -> str | None:
+    """The version this run already registered for the file whose SHA-256 is ``digest``, if any."""
     try:
         versions = retrying(run.client.search_model_versions, f"name = '{name}' and run_id = '{run.parent_id}'")
     except Exception:  # noqa: BLE001 - MLflow raises when the model is not registered yet
         return None
-    found = [str(v.version) for v in versions if v.tags.get(DIGEST_TAG) == file_digest]
+    found = [str(v.version) for v in versions if v.tags.get(DIGEST_TAG) == digest]
     return found[0] if found else None
