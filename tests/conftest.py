@@ -133,8 +133,13 @@ def training_json(**fields: object) -> dict:
     return Training.from_json(data).to_json()
 
 
-def evaluation_json(scores: Sequence[float] = (0.9, 0.92), env: str = "reservoir") -> dict:
-    """A hand-made ``metrics/eval.json`` of the tiny reservoir as the evaluate stage writes it, with these scores."""
+def evaluation_json(
+    scores: Sequence[float] = (0.9, 0.92), env: str = "reservoir", settings: dict | None = None
+) -> dict:
+    """A hand-made ``metrics/eval.json`` of the reservoir as the evaluate stage writes it, with these scores.
+
+    :param settings: the environment's settings its conditions record (default: the name alone).
+    """
     from reservoir_dqn.results import Evaluation
     from reservoir_dqn.scoring import Reference
 
@@ -149,7 +154,7 @@ def evaluation_json(scores: Sequence[float] = (0.9, 0.92), env: str = "reservoir
         baselines={"sdp": {"score": 1.0}},
         shipped=(0, "final"),
         episodes=100,
-        settings={"env.name": env},
+        settings=settings or {"env.name": env},
     ).to_json()
 
 

@@ -16,9 +16,8 @@ import pytest
 from reservoir_dqn.config import load_config
 from reservoir_dqn.exits import Exit, markdown_table
 from reservoir_dqn.results import Evaluation, HeldOut, HeldOutScore
-from reservoir_dqn.scoring import Reference
 from reservoir_dqn.statistics import summarize
-from tests.conftest import REPO
+from tests.conftest import REPO, evaluation_json
 
 SCRIPT = REPO / ".ci" / "compare-metrics"
 HEALTHY = [0.98, 0.97, 0.985, 0.975, 0.98]
@@ -27,22 +26,9 @@ SETTINGS = {"env.name": "reservoir", "env.reservoir.capacity": 40, "env.reservoi
 
 def evaluation(scores: list[float], **conditions: Any) -> Evaluation:
     """An evaluation of the reservoir as the evaluate stage writes it, with these per-seed scores."""
-    rows = [{"score": s, "return": 394.1 + s * (2019.4 - 394.1), "reliability": 0.99} for s in scores]
-    made = Evaluation.assemble(
-        env="reservoir",
-        first_seed=2_000_000_000,
-        reference=Reference(394.1, 2019.4),
-        optimum_label="the SDP optimum",
-        headline=("score", "return", "reliability"),
-        per_agent={"final": rows, "best": rows},
-        baselines={"sdp": {"score": 1.0}},
-        shipped=(0, "final"),
-        episodes=100,
-        settings=SETTINGS,
-    )
-    assert made.conditions is not None
-    made.conditions.update(conditions)
-    return Evaluation.from_json(json.loads(json.dumps(made.to_json())))  # through the file format
+    data = json.loads(json.dumps(evaluation_json(scores, settings=SETTINGS)))  # through the file format
+    data["conditions"].update(conditions)
+    return Evaluation.from_json(data)
 
 
 def held_out(per_seed: list[float], windows: tuple[str, ...] = ("2005-10", "2006-10")) -> HeldOut:
