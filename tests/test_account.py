@@ -119,7 +119,7 @@ def test_the_paired_regret_removes_the_scenarios_spread() -> None:
 
 
 def test_an_environment_without_an_exact_optimum_has_no_account() -> None:
-    cartpole = load_config(REPO / "params.yaml", ["env.name=CartPole-v1"]).env
+    cartpole = load_config(REPO / "params.yaml", ["env.name=CartPole-v1", "env.section=gym"]).env
     env_profile: EnvProfile = profile(cartpole)
     assert env_profile.optimum_baseline is None
     assert env_profile.exact_accounts(cartpole, lambda observation: observation, agents=1) is None

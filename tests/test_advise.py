@@ -70,7 +70,10 @@ def test_advice_is_the_policys_and_the_optimums_release_in_that_state(
         (["--storage-hm3", "100", "--month", "Jux"], "--month: 'Jux' is not a month"),
         (["--storage-hm3", "100", "--month", "Jun", "--months-left", "10"], "--months-left: 10 months left is no Jun"),
         (["--storage-hm3", "100", "--month", "6", "--last-inflow-hm3", "3"], "--last-inflow-hm3: the reservoir's"),
-        (["--storage-hm3", "100", "--month", "Jun", "-S", "env.name=CartPole-v1"], "env.name: advise operates a res"),
+        (
+            ["--storage-hm3", "100", "--month", "Jun", "-S", "env.name=CartPole-v1", "-S", "env.section=gym"],
+            "env.name: advise operates a res",
+        ),
     ],
 )
 def test_bad_state_input_is_one_line_naming_the_field(

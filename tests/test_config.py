@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reservoir_dqn.config import ConfigError, ReservoirConfig, load_config, rules
-from reservoir_dqn.config.environments import RESERVOIR_RULES
+from reservoir_dqn.config import ConfigError, load_config, rules
+from reservoir_dqn.envs.reservoir_settings import RESERVOIR_RULES, ReservoirConfig
 from reservoir_dqn.stages import evaluate, train
 from tests.conftest import REPO, tiny_params, tree_digest
 

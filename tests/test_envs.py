@@ -1,17 +1,22 @@
-"""The environment profiles: CartPole's specs, seeding and state; what every profile provides."""
+"""The environment profiles: CartPole's specs, seeding and state; what every profile provides; registration."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
+import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
-from reservoir_dqn.config import load_config
-from reservoir_dqn.envs import PROFILES, profile
+from reservoir_dqn.config import SETTINGS, ConfigError, EnvConfig, load_config, register_settings
+from reservoir_dqn.envs import PROFILES, profile, register, unregister
 from reservoir_dqn.envs.baselines import RandomPolicy
 from reservoir_dqn.evaluation import describe, run_episodes
-from tests.conftest import REPO
+from tests.conftest import REPO, write_params
+from tests.identity_env import IDENTITY, IdentityProfile, IdentitySettings
 
-CARTPOLE = load_config(REPO / "params.yaml", ["env.name=CartPole-v1"]).env
+CARTPOLE = load_config(REPO / "params.yaml", ["env.name=CartPole-v1", "env.section=gym"]).env
 PROFILE = profile(CARTPOLE)
 
 
@@ -51,3 +56,42 @@ def test_every_profile_declares_score_first_and_return() -> None:
     for env_profile in PROFILES.values():
         names = [metric.name for metric in env_profile.headline]
         assert names[:2] == ["score", "return"], env_profile.name
+
+
+def test_the_config_package_knows_no_environment() -> None:
+    """Each environment's settings live beside its profile: config/ names no environment and imports no envs/."""
+    assert set(EnvConfig.model_fields) == {"name", "section", "num_envs"}
+    for module in (REPO / "src/reservoir_dqn/config").glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert not (node.module or "").startswith("reservoir_dqn.envs"), module.name
+    assert {"reservoir", "gym"} <= set(SETTINGS)
+
+
+def test_an_environment_registered_with_a_settings_section_of_its_own_is_validated_with_params_yaml(
+    tmp_path: Path,
+) -> None:
+    """A third environment, added through the public registration function: no file of reservoir_dqn is edited."""
+    write_params(tmp_path / "params.yaml", **IDENTITY)
+    with pytest.raises(ConfigError, match=r"^--set env.section=identity2: env.section \(identity2\) names no section"):
+        load_config(tmp_path / "params.yaml", ["env.section=identity2"])
+    register(IdentityProfile(), replace=True)
+    try:
+        config = load_config(tmp_path / "params.yaml", ["env.identity.length=7"])
+        assert profile(config.env).episode_limit(config.env) == 7
+        with pytest.raises(ConfigError, match=r"^--set env.identity.symbols=1: env.identity.symbols = 1: .*2$"):
+            load_config(tmp_path / "params.yaml", ["env.identity.symbols=1"])
+        with pytest.raises(
+            ConfigError, match=r"unknown key 'env.identity.lenght' \(did you mean 'env.identity.length'"
+        ):
+            load_config(tmp_path / "params.yaml", ["env.identity.lenght=7"])
+        wrong = load_config(tmp_path / "params.yaml", ["env.section=reservoir"])
+        with pytest.raises(ConfigError, match=r"^env.section: identity's settings are env.identity, not env.reservoir"):
+            profile(wrong.env)
+    finally:
+        unregister("identity")
+
+
+def test_a_settings_section_is_one_model_and_another_environment_cannot_take_it() -> None:
+    with pytest.raises(ValueError, match=r"env.reservoir is already the section of ReservoirConfig"):
+        register_settings("reservoir", IdentitySettings)

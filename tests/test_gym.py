@@ -22,7 +22,7 @@ from tests.conftest import REPO, write_params
 
 
 def _env(*overrides: str):  # type: ignore[no-untyped-def]
-    return load_config(REPO / "params.yaml", list(overrides)).env
+    return load_config(REPO / "params.yaml", ["env.section=gym", *overrides]).env
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,12 @@ def test_a_state_held_by_an_object_is_not_captured() -> None:
 def test_an_uncapturable_environment_resumes_at_an_episode_boundary_and_says_so(project: Path, capsys) -> None:
     write_params(
         project / "params.yaml",
-        **{"env.name": "tests/Corridor-v0", "env.gym.kwargs": {"opaque": True}, "train.total_frames": 200},
+        **{
+            "env.name": "tests/Corridor-v0",
+            "env.section": "gym",
+            "env.gym.kwargs": {"opaque": True},
+            "train.total_frames": 200,
+        },
     )
     assert train.main([]) == Exit.OK
     capsys.readouterr()
@@ -147,7 +152,9 @@ def test_a_third_environment_is_added_through_the_registration_function(project:
     corridor = register(GymProfile("tests/Corridor-v0", reference=-5.0, observation_names=("place", "noise")))
     with pytest.raises(ValueError, match="already registered"):
         register(GymProfile("tests/Corridor-v0"))
-    write_params(project / "params.yaml", **{"env.name": "tests/Corridor-v0", "train.total_frames": 400})
+    write_params(
+        project / "params.yaml", **{"env.name": "tests/Corridor-v0", "env.section": "gym", "train.total_frames": 400}
+    )
     config = load_config(project / "params.yaml")
     assert profile(config.env) is corridor
     result = train_loop(start(config, project / "ck"))

@@ -73,6 +73,20 @@ def test_a_tracking_setting_retrains_only_when_it_changes_what_train_writes(
     assert _stale_stages(repo) == stale
 
 
+def test_a_change_to_another_environments_settings_reruns_nothing(repo: Path) -> None:
+    """Each stage depends on the current environment's settings section only (``env.${env.section}``)."""
+    write_params(repo / "params.yaml", **{**BASELINE, "env.gym.reference_return": 1.0})
+    assert _stale_stages(repo) == set()
+    cartpole = {**BASELINE, "env.name": "CartPole-v1", "env.section": "gym"}
+    write_params(repo / "params.yaml", **cartpole)
+    assert _stale_stages(repo) == {"train", "evaluate", "plot", "export"}
+    dvc(repo, "commit", "--force")  # DVC records CartPole's params as the stages' (what a CartPole run leaves)
+    write_params(repo / "params.yaml", **{**cartpole, "env.reservoir.demand": [4, 3, 3, 4, 5, 6, 8, 8, 6, 4, 3, 3]})
+    assert _stale_stages(repo) == set()
+    write_params(repo / "params.yaml", **{**cartpole, "env.gym.reference_return": 400.0})
+    assert _stale_stages(repo) == {"train", "evaluate", "plot", "export"}
+
+
 def test_the_mlflow_views_code_does_not_retrain(repo: Path) -> None:
     """The saved MLflow view is made by evaluate: its code is no dependency of train (nor is the gate's statistics)."""
     for module in ("tracking/views.py", "statistics.py"):

@@ -143,7 +143,7 @@ def test_training_against_a_real_tracking_server(project: Path, mlflow_server: s
 @pytest.mark.slow
 def test_an_experiment_created_by_a_parallel_process_is_joined(project: Path, mlflow_server: str, monkeypatch) -> None:
     """Queued experiments start together: the loser of the race to create the MLflow experiment joins it."""
-    config = load_config(project / "params.yaml", ["env.name=CartPole-v1", "tracking.enabled=true"])
+    config = load_config(project / "params.yaml", ["env.name=CartPole-v1", "env.section=gym", "tracking.enabled=true"])
     name = experiment_name("CartPole-v1")
     client = MlflowClient(mlflow_server)
     original = MlflowClient.get_experiment_by_name

@@ -22,7 +22,7 @@ from reservoir_dqn.training import TrainingDiverged
 from reservoir_dqn.training import train as train_loop
 from tests.conftest import model_weights, write_params
 from tests.delaware import RECORD
-from tests.identity_env import LENGTH, IdentityProfile
+from tests.identity_env import IDENTITY, LENGTH, IdentityProfile
 
 TIMING_COLUMNS = {"frames_per_second"}
 
@@ -63,7 +63,7 @@ def test_smoke_train_evaluate_plot_through_the_console_script_on_cartpole(projec
     The reservoir goes through the same entry points in tests/test_readme.py (the README's
     stage commands) and in every DVC test.
     """
-    write_params(project / "params.yaml", **{"env.name": "CartPole-v1"})
+    write_params(project / "params.yaml", **{"env.name": "CartPole-v1", "env.section": "gym"})
     for stage in ("train", "evaluate", "plot"):
         result = subprocess.run(
             [sys.executable, "-m", "reservoir_dqn.cli", stage], capture_output=True, text=True, cwd=project
@@ -127,7 +127,7 @@ LONG_BATCHES = (
         # A reservoir driven by the Delaware record: the inflow chain's classes resume mid-episode too.
         pytest.param(200, 1200, 2000, RECORD_DRIVEN, marks=pytest.mark.slow),
         pytest.param(120, 1200, 2000, ("dqn.prioritized=true",), marks=pytest.mark.slow),
-        pytest.param(120, 1200, 2000, ("env.name=CartPole-v1",), marks=pytest.mark.slow),
+        pytest.param(120, 1200, 2000, ("env.name=CartPole-v1", "env.section=gym"), marks=pytest.mark.slow),
         # The intervals of the issue, stopped at one of their checkpoints, mid-episode: 3,000 frames are
         # 375 months of each of the 8 reservoirs (month 15 of an episode), 10,000 frames 1,250 (month 50).
         pytest.param(1000, 3000, 4000, LONG_BATCHES, marks=pytest.mark.slow),
@@ -234,7 +234,7 @@ def test_a_training_without_checkpoints_writes_none_and_learns_the_same(tiny_con
 
 def test_an_agent_that_reaches_the_target_stops_and_keeps_that_network(project: Path) -> None:
     register(IdentityProfile())
-    write_params(project / "params.yaml", **{"env.name": "identity", "train.eval_interval_frames": 200})
+    write_params(project / "params.yaml", **{**IDENTITY, "train.eval_interval_frames": 200})
     config = load_config(project / "params.yaml", ["train.stop_at_validation_return=-1", "train.total_frames=2000"])
     result = train_loop(start(config, project / "ck"))
     # Every agent reaches a return >= -1 at the first validation, stops there, and the run ends.
@@ -246,7 +246,7 @@ def test_dqn_learns_the_identity_task(project: Path) -> None:
     """SB3-style learnability: on a task with a known optimum, every agent gets close to it in seconds."""
     register(IdentityProfile())
     overrides = {
-        "env.name": "identity",
+        **IDENTITY,
         "dqn.gamma": 0.5,
         "dqn.n_steps": 1,
         "dqn.lr": 0.003,

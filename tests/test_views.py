@@ -90,7 +90,7 @@ def test_every_hparams_session_defines_the_same_readable_columns(project: Path) 
     evaluation = _committed_evaluation()
     sessions = []
     for env in PROFILES:
-        config = load_config(project / "params.yaml", [f"env.name={env}"])
+        config = load_config(project / "params.yaml", [f"env.name={env}", f"env.section={PROFILES[env].section}"])
         folder = project / "runs" / env / "baseline [0123abcd]"
         log_hparams(folder, config, evaluation)
         sessions.append(_hparams_session(folder))

@@ -28,11 +28,12 @@ import torch
 
 from reservoir_dqn.agent import load_model, stacked_mlp
 from reservoir_dqn.commands import run_stage
-from reservoir_dqn.config import Config, ConfigError, ReservoirConfig, add_config_arguments, config_from_args
+from reservoir_dqn.config import Config, ConfigError, add_config_arguments, config_from_args
 from reservoir_dqn.envs import profile
 from reservoir_dqn.envs.baselines import reservoir_optimum
 from reservoir_dqn.envs.reservoir_model import ReservoirModel
-from reservoir_dqn.envs.reservoir_profile import ReservoirProfile
+from reservoir_dqn.envs.reservoir_profile import ReservoirProfile, reservoir_settings
+from reservoir_dqn.envs.reservoir_settings import ReservoirConfig
 from reservoir_dqn.errors import ModelFileError
 
 SECONDS_PER_MONTH = 365.25 / 12 * 86_400
@@ -181,7 +182,7 @@ def run(argv: Sequence[str] | None = None) -> None:
         raise ConfigError(
             f"env.name: advise operates a reservoir (reservoir or reservoir-<river>), not {config.env.name}"
         )
-    reservoir = config.env.reservoir
+    reservoir = reservoir_settings(config.env)
     model = ReservoirModel.from_config(reservoir)
     state = operator_state(model, args.storage_hm3, parse_month(args.month), args.months_left, args.last_inflow_hm3)
     advice = advise(reservoir, args.model or Path(config.paths.model), config.env.name, state)

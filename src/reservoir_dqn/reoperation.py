@@ -41,7 +41,7 @@ from reservoir_dqn.envs.baselines import RandomPolicy, SDPPolicy, StandardOperat
 from reservoir_dqn.envs.inflows import without_persistence
 from reservoir_dqn.envs.reservoir import DiscreteReservoirEnv
 from reservoir_dqn.envs.reservoir_model import ReservoirModel
-from reservoir_dqn.envs.reservoir_profile import ReservoirProfile
+from reservoir_dqn.envs.reservoir_profile import ReservoirProfile, reservoir_settings
 from reservoir_dqn.envs.sdp import ForesightSolution, foresight, solve
 from reservoir_dqn.envs.windows import HELD_OUT_PREFIX, Windows, find_windows
 from reservoir_dqn.evaluation import run_episodes
@@ -71,17 +71,20 @@ class ForesightPolicy(TensorDictModuleBase):
 
 def held_out_windows(profile: EnvProfile, config: EnvConfig) -> Windows | None:
     """The held-out windows of a record-driven reservoir (``None``: another environment, or no held-out years)."""
-    if not isinstance(profile, ReservoirProfile) or config.reservoir.inflow_model != "record":
+    if not isinstance(profile, ReservoirProfile):
         return None
-    return find_windows(config.reservoir, ReservoirModel.from_config(config.reservoir).chain, "held_out")
+    reservoir = reservoir_settings(config)
+    if reservoir.inflow_model != "record":
+        return None
+    return find_windows(reservoir, ReservoirModel.from_config(reservoir).chain, "held_out")
 
 
 def baselines(config: EnvConfig, windows: Windows, seed: int) -> dict[str, TensorDictModuleBase]:
     """Every reference policy of the re-operation: the two SDPs, SOP, random and foresight."""
-    model = ReservoirModel.from_config(config.reservoir)
+    model = ReservoirModel.from_config(reservoir_settings(config))
     independent = ReservoirModel(model.config, without_persistence(model.chain), model.release_levels, model.demand)
     return {
-        "sdp": SDPPolicy(reservoir_optimum(config.reservoir)),
+        "sdp": SDPPolicy(reservoir_optimum(reservoir_settings(config))),
         "sdp_independent": SDPPolicy(solve(independent)),
         "sop": StandardOperatingPolicy(model),
         "random": RandomPolicy(model.num_actions, seed),
@@ -124,10 +127,10 @@ def held_out_trajectories(
     """
     first = windows.head(1)
     q_network, agents, agent = shipped
-    bound = ForesightPolicy(foresight(ReservoirModel.from_config(config.reservoir), first.inflows))
+    bound = ForesightPolicy(foresight(ReservoirModel.from_config(reservoir_settings(config)), first.inflows))
     played = {
         "dqn": replay_episodes(profile, config, q_network, first, agents).part(agent, agent + 1),
-        "sdp": replay_episodes(profile, config, SDPPolicy(reservoir_optimum(config.reservoir)), first),
+        "sdp": replay_episodes(profile, config, SDPPolicy(reservoir_optimum(reservoir_settings(config))), first),
         "foresight": replay_episodes(profile, config, bound, first),
     }
     return [
@@ -139,7 +142,7 @@ def held_out_trajectories(
 
 def replay_baselines(profile: EnvProfile, config: EnvConfig, windows: Windows, seed: int) -> dict[str, np.ndarray]:
     """``[W, Y]`` each window-year's return of every reference policy (:func:`baselines`)."""
-    year_of_month, _ = water_years(windows, config.reservoir.horizon_months)
+    year_of_month, _ = water_years(windows, reservoir_settings(config).horizon_months)
     return {
         name: yearly(replay(profile, config, policy, windows)[0], year_of_month)
         for name, policy in baselines(config, windows, seed).items()
@@ -222,7 +225,7 @@ def evaluate_held_out(
 ) -> HeldOut:
     """Every agent of each network (``network -> (stacked Q-network, agents)``) and every reference
     policy replaying the held-out ``windows``, scored against foresight."""
-    year_of_month, labels = water_years(windows, config.reservoir.horizon_months)
+    year_of_month, labels = water_years(windows, reservoir_settings(config).horizon_months)
     played = replay_baselines(profile, config, windows, seed)
     agents = {
         network: yearly(replay(profile, config, q_network, windows, copies), year_of_month)

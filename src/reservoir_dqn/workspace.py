@@ -31,11 +31,13 @@ from typing import Any
 
 import yaml
 
-from reservoir_dqn.config import Config
+from reservoir_dqn.config import ENV_PARAMS, Config
 from reservoir_dqn.config.tree import flatten
 
 GIT_TIMEOUT_S = 10.0
-TRAINED_PARAMS = ("seed", "env", "dqn", "train")  # the sections whose values make a training (train.json records them)
+# The params whose values make a training (train.json records them): the environment's own settings
+# section only, as dvc.yaml's train stage lists them.
+TRAINED_PARAMS = ("seed", *ENV_PARAMS, "dqn", "train")
 
 
 def _flat_file(path: Path) -> dict[str, Any]:
@@ -70,14 +72,15 @@ class ParamsSnapshot:
 
     path: Path
     values: dict[str, Any]
+    config: Config
 
     @classmethod
     def take(cls, config: Config) -> ParamsSnapshot:
-        return cls(config.source, _flat_file(config.source))
+        return cls(config.source, _flat_file(config.source), config)
 
     def changes(self, sections: Sequence[str]) -> str:
-        """What changed in ``sections`` of the file since the snapshot ('' when nothing)."""
-        return _differences(self.values, _flat_file(self.path), sections)
+        """What changed in ``sections`` (as dvc.yaml lists them) of the file since the snapshot ('' when nothing)."""
+        return _differences(self.values, _flat_file(self.path), self.config.env.resolve(sections))
 
     def check_unchanged(self, stage: str, sections: Sequence[str]) -> str | None:
         """The one line to fail with when the file's ``sections`` changed while the stage ran, else ``None``."""
@@ -95,7 +98,7 @@ def trained_params(config: Config) -> dict[str, Any]:
     return {
         key: value
         for key, value in flatten(config.model_dump(mode="json")).items()
-        if _in_sections(key, TRAINED_PARAMS)
+        if _in_sections(key, config.env.resolve(TRAINED_PARAMS))
     }
 
 
@@ -108,7 +111,7 @@ def mismatch_with_training(
     """
     if recorded is None:
         return None
-    shared = [section for section in sections if section in TRAINED_PARAMS]
+    shared = config.env.resolve([section for section in sections if section in TRAINED_PARAMS])
     changes = _differences(recorded, trained_params(config), shared)
     if not changes:
         return None

@@ -1,12 +1,13 @@
 """Typed, frozen, validated parameters: ``params.yaml`` plus command-line overrides.
 
 :mod:`.sections` holds the pydantic models (one per params.yaml section, every field
-described; the ``env`` section's are in :mod:`.environments`), :mod:`.tree` the whole
+described; the ``env`` section, which names an environment and where its settings are, is
+:mod:`.environments`: each environment's settings model lives beside its profile), :mod:`.tree` the whole
 configuration and its cross-section rules, and :mod:`.loading` reads the file safely,
 applies ``--set`` overrides and turns any problem into a one-line :class:`ConfigError`.
 """
 
-from reservoir_dqn.config.environments import EnvConfig, GymConfig, ReservoirConfig
+from reservoir_dqn.config.environments import ENV_PARAMS, SETTINGS, EnvConfig, register_settings
 from reservoir_dqn.config.loading import (
     ConfigError,
     add_config_arguments,
@@ -30,6 +31,8 @@ from reservoir_dqn.config.tree import Config, flatten
 
 __all__ = [
     "DEFAULT_PARAMS",
+    "ENV_PARAMS",
+    "SETTINGS",
     "TEST_SEED_MIN",
     "TRAIN_SEED_LIMIT",
     "TUNE_SEED_BASE",
@@ -38,8 +41,6 @@ __all__ = [
     "ConfigError",
     "DQNConfig",
     "EnvConfig",
-    "GymConfig",
-    "ReservoirConfig",
     "TrainConfig",
     "TuneConfig",
     "add_config_arguments",
@@ -48,5 +49,6 @@ __all__ = [
     "load_config",
     "parse_yaml",
     "read_params",
+    "register_settings",
     "split_override",
 ]

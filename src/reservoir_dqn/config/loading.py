@@ -17,7 +17,9 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
+from reservoir_dqn.config.environments import SETTINGS
 from reservoir_dqn.config.sections import DEFAULT_PARAMS
 from reservoir_dqn.config.tree import Config
 
@@ -99,6 +101,8 @@ def apply_overrides(params: dict[str, Any], overrides: Sequence[str]) -> dict[st
 
 
 def _model_at(model: type[BaseModel], path: Sequence[str]) -> type[BaseModel] | None:
+    if len(path) >= 2 and path[0] == "env" and path[1] in SETTINGS:  # an environment's settings section
+        model, path = SETTINGS[path[1]], path[2:]
     for part in path:
         field = model.model_fields.get(part)
         annotation = field.annotation if field is not None else None
@@ -122,13 +126,12 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def validation_message(error: ValidationError, source: str, data: Mapping[str, Any]) -> str:
+def validation_message(errors: Sequence[ErrorDetails], source: str, data: Mapping[str, Any]) -> str:
     """Turn pydantic's errors into one line: ``source: key = value: what is wrong``.
 
     An unknown key is reported before anything else: a mistyped ``dqn.gama`` also leaves
     ``dqn.gamma`` missing, and the typo is what the user has to fix.
     """
-    errors = error.errors(include_url=False)
     first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = [str(part) for part in first["loc"]]
     dotted = ".".join(loc)
@@ -168,11 +171,28 @@ def load_config(params_path: Path = DEFAULT_PARAMS, overrides: Sequence[str] = (
     data = apply_overrides(read_params(params_path), overrides)
     try:
         config = Config.model_validate(data)
+        errors = _settings_errors(config)
     except ValidationError as error:
-        loc = ".".join(str(part) for part in error.errors(include_url=False)[0]["loc"])
-        raise ConfigError(validation_message(error, _source_of(loc, params_path, overrides), data)) from None
+        errors = error.errors(include_url=False)
+    if errors:
+        loc = ".".join(str(part) for part in errors[0]["loc"])
+        raise ConfigError(validation_message(errors, _source_of(loc, params_path, overrides), data))
     object.__setattr__(config, "_source", params_path)  # not a parameter: where they were read from
     return config
+
+
+def _settings_errors(config: Config) -> list[ErrorDetails]:
+    """Validate every registered settings section of ``env`` in place; its errors, located as ``env.<section>...``."""
+    sections = config.env.sections()
+    for section, model in SETTINGS.items():
+        if section not in sections:
+            continue
+        try:
+            sections[section] = model.model_validate(sections[section])
+        except ValidationError as error:
+            return [{**e, "loc": ("env", section, *e["loc"])} for e in error.errors(include_url=False)]
+    object.__setattr__(config.env, "__pydantic_extra__", sections)
+    return []
 
 
 # --------------------------------------------------------------------------- command line

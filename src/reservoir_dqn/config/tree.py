@@ -94,11 +94,12 @@ class Config(Section):
 
         ``train.total_frames`` only says where training stops, so raising it continues a
         finished run; how many checkpoints are kept, how often a checkpoint is written and
-        how often curves are logged do not change the computation either.
+        how often curves are logged do not change the computation either, nor does another
+        environment's settings section.
         """
         exclude = {"total_frames", "keep_checkpoints", "checkpoint_interval_frames", "checkpoint_buffer"}
         train = self.train.model_dump(mode="json", exclude=exclude)
-        payload = {"seed": self.seed, "env": _plain(self.env), "dqn": _plain(self.dqn), "train": train}
+        payload = {"seed": self.seed, "env": self.env.current(), "dqn": _plain(self.dqn), "train": train}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     @property

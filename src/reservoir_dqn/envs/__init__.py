@@ -6,16 +6,17 @@ rest of the pipeline asks the profile. The registry holds the reservoir and Cart
 champion: a real river's record beside the illustrative reservoir); any other name is a
 Gymnasium id, given the generic :class:`~reservoir_dqn.envs.gym_profile.GymProfile`
 the first time it is asked for. A user's own profile is added with :func:`register`, without
-editing the package.
+editing the package; its settings are a section of ``env`` of its own, whose model it declares
+(``section`` and ``settings_model``), validated with the rest of params.yaml.
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
 
-from reservoir_dqn.config import ConfigError, EnvConfig
+from reservoir_dqn.config import ConfigError, EnvConfig, register_settings
 from reservoir_dqn.envs.cartpole import cartpole_profile
-from reservoir_dqn.envs.gym_profile import GymProfile, import_packages
+from reservoir_dqn.envs.gym_profile import GymProfile, gym_settings, import_packages
 from reservoir_dqn.envs.profile import EnvProfile, Episodes, Metric
 from reservoir_dqn.envs.reservoir_profile import NAMED, ReservoirProfile
 
@@ -23,9 +24,13 @@ PROFILES: dict[str, EnvProfile] = {}
 
 
 def register(env_profile: EnvProfile, *, replace: bool = False) -> EnvProfile:
-    """Make ``env_profile`` the profile of ``env.name: <its name>``; a taken name needs ``replace``."""
+    """Make ``env_profile`` the profile of ``env.name: <its name>``, its settings ``env.<its section>``.
+
+    A taken name needs ``replace``; a section is shared only by profiles of the same settings model.
+    """
     if env_profile.name in PROFILES and not replace:
         raise ValueError(f"an environment profile named {env_profile.name!r} is already registered")
+    register_settings(env_profile.section, env_profile.settings_model)
     PROFILES[env_profile.name] = env_profile
     return env_profile
 
@@ -43,7 +48,8 @@ def profile(config: EnvConfig) -> EnvProfile:
         import_packages(config)
         if config.name not in gym.registry:
             known = ", ".join(PROFILES)
-            packages = f" after importing {', '.join(config.gym.packages)}" if config.gym.packages else ""
+            imported = gym_settings(config).packages
+            packages = f" after importing {', '.join(imported)}" if imported else ""
             raise ConfigError(
                 f"env.name: {config.name!r} is neither a profile ({known}) nor a Gymnasium id{packages} "
                 "(a third-party package's ids need it in env.gym.packages)"
@@ -51,6 +57,11 @@ def profile(config: EnvConfig) -> EnvProfile:
         register(GymProfile(config.name))
     env_profile = PROFILES[config.name]
     env_profile.check(config)
+    if config.section != env_profile.section:
+        raise ConfigError(
+            f"env.section: {config.name}'s settings are env.{env_profile.section}, not env.{config.section}: "
+            f"set env.section to {env_profile.section}"
+        )
     return env_profile
 
 

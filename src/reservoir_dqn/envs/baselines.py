@@ -12,8 +12,8 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
-from reservoir_dqn.config import ReservoirConfig
 from reservoir_dqn.envs.reservoir_model import ReservoirModel
+from reservoir_dqn.envs.reservoir_settings import ReservoirConfig
 from reservoir_dqn.envs.sdp import SDPSolution, solve
 
 

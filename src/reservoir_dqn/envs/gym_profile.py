@@ -39,10 +39,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from pydantic import Field
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import Compose, EnvBase, GymWrapper, RewardSum, StepCounter
 
 from reservoir_dqn.config import ConfigError, EnvConfig
+from reservoir_dqn.config.sections import Section, StringTuple
 from reservoir_dqn.envs.baselines import RandomPolicy
 from reservoir_dqn.envs.profile import RETURN, SCORE, EnvProfile, Episodes, Metric
 from reservoir_dqn.errors import first_line
@@ -50,6 +52,26 @@ from reservoir_dqn.errors import first_line
 # Attributes that are the environment's definition, not its state: never saved.
 DEFINITION = frozenset({"env", "spec", "_cached_spec", "observation_space", "action_space", "metadata"})
 PLAIN = (bool, int, float, str, type(None))
+
+
+class GymConfig(Section):
+    """``env.gym``: how a Gymnasium id (``env.name``) is made, and what scores 1."""
+
+    kwargs: dict[str, Any] = Field(
+        description="Keyword arguments of gymnasium.make(env.name, ...), e.g. max_episode_steps."
+    )
+    packages: StringTuple = Field(
+        description="Modules imported before the environment is made, so that a third-party package registers "
+        "its ids (as rl-zoo3's --gym-packages)."
+    )
+    reference_return: float | None = Field(
+        description="The return that scores 1; empty: the profile's reference, else the id's reward_threshold."
+    )
+
+
+def gym_settings(config: EnvConfig) -> GymConfig:
+    """``env.gym``, typed."""
+    return config.settings(GymConfig, GymProfile.section)
 
 
 @dataclass(frozen=True)
@@ -70,6 +92,9 @@ class GymProfile(EnvProfile):
     :param scale: measured observation factors, instead of those of the space's bounds.
     :param observation_names: column names of the observation in the trajectory CSV.
     """
+
+    section = "gym"
+    settings_model = GymConfig
 
     def __init__(
         self,
@@ -98,7 +123,7 @@ class GymProfile(EnvProfile):
 
     def _probe(self, config: EnvConfig) -> _Spaces:
         """The spaces and episode limit of one copy made with ``config``, checked once per settings."""
-        key = json.dumps(config.gym.model_dump(mode="json"), sort_keys=True)
+        key = json.dumps(gym_settings(config).model_dump(mode="json"), sort_keys=True)
         if key in self._spaces:
             return self._spaces[key]
         where = f"env.name: {self.name}"
@@ -142,14 +167,14 @@ class GymProfile(EnvProfile):
         return env.append_transform(Compose(StepCounter(), RewardSum()))
 
     def _make_one(self, config: EnvConfig) -> gym.Env[Any, Any]:
-        kwargs: dict[str, Any] = dict(config.gym.kwargs)
+        kwargs: dict[str, Any] = dict(gym_settings(config).kwargs)
         return gym.make(self.name, disable_env_checker=True, **kwargs)
 
     def episode_limit(self, config: EnvConfig) -> int:
         return self._probe(config).episode_limit
 
     def settings(self, config: EnvConfig) -> dict[str, Any]:
-        kwargs = {f"env.gym.kwargs.{key}": value for key, value in sorted(config.gym.kwargs.items())}
+        kwargs = {f"env.gym.kwargs.{key}": value for key, value in sorted(gym_settings(config).kwargs.items())}
         return {"env.name": config.name, "env.gym.reference_return": self.optimum_return(config, {})} | kwargs
 
     def observation_scale(self, config: EnvConfig) -> tuple[float, ...] | None:
@@ -164,7 +189,7 @@ class GymProfile(EnvProfile):
         return {"random": RandomPolicy(num_actions, seed)}
 
     def optimum_return(self, config: EnvConfig, baseline_returns: Mapping[str, float]) -> float:
-        for reference in (self.reference, config.gym.reference_return, self.threshold):
+        for reference in (self.reference, gym_settings(config).reference_return, self.threshold):
             if reference is not None:
                 return float(reference)
         raise ConfigError(
@@ -214,7 +239,7 @@ class GymProfile(EnvProfile):
 
 def import_packages(config: EnvConfig) -> None:
     """Import ``env.gym.packages``, whose import registers their Gymnasium ids."""
-    for package in config.gym.packages:
+    for package in gym_settings(config).packages:
         try:
             importlib.import_module(package)
         except ImportError as error:

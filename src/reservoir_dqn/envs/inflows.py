@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from reservoir_dqn.config import ReservoirConfig
 from reservoir_dqn.envs.records import MONTHS, RecordError, load_record
+from reservoir_dqn.envs.reservoir_settings import ReservoirConfig
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from reservoir_dqn.config import ReservoirConfig
+from reservoir_dqn.envs.reservoir_settings import ReservoirConfig
 
 MONTHS = 12
 

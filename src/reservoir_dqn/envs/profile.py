@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+from pydantic import BaseModel
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
@@ -76,6 +77,9 @@ class EnvProfile(ABC):
     """Everything environment-specific, behind one interface.
 
     :cvar name: ``env.name`` in params.yaml.
+    :cvar section: the settings section of ``env`` it reads (``env.section`` must name it).
+    :cvar settings_model: the model of that section; :func:`reservoir_dqn.envs.register`
+        declares it, so params.yaml's section is validated when it loads.
     :cvar headline: the few metrics that say which experiment is better; the first is the
         champion's and the CI gate's main one.
     :cvar optimum_label: what a score of 1 means, for tables and figures.
@@ -87,6 +91,8 @@ class EnvProfile(ABC):
     """
 
     name: str
+    section: str
+    settings_model: type[BaseModel]
     headline: tuple[Metric, ...]
     optimum_label: str
     solved_return: float | None = None

@@ -15,9 +15,9 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from reservoir_dqn.config import ReservoirConfig
 from reservoir_dqn.envs.records import MONTHS
 from reservoir_dqn.envs.reservoir_model import INFO_KEYS, Outcome, ReservoirModel
+from reservoir_dqn.envs.reservoir_settings import ReservoirConfig
 from reservoir_dqn.envs.windows import Windows
 
 

@@ -24,8 +24,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
-from reservoir_dqn.config import ReservoirConfig
 from reservoir_dqn.envs.policy_figures import policy_figures
+from reservoir_dqn.envs.reservoir_settings import ReservoirConfig
 from reservoir_dqn.envs.windows import HELD_OUT_PREFIX
 
 SECONDS_PER_MONTH = 365.25 / 12 * 86_400

@@ -16,9 +16,9 @@ from typing import NamedTuple
 
 import torch
 
-from reservoir_dqn.config import ReservoirConfig
 from reservoir_dqn.envs.inflows import InflowChain, independent_chain, record_chain
 from reservoir_dqn.envs.records import MONTHS, record_version
+from reservoir_dqn.envs.reservoir_settings import ReservoirConfig
 from reservoir_dqn.envs.windows import Windows, record_windows
 
 WATER_WEIGHT_N_PER_M3 = 9810.0  # rho * g: weight of one cubic metre of water, N/m3

@@ -32,6 +32,7 @@ from reservoir_dqn.envs.baselines import reservoir_baselines, reservoir_optimum
 from reservoir_dqn.envs.profile import RETURN, SCORE, EnvProfile, Episodes, Metric
 from reservoir_dqn.envs.reservoir import DiscreteReservoirEnv
 from reservoir_dqn.envs.reservoir_model import INFO_KEYS, ReservoirModel
+from reservoir_dqn.envs.reservoir_settings import ReservoirConfig
 from reservoir_dqn.metrics import MetricGroup
 
 if TYPE_CHECKING:  # matplotlib and pandas are imported where figures and tables are made
@@ -56,6 +57,11 @@ EPISODE = MetricGroup(
 NAMED = "reservoir-"  # env.name reservoir-<river>: a reservoir under a name of its own
 
 
+def reservoir_settings(config: EnvConfig) -> ReservoirConfig:
+    """``env.reservoir``, typed."""
+    return config.settings(ReservoirConfig, ReservoirProfile.section)
+
+
 class ReservoirProfile(EnvProfile):
     """The reservoir, as ``env.name: reservoir``, or under a name of its own (``reservoir-<river>``).
 
@@ -63,6 +69,8 @@ class ReservoirProfile(EnvProfile):
     reservoir on a real river's record never competes with the illustrative one.
     """
 
+    section = "reservoir"
+    settings_model = ReservoirConfig
     headline = (SCORE, RETURN, RELIABILITY)
     optimum_label = "the SDP optimum"
     optimum_baseline = "sdp"
@@ -73,34 +81,34 @@ class ReservoirProfile(EnvProfile):
         self.name = name
 
     def settings(self, config: EnvConfig) -> dict[str, Any]:
-        physics = config.reservoir.model_dump(mode="json")
+        physics = reservoir_settings(config).model_dump(mode="json")
         return {"env.name": config.name} | {f"env.reservoir.{key}": value for key, value in physics.items()}
 
     def check(self, config: EnvConfig) -> None:
         """A record-driven reservoir's record loads and fits (a bad one: one line naming the file and the line)."""
-        ReservoirModel.from_config(config.reservoir)
+        ReservoirModel.from_config(reservoir_settings(config))
 
     def test_config(self, config: EnvConfig) -> EnvConfig:
         """Test episodes are drawn from the chain, whatever the agents learnt from: the SDP is optimal there."""
-        chain = config.reservoir.model_copy(update={"scenarios": "chain"})
-        return config.model_copy(update={"reservoir": chain})
+        chain = reservoir_settings(config).model_copy(update={"scenarios": "chain"})
+        return config.with_settings(self.section, chain)
 
     def make(self, config: EnvConfig, slot_seeds: Sequence[int]) -> EnvBase:
-        env = DiscreteReservoirEnv(config.reservoir, len(slot_seeds))
+        env = DiscreteReservoirEnv(reservoir_settings(config), len(slot_seeds))
         env.seed_slots(slot_seeds)
         return env.append_transform(Compose(StepCounter(), RewardSum()))
 
     def episode_limit(self, config: EnvConfig) -> int:
-        return config.reservoir.horizon_months
+        return reservoir_settings(config).horizon_months
 
     def baselines(self, config: EnvConfig, num_actions: int, seed: int) -> dict[str, TensorDictModuleBase]:
-        return reservoir_baselines(config.reservoir, seed)
+        return reservoir_baselines(reservoir_settings(config), seed)
 
     def optimum_return(self, config: EnvConfig, baseline_returns: Mapping[str, float]) -> float:
         return baseline_returns["sdp"]
 
     def policy_metrics(self, config: EnvConfig, episodes: Episodes) -> dict[str, float]:
-        unit = config.reservoir.unit_hm3
+        unit = reservoir_settings(config).unit_hm3
         valid = episodes.steps["valid"]
         nxt = episodes.steps["next"]
         deficit = nxt["deficit"].double() * valid
@@ -121,7 +129,7 @@ class ReservoirProfile(EnvProfile):
         }
 
     def episode_columns(self, config: EnvConfig, episodes: Episodes) -> dict[str, torch.Tensor]:
-        unit = config.reservoir.unit_hm3
+        unit = reservoir_settings(config).unit_hm3
         valid = episodes.steps["valid"].double()
         nxt = episodes.steps["next"]
         columns = {f"{flow}_hm3": (nxt[flow].double() * valid).sum(dim=1) * unit for flow in FLOWS}
@@ -132,32 +140,32 @@ class ReservoirProfile(EnvProfile):
         return columns
 
     def action_meaning(self, config: EnvConfig, num_actions: int) -> tuple[str, torch.Tensor]:
-        levels = torch.tensor(config.reservoir.release_levels, dtype=torch.float32)
-        return "release_hm3", levels * config.reservoir.unit_hm3
+        levels = torch.tensor(reservoir_settings(config).release_levels, dtype=torch.float32)
+        return "release_hm3", levels * reservoir_settings(config).unit_hm3
 
     def observation_fields(self, config: EnvConfig, size: int) -> tuple[str, ...]:
         """As :class:`~reservoir_dqn.envs.reservoir.DiscreteReservoirEnv` documents its observation."""
         fields = ["storage_over_capacity", "sin_month", "cos_month"]
-        if config.reservoir.observe_time_left:
+        if reservoir_settings(config).observe_time_left:
             fields.append("months_left_over_horizon")
-        if ReservoirModel.from_config(config.reservoir).chain.persistent:
+        if ReservoirModel.from_config(reservoir_settings(config)).chain.persistent:
             fields.append("last_inflow_class_quantile")
         return tuple(fields)
 
     def grid_observations(self, config: EnvConfig) -> torch.Tensor:
-        return grid_observations(ReservoirModel.from_config(config.reservoir))
+        return grid_observations(ReservoirModel.from_config(reservoir_settings(config)))
 
     def exact_accounts(
         self, config: EnvConfig, q_values: Callable[[torch.Tensor], torch.Tensor], agents: int
     ) -> list[Account]:
-        model = ReservoirModel.from_config(config.reservoir)
-        solution = reservoir_optimum(config.reservoir)
+        model = ReservoirModel.from_config(reservoir_settings(config))
+        solution = reservoir_optimum(reservoir_settings(config))
         return [account(model, solution, table) for table in greedy_tables(model, q_values, agents)]
 
     def state_rows(self, config: EnvConfig, account: Account) -> list[dict[str, Any]]:
         """Every (time step, storage, class) state: the policy's and the optimum's release targets in hm3/month,
         the probability that the policy is there, and the value one month of the policy loses there (reward units)."""
-        reservoir = config.reservoir
+        reservoir = reservoir_settings(config)
         model = ReservoirModel.from_config(reservoir)
         optimal = reservoir_optimum(reservoir).policy
         levels = model.release_levels * reservoir.unit_hm3
@@ -197,17 +205,17 @@ class ReservoirProfile(EnvProfile):
 
     def batch_sums(self, config: EnvConfig, steps: TensorDictBase) -> dict[str, torch.Tensor]:
         nxt = steps["next"]
-        unit = config.reservoir.unit_hm3
+        unit = reservoir_settings(config).unit_hm3
         sums = {"storage_hm3": nxt["storage"].double().sum(dim=1) * unit}
         sums |= {f"{flow}_hm3": nxt[flow].double().sum(dim=1) * unit for flow in FLOWS}
         sums["energy_gwh"] = nxt["energy_gwh"].double().sum(dim=1)
         return sums
 
     def trajectory_rows(self, config: EnvConfig, policy: str, episodes: Episodes, count: int) -> list[dict[str, Any]]:
-        unit = config.reservoir.unit_hm3
-        levels = config.reservoir.release_levels
+        unit = reservoir_settings(config).unit_hm3
+        levels = reservoir_settings(config).release_levels
         steps, nxt = episodes.steps, episodes.steps["next"]
-        demand = torch.tensor(config.reservoir.demand, dtype=torch.float64)
+        demand = torch.tensor(reservoir_settings(config).demand, dtype=torch.float64)
         rows = []
         for index in range(min(count, len(episodes))):
             for step in range(int(episodes.lengths[index])):
@@ -235,7 +243,7 @@ class ReservoirProfile(EnvProfile):
     ) -> dict[str, Figure]:
         from reservoir_dqn.envs.reservoir_figures import reservoir_figures  # matplotlib only where figures are drawn
 
-        return reservoir_figures(config.reservoir, trajectories, episodes, states)
+        return reservoir_figures(reservoir_settings(config), trajectories, episodes, states)
 
     def get_state(self, env: EnvBase) -> dict[str, Any]:
         base = env.base_env

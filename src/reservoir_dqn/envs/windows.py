@@ -25,9 +25,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from reservoir_dqn.config import ReservoirConfig
 from reservoir_dqn.envs.inflows import InflowChain
 from reservoir_dqn.envs.records import Record, RecordError, load_record
+from reservoir_dqn.envs.reservoir_settings import ReservoirConfig
 
 HELD_OUT_PREFIX = "held-out "  # the held-out record's trajectory rows: policy "held-out dqn", "held-out sdp", ...
 

@@ -19,7 +19,7 @@ from torchrl.modules import QValueActor
 
 from reservoir_dqn.agent import NetworkSpec, load_model, stacked_mlp
 from reservoir_dqn.commands import StageFailed, connect_tracking, run_stage
-from reservoir_dqn.config import Config
+from reservoir_dqn.config import ENV_PARAMS, Config
 from reservoir_dqn.envs import EnvProfile, Episodes, profile
 from reservoir_dqn.evaluation import describe, exact_metrics, paired_regret, reference, run_agents
 from reservoir_dqn.files import OutputSet, write_csv, write_json
@@ -37,7 +37,7 @@ from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
 PATHS = ("agents", "train_metrics", "eval_metrics", "summary", "eval_episodes", "trajectories", "policy_states")
 OUTPUTS = ("eval_metrics", "summary", "eval_episodes", "trajectories", "policy_states")  # written as a set
-PARAMS = ("env", "evaluate", "tracking")  # the sections dvc.yaml lists for this stage
+PARAMS = (*ENV_PARAMS, "evaluate", "tracking")  # the sections dvc.yaml lists for this stage
 
 
 def evaluate(

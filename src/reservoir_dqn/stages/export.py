@@ -41,7 +41,7 @@ import torch
 from reservoir_dqn.agent import NetworkSpec, load_model
 from reservoir_dqn.card import Release, model_card
 from reservoir_dqn.commands import StageFailed, connect_tracking, run_stage
-from reservoir_dqn.config import Config
+from reservoir_dqn.config import ENV_PARAMS, Config
 from reservoir_dqn.envs import profile
 from reservoir_dqn.evaluation import run_episodes
 from reservoir_dqn.files import OutputSet, file_digest, read_json
@@ -53,7 +53,7 @@ from reservoir_dqn.summary import Training
 from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
 PATHS = ("model", "train_metrics", "eval_metrics", "onnx")
-PARAMS = ("env", "tracking")  # the sections dvc.yaml lists for this stage
+PARAMS = (*ENV_PARAMS, "tracking")  # the sections dvc.yaml lists for this stage
 TOLERANCE = 1e-5  # the largest Q-value difference between ONNX Runtime and torch
 CHECK_SEED, CHECK_EPISODES = 2_000_000, 10  # random-policy episodes whose observations check a non-finite env
 

@@ -32,6 +32,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from reservoir_dqn.commands import StageFailed, connect_tracking, run_stage
+from reservoir_dqn.config import ENV_PARAMS
 from reservoir_dqn.config.sections import PathsConfig
 from reservoir_dqn.envs import profile
 from reservoir_dqn.files import OutputSet, read_csv, read_json, write_atomic
@@ -43,7 +44,7 @@ from reservoir_dqn.summary import Training
 from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
 PATHS = ("train_log", "train_metrics", "eval_metrics", "eval_episodes", "trajectories", "policy_states", "plots")
-PARAMS = ("env", "tracking")  # the sections dvc.yaml lists for this stage
+PARAMS = (*ENV_PARAMS, "tracking")  # the sections dvc.yaml lists for this stage
 POLICY_COLORS = {"sdp": "tab:green", "sop": "tab:orange", "random": "tab:gray"}
 AGENT_COLORS = plt.get_cmap("tab10")
 T = TypeVar("T")

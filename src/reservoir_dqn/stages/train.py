@@ -21,6 +21,7 @@ from pathlib import Path
 from reservoir_dqn.agent import save_model, select_agents
 from reservoir_dqn.checkpoint import newest_checkpoint
 from reservoir_dqn.commands import StageFailed, connect_tracking, run_stage
+from reservoir_dqn.config import ENV_PARAMS
 from reservoir_dqn.files import OutputSet, write_json
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.session import start
@@ -35,7 +36,7 @@ OUTPUTS = ("model", "agents", "train_log", "train_metrics")  # written as a set,
 # connection (uri, connect_timeout_s), the registry and the champion budget change no result.
 PARAMS = (
     "seed",
-    "env",
+    *ENV_PARAMS,
     "dqn",
     "train",
     "tracking.enabled",
