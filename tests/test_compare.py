@@ -78,6 +78,45 @@ def test_judge_calls_a_collapse_a_regression_and_the_report_says_so() -> None:
     assert "`dqn.lr` 0.001 -> 0.03" in report
 
 
+@pytest.mark.parametrize(
+    ("change", "verdict", "status"),
+    [
+        ([0.10, 0.20, 0.15, 0.12, 0.18], "regression", Exit.REGRESSION),  # a collapse
+        ([0.975, 0.97, 0.98, 0.972, 0.978], "within tolerance", Exit.OK),
+        ([0.999, 0.999, 1.0, 0.998, 0.999], "inconclusive", Exit.OK),  # rose, by less than shown beyond 0.02
+        ([0.95, 0.90, 1.00, 0.93, 0.99], "inconclusive", Exit.OK),  # too spread to tell: more seeds would
+    ],
+)
+def test_each_verdict_gives_its_exit_status(change: list[float], verdict: str, status: Exit) -> None:
+    from reservoir_dqn.compare import exit_status, judge
+
+    judgement = judge(evaluation(HEALTHY), evaluation(change), load_config(REPO / "params.yaml"))
+    assert (judgement.gated.verdict, exit_status(judgement)) == (verdict, status)
+
+
+def test_an_improvement_passes_the_gate() -> None:
+    from reservoir_dqn.compare import exit_status, judge
+
+    low = [0.90, 0.905, 0.895, 0.90, 0.902]
+    judgement = judge(evaluation(low), evaluation(HEALTHY), load_config(REPO / "params.yaml"))
+    assert (judgement.gated.verdict, exit_status(judgement)) == ("improvement", Exit.OK)
+
+
+def test_the_readme_prints_the_report_compare_gives_on_the_stored_metrics() -> None:
+    """The README's "Trying a change" report, from the committed metrics and the stored gamma-095 experiment's."""
+    from reservoir_dqn.compare import exit_status, judge, markdown_report
+
+    readme = (REPO / "README.md").read_text()
+    printed = readme.split("It prints (measured; it exits 0, as the score did not drop by more than the tolerance):")[1]
+    printed = printed.split("Each row compares")[0].strip()
+    baseline = Evaluation.from_json(json.loads((REPO / "metrics/eval.json").read_text()))
+    change = Evaluation.from_json(json.loads((REPO / "examples/gamma-095/eval.json").read_text()))
+    judgement = judge(baseline, change, load_config(REPO / "params.yaml"))
+    report = markdown_report("main", "gamma-095", baseline, change, judgement, [("dqn.gamma", 0.995, 0.95)])
+    assert report.strip() == printed
+    assert exit_status(judgement) == Exit.OK
+
+
 def test_the_held_out_score_is_compared_in_the_report_but_never_gated() -> None:
     from reservoir_dqn.compare import judge, markdown_report
 

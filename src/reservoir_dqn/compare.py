@@ -340,15 +340,20 @@ def run(argv: Sequence[str] | None = None) -> int:
     print(report)
     if args.output is not None:
         write_text(args.output, report)
-    gated = judgement.gated
-    if gated.verdict != "regression":
-        return Exit.OK
-    print(
-        f"error: {judgement.metric} regressed by more than {judgement.tolerance:g}: {gated.difference:+.4g} "
-        f"(upper bound {gated.ci_high:+.4g}, p = {gated.p:.3g})",
-        file=sys.stderr,
-    )
-    return Exit.REGRESSION
+    status = exit_status(judgement)
+    if status == Exit.REGRESSION:
+        gated = judgement.gated
+        print(
+            f"error: {judgement.metric} regressed by more than {judgement.tolerance:g}: {gated.difference:+.4g} "
+            f"(upper bound {gated.ci_high:+.4g}, p = {gated.p:.3g})",
+            file=sys.stderr,
+        )
+    return status
+
+
+def exit_status(judgement: Judgement) -> Exit:
+    """The gate's status: 1 for a regression of the gated metric, else 0 (improvement, within tolerance, unclear)."""
+    return Exit.REGRESSION if judgement.gated.verdict == "regression" else Exit.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,7 +23,6 @@ import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from reservoir_dqn.commands import StageFailed, connect_tracking, run_stage
 from reservoir_dqn.config import Config, add_config_arguments, config_from_args
@@ -32,12 +31,8 @@ from reservoir_dqn.files import read_json
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.results import Evaluation
 from reservoir_dqn.stages import training_summary
-from reservoir_dqn.tracking.champion import Evidence, decide, holder_version, move, move_back, record_candidate
-from reservoir_dqn.tracking.store import registered_model_name, retrying
+from reservoir_dqn.tracking.champion import ChampionRegistry, decide
 from reservoir_dqn.workspace import git
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -87,54 +82,39 @@ def run(argv: Sequence[str] | None = None) -> int:
     )
     tracking = connect_tracking(config)
     assert tracking.store is not None  # tracking is enabled
-    client, name = tracking.store.client, registered_model_name(config.env.name)
-    if args.back:
-        try:
-            print(move_back(client, name, commit))
-        except LookupError as error:
-            raise StageFailed(str(error), Exit.BAD_INPUT) from None
-        return Exit.OK
-    version = _committed_version(config, client)
+    registry = ChampionRegistry.of(tracking.store, config.env.name)
+    try:
+        if args.back:
+            print(registry.move_back(commit))
+            return Exit.OK
+        version = registry.version_of_run(_committed_run(config))
+    except LookupError as error:
+        raise StageFailed(str(error), Exit.BAD_INPUT if args.back else Exit.FAILED) from None
     evaluation = Evaluation.from_json(read_json(Path(paths.eval_metrics)))
-    retrying(record_candidate, client, name, version, evaluation.shipped_scores(), evaluation.conditions)
-    candidate = Evidence.of(retrying(client.get_model_version, name, version))
+    registry.record_candidate(version, evaluation.shipped_scores(), evaluation.conditions)
+    candidate = registry.evidence(version)
     if args.force:
-        print(move(client, name, version, "forced (reservoir-dqn promote --force)", commit))
+        print(registry.move(version, "forced (reservoir-dqn promote --force)", commit))
         return Exit.OK
-    holder = holder_version(client, name)
     budget = config.tracking.champion_budget.get(config.env.name)
     decision = decide(
         candidate,
-        None if holder is None else Evidence.of(holder),
+        registry.holder(),
         None if budget is None else (budget.total_frames, budget.seeds),
         config.compare.significance,
     )
     if decision.move:
-        move(client, name, version, decision.verdict, commit)
-    print(f"{name}: {decision.reason}")
+        registry.move(version, decision.verdict, commit)
+    print(f"{registry.name}: {decision.reason}")
     return Exit.OK if decision.comparable else Exit.CANNOT_JUDGE
 
 
-def _committed_version(config: Config, client: MlflowClient) -> str:
-    """The registered version of the run that wrote the committed ``train.json``."""
-    trained = training_summary(config)
-    parent = trained.run_ids.get("parent")
+def _committed_run(config: Config) -> str:
+    """The MLflow run that wrote the committed ``train.json``."""
+    parent = training_summary(config).run_ids.get("parent")
     if not parent:
         raise StageFailed(f"{config.paths.train_metrics} names no MLflow run: it was trained with tracking off")
-    try:
-        run = retrying(client.get_run, parent)
-    except Exception:  # noqa: BLE001 - MLflow raises when the run is not in this store
-        raise StageFailed(
-            f"the committed run {parent} is not in this MLflow store: point tracking.uri (or MLFLOW_TRACKING_URI) "
-            "at the store it was trained against"
-        ) from None
-    version = run.data.tags.get("model_version")
-    if version is None:
-        raise StageFailed(
-            f"the committed run {parent} has no registered model version: the export stage registers it "
-            "(tracking.register_model off, export not run, or its registration waiting for the store in the outbox)"
-        )
-    return str(version)
+    return parent
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -80,16 +80,21 @@ from reservoir_dqn.config.sections import SearchDimension
 from reservoir_dqn.envs import profile
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.files import write_text
-from reservoir_dqn.metrics import Sink
 from reservoir_dqn.process import Terminated, exit_process
 from reservoir_dqn.session import start
 from reservoir_dqn.statistics import iqm
 from reservoir_dqn.tracking import Tracking
 from reservoir_dqn.tracking.naming import RUN_KIND, RunKind
 from reservoir_dqn.tracking.outcomes import describe_experiment
-from reservoir_dqn.tracking.sinks import CsvSink, MlflowSink
-from reservoir_dqn.tracking.store import EXPERIMENT_PREFIX, Store, project_root, retrying, with_postgres_driver
-from reservoir_dqn.tracking.study import STUDY_TAG, study_run, study_run_status
+from reservoir_dqn.tracking.store import EXPERIMENT_PREFIX, Store, project_root, with_postgres_driver
+from reservoir_dqn.tracking.study import (
+    STUDY_TAG,
+    end_trial_runs,
+    mark_running,
+    record_invalid_trial,
+    study_run,
+    study_run_status,
+)
 from reservoir_dqn.training import train
 
 log = logging.getLogger(__name__)
@@ -184,10 +189,7 @@ def _retry(retries: int, store: Store | None) -> Callable[[optuna.Study, FrozenT
         retry(study, trial)
         run_id = trial.user_attrs.get(RUN_ATTRIBUTE)
         if store is not None and run_id:
-            query = f"tags.`mlflow.parentRunId` = '{run_id}'"  # the trial's agents
-            agents = retrying(store.client.search_runs, [store.experiment_id], filter_string=query)
-            for run in (run_id, *(agent.info.run_id for agent in agents)):
-                retrying(store.client.set_terminated, run, status="KILLED")
+            end_trial_runs(store, run_id, "KILLED")
 
     return stale
 
@@ -243,7 +245,7 @@ class Objective:
     def __call__(self, trial: Trial) -> float:
         self.numbers.add(trial.number)
         if self.store is not None and self.parent is not None:  # a worker may have ended it meanwhile
-            retrying(self.store.client.update_run, self.parent, status="RUNNING")
+            mark_running(self.store, self.parent)
         suggested = suggest(trial, self.config.tune)
         space = self.config.tune.space
         name = trial_name(trial.number, {key: trial.params[key] for key in space}, space)
@@ -253,14 +255,7 @@ class Objective:
         except ConfigError as error:
             log.info(f"trial {trial.number}: {', '.join(suggested)}: pruned, an invalid combination ({error})")
             if self.store is not None:
-                note = {"mlflow.note.content": f"Invalid combination: {error}", "optuna_state": "invalid"}
-                run = retrying(
-                    self.store.client.create_run,
-                    self.store.experiment_id,
-                    run_name=name,
-                    tags={**tags, **note, "mlflow.parentRunId": self.parent or ""},
-                )
-                retrying(self.store.client.set_terminated, run.info.run_id, status="FAILED")
+                record_invalid_trial(self.store, name, tags, self.parent, str(error))
             raise optuna.TrialPruned(str(error)) from None
         # Trial n trains with master seed TUNE_SEED_BASE + n: its agents never replay the pipeline's (seeds
         # below TUNE_SEED_BASE). Set after validation, which keeps params.yaml's seed below that range.
@@ -280,9 +275,7 @@ class Objective:
 
         try:  # from the runs' creation on: whatever ends the trial ends its runs
             session = start(config, None)  # a trial never resumes: no checkpoints
-            sinks: list[Sink] = [CsvSink(folder / "log", session.metric_groups)]
-            if tracking.run is not None:
-                sinks.append(MlflowSink(tracking.run))
+            sinks = tracking.training_sinks(folder / "log", session.metric_groups, tensorboard=False)
             result = train(session, sinks, on_validation=report)
         except optuna.TrialPruned as pruned:
             self._finish(tracking, trial, f"pruned ({pruned})", "FINISHED")

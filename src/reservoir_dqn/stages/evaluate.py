@@ -30,8 +30,7 @@ from reservoir_dqn.scoring import EXACT_GAP, EXACT_RETURN, EXACT_Z, REGRET
 from reservoir_dqn.stages import stage_config, training_summary
 from reservoir_dqn.statistics import Summary
 from reservoir_dqn.summary import Training
-from reservoir_dqn.tracking.hparams import log_hparams
-from reservoir_dqn.tracking.outcomes import describe_experiment, log_baselines
+from reservoir_dqn.tracking.outcomes import log_evaluation
 from reservoir_dqn.tracking.views import TRAIN_MINUTES, best_snapshot_metric, eval_metric
 from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
@@ -269,12 +268,8 @@ def run(argv: Sequence[str] | None = None) -> None:
             write_csv(states_csv, states)
             if (changed := snapshot.check_unchanged("evaluate", PARAMS)) is not None:
                 raise StageFailed(changed)
-        describe_experiment(tracking, evaluation.headline)
-        if tracking.run is not None:
-            tracking.run.log_metrics(tracked_metrics(evaluation, headline["train_minutes"] or 0.0))
-            log_baselines(tracking, evaluation)
-        if config.tracking.tensorboard and trained.tensorboard_dir:
-            log_hparams(tracking.root / trained.tensorboard_dir, config, evaluation)
+        metrics = tracked_metrics(evaluation, headline["train_minutes"] or 0.0)
+        log_evaluation(tracking, evaluation, metrics, trained.tensorboard_dir)
         published = (paths.eval_metrics, paths.summary, paths.eval_episodes, paths.policy_states)
         tracking.publish([(Path(path), None) for path in published])
     print(report(evaluation))

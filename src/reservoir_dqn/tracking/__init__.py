@@ -128,11 +128,21 @@ class Tracking:
         tag = run_ids.get("parent", "")[:8] or os.environ.get("DVC_EXP_NAME") or "workspace"
         return self.root / "runs" / self.config.env.name / f"{self.identity.name} [{tag}]"
 
-    def training_sinks(self, log_folder: Path, groups: Sequence[MetricGroup], resumed_from: int | None) -> list[Sink]:
-        """The CSV training log, TensorBoard (when on) and MLflow (when connected)."""
+    def training_sinks(
+        self,
+        log_folder: Path,
+        groups: Sequence[MetricGroup],
+        resumed_from: int | None = None,
+        *,
+        tensorboard: bool = True,
+    ) -> list[Sink]:
+        """The CSV training log, TensorBoard (when on, and wanted) and MLflow (when connected).
+
+        :param tensorboard: ``False``: no TensorBoard folder (a tuning trial's curves are its MLflow run's).
+        """
         sinks: list[Sink] = [CsvSink(log_folder, groups, resumed_from)]
         ids = self.run.run_ids if self.run is not None else {}
-        if self.config.tracking.tensorboard:
+        if tensorboard and self.config.tracking.tensorboard:
             sinks.append(TensorBoardSink(self.tensorboard_dir(ids), self.config.train.seeds, env=self.config.env.name))
         if self.run is not None:
             sinks.append(MlflowSink(self.run))

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from reservoir_dqn.statistics import MIN_SEEDS, compare
-from reservoir_dqn.tracking.store import retrying
+from reservoir_dqn.tracking.store import Store, registered_model_name, retrying
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -225,3 +225,56 @@ def move_back(client: MlflowClient, name: str, commit: str) -> str:
                 return move(client, name, str(entry["from"]), f"moved back from version {current}", commit)
             break
     raise LookupError(f"{name}: no earlier holder of '{CHAMPION}' is recorded")
+
+
+@dataclass(frozen=True)
+class ChampionRegistry:
+    """One environment's registered model, as ``reservoir-dqn promote`` uses it: the facade over the functions above.
+
+    :param client: the connected store's client.
+    :param name: the registered model's name.
+    """
+
+    client: MlflowClient
+    name: str
+
+    @classmethod
+    def of(cls, store: Store, env_name: str) -> ChampionRegistry:
+        return cls(store.client, registered_model_name(env_name))
+
+    def version_of_run(self, run_id: str) -> str:
+        """The version the export stage registered for the pipeline run ``run_id``.
+
+        :raises LookupError: with the line to show, when the run is not in this store or has no version.
+        """
+        try:
+            run = retrying(self.client.get_run, run_id)
+        except Exception:  # noqa: BLE001 - MLflow raises when the run is not in this store
+            raise LookupError(
+                f"the committed run {run_id} is not in this MLflow store: point tracking.uri (or MLFLOW_TRACKING_URI) "
+                "at the store it was trained against"
+            ) from None
+        version = run.data.tags.get("model_version")
+        if version is None:
+            raise LookupError(
+                f"the committed run {run_id} has no registered model version: the export stage registers it "
+                "(tracking.register_model off, export not run, or its registration waiting for the store in the outbox)"
+            )
+        return str(version)
+
+    def record_candidate(self, version: str, scores: Sequence[float], conditions: Mapping[str, Any] | None) -> None:
+        retrying(record_candidate, self.client, self.name, version, scores, conditions)
+
+    def evidence(self, version: str) -> Evidence:
+        return Evidence.of(retrying(self.client.get_model_version, self.name, version))
+
+    def holder(self) -> Evidence | None:
+        """The evidence of the version holding the alias, ``None`` when there is none."""
+        holder = holder_version(self.client, self.name)
+        return None if holder is None else Evidence.of(holder)
+
+    def move(self, version: str, verdict: str, commit: str) -> str:
+        return move(self.client, self.name, version, verdict, commit)
+
+    def move_back(self, commit: str) -> str:
+        return move_back(self.client, self.name, commit)

@@ -1,5 +1,6 @@
-"""What the evaluate stage records in MLflow, beside its metrics: the experiment's description and
-key-metrics view, and the baselines' reference run.
+"""What the evaluate stage records beside its files (:func:`log_evaluation`): the parent run's metrics,
+the experiment's description and key-metrics view, the baselines' reference run, and
+TensorBoard's HPARAMS session.
 
 These live apart from :class:`~reservoir_dqn.tracking.Tracking` because they are about test
 results: the train stage never imports them, so a change to the saved view or to the
@@ -11,16 +12,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from reservoir_dqn.config import Config
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.results import Evaluation
 from reservoir_dqn.tracking import Tracking
+from reservoir_dqn.tracking.hparams import log_hparams
 from reservoir_dqn.tracking.store import retrying, set_experiment_tag
 from reservoir_dqn.tracking.views import experiment_tags
 
 log = logging.getLogger(__name__)
+
+
+def log_evaluation(
+    tracking: Tracking, evaluation: Evaluation, metrics: Mapping[str, float], tensorboard_dir: str | None
+) -> None:
+    """Record an evaluation: the experiment's view, the parent run's ``metrics``, the baselines, the HPARAMS session.
+
+    :param tensorboard_dir: the training's TensorBoard folder, relative to the project root (``None``: none).
+    """
+    describe_experiment(tracking, evaluation.headline)
+    if tracking.run is not None:
+        tracking.run.log_metrics(dict(metrics))
+        log_baselines(tracking, evaluation)
+    if tracking.config.tracking.tensorboard and tensorboard_dir:
+        log_hparams(tracking.root / tensorboard_dir, tracking.config, evaluation)
 
 
 def describe_experiment(tracking: Tracking, headline: Sequence[str]) -> None:
@@ -57,4 +74,4 @@ def log_baselines(tracking: Tracking, evaluation: Evaluation) -> None:
 
 
 def _env_hash(config: Config) -> str:
-    return hashlib.sha256(json.dumps(config.env.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:10]
+    return hashlib.sha256(json.dumps(config.env.current(), sort_keys=True).encode()).hexdigest()[:10]

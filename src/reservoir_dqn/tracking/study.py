@@ -137,3 +137,28 @@ def log_figures(store: Store, run_id: str, study: optuna.Study) -> None:
     best = study.best_trial
     retrying(store.client.log_metric, run_id, "tune/best_objective", float(best.value or 0.0), step=len(finished))
     retrying(store.client.set_tag, run_id, "best_trial", str(best.number))
+
+
+def end_trial_runs(store: Store, run_id: str, status: str) -> None:
+    """Mark a trial's run and its agents' runs ``status`` (``KILLED``: its worker stopped sending heartbeats)."""
+    query = f"tags.`mlflow.parentRunId` = '{run_id}'"  # the trial's agents
+    agents = retrying(store.client.search_runs, [store.experiment_id], filter_string=query)
+    for run in (run_id, *(agent.info.run_id for agent in agents)):
+        retrying(store.client.set_terminated, run, status=status)
+
+
+def mark_running(store: Store, run_id: str) -> None:
+    """Mark the study's run ``RUNNING`` again (a worker that stopped may have ended it meanwhile)."""
+    retrying(store.client.update_run, run_id, status="RUNNING")
+
+
+def record_invalid_trial(store: Store, name: str, tags: dict[str, str], parent: str | None, error: str) -> None:
+    """A failed run for a trial whose suggested values do not validate, with the reason as its note."""
+    note = {"mlflow.note.content": f"Invalid combination: {error}", "optuna_state": "invalid"}
+    run = retrying(
+        store.client.create_run,
+        store.experiment_id,
+        run_name=name,
+        tags={**tags, **note, "mlflow.parentRunId": parent or ""},
+    )
+    retrying(store.client.set_terminated, run.info.run_id, status="FAILED")
