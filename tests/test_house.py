@@ -75,7 +75,7 @@ def test_no_module_is_over_400_lines() -> None:
 
 
 def test_the_package_has_no_import_cycle() -> None:
-    """Package modules as a graph: an import of ``a.b`` is an edge to module ``a.b``, or to ``a`` when ``b`` is a name."""
+    """Modules as a graph: an import of ``a.b`` is an edge to module ``a.b``, or to ``a`` when ``b`` is a name."""
     names = {_name(path): path for path in _modules()}
     edges = {
         name: {
@@ -103,4 +103,3 @@ def test_the_package_has_no_import_cycle() -> None:
         if name not in state:
             visit(name, [name])
     assert cycles == [], f"import cycles: {cycles[:3]}"
-

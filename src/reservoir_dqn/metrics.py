@@ -38,6 +38,11 @@ class MetricGroup:
         """The namespaced name of one field, as MLflow and TensorBoard show it."""
         return f"{self.name}/{field}"
 
+    @property
+    def file(self) -> str:
+        """The training log's CSV file of this group (``dvc.yaml``'s plots read its columns)."""
+        return f"{self.name}.csv"
+
     def columns(self) -> list[str]:
         """Training-log CSV columns: the step, the agent (when per agent), then the fields."""
         return ["frames", *(["seed"] if self.per_agent else []), *self.fields]

@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from reservoir_dqn.metric_names import held_out_name, stat_name
 from reservoir_dqn.scoring import EXACT_GAP, REGRET, Reference
 from reservoir_dqn.statistics import Summary, summarize
 
 NETWORKS = ("final", "best")
-HELD_OUT = "held_out"  # the prefix of every held-out metric (HeldOut.metrics)
 
 
 @dataclass(frozen=True)
@@ -83,15 +83,15 @@ class HeldOut:
         final = self.dqn["final"]
         ratio, low, high = self.dqn_over_sdp["final"]
         values = {
-            f"{HELD_OUT}_score": final.score,
-            f"{HELD_OUT}_score_lo": final.score_lo,
-            f"{HELD_OUT}_score_hi": final.score_hi,
-            f"{HELD_OUT}_over_sdp": ratio,
-            f"{HELD_OUT}_over_sdp_lo": low,
-            f"{HELD_OUT}_over_sdp_hi": high,
+            held_out_name("score"): final.score,
+            held_out_name("score", "ci_low"): final.score_lo,
+            held_out_name("score", "ci_high"): final.score_hi,
+            held_out_name("over_sdp"): ratio,
+            held_out_name("over_sdp", "ci_low"): low,
+            held_out_name("over_sdp", "ci_high"): high,
         }
         return values | {
-            f"{HELD_OUT}_{name}": score.score
+            held_out_name(name): score.score
             for name, score in self.baselines.items()
             if name not in ("random", "foresight")
         }
@@ -213,11 +213,11 @@ class Evaluation:
         main, *others = self.headline
         summary = self.metric(main)
         values: dict[str, float | None] = {
-            main: summary.mean,
-            f"{main}_lo": summary.ci_low,
-            f"{main}_hi": summary.ci_high,
+            stat_name(main): summary.mean,
+            stat_name(main, "ci_low"): summary.ci_low,
+            stat_name(main, "ci_high"): summary.ci_high,
         }
-        values |= {name: self.metric(name).mean for name in others}
+        values |= {stat_name(name): self.metric(name).mean for name in others}
         values |= self.optimum_metrics()
         if self.held_out is not None:
             values |= self.held_out.metrics()
@@ -230,11 +230,11 @@ class Evaluation:
         values: dict[str, float] = {}
         if REGRET in final:
             regret = final[REGRET]
-            values[REGRET] = regret.mean
+            values[stat_name(REGRET)] = regret.mean
             if regret.ci_low is not None and regret.ci_high is not None:
-                values |= {f"{REGRET}_lo": regret.ci_low, f"{REGRET}_hi": regret.ci_high}
+                values |= {stat_name(REGRET, "ci_low"): regret.ci_low, stat_name(REGRET, "ci_high"): regret.ci_high}
         if EXACT_GAP in final:
-            values[EXACT_GAP] = final[EXACT_GAP].mean
+            values[stat_name(EXACT_GAP)] = final[EXACT_GAP].mean
         return values
 
     def to_json(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ evaluation runs it exactly like the trained agent.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -15,6 +16,24 @@ from tensordict.nn import TensorDictModuleBase
 from reservoir_dqn.envs.reservoir_model import ReservoirModel
 from reservoir_dqn.envs.reservoir_settings import ReservoirConfig
 from reservoir_dqn.envs.sdp import SDPSolution, solve
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a policy appears in the figures and their legends."""
+
+    label: str
+    color: str
+
+
+# Every policy's label and colour in the figures, declared once: the shipped agent and each baseline.
+POLICY_STYLES = {
+    "dqn": Style("DQN (shipped agent)", "tab:blue"),
+    "sdp": Style("SDP optimum", "tab:green"),
+    "sop": Style("standard operating policy", "tab:orange"),
+    "random": Style("random policy", "tab:gray"),
+    "foresight": Style("perfect foresight (the bound)", "tab:purple"),
+}
 
 
 class RandomPolicy(TensorDictModuleBase):

@@ -24,24 +24,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
+from reservoir_dqn.envs.baselines import POLICY_STYLES
 from reservoir_dqn.envs.policy_figures import policy_figures
 from reservoir_dqn.envs.reservoir_settings import ReservoirConfig
 from reservoir_dqn.envs.windows import HELD_OUT_PREFIX
 
 SECONDS_PER_MONTH = 365.25 / 12 * 86_400
-POLICY_COLORS = {
-    "dqn": "tab:blue",
-    "sdp": "tab:green",
-    "sop": "tab:orange",
-    "random": "tab:gray",
-    "foresight": "tab:purple",
-}
-POLICY_LABELS = {
-    "dqn": "DQN (shipped agent)",
-    "sdp": "SDP optimum",
-    "sop": "standard operating policy",
-    "foresight": "perfect foresight (the bound)",
-}
 COMPONENTS = {
     "reward_energy": ("energy", "tab:green"),
     "reward_deficit": ("supply shortfall", "tab:red"),
@@ -104,7 +92,7 @@ def trajectory(config: ReservoirConfig, rows: pd.DataFrame, episode: int = 0, fi
     :param first_year: the calendar year the episode starts in, when it is the actual record.
     """
     rows = rows[rows["episode"] == episode]
-    policies = [name for name in POLICY_COLORS if name in set(rows["policy"])]
+    policies = [name for name in POLICY_STYLES if name in set(rows["policy"])]
     figure, (storage, flows, spill) = plt.subplots(
         3, 1, figsize=(14, 9), sharex=True, height_ratios=(3, 3, 1.6), layout="constrained"
     )
@@ -112,7 +100,7 @@ def trajectory(config: ReservoirConfig, rows: pd.DataFrame, episode: int = 0, fi
     months = reference["step"].to_numpy()
     for name in policies:
         steps = rows[rows["policy"] == name]
-        color, label = POLICY_COLORS[name], POLICY_LABELS.get(name, name)
+        color, label = POLICY_STYLES[name].color, POLICY_STYLES[name].label
         storage.plot(steps["step"], steps["storage_hm3"], color=color, label=label)
         flows.step(steps["step"], steps["release_hm3"], where="mid", color=color, label=f"release, {label}")
     unit = config.unit_hm3
@@ -134,7 +122,7 @@ def trajectory(config: ReservoirConfig, rows: pd.DataFrame, episode: int = 0, fi
             steps["release_hm3"][short],
             marker="v",
             s=30,
-            color=POLICY_COLORS[name],
+            color=POLICY_STYLES[name].color,
             edgecolor="black",
             zorder=4,
         )
@@ -145,7 +133,9 @@ def trajectory(config: ReservoirConfig, rows: pd.DataFrame, episode: int = 0, fi
     for offset, name in enumerate(policies):
         steps = rows[rows["policy"] == name]
         position = steps["step"] + (offset - (len(policies) - 1) / 2) * width
-        spill.bar(position, steps["spill_hm3"], width=width, color=POLICY_COLORS[name], label=POLICY_LABELS.get(name))
+        spill.bar(
+            position, steps["spill_hm3"], width=width, color=POLICY_STYLES[name].color, label=POLICY_STYLES[name].label
+        )
     spill.set(title="Spill over the crest", ylabel="hm³ per month")
     _per_second(spill)
     _month_axis(spill, months, reference["month"].to_numpy(), first_year)
@@ -160,7 +150,7 @@ def release_targets(config: ReservoirConfig, rows: pd.DataFrame) -> Figure:
     """Share of months in which each release target was chosen, per policy, on the true release scale."""
     unit = config.unit_hm3
     levels = np.asarray(config.release_levels, dtype=float) * unit
-    policies = [name for name in POLICY_COLORS if name in set(rows["policy"])]
+    policies = [name for name in POLICY_STYLES if name in set(rows["policy"])]
     figure, ax = plt.subplots(figsize=(11, 4.5), layout="constrained")
     width = 0.8 * float(np.diff(levels).min()) / len(policies)
     for offset, name in enumerate(policies):
@@ -170,8 +160,8 @@ def release_targets(config: ReservoirConfig, rows: pd.DataFrame) -> Figure:
             levels + (offset - (len(policies) - 1) / 2) * width,
             share,
             width=width,
-            color=POLICY_COLORS[name],
-            label=POLICY_LABELS.get(name, name),
+            color=POLICY_STYLES[name].color,
+            label=POLICY_STYLES[name].label,
         )
     ax.set_xticks(levels, [f"{level:g}" for level in levels])
     ax.set(
@@ -186,10 +176,10 @@ def release_targets(config: ReservoirConfig, rows: pd.DataFrame) -> Figure:
 
 def reward_components(episodes: pd.DataFrame) -> Figure:
     """The mean test-episode reward of each policy, split into its weighted components."""
-    policies = [name for name in POLICY_COLORS if name in set(episodes["policy"])]
+    policies = [name for name in POLICY_STYLES if name in set(episodes["policy"])]
     means = episodes.groupby("policy")[[*COMPONENTS, "return"]].mean().loc[policies]
     figure, ax = plt.subplots(figsize=(10, 5), layout="constrained")
-    labels = [POLICY_LABELS.get(name, name).replace(" (shipped agent)", "\n(all agents)") for name in policies]
+    labels = [POLICY_STYLES[name].label.replace(" (shipped agent)", "\n(all agents)") for name in policies]
     positive, negative = np.zeros(len(policies)), np.zeros(len(policies))
     for component, (label, color) in COMPONENTS.items():
         values = means[component].to_numpy()

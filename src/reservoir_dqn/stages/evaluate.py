@@ -23,6 +23,7 @@ from reservoir_dqn.config import ENV_PARAMS, Config
 from reservoir_dqn.envs import EnvProfile, Episodes, profile
 from reservoir_dqn.evaluation import describe, exact_metrics, paired_regret, reference, run_agents
 from reservoir_dqn.files import OutputSet, write_csv, write_json
+from reservoir_dqn.metric_names import TRAIN_MINUTES, best_snapshot_name, stat_name
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.reoperation import evaluate_held_out, held_out_trajectories, held_out_windows
 from reservoir_dqn.results import NETWORKS, Evaluation, HeldOut
@@ -31,7 +32,6 @@ from reservoir_dqn.stages import stage_config, training_summary
 from reservoir_dqn.statistics import Summary
 from reservoir_dqn.summary import Training
 from reservoir_dqn.tracking.outcomes import log_evaluation
-from reservoir_dqn.tracking.views import TRAIN_MINUTES, best_snapshot_metric, eval_metric
 from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
 PATHS = ("agents", "train_metrics", "eval_metrics", "summary", "eval_episodes", "trajectories", "policy_states")
@@ -156,11 +156,11 @@ def tracked_metrics(evaluation: Evaluation, train_minutes: float) -> dict[str, f
     metrics: dict[str, float] = {}
     for name in evaluation.headline:
         summary = evaluation.metric(name)
-        metrics |= {eval_metric(name, "mean"): summary.mean, eval_metric(name, "iqm"): summary.iqm}
+        metrics |= {stat_name(name): summary.mean, stat_name(name, "iqm"): summary.iqm}
         if summary.ci_low is not None and summary.ci_high is not None:
-            metrics |= {eval_metric(name, "ci_low"): summary.ci_low, eval_metric(name, "ci_high"): summary.ci_high}
+            metrics |= {stat_name(name, "ci_low"): summary.ci_low, stat_name(name, "ci_high"): summary.ci_high}
     main = evaluation.headline[0]
-    metrics[best_snapshot_metric(main)] = evaluation.metric(main, "best").mean
+    metrics[best_snapshot_name(main)] = evaluation.metric(main, "best").mean
     metrics[TRAIN_MINUTES] = train_minutes
     metrics |= evaluation.optimum_metrics()
     if evaluation.held_out is not None:
@@ -255,7 +255,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     tracking.attach(trained.run_ids)
     with tracking.finishing():
         evaluation, episodes, trajectories, states = evaluate(config, Path(paths.agents), trained)
-        headline = evaluation.headline_metrics() | {"train_minutes": round(trained.train_time_s / 60, 2)}
+        headline = evaluation.headline_metrics() | {TRAIN_MINUTES: round(trained.train_time_s / 60, 2)}
         targets = [Path(getattr(paths, name)) for name in OUTPUTS]
         with OutputSet(targets) as outputs:
             eval_metrics, summary, eval_episodes, trajectories_csv, states_csv = (
@@ -268,7 +268,7 @@ def run(argv: Sequence[str] | None = None) -> None:
             write_csv(states_csv, states)
             if (changed := snapshot.check_unchanged("evaluate", PARAMS)) is not None:
                 raise StageFailed(changed)
-        metrics = tracked_metrics(evaluation, headline["train_minutes"] or 0.0)
+        metrics = tracked_metrics(evaluation, headline[TRAIN_MINUTES] or 0.0)
         log_evaluation(tracking, evaluation, metrics, trained.tensorboard_dir)
         published = (paths.eval_metrics, paths.summary, paths.eval_episodes, paths.policy_states)
         tracking.publish([(Path(path), None) for path in published])

@@ -16,6 +16,7 @@ the stage in one line naming it (exit status 4), and the previous figures stay a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,8 +35,12 @@ from matplotlib.figure import Figure
 from reservoir_dqn.commands import StageFailed, connect_tracking, run_stage
 from reservoir_dqn.config import ENV_PARAMS
 from reservoir_dqn.config.sections import PathsConfig
+from reservoir_dqn.curves import LEARNING, PROGRESS, VALIDATION
 from reservoir_dqn.envs import profile
+from reservoir_dqn.envs.baselines import POLICY_STYLES
+from reservoir_dqn.envs.profile import EPISODE, RETURN
 from reservoir_dqn.files import OutputSet, read_csv, read_json, write_atomic
+from reservoir_dqn.metrics import MetricGroup
 from reservoir_dqn.process import exit_process
 from reservoir_dqn.results import Evaluation
 from reservoir_dqn.scoring import REGRET
@@ -45,14 +50,61 @@ from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
 PATHS = ("train_log", "train_metrics", "eval_metrics", "eval_episodes", "trajectories", "policy_states", "plots")
 PARAMS = (*ENV_PARAMS, "tracking")  # the sections dvc.yaml lists for this stage
-POLICY_COLORS = {"sdp": "tab:green", "sop": "tab:orange", "random": "tab:gray"}
 AGENT_COLORS = plt.get_cmap("tab10")
 T = TypeVar("T")
-REQUIRED_LOG_GROUPS = ("progress",)  # the schedules, written from the first log point on
+REQUIRED_LOG_GROUPS = (PROGRESS,)  # the schedules, written from the first log point on
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A training curve as ``training_curves.png`` and ``dvc plots`` draw it: one field of a metric group.
+
+    :param template: DVC's template (``.dvc/plots/``): ``seeds`` draws a thin line per agent and their mean,
+        ``seeds_log`` the same on a log scale, ``simple`` one line (a group shared by all agents).
+    """
+
+    group: MetricGroup
+    field: str
+    title: str
+    y_label: str
+    template: str = "seeds"
+
+
+# The curves, declared once: the figure's panels and dvc.yaml's plots (tests/test_metric_names.py checks it).
+CURVES = (
+    Curve(VALIDATION, "score", "Validation score (0 random, 1 optimum)", "greedy validation score"),
+    Curve(EPISODE, "return", "Return of training episodes", "mean return of the episodes ended"),
+    Curve(LEARNING, "td_loss", "TD loss", "mean TD loss of the updates (log scale)", "seeds_log"),
+    Curve(LEARNING, "q_mean", "Greedy Q-value on collected states", "mean of max_a Q(s, a)"),
+    Curve(PROGRESS, "epsilon", "Exploration rate", "epsilon", "simple"),
+)
+X_LABEL = "frames collected per agent"
+TEST_RETURNS = "Test returns per policy"  # dvc.yaml's box plot of the evaluation's episodes
 # Which stage writes each input, for the line that says one is missing.
 WRITTEN_BY = {"train_log": "train", "train_metrics": "train"} | dict.fromkeys(
     ("eval_metrics", "eval_episodes", "trajectories", "policy_states"), "evaluate"
 )
+
+
+def dvc_plots() -> list[dict[str, dict[str, Any]]]:
+    """``dvc.yaml``'s plot definitions, from :data:`CURVES` (``tests/test_metric_names.py`` checks they are equal)."""
+    plots: list[dict[str, dict[str, Any]]] = [
+        {
+            curve.title: {
+                "template": curve.template,
+                "x": "frames",
+                "x_label": X_LABEL,
+                "y_label": curve.y_label,
+                "y": {f"${{paths.train_log}}/{curve.group.file}": curve.field},
+            }
+        }
+        for curve in CURVES
+    ]
+    returns = {"x": "policy", "x_label": "policy", "y_label": "test episode return"}
+    plots.append(
+        {TEST_RETURNS: {"template": "returns_by_policy", **returns, "y": {"${paths.eval_episodes}": RETURN.name}}}
+    )
+    return plots
 
 
 def _curve(ax: Axes, frame: pd.DataFrame, field: str, shipped: int, label: str) -> None:
@@ -75,28 +127,17 @@ def training_curves(log: dict[str, pd.DataFrame], trained: Training) -> Figure:
     """Validation score, training return, TD loss and Q-values per agent; epsilon and learning rate."""
     shipped = trained.shipped_agent
     figure, axes = plt.subplots(2, 3, figsize=(16, 8), sharex=True, layout="constrained")
-    panels = [
-        (
-            axes[0, 0],
-            "validation",
-            "score",
-            "Validation score (greedy, averaged weights)",
-            "score (0 random, 1 optimum)",
-        ),
-        (axes[0, 1], "episode", "return", "Return of training episodes (exploring)", "episode return"),
-        (axes[1, 0], "learning", "td_loss", "TD loss (mean over the interval's updates)", "Huber/L2 TD loss"),
-        (axes[1, 1], "learning", "q_mean", "Greedy Q-value on the states collected", "mean of max_a Q(s, a)"),
-    ]
-    for ax, group, field, title, ylabel in panels:
-        frame = log.get(group)
+    per_agent = [curve for curve in CURVES if curve.group.per_agent]
+    for ax, curve in zip((axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]), per_agent, strict=True):
+        frame = log.get(curve.group.name)
         if frame is not None and len(frame):
-            _curve(ax, frame, field, shipped, "agents")
-        ax.set(title=title, ylabel=ylabel)
-    axes[1, 0].set_yscale("log")
-    for axis in (axes[1, 0].yaxis,):  # plain numbers at every labelled tick, not 4 x 10^-2
-        axis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-        axis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
-    validation = log.get("validation")
+            _curve(ax, frame, curve.field, shipped, "agents")
+        ax.set(title=curve.title, ylabel=curve.y_label)
+        if curve.template == "seeds_log":
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))  # plain numbers, not 4 x 10^-2
+            ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+    validation = log.get(VALIDATION.name)
     if validation is not None and len(validation):
         network = trained.shipped_network
         agent = trained.agents[shipped]
@@ -111,7 +152,7 @@ def training_curves(log: dict[str, pd.DataFrame], trained: Training) -> Figure:
             va="bottom",
             fontsize=8,
         )
-    progress = log["progress"]
+    progress = log[PROGRESS.name]
     ax = axes[0, 2]
     ax.plot(progress["frames"], progress["epsilon"], color="tab:olive")
     ax.set(title="Exploration schedule", ylabel="exploration rate epsilon", ylim=(0, 1.02))
@@ -127,7 +168,7 @@ def training_curves(log: dict[str, pd.DataFrame], trained: Training) -> Figure:
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     for ax in axes[1]:
-        ax.set_xlabel("frames collected per agent")
+        ax.set_xlabel(X_LABEL)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if handles:  # one row above the panels: beside a panel it would crowd that panel's title
         figure.legend(handles, labels, loc="outside upper center", ncols=len(handles), fontsize=8, frameon=False)
@@ -140,7 +181,8 @@ def evaluation_returns(episodes: pd.DataFrame, evaluation: Evaluation) -> Figure
     for agent, rows in episodes[episodes["policy"] == "dqn"].groupby("agent"):
         groups.append((f"dqn\nseed {agent}", rows["return"].to_numpy(), AGENT_COLORS(int(agent) % 10)))
     for name, rows in episodes[episodes["policy"] != "dqn"].groupby("policy", sort=False):
-        groups.append((str(name), rows["return"].to_numpy(), POLICY_COLORS.get(str(name), "tab:gray")))
+        style = POLICY_STYLES.get(str(name))
+        groups.append((str(name), rows["return"].to_numpy(), style.color if style else "tab:gray"))
     figure, ax = plt.subplots(figsize=(1.3 * len(groups) + 3, 5), layout="constrained")
     ax.boxplot([values for _, values, _ in groups], showfliers=False, widths=0.5)
     rng = np.random.default_rng(0)  # jitter only: the points themselves are the data
@@ -177,7 +219,8 @@ def regret(episodes: pd.DataFrame, evaluation: Evaluation, optimum: str) -> Figu
         ax.scatter(index + rng.uniform(-0.15, 0.15, len(values)), values, s=6, alpha=0.4, color=color, zorder=3)
         ax.scatter([index], [values.mean()], marker="D", s=40, color="white", edgecolor="black", zorder=4)
     ax.scatter([], [], marker="D", s=40, color="white", edgecolor="black", label="mean")
-    ax.axhline(0.0, color=POLICY_COLORS.get(optimum, "black"), lw=1.2, label=f"{optimum} (0 by definition)")
+    style = POLICY_STYLES.get(optimum)
+    ax.axhline(0.0, color=style.color if style else "black", lw=1.2, label=f"{optimum} (0 by definition)")
     ax.set_xticks(range(1, len(groups) + 1), [f"{label}\nmean {values.mean():,.1f}" for label, values, _ in groups])
     summary = evaluation.metric(REGRET)
     interval = "" if summary.ci_low is None else f" [{summary.ci_low:,.1f}, {summary.ci_high:,.1f}]"
@@ -203,7 +246,7 @@ def read_training_log(folder: Path) -> dict[str, pd.DataFrame]:
         or a file cannot be read.
     """
     for group in REQUIRED_LOG_GROUPS:
-        _require(folder / f"{group}.csv", WRITTEN_BY["train_log"])
+        _require(folder / group.file, WRITTEN_BY["train_log"])
     return {path.stem: _read(read_csv, path) for path in sorted(folder.glob("*.csv"))}
 
 

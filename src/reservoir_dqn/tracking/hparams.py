@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 
 from reservoir_dqn.config import Config
 from reservoir_dqn.envs import PROFILES
+from reservoir_dqn.metric_names import stat_name, tensorboard_tag
 from reservoir_dqn.results import Evaluation
-from reservoir_dqn.tracking.views import eval_metric
 
 if TYPE_CHECKING:  # TensorBoard's modules are imported where the session is written
     from tensorboard.compat.proto import summary_pb2
@@ -63,7 +63,6 @@ DISPLAY_NAMES = {
 }
 # The statistics of each headline metric the tab shows (final networks), and their words.
 STATISTICS = {"mean": "", "ci_low": " low (95%)", "ci_high": " high (95%)"}
-TEST_GROUP = "test"
 
 HParamValue = float | int | str | bool
 
@@ -91,7 +90,7 @@ def display_name(key: str) -> str:
 
 def metric_tag(env: str, name: str, statistic: str) -> str:
     """The scalar tag of a test metric: ``reservoir/test/score``, ``reservoir/test/score_lo``, ..."""
-    return f"{env}/{TEST_GROUP}/{eval_metric(name, statistic)}"
+    return tensorboard_tag(env, stat_name(name, statistic))
 
 
 def _metric_tags() -> list[tuple[str, str]]:
@@ -182,4 +181,4 @@ def log_hparams(folder: Path, config: Config, evaluation: Evaluation) -> None:
                     writer.add_scalar(metric_tag(evaluation.env, name, statistic), value, global_step=0)
         if evaluation.held_out is not None:  # scalars beside the test metrics; the tab's columns are every env's
             for name, value in evaluation.held_out.metrics().items():
-                writer.add_scalar(f"{evaluation.env}/{TEST_GROUP}/{name}", value, global_step=0)
+                writer.add_scalar(tensorboard_tag(evaluation.env, name), value, global_step=0)

@@ -50,14 +50,14 @@ class CsvSink:
 
     def __init__(self, folder: Path, groups: Sequence[MetricGroup], resume_from: int | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        expected = {f"{group.name}.csv" for group in groups}
+        expected = {group.file for group in groups}
         for stale in folder.glob("*.csv"):  # a group this configuration does not have (another environment's)
             if stale.name not in expected:
                 stale.unlink()
         self._files: dict[str, IO[str]] = {}
         self._writers: dict[str, Any] = {}
         for group in groups:
-            path = folder / f"{group.name}.csv"
+            path = folder / group.file
             kept = _rows_up_to(path, group.columns(), resume_from) if resume_from is not None else None
             file = path.open("w", newline="", encoding="utf-8")
             writer = csv.writer(file)

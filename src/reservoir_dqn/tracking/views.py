@@ -22,13 +22,11 @@ import json
 import math
 from collections.abc import Sequence
 
+from reservoir_dqn.metric_names import TRAIN_MINUTES, best_snapshot_name, stat_name
 from reservoir_dqn.tracking.naming import RUN_KIND, RunKind
 
 KEY_VIEW = "key-metrics"  # the share key of the view
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
-TRAIN_MINUTES = "train_minutes"
-# The suffix of each statistic over seeds: the names of metrics/summary.json (the mean has none).
-STATISTIC_SUFFIXES = {"mean": "", "ci_low": "_lo", "ci_high": "_hi", "iqm": "_iqm"}
 # The runs table's own columns, first and always shown (their column ids in MLflow 3.17's UI).
 FIXED_COLUMNS = {"attributes.`Run Name`": 200, "runDateAndNestInfo": 150, "duration": 80}
 BUDGET_COLUMN = "tags.`budget`"
@@ -38,28 +36,15 @@ BUDGET_WIDTH = 170  # px: "100,000 frames x 5 seeds"
 CHARACTER_PX, HEADER_PAD_PX, SORT_ARROW_PX = 5.3, 38, 16
 
 
-def eval_metric(name: str, statistic: str) -> str:
-    """A parent run's test metric: ``score`` (the mean over seeds), ``score_lo``, ``score_hi``, ``score_iqm``.
-
-    :param statistic: ``mean``, ``ci_low``, ``ci_high`` or ``iqm`` (keys of :data:`STATISTIC_SUFFIXES`).
-    """
-    return name + STATISTIC_SUFFIXES[statistic]
-
-
-def best_snapshot_metric(name: str) -> str:
-    """The mean over seeds of ``name`` for the best-validated snapshots, next to the final networks' mean."""
-    return f"best_snapshot_{name}"
-
-
 def key_metrics(headline: Sequence[str]) -> list[str]:
     """The key view's metrics in reading order: the main one, its interval, the best snapshots', the others, time."""
     main, *others = headline
     return [
-        eval_metric(main, "mean"),
-        eval_metric(main, "ci_low"),
-        eval_metric(main, "ci_high"),
-        best_snapshot_metric(main),
-        *(eval_metric(name, "mean") for name in others),
+        stat_name(main),
+        stat_name(main, "ci_low"),
+        stat_name(main, "ci_high"),
+        best_snapshot_name(main),
+        *(stat_name(name) for name in others),
         TRAIN_MINUTES,
     ]
 
@@ -97,7 +82,7 @@ def experiment_tags(experiment_id: str, headline: Sequence[str]) -> dict[str, st
     main, *others = headline
     note = (
         f"**[Compare experiments]({key_view_link(experiment_id)})**: the pipeline runs, best {main} first, "
-        f"with its 95% interval over seeds ({eval_metric(main, 'ci_low')}..{eval_metric(main, 'ci_high')}), "
+        f"with its 95% interval over seeds ({stat_name(main, 'ci_low')}..{stat_name(main, 'ci_high')}), "
         f"the best snapshots' {main}, {''.join(f'{name}, ' for name in others)}and training time.\n\n"
         "DQN agents of reservoir_dqn: a parent run per pipeline execution (named by what it changed against "
         "its baseline; params, test metrics with 95% intervals over seeds, figures, model), a child run per "
