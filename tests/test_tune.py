@@ -31,6 +31,7 @@ from reservoir_dqn.process import Terminated
 from reservoir_dqn.tracking import study as study_module
 from reservoir_dqn.tracking.store import Store, retrying
 from reservoir_dqn.tracking.study import study_run
+from reservoir_dqn.tuning import objective as trial_module
 from tests.conftest import wait_for, write_params
 from tests.servers import MlflowServer, PostgresServer, free_port, postgres_binaries
 
@@ -236,7 +237,6 @@ def test_two_workers_start_together_on_a_fresh_embedded_store(tmp_path: Path) ->
 
 def test_trials_train_with_master_seeds_disjoint_from_the_pipelines(tiny_config, monkeypatch) -> None:
     """Trial n's master seed is TUNE_SEED_BASE + n, above every seed params.yaml accepts."""
-    from reservoir_dqn import tune
     from reservoir_dqn.config import TUNE_SEED_BASE, ConfigError, load_config
 
     seeds: list[int] = []
@@ -248,9 +248,9 @@ def test_trials_train_with_master_seeds_disjoint_from_the_pipelines(tiny_config,
         seeds.append(config.seed)
         raise Stop
 
-    monkeypatch.setattr(tune, "start", capture)
+    monkeypatch.setattr(trial_module, "start", capture)
     study = optuna.create_study(direction="maximize")
-    objective = tune.Objective(tiny_config.source, ["train.min_replay_size=256"], tiny_config, None, None)
+    objective = trial_module.Objective(tiny_config.source, ["train.min_replay_size=256"], tiny_config, None, None)
     for _ in range(2):
         trial = study.ask()
         with pytest.raises(Stop):
@@ -270,13 +270,14 @@ def test_a_trials_name_shows_its_values_briefly() -> None:
         "dqn.tau": SearchDimension(distribution="categorical", choices=(0.0001, 0.05)),
     }
     values = {"dqn.lr": 0.0003, "dqn.gamma": 0.9712345, "dqn.n_steps": 3, "dqn.batch_size": 128, "dqn.tau": 0.0001}
-    assert tune.trial_name(7, values, space) == "trial 7: lr=3e-4, gamma=0.971, n_steps=3, batch_size=128, tau=0.0001"
+    named = trial_module.trial_name(7, values, space)
+    assert named == "trial 7: lr=3e-4, gamma=0.971, n_steps=3, batch_size=128, tau=0.0001"
     both = {"dqn.lr": space["dqn.lr"], "optim.lr": space["dqn.lr"], "dqn.gamma": space["dqn.gamma"]}
     assert (
-        tune.trial_name(0, {"dqn.lr": 3.123e-4, "optim.lr": 1e-3, "dqn.gamma": 0.97}, both)
+        trial_module.trial_name(0, {"dqn.lr": 3.123e-4, "optim.lr": 1e-3, "dqn.gamma": 0.97}, both)
         == "trial 0: dqn.lr=3.12e-4, optim.lr=1e-3, gamma=0.97"
     )
-    shown = [tune.compact(value) for value in (0.97, 0.0123, 0.001, 1.0, 123.456, 150000.0, -0.5, 0.0, 1e-5)]
+    shown = [trial_module.compact(value) for value in (0.97, 0.0123, 0.001, 1.0, 123.456, 150000.0, -0.5, 0.0, 1e-5)]
     assert shown == ["0.97", "0.0123", "1e-3", "1", "123", "1.5e5", "-0.5", "0", "1e-5"]
 
 
@@ -326,7 +327,7 @@ def test_a_study_is_tracked_in_its_own_experiment_and_ends_finished(tmp_path: Pa
     assert study_run.info.run_name == "tune: lr-sweep" and study_run.info.status == "FINISHED"
     study = _load(f"sqlite:///{project / 'optuna.db'}", "lr-sweep")
     space = load_config(project / "params.yaml").tune.space
-    names = {trial.number: tune.trial_name(trial.number, trial.params, space) for trial in study.trials}
+    names = {trial.number: trial_module.trial_name(trial.number, trial.params, space) for trial in study.trials}
     assert {int(run.data.tags["optuna_trial"]): run.info.run_name for run in trial_runs} == names
     assert all(run.info.status == "FINISHED" for run in trial_runs)  # complete or pruned
     assert _env_runs(uri) == []
@@ -351,7 +352,7 @@ def test_an_interrupted_or_failed_worker_ends_the_study_run_and_its_trial(
     optuna_state: TrialState,
 ) -> None:
     _, uri = _tracked_project(project, 1, empty_store)
-    monkeypatch.setattr(tune, "train", _fake_train(outcome))
+    monkeypatch.setattr(trial_module, "train", _fake_train(outcome))
     assert tune.main([]) == exit_status
     study_run, (trial_run,) = _study_runs(uri, "reservoir-dqn")
     assert (study_run.info.status, trial_run.info.status) == (run_status, run_status)
@@ -364,7 +365,7 @@ def test_the_study_run_stays_running_while_another_worker_runs_a_trial(
 ) -> None:
     """A worker that ends leaves the shared run RUNNING to the worker that ends last."""
     _, uri = _tracked_project(project, 1, empty_store)
-    monkeypatch.setattr(tune, "train", _fake_train(None))
+    monkeypatch.setattr(trial_module, "train", _fake_train(None))
     monkeypatch.setattr(study_module, "log_figures", lambda *args: None)  # seconds of plotting, tested with PostgreSQL
     storage = f"sqlite:///{project / 'optuna.db'}"
     other = optuna.create_study(study_name="reservoir-dqn", storage=storage, direction="maximize").ask()
