@@ -17,13 +17,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import profile
 from reservoir_dqn.exits import Exit
-from reservoir_dqn.stages import evaluate, plot, train
+from reservoir_dqn.files import file_digest
+from reservoir_dqn.stages import evaluate, export, plot, train
 from reservoir_dqn.tracking import Tracking, experiment_name, registered_model_name
 from reservoir_dqn.tracking.naming import identify
 from reservoir_dqn.tracking.outcomes import describe_experiment
 from reservoir_dqn.tracking.registry import _fluent_store
-from reservoir_dqn.tracking.runs import PipelineRun
-from reservoir_dqn.tracking.sinks import MlflowSink
+from reservoir_dqn.tracking.runs import MlflowSink, PipelineRun
 from reservoir_dqn.tracking.store import connect
 from reservoir_dqn.tracking.views import KEY_VIEW, VIEW_TAG_PREFIX, experiment_tags
 from tests.conftest import wait_for, write_params
@@ -212,6 +212,34 @@ def test_tracking_disabled_writes_no_store(project: Path) -> None:
     assert json.loads((project / "metrics/train.json").read_text())["run_ids"] == {}
 
 
+@pytest.mark.slow
+def test_the_plain_files_backend_records_the_runs_the_stages_make(project: Path) -> None:
+    """The second backend behind the same Tracking: the runs as JSON and CSV, no MLflow store anywhere."""
+    files = {"tracking.enabled": True, "tracking.backend": "files", "tracking.tensorboard": False}
+    write_params(project / "params.yaml", **files, **{"tracking.log_interval_frames": 200})
+    assert train.main([]) == 0 and evaluate.main([]) == 0 and plot.main([]) == 0 and export.main([]) == 0
+    ids = _run_ids(project)
+    folder = project / "file-runs" / ids["parent"]
+    run = json.loads((folder / "run.json").read_text())
+    assert run["status"] == "FINISHED" and run["tags"]["run_kind"] == "pipeline" and run["tags"]["seeds"] == "2"
+    assert run["params"]["dqn.gamma"] == load_config(project / "params.yaml").dqn.gamma
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert all(run["metrics"][name] == pytest.approx(value, rel=1e-3) for name, value in summary.items())
+    assert run["metrics"]["baselines/sdp/score"] == 1.0  # the baselines beside the run's own metrics
+    assert sorted(run["children"]) == sorted([ids["seed-0"], ids["seed-1"]])
+    curve = (folder / "curves/seed-0.csv").read_text().splitlines()
+    steps = [line.split(",")[0] for line in curve if ",learning/td_loss," in line]
+    assert curve[0] == "step,key,value" and steps == ["200", "400", "600", "800"]  # a point per log interval
+    for artifact in ("eval.json", "summary.json", "figures/training_curves.png", "onnx/policy.onnx"):
+        assert (folder / "artifacts" / artifact).is_file(), artifact
+    release = json.loads((folder / "artifacts/model.json").read_text())
+    assert (
+        release["digest"] == file_digest(project / "models/policy.onnx")
+        and "storage_over_capacity" in release["example"]
+    )
+    assert not (project / "mlflow.db").exists() and not (project / "mlartifacts").exists()
+
+
 def test_a_checkpoint_continued_under_another_name_gets_runs_of_its_own(project: Path) -> None:
     """A finished training continued with a larger budget: new runs named for it; the old keep FINISHED."""
     tracking = Tracking.connect(load_config(project / "params.yaml", ["tracking.enabled=true"]))
@@ -245,7 +273,7 @@ def test_a_lost_store_keeps_the_values_in_the_outbox_and_catches_up(project: Pat
         real(self, values)
 
     monkeypatch.setattr(PipelineRun, "send_metrics", flaky)
-    monkeypatch.setattr("reservoir_dqn.tracking.sinks.FLUSH_SECONDS", 0.1)
+    monkeypatch.setattr("reservoir_dqn.tracking.runs.FLUSH_SECONDS", 0.1)
     sink = MlflowSink(run)
     from reservoir_dqn.curves import PROGRESS
     from reservoir_dqn.metrics import Record

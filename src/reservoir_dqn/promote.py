@@ -74,6 +74,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     config: Config = config_from_args(args)
     if not (config.tracking.enabled and config.tracking.register_model):
         raise StageFailed("tracking.enabled and tracking.register_model must be on to promote a model", Exit.BAD_INPUT)
+    if config.tracking.backend != "mlflow":
+        raise StageFailed(
+            f"tracking.backend: {config.tracking.backend} has no model registry; promote needs mlflow", Exit.BAD_INPUT
+        )
     paths = config.paths
     commit = committed_commit(
         [config.source, Path("dvc.lock"), Path(paths.train_metrics), Path(paths.eval_metrics)]

@@ -152,7 +152,11 @@ class ChampionBudget(Section):
 class TrackingConfig(Section):
     """Experiment tracking: MLflow runs and model registry, TensorBoard event files."""
 
-    enabled: bool = Field(description="Log every stage to one MLflow parent run per pipeline execution.")
+    enabled: bool = Field(description="Log every stage to one parent run per pipeline execution (a child per agent).")
+    backend: Literal["mlflow", "files"] = Field(
+        description="Where the runs are recorded: 'mlflow' (a store, embedded SQLite or a server, with the model "
+        "registry) or 'files' (plain JSON and CSV under <root>/file-runs/: no server, no registry)."
+    )
     uri: str = Field(description="MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db.")
     tensorboard: bool = Field(description="Write TensorBoard event files under <root>/runs/.")
     register_model: bool = Field(

@@ -32,7 +32,7 @@ from reservoir_dqn.workspace import ParamsSnapshot, trained_params
 PATHS = ("model", "agents", "checkpoints", "train_log", "train_metrics")
 OUTPUTS = ("model", "agents", "train_log", "train_metrics")  # written as a set, after training
 # The params dvc.yaml lists for this stage: the sections that make a training, and the tracking keys
-# that change what it writes (whether runs exist, the TensorBoard folder, the curves' points). The
+# that change what it writes (whether runs exist and where, the TensorBoard folder, the curves' points). The
 # connection (uri, connect_timeout_s), the registry and the champion budget change no result.
 PARAMS = (
     "seed",
@@ -40,6 +40,7 @@ PARAMS = (
     "dqn",
     "train",
     "tracking.enabled",
+    "tracking.backend",
     "tracking.tensorboard",
     "tracking.log_interval_frames",
 )

@@ -1,10 +1,13 @@
-"""Experiment tracking: MLflow runs and registry, TensorBoard, the CSV training log.
+"""Experiment tracking: the runs of a pipeline execution (MLflow, or plain files), TensorBoard, the CSV training log.
 
-A package of one concern per module: :mod:`.store` (where the store is, connecting to it,
-the experiment), :mod:`.runs` (the parent and child runs of a pipeline execution and their
-outbox), :mod:`.sinks` (CSV, TensorBoard, MLflow), :mod:`.naming` (what a run is called) and
-:mod:`.registry` (the model registry and its champion). :class:`Tracking` is what a stage
-holds: it connects first (failing fast), then opens or joins the runs.
+A package of one concern per module: :mod:`.store` (where the MLflow store is, connecting to
+it, the experiment), :mod:`.runs` (the parent and child runs of a pipeline execution in
+MLflow, and their outbox), :mod:`.files` (the same runs as plain files: the second backend,
+``tracking.backend: files``), :mod:`.sinks` (CSV, TensorBoard, MLflow), :mod:`.naming` (what a
+run is called) and :mod:`.registry` (the model registry and its champion). :class:`Tracking`
+is what a stage holds, whichever backend records the runs (a :class:`Run`): it connects
+first (failing fast), then opens or joins the runs. Nothing outside this package imports
+MLflow (``tests/test_house.py``).
 """
 
 from __future__ import annotations
@@ -14,14 +17,14 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reservoir_dqn.config import Config
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.metrics import MetricGroup, Sink
 from reservoir_dqn.process import interruption
 from reservoir_dqn.tracking.naming import RunIdentity, identify
-from reservoir_dqn.tracking.sinks import CsvSink, MlflowSink, TensorBoardSink
+from reservoir_dqn.tracking.sinks import CsvSink, TensorBoardSink
 from reservoir_dqn.tracking.store import (
     Store,
     TrackingMisconfigured,
@@ -33,20 +36,93 @@ from reservoir_dqn.tracking.store import (
 )
 
 if TYPE_CHECKING:  # the MLflow modules are imported only once a store answered (mlflow takes a second)
-    from reservoir_dqn.tracking.runs import ModelPublisher, PipelineRun
+    from reservoir_dqn.tracking.runs import ModelPublisher
 
 log = logging.getLogger(__name__)
 
 
+class RunInfo(Protocol):
+    """A run's name and status, as its backend holds them now."""
+
+    @property
+    def run_name(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+
+class Run(Protocol):
+    """The parent run and per-agent child runs of one pipeline execution, in either backend.
+
+    :class:`~reservoir_dqn.tracking.runs.PipelineRun` (MLflow) and
+    :class:`~reservoir_dqn.tracking.files.FileRun` (plain files) are the two.
+    """
+
+    @property
+    def parent_id(self) -> str: ...
+
+    @property
+    def run_ids(self) -> dict[str, str]: ...
+
+    def info(self) -> RunInfo: ...
+
+    def set_status(self, status: str) -> None: ...
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+
+    def tag(self, name: str) -> str | None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None: ...
+
+    def publish(
+        self, artifacts: Sequence[tuple[Path, str | None]] = (), model: Mapping[str, Any] | None = None
+    ) -> bool: ...
+
+    def catch_up(self) -> int: ...
+
+    def sink(self) -> Sink:
+        """Where the agents' training curves go in this backend."""
+        ...
+
+
 class Tracking:
-    """One stage's tracking: the connected store (``None`` when tracking is off) and the pipeline's runs."""
+    """One stage's tracking: the connected MLflow store (``None`` when off or plain files) and the pipeline's runs."""
 
     def __init__(self, config: Config, store: Store | None, root: Path) -> None:
         self.config = config
         self.store = store
         self.root = root
-        self.run: PipelineRun | None = None
+        self.files = config.tracking.enabled and config.tracking.backend == "files"  # the plain-files backend
+        self.run: Run | None = None
         self.identity: RunIdentity = identify(config, root)
+
+    @property
+    def backend(self) -> str:
+        """What the notices call the backend."""
+        return "file-runs" if self.files else "MLflow"
+
+    def _existing(self, run_ids: Mapping[str, str], model_logger: ModelPublisher | None) -> Run | None:
+        if self.files:
+            from reservoir_dqn.tracking.files import FileRun
+
+            return FileRun.existing(self.root, run_ids)
+        from reservoir_dqn.tracking.runs import PipelineRun
+
+        assert self.store is not None
+        return PipelineRun.existing(self.store, run_ids, model_logger)
+
+    def _create(self, name: str, tags: Mapping[str, str], parent_of: str | None) -> Run:
+        description, agents = self.identity.description, self.config.train.seeds
+        if self.files:
+            from reservoir_dqn.tracking.files import FileRun
+
+            return FileRun.create(self.root, name, description, tags, agents, parent_of)
+        from reservoir_dqn.tracking.runs import PipelineRun
+
+        assert self.store is not None
+        return PipelineRun.create(self.store, name, description, tags, agents, None, parent_of)
 
     @classmethod
     def connect(cls, config: Config, experiment: str | None = None) -> Tracking:
@@ -75,11 +151,9 @@ class Tracking:
         :param tags: more tags for the new runs.
         :param name: the run's name, instead of what changed against the baseline.
         """
-        if self.store is None:
+        if self.store is None and not self.files:
             return {}
-        from reservoir_dqn.tracking.runs import PipelineRun
-
-        self.run = PipelineRun.existing(self.store, run_ids, None) if run_ids else None
+        self.run = self._existing(run_ids, None) if run_ids else None
         continued = None
         if self.run is not None and (info := self.run.info()).run_name != (name or self.identity.name):
             continued, self.run = self.run, None
@@ -87,23 +161,19 @@ class Tracking:
                 continued.set_status("KILLED")
         if self.run is not None:
             self.run.set_status("RUNNING")
-            log.info(f"MLflow: continuing run {self.run.parent_id} ({self.identity.name})")
+            log.info(f"{self.backend}: continuing run {self.run.parent_id} ({self.identity.name})")
         else:
-            self.run = PipelineRun.create(
-                self.store,
+            self.run = self._create(
                 name or self.identity.name,
-                self.identity.description,
                 {
                     **self.identity.tags(self.config),
                     **(tags or {}),
                     **({"continues_run": continued.parent_id} if continued is not None else {}),
                 },
-                self.config.train.seeds,
-                None,
                 parent_of,
             )
             self.run.log_params(self.config.flat())
-            log.info(f"MLflow: run {self.run.parent_id} ({self.identity.name})")
+            log.info(f"{self.backend}: run {self.run.parent_id} ({self.identity.name})")
         self.run.catch_up()
         return self.run.run_ids
 
@@ -112,13 +182,11 @@ class Tracking:
 
         :param model_logger: what publishes a model release (the export stage's registry).
         """
-        if self.store is None:
+        if self.store is None and not self.files:
             return
-        from reservoir_dqn.tracking.runs import PipelineRun
-
-        self.run = PipelineRun.existing(self.store, run_ids, model_logger)
+        self.run = self._existing(run_ids, model_logger)
         if self.run is None:
-            log.warning("MLflow: the training run is unknown to this store; this stage is not tracked")
+            log.warning(f"{self.backend}: the training run is unknown to this store; this stage is not tracked")
             return
         self.run.set_status("RUNNING")
         self.run.catch_up()
@@ -136,7 +204,7 @@ class Tracking:
         *,
         tensorboard: bool = True,
     ) -> list[Sink]:
-        """The CSV training log, TensorBoard (when on, and wanted) and MLflow (when connected).
+        """The CSV training log, TensorBoard (when on, and wanted) and the runs' backend (when tracking).
 
         :param tensorboard: ``False``: no TensorBoard folder (a tuning trial's curves are its MLflow run's).
         """
@@ -145,7 +213,7 @@ class Tracking:
         if tensorboard and self.config.tracking.tensorboard:
             sinks.append(TensorBoardSink(self.tensorboard_dir(ids), self.config.train.seeds, env=self.config.env.name))
         if self.run is not None:
-            sinks.append(MlflowSink(self.run))
+            sinks.append(self.run.sink())
         return sinks
 
     def publish(

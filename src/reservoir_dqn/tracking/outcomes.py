@@ -55,21 +55,23 @@ def describe_experiment(tracking: Tracking, headline: Sequence[str]) -> None:
 
 
 def log_baselines(tracking: Tracking, evaluation: Evaluation) -> None:
-    """The baselines' results, logged once per environment configuration in a reference run, linked by tag.
-
-    They are the same for every run of the same environment and test seeds, so they are
-    not repeated in each run.
+    """The baselines' results: in MLflow, logged once per environment configuration in a reference run, linked by
+    tag (they are the same for every run of the same environment and test seeds, so they are not repeated in each
+    run); in plain files, beside the run's own metrics (``baselines/<policy>/<metric>``).
     """
     if tracking.run is None:
+        return
+    metrics = {
+        f"{policy}/{name}": value for policy, values in evaluation.baselines.items() for name, value in values.items()
+    }
+    if tracking.store is None:
+        tracking.run.log_metrics({f"baselines/{key}": value for key, value in metrics.items()})
         return
     from reservoir_dqn.tracking.runs import reference_run
 
     config = tracking.config
     key = f"{config.env.name}-{_env_hash(config)}-{evaluation.first_seed}-{evaluation.episodes}"
-    metrics = {
-        f"{policy}/{name}": value for policy, values in evaluation.baselines.items() for name, value in values.items()
-    }
-    reference = reference_run(tracking.run.store, key, f"baselines ({config.env.name})", metrics)
+    reference = reference_run(tracking.store, key, f"baselines ({config.env.name})", metrics)
     tracking.run.set_tags({"baselines_run": reference})
 
 

@@ -1,4 +1,5 @@
-"""The MLflow runs of one pipeline execution, and the outbox that keeps what a lost store did not take.
+"""The MLflow runs of one pipeline execution, their training curves, and the outbox that keeps what a lost store
+did not take.
 
 One **parent run** per pipeline execution holds the params, the evaluation's aggregate
 metrics with their intervals, the figures and the registered model; one **child run** per agent (seed)
@@ -16,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunInfo, RunTag
@@ -29,7 +31,13 @@ from reservoir_dqn.errors import first_line
 from reservoir_dqn.tracking.naming import RUN_KIND, RunKind
 from reservoir_dqn.tracking.store import Store, retrying
 
+if TYPE_CHECKING:
+    import torch
+
+    from reservoir_dqn.metrics import Record
+
 OUTBOX_FOLDER = ".mlflow-outbox"
+FLUSH_SECONDS = 2.0  # the MLflow sink sends what has accumulated at least this often
 BATCH_LIMIT = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 PARAM_LIMIT = 100  # ... and 100 params
 
@@ -246,6 +254,10 @@ class PipelineRun:
         with contextlib.suppress(Exception):
             self.set_tags({"sync_status": "complete"})
 
+    def sink(self) -> MlflowSink:
+        """The agents' training curves, sent to their child runs from a background thread."""
+        return MlflowSink(self)
+
     def info(self) -> RunInfo:
         """The parent run's name, status and times, as the store holds them now."""
         return retrying(self.client.get_run, self.parent_id).info
@@ -258,6 +270,75 @@ class PipelineRun:
                     retrying(self.client.update_run, run_id, status="RUNNING")
                 else:
                     retrying(self.client.set_terminated, run_id, status=status)
+
+
+class MlflowSink:
+    """Sends the curves to the agents' MLflow child runs from a background thread, in batches.
+
+    ``emit`` only enqueues, so training never waits on the store. The thread sends what
+    accumulated every ``FLUSH_SECONDS``. When the store fails, it says so once, puts the
+    values in the run's outbox, keeps trying and replays the outbox as soon as the store
+    answers; ``close`` leaves what could not be sent in the outbox.
+    """
+
+    def __init__(self, run: PipelineRun) -> None:
+        self.run = run
+        self._queue: queue.Queue[MetricValue | None] = queue.Queue()
+        self._failed = False
+        self._thread = threading.Thread(target=self._work, name="mlflow-sink", daemon=True)
+        self._thread.start()
+
+    def emit(self, records: Sequence[Record], histograms: Sequence[torch.Tensor]) -> None:
+        stamp = int(time.time() * 1000)
+        for record in records:
+            for agent, row in record.rows:
+                runs = self.run.child_ids if agent is None else [self.run.child_ids[agent]]
+                for run_id in runs:
+                    for field, value in row.items():
+                        self._queue.put((run_id, record.group.key(field), value, stamp, record.step))
+
+    def _work(self) -> None:
+        closing = False
+        while not closing:
+            pending: list[MetricValue] = []
+            deadline = time.monotonic() + FLUSH_SECONDS
+            while not closing:
+                try:
+                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+                except queue.Empty:
+                    break
+                if item is None:
+                    closing = True
+                else:
+                    pending.append(item)
+            self._send(pending)
+
+    def _send(self, values: list[MetricValue]) -> None:
+        try:
+            if values:
+                self.run.send_metrics(values)
+            elif self._failed:
+                self.run.probe()
+        except Exception as error:  # noqa: BLE001 - any store failure: keep the values, keep training
+            self.run.outbox.add([{"kind": "metrics", "values": [list(value) for value in values]}] if values else [])
+            if not self._failed:
+                self._failed = True
+                log.warning(
+                    f"MLflow: logging failed ({first_line(error)}); training continues, metrics are kept in "
+                    f"{self.run.outbox.path} and re-sent when the store answers"
+                )
+            return
+        if self._failed:
+            self._failed = False
+            log.info(f"MLflow: the tracking store answers again; catching up run {self.run.parent_id}")
+        if self.run.outbox:
+            self.run.catch_up()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+        if self.run.outbox:
+            self.run.mark_incomplete()
 
 
 def reference_run(store: Store, key: str, name: str, metrics: Mapping[str, float]) -> str:

@@ -1,4 +1,5 @@
-"""Where the training curves go: the CSV training log, TensorBoard and MLflow.
+"""Where the training curves go: the CSV training log and TensorBoard (the runs' backend has its own sink:
+:class:`~reservoir_dqn.tracking.runs.MlflowSink`, :class:`~reservoir_dqn.tracking.files.FileCurveSink`).
 
 Every sink receives the same records (:class:`~reservoir_dqn.metrics.Record`: a metric group
 at a step, a row per agent) and derives its names from the group: ``logs/train/<group>.csv``
@@ -14,24 +15,17 @@ from __future__ import annotations
 
 import csv
 import logging
-import queue
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import torch
 
-from reservoir_dqn.errors import first_line
 from reservoir_dqn.metrics import MetricGroup, Record
 
-if TYPE_CHECKING:  # MLflow, TensorBoard and pandas are imported only where they are used
+if TYPE_CHECKING:  # TensorBoard and pandas are imported only where they are used
     import pandas as pd
 
-    from reservoir_dqn.tracking.runs import MetricValue, PipelineRun
-
-FLUSH_SECONDS = 2.0  # the MLflow sink sends what has accumulated at least this often
 ACTIONS = "policy/actions"  # TensorBoard histogram of the actions taken since the previous point
 
 log = logging.getLogger(__name__)
@@ -135,72 +129,3 @@ class TensorBoardSink:
     def close(self) -> None:
         for writer in self._writers:
             writer.close()
-
-
-class MlflowSink:
-    """Sends the curves to the agents' MLflow child runs from a background thread, in batches.
-
-    ``emit`` only enqueues, so training never waits on the store. The thread sends what
-    accumulated every ``FLUSH_SECONDS``. When the store fails, it says so once, puts the
-    values in the run's outbox, keeps trying and replays the outbox as soon as the store
-    answers; ``close`` leaves what could not be sent in the outbox.
-    """
-
-    def __init__(self, run: PipelineRun) -> None:
-        self.run = run
-        self._queue: queue.Queue[MetricValue | None] = queue.Queue()
-        self._failed = False
-        self._thread = threading.Thread(target=self._work, name="mlflow-sink", daemon=True)
-        self._thread.start()
-
-    def emit(self, records: Sequence[Record], histograms: Sequence[torch.Tensor]) -> None:
-        stamp = int(time.time() * 1000)
-        for record in records:
-            for agent, row in record.rows:
-                runs = self.run.child_ids if agent is None else [self.run.child_ids[agent]]
-                for run_id in runs:
-                    for field, value in row.items():
-                        self._queue.put((run_id, record.group.key(field), value, stamp, record.step))
-
-    def _work(self) -> None:
-        closing = False
-        while not closing:
-            pending: list[MetricValue] = []
-            deadline = time.monotonic() + FLUSH_SECONDS
-            while not closing:
-                try:
-                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
-                except queue.Empty:
-                    break
-                if item is None:
-                    closing = True
-                else:
-                    pending.append(item)
-            self._send(pending)
-
-    def _send(self, values: list[MetricValue]) -> None:
-        try:
-            if values:
-                self.run.send_metrics(values)
-            elif self._failed:
-                self.run.probe()
-        except Exception as error:  # noqa: BLE001 - any store failure: keep the values, keep training
-            self.run.outbox.add([{"kind": "metrics", "values": [list(value) for value in values]}] if values else [])
-            if not self._failed:
-                self._failed = True
-                log.warning(
-                    f"MLflow: logging failed ({first_line(error)}); training continues, metrics are kept in "
-                    f"{self.run.outbox.path} and re-sent when the store answers"
-                )
-            return
-        if self._failed:
-            self._failed = False
-            log.info(f"MLflow: the tracking store answers again; catching up run {self.run.parent_id}")
-        if self.run.outbox:
-            self.run.catch_up()
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=60)
-        if self.run.outbox:
-            self.run.mark_incomplete()

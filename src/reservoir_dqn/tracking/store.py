@@ -216,12 +216,12 @@ class Store:
 
 
 def connect(config: Config, root: Path | None = None, experiment: str | None = None) -> Store | None:
-    """Connect to the configured store (``None`` when tracking is off); fail fast and in one line.
+    """Connect to the configured MLflow store (``None`` when tracking is off or not MLflow); fail fast, in one line.
 
     :param experiment: the MLflow experiment to work in, instead of the environment's
         (:func:`experiment_name`); a tuning study has its own.
     """
-    if not config.tracking.enabled:
+    if not config.tracking.enabled or config.tracking.backend != "mlflow":
         return None
     root = root or project_root()
     uri = tracking_uri(config.tracking.uri, root)
