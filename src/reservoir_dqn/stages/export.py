@@ -50,6 +50,7 @@ from reservoir_dqn.process import exit_process
 from reservoir_dqn.results import Evaluation
 from reservoir_dqn.stages import stage_config, training_summary
 from reservoir_dqn.summary import Training
+from reservoir_dqn.tracking.naming import Tag
 from reservoir_dqn.workspace import ParamsSnapshot, mismatch_with_training
 
 PATHS = ("model", "train_metrics", "eval_metrics", "onnx")
@@ -213,7 +214,7 @@ def run(argv: Sequence[str] | None = None) -> None:
             if (changed := snapshot.check_unchanged("export", PARAMS)) is not None:
                 raise StageFailed(changed)
         if tracking.run is not None:
-            commit = tracking.run.tag("git_commit") or tracking.identity.commit
+            commit = tracking.run.tag(Tag.GIT_COMMIT) or tracking.identity.commit
             card = model_card(
                 trained.run_name or tracking.identity.name, commit, trained, evaluation, fields, output, values.tolist()
             )

@@ -23,7 +23,7 @@ from reservoir_dqn.config import Config
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.metrics import MetricGroup, Sink
 from reservoir_dqn.process import interruption
-from reservoir_dqn.tracking.naming import RunIdentity, identify
+from reservoir_dqn.tracking.naming import RunIdentity, Tag, identify
 from reservoir_dqn.tracking.sinks import CsvSink, TensorBoardSink
 from reservoir_dqn.tracking.store import (
     Store,
@@ -168,7 +168,7 @@ class Tracking:
                 {
                     **self.identity.tags(self.config),
                     **(tags or {}),
-                    **({"continues_run": continued.parent_id} if continued is not None else {}),
+                    **({Tag.CONTINUES_RUN: continued.parent_id} if continued is not None else {}),
                 },
                 parent_of,
             )

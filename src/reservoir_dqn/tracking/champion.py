@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from reservoir_dqn.statistics import MIN_SEEDS, compare
+from reservoir_dqn.tracking.naming import Tag
 from reservoir_dqn.tracking.store import Store, registered_model_name, retrying
 
 if TYPE_CHECKING:
@@ -45,9 +46,9 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 HISTORY_TAG = "champion_history"
 HISTORY_KEPT = 30  # entries of the history tag (the description keeps every line)
-STATUS_TAG = "champion_status"  # candidate | champion | former champion
-SCORES_TAG = "seed_scores"
-CONDITIONS_TAG = "conditions_digest"
+STATUS_TAG = Tag.CHAMPION_STATUS  # candidate | champion | former champion
+SCORES_TAG = Tag.SEED_SCORES
+CONDITIONS_TAG = Tag.CONDITIONS_DIGEST
 
 
 def conditions_digest(conditions: Mapping[str, Any] | None) -> str:
@@ -78,8 +79,8 @@ class Evidence:
             str(version.version),
             scores,
             tags.get(CONDITIONS_TAG, ""),
-            _integer(tags.get("total_frames")),
-            _integer(tags.get("seeds")),
+            _integer(tags.get(Tag.TOTAL_FRAMES)),
+            _integer(tags.get(Tag.SEEDS)),
         )
 
     @property
@@ -254,7 +255,7 @@ class ChampionRegistry:
                 f"the committed run {run_id} is not in this MLflow store: point tracking.uri (or MLFLOW_TRACKING_URI) "
                 "at the store it was trained against"
             ) from None
-        version = run.data.tags.get("model_version")
+        version = run.data.tags.get(Tag.MODEL_VERSION)
         if version is None:
             raise LookupError(
                 f"the committed run {run_id} has no registered model version: the export stage registers it "

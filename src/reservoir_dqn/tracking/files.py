@@ -32,7 +32,7 @@ import torch
 
 from reservoir_dqn.files import write_json
 from reservoir_dqn.metrics import Record
-from reservoir_dqn.tracking.naming import RUN_KIND, RunKind
+from reservoir_dqn.tracking.naming import RUN_KIND, RunKind, Tag
 
 FOLDER = "file-runs"  # under the tracking root
 
@@ -75,7 +75,7 @@ class FileRun:
         children = {
             f"{parent}-seed-{index}": {
                 "name": f"{name} · seed {index}",
-                "tags": {**tags, RUN_KIND: RunKind.AGENT, "seed_index": str(index)},
+                "tags": {**tags, RUN_KIND: RunKind.AGENT, Tag.SEED_INDEX: str(index)},
             }
             for index in range(agents)
         }

@@ -19,7 +19,38 @@ import yaml
 
 from reservoir_dqn.config import Config, flatten
 
-RUN_KIND = "run_kind"  # the tag every run of this package carries: one of RunKind
+
+class Tag(StrEnum):
+    """Every tag this package puts on a run or a model version, declared once (searches and views read them)."""
+
+    RUN_KIND = "run_kind"  # every run: one of RunKind
+    GIT_COMMIT = "git_commit"  # a pipeline run: the commit it ran at, and its baseline, experiment and budget
+    BASELINE_REV = "baseline_rev"
+    DVC_EXP_NAME = "dvc_exp_name"
+    ENV = "env"
+    SEEDS = "seeds"
+    TOTAL_FRAMES = "total_frames"
+    BUDGET = "budget"
+    CHANGED = "changed"
+    PARAMS_HASH = "params_hash"
+    CONTINUES_RUN = "continues_run"  # the run whose checkpoints a larger budget continued
+    SEED_INDEX = "seed_index"  # an agent's run: which seed
+    SYNC_STATUS = "sync_status"  # complete | incomplete: whether the outbox still holds something
+    SYNC_OUTBOX = "sync_outbox"
+    BASELINES_RUN = "baselines_run"  # the reference run of the baselines' results
+    REFERENCE_KEY = "reference_key"  # a baselines' run: the configuration it measured
+    MODEL_VERSION = "model_version"  # the registered version of the run's policy
+    ONNX_SHA256 = "onnx_sha256"  # a model version: its file's digest (one file, one version)
+    CHAMPION_STATUS = "champion_status"  # a model version: candidate | champion | former champion
+    SEED_SCORES = "seed_scores"  # a model version: each seed's test score, the champion's evidence
+    CONDITIONS_DIGEST = "conditions_digest"  # ... and what they were measured under
+    OPTUNA_STUDY = "optuna_study"  # a tuning study's run and its trials
+    OPTUNA_STORAGE = "optuna_storage"
+    OPTUNA_TRIAL = "optuna_trial"
+    OPTUNA_STATE = "optuna_state"  # a trial: complete, pruned, killed, failed, invalid
+
+
+RUN_KIND = Tag.RUN_KIND  # the tag every run of this package carries: one of RunKind
 
 
 class RunKind(StrEnum):
@@ -50,15 +81,15 @@ class RunIdentity:
     def tags(self, config: Config) -> dict[str, str]:
         return {
             "mlflow.source.git.commit": self.commit,
-            "git_commit": self.commit,
-            "baseline_rev": self.baseline_rev,
-            "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
-            "env": config.env.name,
-            "seeds": str(config.train.seeds),
-            "total_frames": str(config.train.total_frames),
-            "budget": f"{config.train.total_frames:,} frames x {config.train.seeds} seeds",
-            "changed": ", ".join(f"{key}={new}" for key, (_, new) in self.changes.items()) or "nothing",
-            "params_hash": config.training_hash[:12],
+            Tag.GIT_COMMIT: self.commit,
+            Tag.BASELINE_REV: self.baseline_rev,
+            Tag.DVC_EXP_NAME: os.environ.get("DVC_EXP_NAME", ""),
+            Tag.ENV: config.env.name,
+            Tag.SEEDS: str(config.train.seeds),
+            Tag.TOTAL_FRAMES: str(config.train.total_frames),
+            Tag.BUDGET: f"{config.train.total_frames:,} frames x {config.train.seeds} seeds",
+            Tag.CHANGED: ", ".join(f"{key}={new}" for key, (_, new) in self.changes.items()) or "nothing",
+            Tag.PARAMS_HASH: config.training_hash[:12],
         }
 
 

@@ -19,6 +19,7 @@ from reservoir_dqn.errors import first_line
 from reservoir_dqn.results import Evaluation
 from reservoir_dqn.tracking import Tracking
 from reservoir_dqn.tracking.hparams import log_hparams
+from reservoir_dqn.tracking.naming import Tag
 from reservoir_dqn.tracking.store import retrying, set_experiment_tag
 from reservoir_dqn.tracking.views import experiment_tags
 
@@ -72,7 +73,7 @@ def log_baselines(tracking: Tracking, evaluation: Evaluation) -> None:
     config = tracking.config
     key = f"{config.env.name}-{_env_hash(config)}-{evaluation.first_seed}-{evaluation.episodes}"
     reference = reference_run(tracking.store, key, f"baselines ({config.env.name})", metrics)
-    tracking.run.set_tags({"baselines_run": reference})
+    tracking.run.set_tags({Tag.BASELINES_RUN: reference})
 
 
 def _env_hash(config: Config) -> str:

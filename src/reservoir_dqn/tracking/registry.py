@@ -31,13 +31,14 @@ from reservoir_dqn.card import Release
 from reservoir_dqn.files import file_digest
 from reservoir_dqn.tracking import served_policy
 from reservoir_dqn.tracking.champion import record_candidate
+from reservoir_dqn.tracking.naming import Tag
 from reservoir_dqn.tracking.runs import PipelineRun
 from reservoir_dqn.tracking.store import registered_model_name, retrying
 
 log = logging.getLogger(__name__)
 SERVING_REQUIREMENTS = ("mlflow", "onnxruntime", "numpy", "pandas")  # what loading the model imports, pinned below
-RUN_TAGS = ("budget", "changed", "seeds", "total_frames", "env", "git_commit", "mlflow.runName")
-DIGEST_TAG = "onnx_sha256"  # the registered file's digest: one file, one version
+RUN_TAGS = (Tag.BUDGET, Tag.CHANGED, Tag.SEEDS, Tag.TOTAL_FRAMES, Tag.ENV, Tag.GIT_COMMIT, "mlflow.runName")
+DIGEST_TAG = Tag.ONNX_SHA256  # the registered file's digest: one file, one version
 
 
 def signature(release: Release) -> ModelSignature:
@@ -107,7 +108,7 @@ class ModelLogger:
                 label = "run_name" if key == "mlflow.runName" else key
                 retrying(run.client.set_model_version_tag, name, version, label, tags[key])
         record_candidate(run.client, name, version, release.scores, release.conditions)
-        run.set_tags({"model_version": version})
+        run.set_tags({Tag.MODEL_VERSION: version})
         log.info(
             f"MLflow: {name} version {version} is this run's policy; serve it with `mlflow models serve -m "
             f"models:/{name}/{version} --env-manager local` (MLFLOW_TRACKING_URI={run.store.uri})"

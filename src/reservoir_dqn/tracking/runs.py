@@ -28,7 +28,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunInfo, RunTag
 
 from reservoir_dqn.errors import first_line
-from reservoir_dqn.tracking.naming import RUN_KIND, RunKind
+from reservoir_dqn.tracking.naming import RUN_KIND, RunKind, Tag
 from reservoir_dqn.tracking.store import Store, retrying
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class PipelineRun:
         parent_id = parent.info.run_id
         children = []
         for index in range(agents):
-            child_tags = {**tags, "mlflow.parentRunId": parent_id, RUN_KIND: RunKind.AGENT, "seed_index": str(index)}
+            child_tags = {**tags, "mlflow.parentRunId": parent_id, RUN_KIND: RunKind.AGENT, Tag.SEED_INDEX: str(index)}
             child = retrying(client.create_run, store.experiment_id, run_name=f"{name} · seed {index}", tags=child_tags)
             children.append(child.info.run_id)
         return cls(store, parent_id, children, model_logger)
@@ -248,11 +248,11 @@ class PipelineRun:
 
     def mark_incomplete(self) -> None:
         with contextlib.suppress(Exception):
-            self.set_tags({"sync_status": "incomplete", "sync_outbox": str(self.outbox.path)})
+            self.set_tags({Tag.SYNC_STATUS: "incomplete", Tag.SYNC_OUTBOX: str(self.outbox.path)})
 
     def mark_synced(self) -> None:
         with contextlib.suppress(Exception):
-            self.set_tags({"sync_status": "complete"})
+            self.set_tags({Tag.SYNC_STATUS: "complete"})
 
     def sink(self) -> MlflowSink:
         """The agents' training curves, sent to their child runs from a background thread."""
@@ -343,12 +343,12 @@ class MlflowSink:
 
 def reference_run(store: Store, key: str, name: str, metrics: Mapping[str, float]) -> str:
     """The id of the run tagged ``reference_key=key``, created with ``metrics`` if there is none yet."""
-    query = f"tags.reference_key = '{key}'"
+    query = f"tags.{Tag.REFERENCE_KEY} = '{key}'"
     found = retrying(store.client.search_runs, [store.experiment_id], filter_string=query, max_results=1)
     if found:
         return str(found[0].info.run_id)
     tags = {
-        "reference_key": key,
+        Tag.REFERENCE_KEY: key,
         RUN_KIND: RunKind.BASELINES,
         "mlflow.note.content": "Baseline policies on the test seeds.",
     }

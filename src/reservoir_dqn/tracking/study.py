@@ -21,10 +21,10 @@ from optuna.trial import TrialState
 
 from reservoir_dqn.errors import first_line
 from reservoir_dqn.process import Terminated
-from reservoir_dqn.tracking.naming import RUN_KIND, RunKind
+from reservoir_dqn.tracking.naming import RUN_KIND, RunKind, Tag
 from reservoir_dqn.tracking.store import Store, retrying
 
-STUDY_TAG = "optuna_study"
+STUDY_TAG = Tag.OPTUNA_STUDY
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def study_run(store: Store, study: str, storage: str, wait_s: float = 60.0) -> s
             found = existing()
     if found:
         return str(found[0].info.run_id)
-    tags = {STUDY_TAG: study, RUN_KIND: RunKind.STUDY, "optuna_storage": storage}
+    tags: dict[str, str] = {STUDY_TAG: study, RUN_KIND: RunKind.STUDY, Tag.OPTUNA_STORAGE: storage}
     mine = retrying(store.client.create_run, store.experiment_id, run_name=f"tune: {study}", tags=tags)
     # The oldest visible run wins, the creator's included: a worker that waited in vain (a creator
     # slower than wait_s) made one first, and both must end up with the same run.
@@ -154,7 +154,7 @@ def mark_running(store: Store, run_id: str) -> None:
 
 def record_invalid_trial(store: Store, name: str, tags: dict[str, str], parent: str | None, error: str) -> None:
     """A failed run for a trial whose suggested values do not validate, with the reason as its note."""
-    note = {"mlflow.note.content": f"Invalid combination: {error}", "optuna_state": "invalid"}
+    note = {"mlflow.note.content": f"Invalid combination: {error}", Tag.OPTUNA_STATE: "invalid"}
     run = retrying(
         store.client.create_run,
         store.experiment_id,

@@ -29,14 +29,14 @@ from reservoir_dqn.process import Terminated
 from reservoir_dqn.session import start
 from reservoir_dqn.statistics import iqm
 from reservoir_dqn.tracking import Tracking
-from reservoir_dqn.tracking.naming import RUN_KIND, RunKind
+from reservoir_dqn.tracking.naming import RUN_KIND, RunKind, Tag
 from reservoir_dqn.tracking.store import Store, project_root
 from reservoir_dqn.tracking.study import STUDY_TAG, mark_running, record_invalid_trial
 from reservoir_dqn.training import train
 from reservoir_dqn.tuning.storage import RUN_ATTRIBUTE
 
 log = logging.getLogger(__name__)
-TRIAL_TAG = "optuna_trial"
+TRIAL_TAG = Tag.OPTUNA_TRIAL
 INTERRUPTIONS = (KeyboardInterrupt, Terminated)  # Ctrl-C and SIGTERM: the runs end KILLED
 
 
@@ -108,7 +108,11 @@ class Objective:
         suggested = suggest(trial, self.config.tune)
         space = self.config.tune.space
         name = trial_name(trial.number, {key: trial.params[key] for key in space}, space)
-        tags = {STUDY_TAG: trial.study.study_name, TRIAL_TAG: str(trial.number), RUN_KIND: RunKind.TRIAL}
+        tags: dict[str, str] = {
+            STUDY_TAG: trial.study.study_name,
+            TRIAL_TAG: str(trial.number),
+            RUN_KIND: RunKind.TRIAL,
+        }
         try:
             config = load_config(self.params, [*self.overrides, *self.config.tune.overrides, *suggested])
         except ConfigError as error:
@@ -156,7 +160,7 @@ class Objective:
         """Log the trial's end; its runs get the state as a tag, the objective, and ``status``."""
         log.info(f"trial {trial.number}: {state}" + ("" if value is None else f", objective {value:.4f}"))
         if tracking.run is not None:
-            tracking.run.set_tags({"optuna_state": state.split(" ")[0]})
+            tracking.run.set_tags({Tag.OPTUNA_STATE: state.split(" ")[0]})
             if value is not None:
                 tracking.run.log_metrics({"tune/objective": value})
             tracking.finish(status)
