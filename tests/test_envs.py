@@ -95,3 +95,14 @@ def test_an_environment_registered_with_a_settings_section_of_its_own_is_validat
 def test_a_settings_section_is_one_model_and_another_environment_cannot_take_it() -> None:
     with pytest.raises(ValueError, match=r"env.reservoir is already the section of ReservoirConfig"):
         register_settings("reservoir", IdentitySettings)
+
+
+def test_a_misspelled_settings_section_is_refused_in_one_line(tmp_path: Path) -> None:
+    write_params(tmp_path / "params.yaml", **{"env.reservior": {"capacity": 30}})
+    config = load_config(tmp_path / "params.yaml")
+    with pytest.raises(
+        ConfigError, match=r"^env.reservior is no environment's settings section \(did you mean 'env.reservoir'"
+    ):
+        profile(config.env)
+    with pytest.raises(ConfigError, match=r"^env.nosuch: missing section$"):
+        config.env.settings(IdentitySettings, "nosuch")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
+import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -18,15 +20,17 @@ from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import profile
 from reservoir_dqn.exits import Exit
 from reservoir_dqn.files import file_digest
+from reservoir_dqn.metrics import MetricGroup, Record
 from reservoir_dqn.stages import evaluate, export, plot, train
 from reservoir_dqn.tracking import Tracking, experiment_name, registered_model_name
-from reservoir_dqn.tracking.naming import identify
+from reservoir_dqn.tracking.files import FileRun
+from reservoir_dqn.tracking.naming import _changes, identify
 from reservoir_dqn.tracking.outcomes import describe_experiment
 from reservoir_dqn.tracking.registry import _fluent_store
 from reservoir_dqn.tracking.runs import MlflowSink, PipelineRun
 from reservoir_dqn.tracking.store import connect
 from reservoir_dqn.tracking.views import KEY_VIEW, VIEW_TAG_PREFIX, experiment_tags
-from tests.conftest import wait_for, write_params
+from tests.conftest import REPO, wait_for, write_params
 from tests.servers import MlflowServer, free_port
 
 TRACKED = {"tracking.enabled": True, "tracking.tensorboard": True}
@@ -297,3 +301,25 @@ def test_pointing_the_fluent_api_at_a_store_leaves_no_uri_behind(tmp_path: Path,
         assert mlflow.get_registry_uri() == f"sqlite:///{tmp_path / 'first.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'second.db'}")
     assert mlflow.get_tracking_uri() == mlflow.get_registry_uri() == f"sqlite:///{tmp_path / 'second.db'}"
+
+
+def test_a_run_is_named_by_the_changes_to_its_own_environments_settings_only() -> None:
+    """A CartPole run against the reservoir's params.yaml changed its name, not env.section nor the reservoir."""
+    baseline = yaml.safe_load((REPO / "params.yaml").read_text())
+    cartpole = ["env.name=CartPole-v1", "env.section=gym", "env.reservoir.capacity=41", "env.gym.reference_return=450"]
+    changes = _changes(load_config(REPO / "params.yaml", cartpole), baseline)
+    assert sorted(changes) == ["env.gym.reference_return", "env.name"]
+
+
+def test_the_files_backend_keeps_an_uninterrupted_runs_curves_on_resume(tmp_path: Path) -> None:
+    """The points logged after the checkpoint by the process that stopped are dropped when training resumes."""
+    run = FileRun.create(tmp_path, "run", "a run", {}, 2, None)
+    group = MetricGroup("group", ("value",))
+    run.sink(None).emit([Record.of(group, step, {"value": torch.tensor([1.0, 2.0])}) for step in (10, 20, 30)], [])
+    run.sink(20)  # the stopped process had logged step 30 after its checkpoint at 20
+    rows = (run.folder / "curves/seed-1.csv").read_text().splitlines()
+    assert rows == ["step,key,value", "10,group/value,2.0", "20,group/value,2.0"]
+    run.set_status("FINISHED")
+    record = json.loads((run.folder / "run.json").read_text())
+    assert record["status"] == "FINISHED" and {child["status"] for child in record["children"].values()} == {"FINISHED"}
+    assert FileRun.existing(tmp_path, run.run_ids) is not None and FileRun.existing(tmp_path, {"parent": "x"}) is None

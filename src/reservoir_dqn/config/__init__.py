@@ -7,9 +7,15 @@ configuration and its cross-section rules, and :mod:`.loading` reads the file sa
 applies ``--set`` overrides and turns any problem into a one-line :class:`ConfigError`.
 """
 
-from reservoir_dqn.config.environments import ENV_PARAMS, SETTINGS, EnvConfig, register_settings
+from reservoir_dqn.config.environments import (
+    ENV_PARAMS,
+    SETTINGS,
+    EnvConfig,
+    register_settings,
+    unregister_settings,
+)
+from reservoir_dqn.config.errors import ConfigError
 from reservoir_dqn.config.loading import (
-    ConfigError,
     add_config_arguments,
     config_from_args,
     load_config,
@@ -51,4 +57,5 @@ __all__ = [
     "read_params",
     "register_settings",
     "split_override",
+    "unregister_settings",
 ]

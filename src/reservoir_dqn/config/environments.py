@@ -14,11 +14,13 @@ the reservoir's settings does not re-run a CartPole experiment.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from reservoir_dqn.config.errors import ConfigError
 from reservoir_dqn.config.sections import PositiveInt, Section
 
 Settings = TypeVar("Settings", bound=BaseModel)
@@ -36,6 +38,11 @@ def register_settings(section: str, model: type[BaseModel]) -> None:
     if SETTINGS.get(section, model) is not model:
         raise ValueError(f"env.{section} is already the section of {SETTINGS[section].__name__}, not {model.__name__}")
     SETTINGS[section] = model
+
+
+def unregister_settings(section: str) -> None:
+    """Forget the model of ``env.<section>``."""
+    SETTINGS.pop(section, None)
 
 
 class EnvConfig(Section):
@@ -77,14 +84,33 @@ class EnvConfig(Section):
         return dict(self.model_extra or {})
 
     def settings(self, model: type[Settings], section: str | None = None) -> Settings:
-        """``env.<section>`` (default: ``env.section``) as ``model``; ValueError with one line if it is invalid."""
+        """``env.<section>`` (default: ``env.section``) as ``model``; a :class:`ConfigError` in one line if invalid.
+
+        The loader validated it already when ``model`` was registered then (:func:`register_settings`);
+        otherwise it is validated here.
+        """
         section = section or self.section
         value = self.sections().get(section)
         if value is None:
-            raise ValueError(f"env.{section}: missing section")
+            raise ConfigError(f"env.{section}: missing section")
         if isinstance(value, model):
             return value
-        return model.model_validate(value.model_dump(mode="json") if isinstance(value, BaseModel) else value)
+        try:
+            return model.model_validate(value.model_dump(mode="json") if isinstance(value, BaseModel) else value)
+        except ValidationError as error:
+            first = error.errors(include_url=False)[0]
+            key = ".".join(["env", section, *(str(part) for part in first["loc"])])
+            raise ConfigError(f"{key}: {first['msg']}") from None
+
+    def check_sections(self) -> None:
+        """Refuse a settings section no environment registered (a misspelled ``env.reservior``), in one line."""
+        for key in self.sections():
+            if key not in SETTINGS:
+                close = difflib.get_close_matches(key, list(SETTINGS), n=1, cutoff=0.6)
+                hint = f" (did you mean 'env.{close[0]}'?)" if close else ""
+                known = ", ".join(SETTINGS)
+                raise ConfigError(f"env.{key} is no environment's settings section{hint}; sections: {known}")
+            self.settings(SETTINGS[key], key)
 
     def with_settings(self, section: str, settings: BaseModel) -> EnvConfig:
         """A copy whose ``env.<section>`` is ``settings``."""

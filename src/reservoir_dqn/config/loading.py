@@ -20,12 +20,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from reservoir_dqn.config.environments import SETTINGS
+from reservoir_dqn.config.errors import ConfigError
 from reservoir_dqn.config.sections import DEFAULT_PARAMS
 from reservoir_dqn.config.tree import Config
-
-
-class ConfigError(ValueError):
-    """A bad parameter file or override; the message is one line for the user."""
 
 
 class _Yaml12Loader(yaml.SafeLoader):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from reservoir_dqn.config import ConfigError, EnvConfig, register_settings
+from reservoir_dqn.config import ConfigError, EnvConfig, register_settings, unregister_settings
 from reservoir_dqn.envs.cartpole import cartpole_profile
 from reservoir_dqn.envs.gym_profile import GymProfile, gym_settings, import_packages
 from reservoir_dqn.envs.profile import EnvProfile, Episodes, Metric
@@ -36,12 +36,19 @@ def register(env_profile: EnvProfile, *, replace: bool = False) -> EnvProfile:
 
 
 def unregister(name: str) -> None:
-    """Forget the profile ``name`` (a Gymnasium id gets the generic profile again when next asked for)."""
-    PROFILES.pop(name, None)
+    """Forget the profile ``name`` (a Gymnasium id gets the generic profile again when next asked for), and its
+    section's model when no other profile reads that section."""
+    removed = PROFILES.pop(name, None)
+    if removed is not None and all(other.section != removed.section for other in PROFILES.values()):
+        unregister_settings(removed.section)
 
 
 def profile(config: EnvConfig) -> EnvProfile:
-    """The profile of the environment ``config.name``, its spec checked (one-line :class:`ConfigError` if unusable)."""
+    """The profile of the environment ``config.name``, its spec checked (one-line :class:`ConfigError` if unusable).
+
+    Every settings section of ``env`` is checked too: a section no environment registered is
+    refused (a misspelling), and each registered one must be valid, whenever params.yaml was loaded.
+    """
     if config.name not in PROFILES and config.name.startswith(NAMED):
         register(ReservoirProfile(config.name))
     if config.name not in PROFILES:
@@ -56,6 +63,7 @@ def profile(config: EnvConfig) -> EnvProfile:
             )
         register(GymProfile(config.name))
     env_profile = PROFILES[config.name]
+    config.check_sections()  # after env.gym.packages registered theirs
     env_profile.check(config)
     if config.section != env_profile.section:
         raise ConfigError(

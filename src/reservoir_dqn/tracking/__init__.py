@@ -2,9 +2,10 @@
 
 A package of one concern per module: :mod:`.store` (where the MLflow store is, connecting to
 it, the experiment), :mod:`.runs` (the parent and child runs of a pipeline execution in
-MLflow, and their outbox), :mod:`.files` (the same runs as plain files: the second backend,
-``tracking.backend: files``), :mod:`.sinks` (CSV, TensorBoard, MLflow), :mod:`.naming` (what a
-run is called) and :mod:`.registry` (the model registry and its champion). :class:`Tracking`
+MLflow, their curves and their outbox), :mod:`.files` (the same runs as plain files: the second
+backend, ``tracking.backend: files``), :mod:`.sinks` (the CSV training log, TensorBoard),
+:mod:`.naming` (what a run is called, its kinds and tags) and :mod:`.registry` (the model
+registry; :mod:`.champion`, its champion). :class:`Tracking`
 is what a stage holds, whichever backend records the runs (a :class:`Run`): it connects
 first (failing fast), then opens or joins the runs. Nothing outside this package imports
 MLflow (``tests/test_house.py``).
@@ -82,8 +83,8 @@ class Run(Protocol):
 
     def catch_up(self) -> int: ...
 
-    def sink(self) -> Sink:
-        """Where the agents' training curves go in this backend."""
+    def sink(self, resumed_from: int | None) -> Sink:
+        """Where the agents' training curves go in this backend (points after ``resumed_from`` are dropped first)."""
         ...
 
 
@@ -213,7 +214,7 @@ class Tracking:
         if tensorboard and self.config.tracking.tensorboard:
             sinks.append(TensorBoardSink(self.tensorboard_dir(ids), self.config.train.seeds, env=self.config.env.name))
         if self.run is not None:
-            sinks.append(self.run.sink())
+            sinks.append(self.run.sink(resumed_from))
         return sinks
 
     def publish(
@@ -241,7 +242,7 @@ class Tracking:
             try:
                 self.finish(status)
             except Exception as tracking_error:  # noqa: BLE001 - keep the stage's own error
-                log.warning(f"MLflow: could not mark the runs {status} ({first_line(tracking_error)})")
+                log.warning(f"{self.backend}: could not mark the runs {status} ({first_line(tracking_error)})")
             raise
         self.finish()
 

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 CHAMPION = "champion"
-HISTORY_TAG = "champion_history"
+HISTORY_TAG = Tag.CHAMPION_HISTORY
 HISTORY_KEPT = 30  # entries of the history tag (the description keeps every line)
 STATUS_TAG = Tag.CHAMPION_STATUS  # candidate | champion | former champion
 SCORES_TAG = Tag.SEED_SCORES

@@ -5,7 +5,7 @@
 
 - ``run.json``: the parent run's name, description, status, params, tags and metrics (the
   evaluation's aggregates, named as in ``metrics/summary.json``), and its child runs, one per
-  agent, with theirs;
+  agent, with their names, statuses and tags;
 - ``curves/seed-<k>.csv``: each agent's training curves (``step``, ``key``, ``value``; the keys
   MLflow shows, ``validation/score``);
 - ``artifacts/``: what the stages publish (the evaluation files, the figures, the ONNX policy
@@ -75,6 +75,7 @@ class FileRun:
         children = {
             f"{parent}-seed-{index}": {
                 "name": f"{name} · seed {index}",
+                "status": "RUNNING",
                 "tags": {**tags, RUN_KIND: RunKind.AGENT, Tag.SEED_INDEX: str(index)},
             }
             for index in range(agents)
@@ -116,7 +117,9 @@ class FileRun:
         return RunInfo(record["name"], record["status"])
 
     def set_status(self, status: str) -> None:
-        self._update(status=status)
+        """The parent's status and its children's: RUNNING while a stage works, then FINISHED, FAILED or KILLED."""
+        children = {child: {**values, "status": status} for child, values in self._read()["children"].items()}
+        self._update(status=status, children=children)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._update(params=dict(params))
@@ -151,17 +154,26 @@ class FileRun:
         """Nothing is ever pending: a local write either works or fails the stage."""
         return 0
 
-    def sink(self) -> FileCurveSink:
-        return FileCurveSink(self)
+    def sink(self, resumed_from: int | None = None) -> FileCurveSink:
+        return FileCurveSink(self, resumed_from)
 
 
 class FileCurveSink:
-    """The training curves of each agent's child run, one CSV per agent (``step``, ``key``, ``value``)."""
+    """The training curves of each agent's child run, one CSV per agent (``step``, ``key``, ``value``).
 
-    def __init__(self, run: FileRun) -> None:
+    On resume, the points logged after the checkpoint (by the process that stopped) are dropped
+    first, so the files match an uninterrupted run's, as the CSV training log does.
+    """
+
+    def __init__(self, run: FileRun, resumed_from: int | None = None) -> None:
         self.run = run
         self.folder = run.folder / "curves"
         self.folder.mkdir(exist_ok=True)
+        if resumed_from is not None:
+            for path in self.folder.glob("seed-*.csv"):
+                rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+                with path.open("w", newline="", encoding="utf-8") as file:
+                    csv.writer(file).writerows([rows[0], *(row for row in rows[1:] if int(row[0]) <= resumed_from)])
 
     def emit(self, records: Sequence[Record], histograms: Sequence[torch.Tensor]) -> None:
         rows: dict[int, list[tuple[int, str, float]]] = {}

@@ -48,6 +48,8 @@ class Tag(StrEnum):
     OPTUNA_STORAGE = "optuna_storage"
     OPTUNA_TRIAL = "optuna_trial"
     OPTUNA_STATE = "optuna_state"  # a trial: complete, pruned, killed, failed, invalid
+    BEST_TRIAL = "best_trial"  # a study's run: its best trial's number
+    CHAMPION_HISTORY = "champion_history"  # a registered model: the moves of 'champion' (JSON)
 
 
 RUN_KIND = Tag.RUN_KIND  # the tag every run of this package carries: one of RunKind
@@ -136,8 +138,18 @@ def _changes(config: Config, baseline: dict[str, Any]) -> dict[str, tuple[Any, A
     return {
         key: (old.get(key), value)
         for key, value in current.items()
-        if key.split(".")[0] in TRAINING_SECTIONS and _differs(old.get(key), value)
+        if _names_the_run(key, config) and _differs(old.get(key), value)
     }
+
+
+def _names_the_run(key: str, config: Config) -> bool:
+    """A key that changes what is trained and measured: of the env section, the name, the copies and the
+    current environment's own settings (``env.section`` follows from the name)."""
+    section = key.split(".")[0]
+    if section != "env":
+        return section in TRAINING_SECTIONS
+    own = f"env.{config.env.section}."
+    return key in ("env.name", "env.num_envs") or key.startswith(own)
 
 
 def _differs(old: Any, new: Any) -> bool:

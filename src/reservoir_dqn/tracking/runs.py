@@ -254,8 +254,12 @@ class PipelineRun:
         with contextlib.suppress(Exception):
             self.set_tags({Tag.SYNC_STATUS: "complete"})
 
-    def sink(self) -> MlflowSink:
-        """The agents' training curves, sent to their child runs from a background thread."""
+    def sink(self, resumed_from: int | None = None) -> MlflowSink:
+        """The agents' training curves, sent to their child runs from a background thread.
+
+        A metric's history in MLflow cannot be cut, so a resumed run's child runs hold the points
+        logged after its checkpoint twice (MLflow's charts draw the later ones over them).
+        """
         return MlflowSink(self)
 
     def info(self) -> RunInfo:

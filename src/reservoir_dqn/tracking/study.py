@@ -136,7 +136,7 @@ def log_figures(store: Store, run_id: str, study: optuna.Study) -> None:
         retrying(store.client.log_artifacts, run_id, folder, "optuna")
     best = study.best_trial
     retrying(store.client.log_metric, run_id, "tune/best_objective", float(best.value or 0.0), step=len(finished))
-    retrying(store.client.set_tag, run_id, "best_trial", str(best.number))
+    retrying(store.client.set_tag, run_id, Tag.BEST_TRIAL, str(best.number))
 
 
 def end_trial_runs(store: Store, run_id: str, status: str) -> None:

@@ -126,7 +126,7 @@ class Objective:
         folder = self.workdir / f"trial-{trial.number}"
         log.info(f"trial {trial.number}: {', '.join(suggested)}")
         tracking = Tracking(config, self.store, project_root())
-        run_ids = tracking.start_training({}, parent_of=self.parent, tags=tags, name=name) if self.store else {}
+        run_ids = tracking.start_training({}, parent_of=self.parent, tags=tags, name=name)  # {}: not tracked
         if run_ids:
             trial.set_user_attr(RUN_ATTRIBUTE, run_ids["parent"])
         validations = itertools.count()  # the pruner's steps: warmup_validations counts these
