@@ -5,13 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Test workers. The suite keeps both cores busy, and each worker costs its own imports and
-# slows the others' processes: on 2 cores and the same code, 3 workers took 5 min 37 s and 4
-# workers 6 min 14 s (6 workers: 6 min 45 s, one small change earlier). The fast tests compute
-# and wait on nothing, so one worker per core is faster there: on 2 cores (2026-12-06, the same
-# code), 2 workers took 41.8 s and 41.4 s, 3 workers 65.3 s, 59.8 s and 50.8 s.
-JOBS ?= 3
-FAST_JOBS ?= 2
+# Test workers: one per core. Each worker costs its own imports and slows the others' processes.
+# On 2 cores (2026-12-06, this code): `make test` with 2 workers 426.4 s and 423.4 s (pytest's time),
+# with 3 workers 476.7 s and 450.0 s (and 432.5 s a commit earlier); the fast tests with 2 workers
+# 41.8 s and 41.4 s, with 3 workers 65.3 s, 59.8 s and 50.8 s. (Earlier, 3 workers beat 4 and 6.)
+JOBS ?= 2
 
 .PHONY: setup system run test test-fast test-heavy bench soak lint typecheck check lock screenshots clean
 
@@ -41,7 +39,7 @@ test-heavy: setup
 
 # The everyday loop: everything but the tests marked slow (DVC, servers, whole trainings).
 test-fast: setup
-	$(BIN)/python -m pytest -n $(FAST_JOBS) --maxschedchunk 1 -m "not slow"
+	$(BIN)/python -m pytest -n $(JOBS) --maxschedchunk 1 -m "not slow"
 
 # Benchmarks (not tests): bench/results/benchmark.{json,md} and figures.
 bench: setup
