@@ -140,15 +140,16 @@ class ReservoirProfile(EnvProfile):
         return columns
 
     def action_meaning(self, config: EnvConfig, num_actions: int) -> tuple[str, torch.Tensor]:
-        levels = torch.tensor(reservoir_settings(config).release_levels, dtype=torch.float32)
-        return "release_hm3", levels * reservoir_settings(config).unit_hm3
+        reservoir = reservoir_settings(config)
+        return "release_hm3", torch.tensor(reservoir.release_levels, dtype=torch.float32) * reservoir.unit_hm3
 
     def observation_fields(self, config: EnvConfig, size: int) -> tuple[str, ...]:
         """As :class:`~reservoir_dqn.envs.reservoir.DiscreteReservoirEnv` documents its observation."""
+        reservoir = reservoir_settings(config)
         fields = ["storage_over_capacity", "sin_month", "cos_month"]
-        if reservoir_settings(config).observe_time_left:
+        if reservoir.observe_time_left:
             fields.append("months_left_over_horizon")
-        if ReservoirModel.from_config(reservoir_settings(config)).chain.persistent:
+        if ReservoirModel.from_config(reservoir).chain.persistent:
             fields.append("last_inflow_class_quantile")
         return tuple(fields)
 
@@ -158,8 +159,8 @@ class ReservoirProfile(EnvProfile):
     def exact_accounts(
         self, config: EnvConfig, q_values: Callable[[torch.Tensor], torch.Tensor], agents: int
     ) -> list[Account]:
-        model = ReservoirModel.from_config(reservoir_settings(config))
-        solution = reservoir_optimum(reservoir_settings(config))
+        reservoir = reservoir_settings(config)
+        model, solution = ReservoirModel.from_config(reservoir), reservoir_optimum(reservoir)
         return [account(model, solution, table) for table in greedy_tables(model, q_values, agents)]
 
     def state_rows(self, config: EnvConfig, account: Account) -> list[dict[str, Any]]:
@@ -212,10 +213,10 @@ class ReservoirProfile(EnvProfile):
         return sums
 
     def trajectory_rows(self, config: EnvConfig, policy: str, episodes: Episodes, count: int) -> list[dict[str, Any]]:
-        unit = reservoir_settings(config).unit_hm3
-        levels = reservoir_settings(config).release_levels
+        reservoir = reservoir_settings(config)
+        unit, levels = reservoir.unit_hm3, reservoir.release_levels
         steps, nxt = episodes.steps, episodes.steps["next"]
-        demand = torch.tensor(reservoir_settings(config).demand, dtype=torch.float64)
+        demand = torch.tensor(reservoir.demand, dtype=torch.float64)
         rows = []
         for index in range(min(count, len(episodes))):
             for step in range(int(episodes.lengths[index])):

@@ -167,6 +167,7 @@ class FileCurveSink:
 
     def __init__(self, run: FileRun, resumed_from: int | None = None) -> None:
         self.run = run
+        self.agents = len(run.child_ids)  # read once: run.json is read from disk
         self.folder = run.folder / "curves"
         self.folder.mkdir(exist_ok=True)
         if resumed_from is not None:
@@ -177,10 +178,9 @@ class FileCurveSink:
 
     def emit(self, records: Sequence[Record], histograms: Sequence[torch.Tensor]) -> None:
         rows: dict[int, list[tuple[int, str, float]]] = {}
-        agents = len(self.run.child_ids)
         for record in records:
             for agent, row in record.rows:
-                for index in range(agents) if agent is None else [agent]:
+                for index in range(self.agents) if agent is None else [agent]:
                     rows.setdefault(index, []).extend(
                         (record.step, record.group.key(field), value) for field, value in row.items()
                     )
