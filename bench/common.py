@@ -81,7 +81,7 @@ def run_pipeline(overrides: Sequence[str], evaluate: bool = True) -> Run:
         started = time.perf_counter()
         with (folder / "train.out").open("wb") as output:
             process = subprocess.Popen(
-                [sys.executable, "-m", "reservoir_dqn.cli", "train", *sets],
+                [sys.executable, "-m", "reservoir_dqn.commands.cli", "train", *sets],
                 cwd=folder,
                 env=env,
                 stdout=output,
@@ -94,7 +94,7 @@ def run_pipeline(overrides: Sequence[str], evaluate: bool = True) -> Run:
         evaluation = None
         if evaluate:
             subprocess.run(
-                [sys.executable, "-m", "reservoir_dqn.cli", "evaluate", *sets],
+                [sys.executable, "-m", "reservoir_dqn.commands.cli", "evaluate", *sets],
                 cwd=folder,
                 env=env,
                 check=True,

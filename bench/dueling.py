@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 from bench.common import QUIET, REPO, RESULTS, machine, run_pipeline, write_results
+from reservoir_dqn.commands.recipe import overrides
 from reservoir_dqn.config import load_config
-from reservoir_dqn.recipes import overrides
-from reservoir_dqn.statistics import compare
+from reservoir_dqn.evaluation.statistics import compare
 
 ENVIRONMENTS = {"reservoir": [], "CartPole-v1": overrides("CartPole-v1", REPO / "recipes")}
 HEADS = ("plain", "dueling")

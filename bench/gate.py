@@ -9,10 +9,10 @@ Writes ``bench/results/gate.json`` (every number, with the command and the machi
 answer and a seeded numpy generator, so the numbers reproduce exactly:
 
 * **coverage**: how often a 95% interval of the mean over 3, 5 and 10 seeds covers the true
-  mean, for Student-t (as :func:`reservoir_dqn.statistics.t_interval`), the percentile and
+  mean, for Student-t (as :func:`reservoir_dqn.evaluation.statistics.t_interval`), the percentile and
   BCa bootstraps (``scipy.stats.bootstrap``) and the studentized (bootstrap-t) bootstrap, on a
   normal and two skewed distributions;
-* **calibration**: how often :func:`reservoir_dqn.statistics.compare` calls a regression when
+* **calibration**: how often :func:`reservoir_dqn.evaluation.statistics.compare` calls a regression when
   the change's mean is lowered by 0 to 2 times the tolerance, with the per-seed spread
   measured in ``tests/data/reservoir_seeds.json``, and on the real per-seed pool resampled;
 * **collapse**: the verdict on a change whose every seed collapsed, at 3 against 3 seeds.
@@ -37,7 +37,7 @@ import scipy
 from scipy import stats
 
 from bench.common import REPO, RESULTS, write_results
-from reservoir_dqn.statistics import CONFIDENCE, compare, t_interval
+from reservoir_dqn.evaluation.statistics import CONFIDENCE, compare, t_interval
 
 COMMAND = ".venv/bin/python -m bench.gate"
 SEED = 20_240_601

@@ -10,7 +10,7 @@ minimum level at 20% and the initial storage at 60% of it, as in the default), a
 chain fitted with pseudocount 0 (the default) and 1 (add-one): the Markov SDP and the
 independent-inflow SDP replay the held-out windows (2005-10 to 2024-09), each scored against
 foresight (random 0, foresight 1), with the block-bootstrap interval of
-:mod:`reservoir_dqn.reoperation`; and the difference Markov - independent with its interval.
+:mod:`reservoir_dqn.evaluation.reoperation`; and the difference Markov - independent with its interval.
 Writes ``bench/results/held_out.{json,md}``.
 """
 
@@ -19,10 +19,15 @@ from __future__ import annotations
 import numpy as np
 
 from bench.common import REPO, RESULTS, machine, write_results
+from reservoir_dqn.commands.recipe import overrides
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import profile
-from reservoir_dqn.recipes import overrides
-from reservoir_dqn.reoperation import bootstrap_weights, held_out_windows, pooled, replay_baselines, water_years
+from reservoir_dqn.evaluation.reoperation import (
+    bootstrap_weights,
+    pooled,
+    replay_baselines,
+    water_years,
+)
 
 CAPACITIES = (10, 20, 40, 80)  # units of 106 hm3: a hundredth of the mean annual flow each
 PSEUDOCOUNTS = (0.0, 1.0)
@@ -37,11 +42,10 @@ def measure(capacity: int, pseudocount: float) -> dict[str, float]:
         f"env.reservoir.record.pseudocount={pseudocount}",
     ]
     config = load_config(REPO / "params.yaml", sets).env
-    env_profile = profile(config)
-    windows = held_out_windows(env_profile, config)
-    assert windows is not None
-    played = replay_baselines(env_profile, config, windows, seed=0)
-    weights = bootstrap_weights(water_years(windows, config.reservoir.horizon_months)[1])
+    record = profile(config).held_out(config)
+    assert record is not None
+    played = replay_baselines(record, seed=0)
+    weights = bootstrap_weights(water_years(record.first_years, record.horizon)[1])
     random, bound = played["random"], played["foresight"]
     markov, independent = (pooled(played[name], random, bound, weights) for name in ("sdp", "sdp_independent"))
     total = {name: (weights * values).sum(axis=(1, 2)) for name, values in played.items()}

@@ -31,15 +31,16 @@ import numpy as np
 import torch
 
 from bench.common import REPO, RESULTS, machine, write_results
+from reservoir_dqn.commands.recipe import overrides
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import profile
-from reservoir_dqn.envs.baselines import RandomPolicy, SDPPolicy
-from reservoir_dqn.envs.inflows import InflowChain, fit_chain, lag1_correlation, without_persistence
-from reservoir_dqn.envs.records import load_record
-from reservoir_dqn.envs.reservoir_model import ReservoirModel
-from reservoir_dqn.envs.sdp import SDPSolution, solve
-from reservoir_dqn.evaluation import run_episodes
-from reservoir_dqn.recipes import overrides
+from reservoir_dqn.envs.baselines import RandomPolicy
+from reservoir_dqn.envs.reservoir.baselines import SDPPolicy
+from reservoir_dqn.envs.reservoir.inflows import InflowChain, fit_chain, lag1_correlation, without_persistence
+from reservoir_dqn.envs.reservoir.model import ReservoirModel
+from reservoir_dqn.envs.reservoir.records import load_record
+from reservoir_dqn.envs.reservoir.sdp import SDPSolution, solve
+from reservoir_dqn.evaluation.episodes import run_episodes
 
 YEARS = 3000
 SCENARIOS = list(range(2_000_000_000, 2_000_000_200))  # the first 200 of the test seeds

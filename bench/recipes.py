@@ -18,7 +18,7 @@ import json
 from typing import Any
 
 from bench.common import QUIET, REPO, RESULTS, machine, run_pipeline, write_results
-from reservoir_dqn.recipes import overrides
+from reservoir_dqn.commands.recipe import overrides
 
 # rl-zoo3 benchmark.md (DLR-RM/rl-baselines3-zoo @ 02a1a9014660): DQN, mean_reward +- std_reward, n_timesteps.
 ZOO = {

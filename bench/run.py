@@ -30,7 +30,7 @@ import numpy as np
 
 from bench.common import QUIET, REPO, RESULTS, machine, repeat, run_pipeline, spread, write_results
 from bench.report import markdown
-from reservoir_dqn.recipes import overrides
+from reservoir_dqn.commands.recipe import overrides
 
 CARTPOLE = overrides("CartPole-v1", REPO / "recipes")
 SEED_COUNTS = (1, 2, 5, 10)
@@ -148,7 +148,7 @@ def reservoir(repeats: int) -> dict[str, Any]:
 
 def _seed_change_verdicts(baseline: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     from reservoir_dqn.config import load_config
-    from reservoir_dqn.statistics import compare
+    from reservoir_dqn.evaluation.statistics import compare
 
     settings = load_config(REPO / "params.yaml").compare
     name = settings.metric
@@ -228,7 +228,7 @@ def tune(repeats: int) -> dict[str, Any]:
             started = time.perf_counter()
             processes = [
                 subprocess.Popen(
-                    [sys.executable, "-m", "reservoir_dqn.cli", "tune", *sets],
+                    [sys.executable, "-m", "reservoir_dqn.commands.cli", "tune", *sets],
                     cwd=folder,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -254,7 +254,7 @@ def gate(repeats: int) -> dict[str, Any]:
     reported beside the rate; the gate's calibration near the tolerance is ``bench.gate``'s.
     """
     from reservoir_dqn.config import load_config
-    from reservoir_dqn.statistics import compare
+    from reservoir_dqn.evaluation.statistics import compare
 
     run = run_pipeline([*QUIET, "train.seeds=20"])
     pool = {name: run.eval["dqn"]["final"][name]["per_seed"] for name in ("score", "return")}
@@ -284,10 +284,11 @@ def throughput(repeats: int) -> dict[str, Any]:
     import torch
 
     from reservoir_dqn.agent import NetworkSpec, make_agent, update
-    from reservoir_dqn.collect import Rollout
+    from reservoir_dqn.agent.dqn import TransitionWriter
     from reservoir_dqn.config import load_config
     from reservoir_dqn.envs import profile
-    from reservoir_dqn.replay import TransitionWriter, make_replay_buffer
+    from reservoir_dqn.training.collection import Rollout
+    from reservoir_dqn.training.replay import make_replay_buffer
 
     torch.set_num_threads(1)
     config = load_config(REPO / "params.yaml")

@@ -28,8 +28,8 @@ import time
 from typing import Any
 
 from bench.common import QUIET, REPO, RESULTS, machine, run_pipeline, spread, write_results
+from reservoir_dqn.commands.recipe import overrides
 from reservoir_dqn.config import load_config
-from reservoir_dqn.recipes import overrides
 
 # rl-zoo3 hyperparams/dqn.yml (DLR-RM/rl-baselines3-zoo @ 019107eb14187e85dd4cc72076390376662609b4).
 CARTPOLE: dict[str, Any] = {

@@ -62,7 +62,13 @@ def main() -> None:
         "train.eval_interval_frames=10000",  # memory is the point here, not a fine learning curve
         "train.seeds=1",
     ]
-    command = [sys.executable, "-m", "reservoir_dqn.cli", "train", *[a for o in overrides for a in ("--set", o)]]
+    command = [
+        sys.executable,
+        "-m",
+        "reservoir_dqn.commands.cli",
+        "train",
+        *[a for o in overrides for a in ("--set", o)],
+    ]
     samples: list[tuple[float, int, float]] = []
     started = time.perf_counter()
     with (folder / "train.out").open("wb") as output:

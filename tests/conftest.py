@@ -7,7 +7,7 @@ import gc
 # Importing torch, tensordict, MLflow, DVC and Optuna makes over half a million long-lived objects;
 # collecting garbage while they are made, and traversing them in every later full collection,
 # cost each test process about a fifth of its CPU. Collection resumes, the imports frozen,
-# once the tests are collected (pytest_runtestloop), as src/reservoir_dqn/process.py
+# once the tests are collected (pytest_runtestloop), as src/reservoir_dqn/common/process.py
 # does for a command.
 gc.disable()
 
@@ -97,7 +97,7 @@ def tiny_config(project: Path) -> Config:
 
 def training_json(**fields: object) -> dict:
     """A hand-made, complete ``metrics/train.json`` (one agent, 800 frames), with ``fields`` replaced."""
-    from reservoir_dqn.summary import Training
+    from reservoir_dqn.training.summary import Training
 
     agent = {
         "seed_index": 0,
@@ -140,8 +140,8 @@ def evaluation_json(
 
     :param settings: the environment's settings its conditions record (default: the name alone).
     """
-    from reservoir_dqn.results import Evaluation
-    from reservoir_dqn.scoring import Reference
+    from reservoir_dqn.evaluation.results import Evaluation
+    from reservoir_dqn.evaluation.scoring import Reference
 
     rows = [{"score": s, "return": 394.1 + s * (2019.4 - 394.1), "reliability": 0.99} for s in scores]
     return Evaluation.assemble(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from reservoir_dqn.commands.recipe import overrides
 from reservoir_dqn.config import load_config
-from reservoir_dqn.envs.reservoir_model import ReservoirModel
-from reservoir_dqn.envs.reservoir_profile import ReservoirProfile
-from reservoir_dqn.recipes import overrides
+from reservoir_dqn.envs.reservoir.model import ReservoirModel
+from reservoir_dqn.envs.reservoir.profile import ReservoirProfile
 from tests.conftest import REPO
 
 RECORD = REPO / "data" / "delaware_monthly_hm3.csv"

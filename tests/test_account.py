@@ -1,4 +1,4 @@
-"""The exact account of a policy against the SDP optimum (envs/account.py): identity, agreement, the greedy table."""
+"""The exact account of a policy against the SDP optimum (envs/reservoir/account.py): identity, agreement, table."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import torch
 from reservoir_dqn.agent import NetworkSpec, make_q_network, stacked_mlp
 from reservoir_dqn.config import EnvConfig, load_config
 from reservoir_dqn.envs import EnvProfile, profile
-from reservoir_dqn.envs.account import Account, account, greedy_tables
-from reservoir_dqn.envs.baselines import SDPPolicy, reservoir_optimum
-from reservoir_dqn.envs.reservoir_model import ReservoirModel
-from reservoir_dqn.evaluation import exact_metrics, paired_regret, run_agents, run_episodes
+from reservoir_dqn.envs.reservoir.account import Account, account, greedy_tables
+from reservoir_dqn.envs.reservoir.baselines import SDPPolicy, reservoir_optimum
+from reservoir_dqn.envs.reservoir.model import ReservoirModel
+from reservoir_dqn.evaluation.episodes import exact_metrics, paired_regret, run_agents, run_episodes
 from tests import delaware
 from tests.conftest import REPO
 

@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from reservoir_dqn import advise
 from reservoir_dqn.agent import NetworkSpec, load_model, make_q_network, save_model, stacked_mlp
+from reservoir_dqn.commands import advise
+from reservoir_dqn.commands.recipe import overrides
 from reservoir_dqn.config import load_config
-from reservoir_dqn.envs.account import greedy_tables
-from reservoir_dqn.envs.baselines import reservoir_optimum
-from reservoir_dqn.envs.reservoir_model import ReservoirModel
-from reservoir_dqn.recipes import overrides
+from reservoir_dqn.envs.reservoir.account import greedy_tables
+from reservoir_dqn.envs.reservoir.advice import operator_state
+from reservoir_dqn.envs.reservoir.baselines import reservoir_optimum
+from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from tests import delaware
 from tests.conftest import REPO
 
@@ -46,7 +47,7 @@ def test_advice_is_the_policys_and_the_optimums_release_in_that_state(
     argv = ["--params", str(REPO / "params.yaml"), *_settings(case), "--model", str(path)]
     assert advise.main([*argv, "--storage-hm3", str(25.4 * unit), "--month", "Jun", *inflow]) == 0
     out = capsys.readouterr().out
-    state = advise.operator_state(model, 25.4 * unit, 5, None, 900.0 if inflow else None)
+    state = operator_state(model, 25.4 * unit, 5, None, 900.0 if inflow else None)
     assert state.storage == 25 and int(model.month(torch.tensor(state.time_step))) == 5
     assert state.time_step < 12  # the earliest June of the horizon
     q_network, _ = load_model(path)

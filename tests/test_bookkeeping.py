@@ -22,15 +22,15 @@ import pytest
 from mlflow import MlflowClient
 from tensordict import TensorDictBase
 
-from reservoir_dqn.checkpoint import Checkpointer
-from reservoir_dqn.commands import run_stage
+from reservoir_dqn.commands import evaluate, train
+from reservoir_dqn.commands.exits import Exit
+from reservoir_dqn.commands.plumbing import run_stage
+from reservoir_dqn.commands.workspace import trained_params
+from reservoir_dqn.common.files import OutputSet
+from reservoir_dqn.common.process import Terminated
 from reservoir_dqn.config import load_config
-from reservoir_dqn.curves import Interval
-from reservoir_dqn.exits import Exit
-from reservoir_dqn.files import OutputSet
-from reservoir_dqn.process import Terminated
-from reservoir_dqn.stages import evaluate, train
-from reservoir_dqn.workspace import trained_params
+from reservoir_dqn.training.checkpoints import Checkpointer
+from reservoir_dqn.training.curves import Interval
 from tests.conftest import training_json, tree_digest, wait_for, write_params
 from tests.dvc_repo import baseline_repo, clean_env, clone_repo, dvc, run
 
@@ -125,7 +125,7 @@ def test_a_signal_mid_training_ends_the_runs_killed_keeps_the_checkpoint_and_exi
         **{"train.total_frames": 40000, "train.seeds": 1, "train.eval_interval_frames": 0},
     )
     before = _previous_outputs(project)
-    command = [sys.executable, "-m", "reservoir_dqn.cli", "train"]
+    command = [sys.executable, "-m", "reservoir_dqn.commands.cli", "train"]
     process = subprocess.Popen(
         command, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_default_signals
     )

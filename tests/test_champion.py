@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from reservoir_dqn import promote
-from reservoir_dqn.exits import Exit
+from reservoir_dqn.commands import promote
+from reservoir_dqn.commands.exits import Exit
 from reservoir_dqn.tracking.champion import CHAMPION, HISTORY_TAG, STATUS_TAG, Evidence, decide, record_candidate
 from tests.conftest import REPO, training_json, write_params
 

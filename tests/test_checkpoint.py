@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from reservoir_dqn.agent import NetworkSpec, load_model, make_q_network, save_model, stacked_mlp
-from reservoir_dqn.checkpoint import CorruptCheckpoint, verify_archive
-from reservoir_dqn.errors import ModelFileError
-from reservoir_dqn.exits import Exit
-from reservoir_dqn.stages import train
+from reservoir_dqn.commands import train
+from reservoir_dqn.commands.exits import Exit
+from reservoir_dqn.common.errors import ModelFileError
+from reservoir_dqn.training.checkpoints import CorruptCheckpoint, verify_archive
 from tests.conftest import model_weights, training_json
 
 
@@ -184,7 +184,7 @@ def test_model_file_with_a_pickle_payload_is_refused(tmp_path: Path) -> None:
 
 
 def test_evaluate_refuses_a_tampered_model_with_exit_2(project: Path, tmp_path: Path, capsys) -> None:
-    from reservoir_dqn.stages import evaluate
+    from reservoir_dqn.commands import evaluate
 
     marker = tmp_path / "pwned"
     (project / "models/agents").mkdir(parents=True)
@@ -216,7 +216,7 @@ def test_a_resume_with_the_buffer_is_exact_in_train_json(project: Path) -> None:
 
 @pytest.mark.slow
 def test_a_checkpoint_without_a_key_is_foreign(project: Path, monkeypatch, capsys) -> None:
-    from reservoir_dqn.checkpoint import Checkpointer
+    from reservoir_dqn.training.checkpoints import Checkpointer
 
     keyed = Checkpointer.save
 
@@ -235,7 +235,7 @@ def test_a_checkpoint_without_a_key_is_foreign(project: Path, monkeypatch, capsy
 def test_the_checkpoint_key_changes_with_a_training_librarys_version(monkeypatch) -> None:
     import importlib.metadata
 
-    from reservoir_dqn.checkpoint import TRAINING_LIBRARIES, checkpoint_key
+    from reservoir_dqn.training.checkpoints import TRAINING_LIBRARIES, checkpoint_key
 
     assert {"torch", "torchrl", "tensordict"} <= set(TRAINING_LIBRARIES)
     before = checkpoint_key("params")

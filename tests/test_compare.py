@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from reservoir_dqn.commands.exits import Exit, markdown_table
 from reservoir_dqn.config import load_config
-from reservoir_dqn.exits import Exit, markdown_table
-from reservoir_dqn.results import Evaluation, HeldOut, HeldOutScore
-from reservoir_dqn.statistics import summarize
+from reservoir_dqn.evaluation.results import Evaluation, HeldOut, HeldOutScore
+from reservoir_dqn.evaluation.statistics import summarize
 from tests.conftest import REPO, evaluation_json
 
 SCRIPT = REPO / ".ci" / "compare-metrics"
@@ -53,7 +53,7 @@ def held_out(per_seed: list[float], windows: tuple[str, ...] = ("2005-10", "2006
 def test_the_gate_starts_without_torch_or_mlflow() -> None:
     """CI runs compare on every change: it reads JSON files and needs neither (measured: 2.0 s a call, not 4.3 s)."""
     heavy = "{'torch', 'tensordict', 'torchrl', 'mlflow'}"
-    code = f"import sys, reservoir_dqn.compare; print(sorted({heavy} & set(sys.modules)))"
+    code = f"import sys, reservoir_dqn.commands.compare; print(sorted({heavy} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout
 
@@ -65,7 +65,7 @@ def test_an_evaluation_survives_its_json_round_trip() -> None:
 
 
 def test_judge_calls_a_collapse_a_regression_and_the_report_says_so() -> None:
-    from reservoir_dqn.gate import judge, markdown_report
+    from reservoir_dqn.commands.verdict import judge, markdown_report
 
     config = load_config(REPO / "params.yaml")
     baseline, change = evaluation([0.98, 0.97, 0.985]), evaluation([0.10, 0.20, 0.15])
@@ -88,14 +88,14 @@ def test_judge_calls_a_collapse_a_regression_and_the_report_says_so() -> None:
     ],
 )
 def test_each_verdict_gives_its_exit_status(change: list[float], verdict: str, status: Exit) -> None:
-    from reservoir_dqn.gate import exit_status, judge
+    from reservoir_dqn.commands.verdict import exit_status, judge
 
     judgement = judge(evaluation(HEALTHY), evaluation(change), load_config(REPO / "params.yaml"))
     assert (judgement.gated.verdict, exit_status(judgement)) == (verdict, status)
 
 
 def test_an_improvement_passes_the_gate() -> None:
-    from reservoir_dqn.gate import exit_status, judge
+    from reservoir_dqn.commands.verdict import exit_status, judge
 
     low = [0.90, 0.905, 0.895, 0.90, 0.902]
     judgement = judge(evaluation(low), evaluation(HEALTHY), load_config(REPO / "params.yaml"))
@@ -104,7 +104,7 @@ def test_an_improvement_passes_the_gate() -> None:
 
 def test_the_readme_prints_the_report_compare_gives_on_the_stored_metrics() -> None:
     """The README's "Trying a change" report, from the committed metrics and the stored gamma-095 experiment's."""
-    from reservoir_dqn.gate import exit_status, judge, markdown_report
+    from reservoir_dqn.commands.verdict import exit_status, judge, markdown_report
 
     readme = (REPO / "README.md").read_text()
     printed = readme.split("It prints (measured; it exits 0, as the score did not drop by more than the tolerance):")[1]
@@ -118,7 +118,7 @@ def test_the_readme_prints_the_report_compare_gives_on_the_stored_metrics() -> N
 
 
 def test_the_held_out_score_is_compared_in_the_report_but_never_gated() -> None:
-    from reservoir_dqn.gate import judge, markdown_report
+    from reservoir_dqn.commands.verdict import judge, markdown_report
 
     config = load_config(REPO / "params.yaml")
     baseline = dataclasses.replace(evaluation(HEALTHY), held_out=held_out([0.88, 0.89, 0.87, 0.90, 0.88]))
@@ -142,7 +142,7 @@ def test_the_held_out_score_is_compared_in_the_report_but_never_gated() -> None:
 def test_held_out_records_that_do_not_pair_are_named_not_compared(
     change_windows: tuple[str, ...], change_has_one: bool, note: str
 ) -> None:
-    from reservoir_dqn.gate import judge, markdown_report
+    from reservoir_dqn.commands.verdict import judge, markdown_report
 
     baseline = dataclasses.replace(evaluation(HEALTHY), held_out=held_out(HEALTHY))
     change = dataclasses.replace(
@@ -161,14 +161,14 @@ def test_held_out_records_that_do_not_pair_are_named_not_compared(
     ],
 )
 def test_too_few_seeds_cannot_be_judged(baseline: list[float], change: list[float], message: str) -> None:
-    from reservoir_dqn.gate import CannotJudge, judge
+    from reservoir_dqn.commands.verdict import CannotJudge, judge
 
     with pytest.raises(CannotJudge, match=message):
         judge(evaluation(baseline), evaluation(change), load_config(REPO / "params.yaml"))
 
 
 def test_differently_measured_sides_cannot_be_judged_unless_the_keys_are_accepted() -> None:
-    from reservoir_dqn.gate import CannotJudge, judge
+    from reservoir_dqn.commands.verdict import CannotJudge, judge
 
     config = load_config(REPO / "params.yaml")
     baseline = evaluation(HEALTHY)
@@ -185,7 +185,7 @@ def test_differently_measured_sides_cannot_be_judged_unless_the_keys_are_accepte
 
 
 def test_a_baseline_older_than_the_recorded_conditions_gets_one_line() -> None:
-    from reservoir_dqn.gate import CannotJudge, judge, parse_evaluation
+    from reservoir_dqn.commands.verdict import CannotJudge, judge, parse_evaluation
 
     old = evaluation(HEALTHY).to_json()
     del old["conditions"]

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reservoir_dqn.commands import evaluate, train
 from reservoir_dqn.config import ConfigError, load_config, rules
-from reservoir_dqn.envs.reservoir_settings import RESERVOIR_RULES, ReservoirConfig
-from reservoir_dqn.stages import evaluate, train
+from reservoir_dqn.envs.reservoir.settings import RESERVOIR_RULES, ReservoirConfig
 from tests.conftest import REPO, tiny_params, tree_digest
 
 

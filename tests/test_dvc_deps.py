@@ -85,9 +85,11 @@ def declared(stage: dict) -> set[Path]:
 def test_every_stage_declares_exactly_the_modules_it_imports() -> None:
     pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
     for name, stage in pipeline["stages"].items():
-        module = re.search(r"(?:tools/stage |python -m reservoir_dqn\.stages\.)(\w+)", stage["cmd"])
+        module = re.search(r"tools/stage (\w+)", stage["cmd"])
         assert module, f"stage {name}: its command does not run tools/stage"
-        needed = closure(f"{PACKAGE}.cli") | closure(f"{PACKAGE}.stages.{module.group(1)}")  # tools/stage runs the cli
+        needed = closure(f"{PACKAGE}.commands.cli") | closure(
+            f"{PACKAGE}.commands.{module.group(1)}"
+        )  # tools/stage runs the cli
         listed = declared(stage)
         missing = sorted(str(path.relative_to(REPO)) for path in needed - listed)
         extra = sorted(str(path.relative_to(REPO)) for path in listed - needed)
@@ -96,9 +98,9 @@ def test_every_stage_declares_exactly_the_modules_it_imports() -> None:
 
 
 def test_the_import_reader_follows_lazy_and_package_imports() -> None:
-    files = closure(f"{PACKAGE}.stages.plot")
+    files = closure(f"{PACKAGE}.commands.plot")
     relative = {str(path.relative_to(SOURCE)) for path in files}
-    assert "reservoir_dqn/envs/reservoir_figures.py" in relative  # imported inside a method
+    assert "reservoir_dqn/envs/reservoir/figures.py" in relative  # imported inside a method
     assert "reservoir_dqn/__init__.py" in relative and "reservoir_dqn/envs/__init__.py" in relative
 
 
@@ -106,7 +108,7 @@ def test_each_stage_checks_the_params_sections_dvc_yaml_gives_it() -> None:
     """A stage refuses to write when its sections of params.yaml changed while it ran: the same sections DVC hashes."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name in ("train", "evaluate", "plot", "export"):
-        module = importlib.import_module(f"reservoir_dqn.stages.{name}")
+        module = importlib.import_module(f"reservoir_dqn.commands.{name}")
         assert tuple(stages[name]["params"]) == module.PARAMS, name
 
 
@@ -114,17 +116,17 @@ def test_an_import_made_only_for_type_checking_is_no_dependency(tmp_path: Path) 
     source = tmp_path / "module.py"
     source.write_text(
         "from typing import TYPE_CHECKING\n"
-        "import reservoir_dqn.files\n"
+        "import reservoir_dqn.common.files\n"
         "if TYPE_CHECKING:\n"
         "    from reservoir_dqn.agent import Agent\n"
         "else:\n"
-        "    import reservoir_dqn.exits\n"
+        "    import reservoir_dqn.commands.exits\n"
         "def lazy():\n"
-        "    from reservoir_dqn import statistics\n"
+        "    from reservoir_dqn.evaluation import statistics\n"
     )
     assert imported_modules(source) == {
-        "reservoir_dqn.files",
-        "reservoir_dqn.exits",
-        "reservoir_dqn",
-        "reservoir_dqn.statistics",
+        "reservoir_dqn.common.files",
+        "reservoir_dqn.commands.exits",
+        "reservoir_dqn.evaluation",
+        "reservoir_dqn.evaluation.statistics",
     }

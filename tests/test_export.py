@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from reservoir_dqn.agent import NetworkSpec, make_q_network, save_model
+from reservoir_dqn.commands import export as export_stage
 from reservoir_dqn.config import Config
 from reservoir_dqn.envs import profile
-from reservoir_dqn.envs.reservoir_model import ReservoirModel
-from reservoir_dqn.policy import OperatorPolicy
-from reservoir_dqn.stages import export
+from reservoir_dqn.envs.reservoir.model import ReservoirModel
+from reservoir_dqn.release import export
+from reservoir_dqn.release.policy import OperatorPolicy
 from tests.conftest import evaluation_json, training_json
 
 
@@ -38,7 +39,7 @@ def _shipped(project: Path, config: Config) -> OperatorPolicy:
 
 def test_export_writes_a_policy_onnx_runtime_runs_as_torch_does(project: Path, tiny_config: Config) -> None:
     policy = _shipped(project, tiny_config)
-    assert export.main([]) == 0
+    assert export_stage.main([]) == 0
     path = project / "models/policy.onnx"
     metadata = {prop.key: prop.value for prop in onnx.load(str(path)).metadata_props}
     assert metadata["env"] == "reservoir" and len(json.loads(metadata["observation"])) == 4
@@ -75,14 +76,14 @@ def test_a_failed_check_keeps_the_previous_file(
     previous = project / "models/policy.onnx"
     previous.write_bytes(b"the previous export")
     failing = export.Check(observations=10, same_action=9, same_value=9, max_q_error=0.5, torch_imported=False)
-    monkeypatch.setattr(export, "check", lambda *args: failing)
-    assert export.main([]) != 0
+    monkeypatch.setattr(export_stage, "check", lambda *args: failing)
+    assert export_stage.main([]) != 0
     assert "the ONNX policy disagrees with torch's: 9 of 10 actions agree" in capsys.readouterr().err
     assert previous.read_bytes() == b"the previous export"
 
 
 def test_onnx_check_is_a_torch_free_command() -> None:
-    code = "import sys, reservoir_dqn.onnx_check; assert 'torch' not in sys.modules"
+    code = "import sys, reservoir_dqn.release.onnx_check; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -91,7 +92,7 @@ def test_export_needs_the_evaluation_and_says_so_in_one_line(
 ) -> None:
     _shipped(project, tiny_config)
     (project / "metrics/eval.json").unlink()
-    assert export.main([]) == 4
+    assert export_stage.main([]) == 4
     assert capsys.readouterr().err.strip() == "error: metrics/eval.json is missing: run the evaluate stage first"
     assert not (project / "models/policy.onnx").exists()
 
@@ -101,14 +102,14 @@ def test_export_refuses_the_evaluation_of_another_training(
 ) -> None:
     _shipped(project, tiny_config)
     (project / "metrics/eval.json").write_text(json.dumps(evaluation_json(scores=[0.9, 0.92])))  # 2 seeds, not 1
-    assert export.main([]) == 4
+    assert export_stage.main([]) == 4
     assert "metrics/eval.json evaluates another training (2 seeds" in capsys.readouterr().err
     assert not (project / "models/policy.onnx").exists()
 
 
 def test_the_registered_signature_is_the_environments_own_terms() -> None:
     """A Gymnasium id's release: its observation fields in, ``action`` (the index) and the Q-values out."""
-    from reservoir_dqn.card import Release
+    from reservoir_dqn.release.card import Release
     from reservoir_dqn.tracking.registry import signature
 
     fields = {f"observation_{index}": 0.0 for index in range(4)}

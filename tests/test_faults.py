@@ -21,7 +21,7 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from reservoir_dqn.stages import evaluate, train
+from reservoir_dqn.commands import evaluate, train
 from tests.conftest import model_weights, tiny_params, tree_digest, wait_for, write_params
 from tests.dvc_repo import clean_env, dvc, make_repo, queue_logs, run, run_queue
 from tests.servers import MlflowServer, PostgresServer, postgres_binaries
@@ -56,7 +56,7 @@ def test_sigkill_at_random_points_then_repro_finishes_with_identicalmodel_weight
         repo,
         sys.executable,
         "-m",
-        "reservoir_dqn.cli",
+        "reservoir_dqn.commands.cli",
         "train",
         "--set",
         "paths.model=straight.pt",

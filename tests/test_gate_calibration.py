@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reservoir_dqn.statistics import compare
+from reservoir_dqn.evaluation.statistics import compare
 
 TOLERANCE = 0.02
 SIGNIFICANCE = 0.05

@@ -11,13 +11,13 @@ import torch
 from torchrl.envs.utils import check_env_specs
 
 import tests.gym_corridor  # noqa: F401 - registers tests/Corridor-v0, as a third-party package would
+from reservoir_dqn.commands import train
+from reservoir_dqn.commands.exits import Exit
 from reservoir_dqn.config import ConfigError, load_config
 from reservoir_dqn.envs import GymProfile, profile, register, unregister
 from reservoir_dqn.envs.baselines import RandomPolicy
-from reservoir_dqn.exits import Exit
-from reservoir_dqn.session import start
-from reservoir_dqn.stages import train
-from reservoir_dqn.training import train as train_loop
+from reservoir_dqn.training.loop import train as train_loop
+from reservoir_dqn.training.session import start
 from tests.conftest import REPO, write_params
 
 

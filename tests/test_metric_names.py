@@ -7,11 +7,11 @@ import json
 import pytest
 import yaml
 
-from reservoir_dqn import metric_names
-from reservoir_dqn.metric_names import TRAIN_MINUTES, stat_name
-from reservoir_dqn.results import Evaluation
-from reservoir_dqn.stages.evaluate import tracked_metrics
-from reservoir_dqn.stages.plot import CURVES, dvc_plots
+from reservoir_dqn.commands.plot import CURVES, dvc_plots
+from reservoir_dqn.evaluation import metric_names
+from reservoir_dqn.evaluation.metric_names import TRAIN_MINUTES, stat_name
+from reservoir_dqn.evaluation.report import tracked_metrics
+from reservoir_dqn.evaluation.results import Evaluation
 from reservoir_dqn.tracking.hparams import metric_tag
 from reservoir_dqn.tracking.views import experiment_tags, key_metrics
 from tests.conftest import REPO, evaluation_json

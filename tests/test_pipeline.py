@@ -19,7 +19,7 @@ from tests.conftest import REPO, TINY, dotted, tree_digest, write_params
 from tests.dvc_repo import BASELINE, baseline_repo, clean_env, clone_repo, commit, dvc, make_repo, run
 
 pytestmark = pytest.mark.slow
-COMPARE = (sys.executable, "-m", "reservoir_dqn.cli", "compare")
+COMPARE = (sys.executable, "-m", "reservoir_dqn.commands.cli", "compare")
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_a_change_to_another_environments_settings_reruns_nothing(repo: Path) ->
 
 def test_the_mlflow_views_code_does_not_retrain(repo: Path) -> None:
     """The saved MLflow view is made by evaluate: its code is no dependency of train (nor is the gate's statistics)."""
-    for module in ("tracking/views.py", "statistics.py"):
+    for module in ("tracking/views.py", "evaluation/statistics.py"):
         with (repo / "src/reservoir_dqn" / module).open("a") as source:
             source.write("# a change that moves no result\n")
     assert "train" not in _stale_stages(repo) and {"evaluate"} <= _stale_stages(repo)
@@ -139,7 +139,7 @@ def test_every_plotted_series_has_no_empty_cells_and_the_page_renders_offline(re
 
 def _commit_scores(repo: Path, branch: str, scores: list[float]) -> None:
     """Commit an eval.json whose final networks scored ``scores`` (one per seed) on branch ``branch``."""
-    from reservoir_dqn.statistics import summarize
+    from reservoir_dqn.evaluation.statistics import summarize
 
     path = repo / "metrics/eval.json"
     evaluation = json.loads(path.read_text())

@@ -1,10 +1,10 @@
-"""The list of other libraries' private APIs in use (src/reservoir_dqn/private_apis.py) is the code's."""
+"""The list of other libraries' private APIs in use (src/reservoir_dqn/common/private_apis.py) is the code's."""
 
 from __future__ import annotations
 
 import re
 
-from reservoir_dqn.private_apis import PRIVATE_APIS
+from reservoir_dqn.common.private_apis import PRIVATE_APIS
 from tests.conftest import REPO
 
 PACKAGE = REPO / "src" / "reservoir_dqn"
@@ -30,7 +30,7 @@ def test_every_private_api_the_package_uses_is_listed() -> None:
     found = set()
     for path in sorted(PACKAGE.rglob("*.py")):
         module = str(path.relative_to(PACKAGE))
-        if module == "private_apis.py":  # the list itself
+        if module == "common/private_apis.py":  # the list itself
             continue
         for attribute, private_module in ACCESS.findall(_code(module)):
             if (module, private_module or attribute) not in listed:

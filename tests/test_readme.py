@@ -24,7 +24,7 @@ import yaml
 
 import bench.recipes
 import bench.run
-from reservoir_dqn import recipes
+from reservoir_dqn.commands import recipe as recipes
 from tests.conftest import REPO, wait_for
 from tests.dvc_repo import QUEUE_POLL_S, baseline_repo, clean_env, clone_repo, run
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from reservoir_dqn import recipes
+from reservoir_dqn.commands import recipe as recipes
+from reservoir_dqn.commands.exits import Exit
 from reservoir_dqn.config import load_config
-from reservoir_dqn.exits import Exit
 from tests.conftest import REPO
 
 SHIPPED = sorted(path.stem for path in (REPO / "recipes").glob("*.yaml"))

@@ -12,16 +12,17 @@ import pytest
 import torch
 
 from bench.persistence import simulate
+from reservoir_dqn.commands import train
+from reservoir_dqn.commands.recipe import overrides
 from reservoir_dqn.config import ConfigError, load_config
 from reservoir_dqn.envs import profile
-from reservoir_dqn.envs.baselines import RandomPolicy, SDPPolicy, reservoir_optimum
-from reservoir_dqn.envs.inflows import fit_chain, lag1_correlation, without_persistence
-from reservoir_dqn.envs.records import RecordError, load_record
-from reservoir_dqn.envs.reservoir_model import ReservoirModel
-from reservoir_dqn.envs.sdp import solve
-from reservoir_dqn.evaluation import run_episodes
-from reservoir_dqn.recipes import overrides
-from reservoir_dqn.stages import train
+from reservoir_dqn.envs.baselines import RandomPolicy
+from reservoir_dqn.envs.reservoir.baselines import SDPPolicy, reservoir_optimum
+from reservoir_dqn.envs.reservoir.inflows import fit_chain, lag1_correlation, without_persistence
+from reservoir_dqn.envs.reservoir.model import ReservoirModel
+from reservoir_dqn.envs.reservoir.records import RecordError, load_record
+from reservoir_dqn.envs.reservoir.sdp import solve
+from reservoir_dqn.evaluation.episodes import run_episodes
 from tests.conftest import REPO, tree_digest
 from tests.delaware import CONFIG, DELAWARE, MODEL, PROFILE, RECORD
 

@@ -11,24 +11,17 @@ import pandas as pd
 import pytest
 import torch
 
+from reservoir_dqn.commands import evaluate, plot, train
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs.baselines import RandomPolicy
-from reservoir_dqn.envs.records import load_record
-from reservoir_dqn.envs.sdp import foresight
-from reservoir_dqn.envs.windows import record_windows
-from reservoir_dqn.evaluation import run_episodes
-from reservoir_dqn.reoperation import (
-    baselines,
-    bootstrap_weights,
-    pooled,
-    ratio,
-    replay,
-    water_years,
-    yearly,
-)
-from reservoir_dqn.results import Evaluation
-from reservoir_dqn.stages import evaluate, plot, train
-from reservoir_dqn.stages.evaluate import tracked_metrics
+from reservoir_dqn.envs.reservoir.records import load_record
+from reservoir_dqn.envs.reservoir.replay import RecordReplay
+from reservoir_dqn.envs.reservoir.sdp import foresight
+from reservoir_dqn.envs.reservoir.windows import record_windows
+from reservoir_dqn.evaluation.episodes import run_episodes
+from reservoir_dqn.evaluation.reoperation import bootstrap_weights, pooled, ratio, water_years, yearly
+from reservoir_dqn.evaluation.report import tracked_metrics
+from reservoir_dqn.evaluation.results import Evaluation
 from reservoir_dqn.tracking.hparams import log_hparams
 from tests.conftest import REPO, write_params
 from tests.delaware import CONFIG, DELAWARE, MODEL, PROFILE, RECORD
@@ -36,6 +29,7 @@ from tests.test_compare import HEALTHY, held_out
 from tests.test_compare import evaluation as hand_made
 
 HELD_OUT = record_windows(CONFIG, MODEL.chain, "held_out")
+RECORD_REPLAY = RecordReplay(PROFILE, DELAWARE, CONFIG, HELD_OUT)
 
 
 def test_the_held_out_windows_lie_after_every_year_the_chain_or_the_agent_saw() -> None:
@@ -64,8 +58,9 @@ def test_a_replay_plays_each_window_of_the_record() -> None:
 
 def test_foresight_bounds_every_policy_on_every_window_and_replays_its_own_value() -> None:
     solution = foresight(MODEL, HELD_OUT.inflows)
-    policies = baselines(DELAWARE, HELD_OUT, 0)
-    played = {name: replay(PROFILE, DELAWARE, policy, HELD_OUT)[0] for name, policy in policies.items()}
+    assert PROFILE.held_out(DELAWARE).starts == HELD_OUT.starts  # what the profile offers the evaluate stage
+    policies = RECORD_REPLAY.policies(0)
+    played = {name: RECORD_REPLAY.rewards(policy)[0] for name, policy in policies.items()}
     returns = {name: rewards.sum(dim=-1) for name, rewards in played.items()}
     assert torch.allclose(returns["foresight"], solution.returns, rtol=0, atol=0.05)  # float32 rewards
     for name in ("sdp", "sdp_independent", "sop", "random"):
@@ -74,7 +69,7 @@ def test_foresight_bounds_every_policy_on_every_window_and_replays_its_own_value
 
 
 def test_the_block_bootstrap_scores_the_references_exactly_and_brackets_the_point() -> None:
-    year_of_month, labels = water_years(HELD_OUT, 120)
+    year_of_month, labels = water_years(HELD_OUT.first_years, 120)
     assert labels.shape == (10, 10) and labels.min() == 2005 and labels.max() == 2023  # 19 water years
     weights = bootstrap_weights(labels, resamples=500)
     assert weights.shape == (500, 10, 10)

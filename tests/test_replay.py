@@ -9,8 +9,9 @@ from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import step_mdp
 
+from reservoir_dqn.agent.dqn import TransitionWriter
 from reservoir_dqn.config import load_config
-from reservoir_dqn.replay import TransitionWriter, make_replay_buffer
+from reservoir_dqn.training.replay import make_replay_buffer
 from tests.conftest import REPO
 
 
@@ -148,7 +149,7 @@ def test_each_agent_replays_only_its_own_transitions_with_indices_of_its_own(pri
 
 def test_priorities_are_the_absolute_td_error_raised_to_alpha_once() -> None:
     """Schaul et al. (2016): P(i) ~ |delta_i|^alpha. DQNLoss's td_error is delta^2; alpha must not act twice."""
-    from reservoir_dqn.replay import priorities
+    from reservoir_dqn.agent.dqn import priorities
 
     alpha = 0.6
     buffer = make_replay_buffer(_dqn(buffer_size=1000, batch_size=4, prioritized="true", priority_alpha=alpha), 1)
@@ -165,7 +166,7 @@ def test_priorities_are_the_absolute_td_error_raised_to_alpha_once() -> None:
 
 
 def test_beta_anneals_from_its_start_to_one_over_training() -> None:
-    from reservoir_dqn.replay import anneal_beta
+    from reservoir_dqn.training.replay import anneal_beta
 
     config = _dqn(prioritized="true", priority_beta=0.4, priority_beta_frames=100_000)
     buffer = make_replay_buffer(config, 2)

@@ -13,10 +13,11 @@ from torchrl.envs.utils import check_env_specs
 
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import Episodes, profile
-from reservoir_dqn.envs.baselines import RandomPolicy, SDPPolicy, StandardOperatingPolicy, reservoir_optimum
-from reservoir_dqn.envs.reservoir import DiscreteReservoirEnv
-from reservoir_dqn.envs.reservoir_model import ReservoirModel, discretise_lognormal
-from reservoir_dqn.evaluation import reference, run_episodes
+from reservoir_dqn.envs.baselines import RandomPolicy
+from reservoir_dqn.envs.reservoir.baselines import SDPPolicy, StandardOperatingPolicy, reservoir_optimum
+from reservoir_dqn.envs.reservoir.env import DiscreteReservoirEnv
+from reservoir_dqn.envs.reservoir.model import ReservoirModel, discretise_lognormal
+from reservoir_dqn.evaluation.episodes import reference, run_episodes
 from tests.conftest import REPO
 
 ENV = load_config(REPO / "params.yaml", ["env.name=reservoir"]).env
@@ -193,7 +194,7 @@ def test_sop_releases_the_demand() -> None:
 def test_sdp_solves_the_default_problem_quickly() -> None:
     import time
 
-    from reservoir_dqn.envs.sdp import solve
+    from reservoir_dqn.envs.reservoir.sdp import solve
 
     started = time.perf_counter()
     solution = solve(MODEL)

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from reservoir_dqn.card import Release
+from reservoir_dqn.commands import evaluate, export, train
 from reservoir_dqn.config import load_config
-from reservoir_dqn.stages import evaluate, export, train
+from reservoir_dqn.release.card import Release
 from reservoir_dqn.tracking import Tracking, registered_model_name
 from reservoir_dqn.tracking.registry import ModelLogger
 from tests.conftest import wait_for, write_params

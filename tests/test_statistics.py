@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from reservoir_dqn.config import load_config
-from reservoir_dqn.statistics import Summary, TooFewSeeds, compare, iqm, summarize, t_interval
+from reservoir_dqn.evaluation.statistics import Summary, TooFewSeeds, compare, iqm, summarize, t_interval
 from tests.conftest import REPO
 
 POOL = Path(__file__).parent / "data" / "reservoir_seeds.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from reservoir_dqn.config import Config
-from reservoir_dqn.session import start
+from reservoir_dqn.training.session import start
 
 
 def _draws(config: Config, agents: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,14 +16,14 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from reservoir_dqn.commands import evaluate, export, plot, train
+from reservoir_dqn.commands.exits import Exit
+from reservoir_dqn.common.files import file_digest
+from reservoir_dqn.common.metrics import MetricGroup, Record
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import profile
-from reservoir_dqn.exits import Exit
-from reservoir_dqn.files import file_digest
-from reservoir_dqn.metrics import MetricGroup, Record
-from reservoir_dqn.stages import evaluate, export, plot, train
 from reservoir_dqn.tracking import Tracking, experiment_name, registered_model_name
-from reservoir_dqn.tracking.files import FileRun
+from reservoir_dqn.tracking.file_runs import FileRun
 from reservoir_dqn.tracking.naming import _changes, identify
 from reservoir_dqn.tracking.outcomes import describe_experiment
 from reservoir_dqn.tracking.registry import _fluent_store
@@ -279,8 +279,8 @@ def test_a_lost_store_keeps_the_values_in_the_outbox_and_catches_up(project: Pat
     monkeypatch.setattr(PipelineRun, "send_metrics", flaky)
     monkeypatch.setattr("reservoir_dqn.tracking.runs.FLUSH_SECONDS", 0.1)
     sink = MlflowSink(run)
-    from reservoir_dqn.curves import PROGRESS
-    from reservoir_dqn.metrics import Record
+    from reservoir_dqn.common.metrics import Record
+    from reservoir_dqn.training.curves import PROGRESS
 
     schedule = {"epsilon": 0.5, "lr": 0.001, "updates": 1.0, "frames_per_second": 10.0}
     sink.emit([Record.of(PROGRESS, 40, schedule)], [])

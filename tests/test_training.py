@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
-from reservoir_dqn import checkpoint
-from reservoir_dqn.checkpoint import verify_archive
+from reservoir_dqn.commands import train
+from reservoir_dqn.commands.exits import Exit
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import register
-from reservoir_dqn.exits import Exit
-from reservoir_dqn.session import agent_seeds, env_seeds, start
-from reservoir_dqn.stages import train
-from reservoir_dqn.training import TrainingDiverged
-from reservoir_dqn.training import train as train_loop
+from reservoir_dqn.training import checkpoints as checkpoint
+from reservoir_dqn.training.checkpoints import verify_archive
+from reservoir_dqn.training.loop import TrainingDiverged
+from reservoir_dqn.training.loop import train as train_loop
+from reservoir_dqn.training.session import agent_seeds, env_seeds, start
 from tests.conftest import model_weights, write_params
 from tests.delaware import RECORD
 from tests.identity_env import IDENTITY, LENGTH, IdentityProfile
@@ -66,7 +66,7 @@ def test_smoke_train_evaluate_plot_through_the_console_script_on_cartpole(projec
     write_params(project / "params.yaml", **{"env.name": "CartPole-v1", "env.section": "gym"})
     for stage in ("train", "evaluate", "plot"):
         result = subprocess.run(
-            [sys.executable, "-m", "reservoir_dqn.cli", stage], capture_output=True, text=True, cwd=project
+            [sys.executable, "-m", "reservoir_dqn.commands.cli", stage], capture_output=True, text=True, cwd=project
         )
         assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((project / "metrics/train.json").read_text())
@@ -201,9 +201,9 @@ def test_divergence_stops_with_a_clear_message_and_writes_no_model(project: Path
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tiny_config, project: Path, monkeypatch) -> None:
-    import reservoir_dqn.training as training
+    import reservoir_dqn.agent.dqn as algorithm
 
-    real_update = training.update
+    real_update = algorithm.update
     updates = []
 
     def poisoned_after_the_first_checkpoint(agent, batch):  # type: ignore[no-untyped-def]
@@ -211,7 +211,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tiny_config, project: Path, m
         updates.append(1)  # 2 updates per 40-frame batch from frame 80: the 9th comes after frame 200
         return (loss * float("nan") if len(updates) > 8 else loss), grad_norm
 
-    monkeypatch.setattr(training, "update", poisoned_after_the_first_checkpoint)
+    monkeypatch.setattr(algorithm, "update", poisoned_after_the_first_checkpoint)
     with pytest.raises(TrainingDiverged, match="at frame 240"):
         train_loop(start(tiny_config, project / "ck"))
     kept = sorted(path.name for path in (project / "ck").glob("checkpoint-*"))

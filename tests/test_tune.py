@@ -23,20 +23,20 @@ from mlflow.entities import Run
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from reservoir_dqn import tune
+from reservoir_dqn.commands import tune
+from reservoir_dqn.commands.exits import Exit
+from reservoir_dqn.commands.tuning import objective as trial_module
+from reservoir_dqn.common.process import Terminated
 from reservoir_dqn.config import load_config
 from reservoir_dqn.config.sections import SearchDimension
-from reservoir_dqn.exits import Exit
-from reservoir_dqn.process import Terminated
 from reservoir_dqn.tracking import study as study_module
 from reservoir_dqn.tracking.store import Store, retrying
 from reservoir_dqn.tracking.study import study_run
-from reservoir_dqn.tuning import objective as trial_module
 from tests.conftest import wait_for, write_params
 from tests.servers import MlflowServer, PostgresServer, free_port, postgres_binaries
 
 slow = pytest.mark.slow  # servers, subprocesses or real trainings; the rest run in-process in seconds
-TUNE = (sys.executable, "-m", "reservoir_dqn.cli", "tune")
+TUNE = (sys.executable, "-m", "reservoir_dqn.commands.cli", "tune")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 

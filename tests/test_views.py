@@ -12,20 +12,20 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
+from reservoir_dqn.commands import plot
+from reservoir_dqn.commands.exits import Exit
+from reservoir_dqn.common.files import read_csv, read_json
+from reservoir_dqn.common.metrics import Record
 from reservoir_dqn.config import load_config
-from reservoir_dqn.curves import PROGRESS
 from reservoir_dqn.envs import PROFILES
-from reservoir_dqn.envs.reservoir_figures import reservoir_figures
-from reservoir_dqn.exits import Exit
-from reservoir_dqn.files import read_csv, read_json
-from reservoir_dqn.metrics import Record
-from reservoir_dqn.results import Evaluation
-from reservoir_dqn.stages import plot
-from reservoir_dqn.stages.evaluate import tracked_metrics
-from reservoir_dqn.summary import Training
+from reservoir_dqn.envs.reservoir.figures import reservoir_figures
+from reservoir_dqn.evaluation.report import tracked_metrics
+from reservoir_dqn.evaluation.results import Evaluation
 from reservoir_dqn.tracking.hparams import log_hparams
 from reservoir_dqn.tracking.sinks import TensorBoardSink
 from reservoir_dqn.tracking.views import FIXED_COLUMNS, header_width, key_metrics, key_view_state
+from reservoir_dqn.training.curves import PROGRESS
+from reservoir_dqn.training.summary import Training
 from tests.conftest import REPO, write_params
 
 matplotlib.use("Agg")

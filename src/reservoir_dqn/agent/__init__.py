@@ -2,21 +2,26 @@
 
 - :mod:`.network`: the Q-networks, N MLPs stacked into one module of batched matmuls, built
   from a :class:`NetworkSpec` that names the architecture (hidden sizes and output head);
-- :mod:`.head` and :mod:`.dueling`: the output heads besides the plain linear one (a DQN
-  variant's network is one module and one name in ``dqn.head``);
+- :mod:`.head` and :mod:`.dueling`: the output heads, each registered once by its name in
+  ``dqn.head`` (:func:`register_head`: a DQN variant's network is one module and one name);
 - :mod:`.exploration`: epsilon-greedy with each agent's own random stream;
 - :mod:`.schedules`: epsilon and the learning rate over the frames collected;
-- :mod:`.update`: the algorithm: loss, target network, optimiser, averaged weights;
+- :mod:`.dqn`: the algorithm, top to bottom: n-step transitions, loss, optimiser, target and
+  averaged weights;
+- :mod:`.streams`: each agent's own random streams;
 - :mod:`.model_file`: the weights and their spec on disk.
 
 Batches are laid out agent-major (agent 0's rows, then agent 1's, ...) everywhere:
 environments, replay samples, losses.
+
+May import: envs, config, common (``tests/test_house.py`` checks every layer).
 """
 
+from reservoir_dqn.agent.dqn import Agent, clip_grad_norm_per_agent, make_agent, update
+from reservoir_dqn.agent.head import HEADS, register_head
 from reservoir_dqn.agent.model_file import load_model, save_model, select_agents
-from reservoir_dqn.agent.network import HEADS, OBSERVATION_KEY, NetworkSpec, StackedMLP, make_q_network, stacked_mlp
+from reservoir_dqn.agent.network import OBSERVATION_KEY, NetworkSpec, StackedMLP, make_q_network, stacked_mlp
 from reservoir_dqn.agent.schedules import anneal
-from reservoir_dqn.agent.update import Agent, clip_grad_norm_per_agent, make_agent, update
 
 __all__ = [
     "HEADS",
@@ -29,6 +34,7 @@ __all__ = [
     "load_model",
     "make_agent",
     "make_q_network",
+    "register_head",
     "save_model",
     "select_agents",
     "stacked_mlp",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from reservoir_dqn.agent.head import Layer, StackedHead
+from reservoir_dqn.agent.head import Layer, StackedHead, register_head
 
 
 class StackedDuelingHead(StackedHead):
@@ -34,3 +34,6 @@ class StackedDuelingHead(StackedHead):
         value = torch.baddbmm(self.value_bias, hidden, self.value_weight)
         advantage = torch.baddbmm(self.advantage_bias, hidden, self.advantage_weight)
         return value + advantage - advantage.mean(dim=-1, keepdim=True)
+
+
+register_head("dueling", StackedDuelingHead)

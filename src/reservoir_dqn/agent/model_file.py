@@ -15,8 +15,8 @@ import torch
 from torchrl.modules import QValueActor
 
 from reservoir_dqn.agent.network import NetworkSpec, make_q_network
-from reservoir_dqn.errors import ModelFileError, first_line
-from reservoir_dqn.files import write_atomic
+from reservoir_dqn.common.errors import ModelFileError, first_line
+from reservoir_dqn.common.files import write_atomic
 
 MODEL_FORMAT = "reservoir_dqn.model"
 MODEL_FORMAT_VERSION = 3

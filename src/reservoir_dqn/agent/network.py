@@ -3,7 +3,7 @@
 :class:`NetworkSpec` is everything needed to rebuild them (a model file stores it beside the
 weights), the architecture included: ``hidden_sizes`` and ``head``, the output head by name.
 ``plain`` is the MLP's last linear layer (Mnih et al., 2015); each other head is a module of
-its own (a :class:`~.head.StackedHead`) registered in :data:`HEADS`, so a DQN variant's
+its own (a :class:`~.head.StackedHead`) registered in :data:`~.head.HEADS`, so a DQN variant's
 network is one module and one name (:mod:`.dueling`).
 """
 
@@ -19,13 +19,10 @@ import torch
 from torchrl.data import Categorical
 from torchrl.modules import QValueActor
 
-from reservoir_dqn.agent.dueling import StackedDuelingHead
-from reservoir_dqn.agent.head import Layer, StackedHead
+import reservoir_dqn.agent.dueling  # noqa: F401 - registers the dueling head
+from reservoir_dqn.agent.head import HEADS, PLAIN, Layer
 
 OBSERVATION_KEY = "observation"
-PLAIN = "plain"
-# The heads besides ``plain``, by the name ``dqn.head`` gives: (agents, width, actions) -> the head's module.
-HEADS: dict[str, type[StackedHead]] = {"dueling": StackedDuelingHead}
 
 
 @dataclass(frozen=True)
@@ -61,8 +58,8 @@ class NetworkSpec:
     def from_dict(cls, raw: dict[str, Any]) -> NetworkSpec:
         scale = raw.get("obs_scale")
         head = str(raw.get("head", PLAIN))
-        if head != PLAIN and head not in HEADS:
-            raise ValueError(f"unknown Q-network head {head!r} (known: {', '.join([PLAIN, *HEADS])})")
+        if head not in HEADS:
+            raise ValueError(f"unknown Q-network head {head!r} (registered: {', '.join(HEADS.names())})")
         return cls(
             obs_dim=int(raw["obs_dim"]),
             num_actions=int(raw["num_actions"]),
@@ -88,7 +85,8 @@ class StackedMLP(torch.nn.Module):
     def __init__(self, spec: NetworkSpec, generators: Sequence[torch.Generator] | None = None) -> None:
         super().__init__()
         self.agents = spec.agents
-        plain = spec.head == PLAIN
+        head = HEADS.get(spec.head)
+        plain = head is None
         sizes = [spec.obs_dim, *spec.hidden_sizes, *([spec.num_actions] if plain else [])]
         self.register_buffer("scale", torch.tensor(spec.obs_scale or (1.0,) * spec.obs_dim, dtype=torch.float32))
         self.weights = torch.nn.ParameterList()
@@ -96,7 +94,7 @@ class StackedMLP(torch.nn.Module):
         for fan_in, fan_out in itertools.pairwise(sizes):
             self.weights.append(torch.nn.Parameter(torch.empty(self.agents, fan_in, fan_out)))
             self.biases.append(torch.nn.Parameter(torch.empty(self.agents, 1, fan_out)))
-        self.head = None if plain else HEADS[spec.head](self.agents, sizes[-1], spec.num_actions)
+        self.head = None if head is None else head(self.agents, sizes[-1], spec.num_actions)
         layers: list[Layer] = list(zip(self.weights, self.biases, sizes[:-1], strict=True))
         if self.head is not None:
             layers += self.head.layers()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reservoir_dqn.agent.update import Agent
+from reservoir_dqn.agent.dqn import Agent
 
 
 def anneal(agent: Agent, frames: int) -> None:

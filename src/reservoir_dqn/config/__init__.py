@@ -5,8 +5,13 @@ described; the ``env`` section, which names an environment and where its setting
 :mod:`.environments`: each environment's settings model lives beside its profile), :mod:`.tree` the whole
 configuration and its cross-section rules, and :mod:`.loading` reads the file safely,
 applies ``--set`` overrides and turns any problem into a one-line :class:`ConfigError`.
+:mod:`.variants` holds the registries through which the packages that implement a
+parameter's values declare them (a Q-network head, a tracking backend).
+
+May import: common (``tests/test_house.py`` checks every layer).
 """
 
+from reservoir_dqn.common.errors import ConfigError
 from reservoir_dqn.config.environments import (
     ENV_PARAMS,
     SETTINGS,
@@ -14,7 +19,6 @@ from reservoir_dqn.config.environments import (
     register_settings,
     unregister_settings,
 )
-from reservoir_dqn.config.errors import ConfigError
 from reservoir_dqn.config.loading import (
     add_config_arguments,
     config_from_args,

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from reservoir_dqn.config.errors import ConfigError
+from reservoir_dqn.common.errors import ConfigError
 from reservoir_dqn.config.sections import PositiveInt, Section
 
 Settings = TypeVar("Settings", bound=BaseModel)
@@ -114,9 +114,7 @@ class EnvConfig(Section):
 
     def with_settings(self, section: str, settings: BaseModel) -> EnvConfig:
         """A copy whose ``env.<section>`` is ``settings``."""
-        copy = self.model_copy()
-        object.__setattr__(copy, "__pydantic_extra__", {**self.sections(), section: settings})
-        return copy
+        return self.model_copy(update={section: settings})
 
     def current(self) -> dict[str, Any]:
         """What the environment is made of: its name, copies and own settings section, as plain data."""

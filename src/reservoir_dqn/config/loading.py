@@ -19,8 +19,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from reservoir_dqn.common.errors import ConfigError
 from reservoir_dqn.config.environments import SETTINGS
-from reservoir_dqn.config.errors import ConfigError
 from reservoir_dqn.config.sections import DEFAULT_PARAMS
 from reservoir_dqn.config.tree import Config
 
@@ -167,19 +167,18 @@ def load_config(params_path: Path = DEFAULT_PARAMS, overrides: Sequence[str] = (
     """Read, override and validate the parameters; raise ConfigError with a one-line message."""
     data = apply_overrides(read_params(params_path), overrides)
     try:
-        config = Config.model_validate(data)
-        errors = _settings_errors(config)
+        config, errors = _with_settings_validated(Config.model_validate(data, context={"source": params_path}))
     except ValidationError as error:
         errors = error.errors(include_url=False)
     if errors:
         loc = ".".join(str(part) for part in errors[0]["loc"])
         raise ConfigError(validation_message(errors, _source_of(loc, params_path, overrides), data))
-    object.__setattr__(config, "_source", params_path)  # not a parameter: where they were read from
     return config
 
 
-def _settings_errors(config: Config) -> list[ErrorDetails]:
-    """Validate every registered settings section of ``env`` in place; its errors, located as ``env.<section>...``."""
+def _with_settings_validated(config: Config) -> tuple[Config, list[ErrorDetails]]:
+    """``config`` anew with each registered settings section of ``env`` validated as its model, or the first
+    section's errors, located as ``env.<section>...``."""
     sections = config.env.sections()
     for section, model in SETTINGS.items():
         if section not in sections:
@@ -187,9 +186,8 @@ def _settings_errors(config: Config) -> list[ErrorDetails]:
         try:
             sections[section] = model.model_validate(sections[section])
         except ValidationError as error:
-            return [{**e, "loc": ("env", section, *e["loc"])} for e in error.errors(include_url=False)]
-    object.__setattr__(config.env, "__pydantic_extra__", sections)
-    return []
+            return config, [{**e, "loc": ("env", section, *e["loc"])} for e in error.errors(include_url=False)]
+    return config.model_copy(update={"env": config.env.model_copy(update=sections)}), []
 
 
 # --------------------------------------------------------------------------- command line

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
+from reservoir_dqn.config.variants import Backend, Head
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 # Seeds are partitioned so that evaluation scenarios can never be training scenarios:
@@ -48,9 +50,9 @@ class DQNConfig(Section):
     """The agent: Q-network, loss, target network, learning rate, exploration and replay buffer."""
 
     hidden_sizes: IntTuple = Field(min_length=1, description="Hidden layer widths of the Q-network MLP.")
-    head: Literal["plain", "dueling"] = Field(
-        description="Output head of the Q-network: 'plain' (a linear layer) or 'dueling' (a state value and action "
-        "advantages, Wang et al., 2016)."
+    head: Head = Field(
+        description="Output head of the Q-network, one of those registered (reservoir_dqn.agent.HEADS): 'plain' (a "
+        "linear layer) or 'dueling' (a state value and action advantages, Wang et al., 2016), or a user's own."
     )
     gamma: float = Field(gt=0.0, le=1.0, description="Discount factor.")
     n_steps: Annotated[int, Field(ge=1, le=50)] = Field(description="Steps per TD target (1: one-step DQN).")
@@ -153,9 +155,10 @@ class TrackingConfig(Section):
     """Experiment tracking: MLflow runs and model registry, TensorBoard event files."""
 
     enabled: bool = Field(description="Log every stage to one parent run per pipeline execution (a child per agent).")
-    backend: Literal["mlflow", "files"] = Field(
-        description="Where the runs are recorded: 'mlflow' (a store, embedded SQLite or a server, with the model "
-        "registry) or 'files' (plain JSON and CSV under <root>/file-runs/: no server, no registry)."
+    backend: Backend = Field(
+        description="Where the runs are recorded, one of the backends registered (reservoir_dqn.tracking.BACKENDS): "
+        "'mlflow' (a store, embedded SQLite or a server, with the model registry) or 'files' (plain JSON and CSV "
+        "under <root>/file-runs/: no server, no registry)."
     )
     uri: str = Field(description="MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else sqlite:///<root>/mlflow.db.")
     tensorboard: bool = Field(description="Write TensorBoard event files under <root>/runs/.")

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationInfo, model_validator
 
 from reservoir_dqn.config.environments import EnvConfig
 from reservoir_dqn.config.sections import (
@@ -46,6 +46,14 @@ class Config(Section):
     compare: CompareConfig
     tune: TuneConfig
     paths: PathsConfig
+    _source: Path = PrivateAttr(default=DEFAULT_PARAMS)  # not a parameter: the file they were read from
+
+    @model_validator(mode="after")
+    def _read_from(self, info: ValidationInfo) -> Config:
+        """The file named by the validation's context (``{"source": path}``), as :attr:`source` gives it."""
+        if isinstance(info.context, dict) and "source" in info.context:
+            self._source = Path(info.context["source"])
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -105,8 +113,7 @@ class Config(Section):
     @property
     def source(self) -> Path:
         """The parameter file this config was loaded from (params.yaml unless --params said otherwise)."""
-        source: Path = getattr(self, "_source", DEFAULT_PARAMS)
-        return source
+        return self._source
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys to values, e.g. ``{'dqn.gamma': 0.99, ...}``: what params.yaml says (trackers log it)."""

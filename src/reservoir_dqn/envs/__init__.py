@@ -7,7 +7,11 @@ champion: a real river's record beside the illustrative reservoir); any other na
 Gymnasium id, given the generic :class:`~reservoir_dqn.envs.gym_profile.GymProfile`
 the first time it is asked for. A user's own profile is added with :func:`register`, without
 editing the package; its settings are a section of ``env`` of its own, whose model it declares
-(``section`` and ``settings_model``), validated with the rest of params.yaml.
+(``section`` and ``settings_model``), validated with the rest of params.yaml. The reservoir
+lives in :mod:`.reservoir`; what only some environments offer (a held-out record, advice to
+operators) the profile offers, so no other package asks which environment it has.
+
+May import: config, common (``tests/test_house.py`` checks every layer).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from reservoir_dqn.config import ConfigError, EnvConfig, register_settings, unre
 from reservoir_dqn.envs.cartpole import cartpole_profile
 from reservoir_dqn.envs.gym_profile import GymProfile, gym_settings, import_packages
 from reservoir_dqn.envs.profile import EnvProfile, Episodes, Metric
-from reservoir_dqn.envs.reservoir_profile import NAMED, ReservoirProfile
+from reservoir_dqn.envs.reservoir.profile import NAMED, ReservoirProfile
 
 PROFILES: dict[str, EnvProfile] = {}
 

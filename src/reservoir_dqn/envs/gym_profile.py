@@ -43,11 +43,11 @@ from pydantic import Field
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import Compose, EnvBase, GymWrapper, RewardSum, StepCounter
 
+from reservoir_dqn.common.errors import first_line
 from reservoir_dqn.config import ConfigError, EnvConfig
 from reservoir_dqn.config.sections import Section, StringTuple
 from reservoir_dqn.envs.baselines import RandomPolicy
 from reservoir_dqn.envs.profile import RETURN, SCORE, EnvProfile, Episodes, Metric
-from reservoir_dqn.errors import first_line
 
 # Attributes that are the environment's definition, not its state: never saved.
 DEFINITION = frozenset({"env", "spec", "_cached_spec", "observation_space", "action_space", "metadata"})

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from pydantic import BaseModel
@@ -19,14 +19,14 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 
+from reservoir_dqn.common.metrics import MetricGroup
 from reservoir_dqn.config import EnvConfig
-from reservoir_dqn.metrics import MetricGroup
 
 if TYPE_CHECKING:  # matplotlib and pandas are imported where figures and tables are made
     from matplotlib.figure import Figure
     from pandas import DataFrame
 
-    from reservoir_dqn.envs.account import Account
+    from reservoir_dqn.envs.reservoir.account import Account
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,54 @@ EPISODE = MetricGroup(
     ("return", "length", "count"),
     description="training episodes that ended in the interval: mean return and length, how many",
 )
+
+
+class HeldOutReplay(Protocol):
+    """Years of a real record nobody trained on, replayed by any policy: what :meth:`EnvProfile.held_out` offers.
+
+    :mod:`reservoir_dqn.evaluation.reoperation` scores every policy on them against the bound.
+    """
+
+    @property
+    def starts(self) -> tuple[str, ...]:
+        """Each window's first month, ``YYYY-MM``."""
+
+    @property
+    def first_years(self) -> tuple[int, ...]:
+        """Each window's first calendar year (its water years follow on)."""
+
+    @property
+    def horizon(self) -> int:
+        """Steps (months) per window."""
+
+    def policies(self, seed: int) -> dict[str, TensorDictModuleBase]:
+        """The reference policies by name: ``random`` and the bound, ``foresight``, among them."""
+
+    def rewards(self, policy: TensorDictModuleBase, copies: int = 1) -> torch.Tensor:
+        """``[copies, W, H]`` each step's reward of ``policy`` (``copies`` stacked agents) replaying every window."""
+
+    def trajectory_rows(self, shipped: tuple[TensorDictModuleBase, int, int]) -> list[dict[str, object]]:
+        """Step-by-step rows of the first window for the shipped agent (network, agents, index) and the references."""
+
+
+class Advisor(Protocol):
+    """One state's advice in an operator's terms: what :meth:`EnvProfile.advisor` offers (``reservoir-dqn advise``)."""
+
+    @property
+    def observation_size(self) -> int:
+        """The length of the observation a policy reads."""
+
+    def state(self, storage_hm3: float, month: str, months_left: int | None, last_inflow_hm3: float | None) -> Any:
+        """The state of an operator's description; a :class:`~reservoir_dqn.config.ConfigError` names a bad value."""
+
+    def observation(self, state: Any) -> torch.Tensor:
+        """``[1, observation]`` what a policy sees in ``state``."""
+
+    def advice(self, state: Any, q_values: torch.Tensor) -> Any:
+        """A policy's greedy choice in ``state`` from its ``[actions]`` Q-values, beside the optimum's."""
+
+    def report(self, advice: Any, storage_hm3: float, last_inflow_hm3: float | None) -> str:
+        """What an operator reads of ``advice``."""
 
 
 class EnvProfile(ABC):
@@ -201,6 +249,16 @@ class EnvProfile(ABC):
     ) -> dict[str, Figure]:
         """The environment's own figures, by file name, from the trajectory, per-episode and per-state CSVs."""
         return {}
+
+    # ----------------------------------------------------------------------- operators' products
+
+    def held_out(self, config: EnvConfig) -> HeldOutReplay | None:
+        """The held-out years of a real record, for re-operation (``None``: the environment has none)."""
+        return None
+
+    def advisor(self, config: EnvConfig) -> Advisor | None:
+        """Advice on one state in an operator's terms (``None``: the environment offers none)."""
+        return None
 
     # ----------------------------------------------------------------------- state
 

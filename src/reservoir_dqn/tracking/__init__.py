@@ -2,13 +2,17 @@
 
 A package of one concern per module: :mod:`.store` (where the MLflow store is, connecting to
 it, the experiment), :mod:`.runs` (the parent and child runs of a pipeline execution in
-MLflow, their curves and their outbox), :mod:`.files` (the same runs as plain files: the second
-backend, ``tracking.backend: files``), :mod:`.sinks` (the CSV training log, TensorBoard),
+MLflow, their curves and their outbox), :mod:`.file_runs` (the same runs as plain files: the second
+backend, ``tracking.backend: files``), :mod:`.backends` (the backends by name, each registered once with
+:func:`register_backend`), :mod:`.sinks` (the CSV training log, TensorBoard),
 :mod:`.naming` (what a run is called, its kinds and tags) and :mod:`.registry` (the model
 registry; :mod:`.champion`, its champion). :class:`Tracking`
 is what a stage holds, whichever backend records the runs (a :class:`Run`): it connects
 first (failing fast), then opens or joins the runs. Nothing outside this package imports
 MLflow (``tests/test_house.py``).
+
+May import: release, training, evaluation, agent, envs, config, common (``tests/test_house.py`` checks every
+layer).
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from reservoir_dqn.common.errors import first_line
+from reservoir_dqn.common.metrics import MetricGroup, Sink
+from reservoir_dqn.common.process import interruption
 from reservoir_dqn.config import Config
-from reservoir_dqn.errors import first_line
-from reservoir_dqn.metrics import MetricGroup, Sink
-from reservoir_dqn.process import interruption
+from reservoir_dqn.tracking.backends import BACKENDS, Backend, Run, RunInfo, RunsAt, register_backend
 from reservoir_dqn.tracking.naming import RunIdentity, Tag, identify
 from reservoir_dqn.tracking.sinks import CsvSink, TensorBoardSink
 from reservoir_dqn.tracking.store import (
@@ -42,52 +47,6 @@ if TYPE_CHECKING:  # the MLflow modules are imported only once a store answered 
 log = logging.getLogger(__name__)
 
 
-class RunInfo(Protocol):
-    """A run's name and status, as its backend holds them now."""
-
-    @property
-    def run_name(self) -> str: ...
-
-    @property
-    def status(self) -> str: ...
-
-
-class Run(Protocol):
-    """The parent run and per-agent child runs of one pipeline execution, in either backend.
-
-    :class:`~reservoir_dqn.tracking.runs.PipelineRun` (MLflow) and
-    :class:`~reservoir_dqn.tracking.files.FileRun` (plain files) are the two.
-    """
-
-    @property
-    def parent_id(self) -> str: ...
-
-    @property
-    def run_ids(self) -> dict[str, str]: ...
-
-    def info(self) -> RunInfo: ...
-
-    def set_status(self, status: str) -> None: ...
-
-    def log_params(self, params: Mapping[str, Any]) -> None: ...
-
-    def set_tags(self, tags: Mapping[str, str]) -> None: ...
-
-    def tag(self, name: str) -> str | None: ...
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None: ...
-
-    def publish(
-        self, artifacts: Sequence[tuple[Path, str | None]] = (), model: Mapping[str, Any] | None = None
-    ) -> bool: ...
-
-    def catch_up(self) -> int: ...
-
-    def sink(self, resumed_from: int | None) -> Sink:
-        """Where the agents' training curves go in this backend (points after ``resumed_from`` are dropped first)."""
-        ...
-
-
 class Tracking:
     """One stage's tracking: the connected MLflow store (``None`` when off or plain files) and the pipeline's runs."""
 
@@ -95,35 +54,27 @@ class Tracking:
         self.config = config
         self.store = store
         self.root = root
-        self.files = config.tracking.enabled and config.tracking.backend == "files"  # the plain-files backend
+        kind = BACKENDS.get(config.tracking.backend) if config.tracking.enabled else None
+        # The backend that records the runs: none when tracking is off, or when its store is not connected.
+        self.recorder: Backend | None = (
+            kind if kind is not None and (store is not None or not kind.uses_store) else None
+        )
         self.run: Run | None = None
         self.identity: RunIdentity = identify(config, root)
 
     @property
     def backend(self) -> str:
         """What the notices call the backend."""
-        return "file-runs" if self.files else "MLflow"
+        return BACKENDS.get(self.config.tracking.backend).label
 
     def _existing(self, run_ids: Mapping[str, str], model_logger: ModelPublisher | None) -> Run | None:
-        if self.files:
-            from reservoir_dqn.tracking.files import FileRun
-
-            return FileRun.existing(self.root, run_ids)
-        from reservoir_dqn.tracking.runs import PipelineRun
-
-        assert self.store is not None
-        return PipelineRun.existing(self.store, run_ids, model_logger)
+        assert self.recorder is not None
+        return self.recorder.existing(RunsAt(self.root, self.store), run_ids, model_logger)
 
     def _create(self, name: str, tags: Mapping[str, str], parent_of: str | None) -> Run:
+        assert self.recorder is not None
         description, agents = self.identity.description, self.config.train.seeds
-        if self.files:
-            from reservoir_dqn.tracking.files import FileRun
-
-            return FileRun.create(self.root, name, description, tags, agents, parent_of)
-        from reservoir_dqn.tracking.runs import PipelineRun
-
-        assert self.store is not None
-        return PipelineRun.create(self.store, name, description, tags, agents, None, parent_of)
+        return self.recorder.create(RunsAt(self.root, self.store), name, description, tags, agents, parent_of)
 
     @classmethod
     def connect(cls, config: Config, experiment: str | None = None) -> Tracking:
@@ -132,7 +83,9 @@ class Tracking:
         :param experiment: the MLflow experiment, instead of the environment's.
         """
         root = project_root()
-        return cls(config, connect(config, root, experiment), root)
+        kind = BACKENDS.get(config.tracking.backend) if config.tracking.enabled else None
+        store = connect(config, root, experiment) if kind is not None and kind.uses_store else None
+        return cls(config, store, root)
 
     def start_training(
         self,
@@ -152,7 +105,7 @@ class Tracking:
         :param tags: more tags for the new runs.
         :param name: the run's name, instead of what changed against the baseline.
         """
-        if self.store is None and not self.files:
+        if self.recorder is None:
             return {}
         self.run = self._existing(run_ids, None) if run_ids else None
         continued = None
@@ -183,7 +136,7 @@ class Tracking:
 
         :param model_logger: what publishes a model release (the export stage's registry).
         """
-        if self.store is None and not self.files:
+        if self.recorder is None:
             return
         self.run = self._existing(run_ids, model_logger)
         if self.run is None:
@@ -248,10 +201,15 @@ class Tracking:
 
 
 __all__ = [
+    "BACKENDS",
+    "Backend",
+    "Run",
+    "RunInfo",
     "Tracking",
     "TrackingMisconfigured",
     "TrackingUnavailable",
     "experiment_name",
     "project_root",
+    "register_backend",
     "registered_model_name",
 ]

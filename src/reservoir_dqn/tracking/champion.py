@@ -7,7 +7,7 @@ needs (:func:`record_candidate`): the headline score of each seed on the test sc
 ``champion_status: candidate``. Evaluation cannot know whether its run will be committed
 (a queued or ``--temp`` experiment may never be applied), so nothing moves then.
 
-``reservoir-dqn promote`` (:mod:`reservoir_dqn.promote`), run on a committed revision (CI
+``reservoir-dqn promote`` (:mod:`reservoir_dqn.commands.promote`), run on a committed revision (CI
 runs it on main), offers the committed run's version the alias. :func:`decide` moves it
 only when the version
 
@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from reservoir_dqn.statistics import MIN_SEEDS, compare
+from reservoir_dqn.evaluation.statistics import MIN_SEEDS, compare
 from reservoir_dqn.tracking.naming import Tag
 from reservoir_dqn.tracking.store import Store, registered_model_name, retrying
 

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 
 from reservoir_dqn.config import Config
 from reservoir_dqn.envs import PROFILES
-from reservoir_dqn.metric_names import stat_name, tensorboard_tag
-from reservoir_dqn.results import Evaluation
+from reservoir_dqn.evaluation.metric_names import stat_name, tensorboard_tag
+from reservoir_dqn.evaluation.results import Evaluation
 
 if TYPE_CHECKING:  # TensorBoard's modules are imported where the session is written
     from tensorboard.compat.proto import summary_pb2

@@ -14,9 +14,9 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 
+from reservoir_dqn.common.errors import first_line
 from reservoir_dqn.config import Config
-from reservoir_dqn.errors import first_line
-from reservoir_dqn.results import Evaluation
+from reservoir_dqn.evaluation.results import Evaluation
 from reservoir_dqn.tracking import Tracking
 from reservoir_dqn.tracking.hparams import log_hparams
 from reservoir_dqn.tracking.naming import Tag

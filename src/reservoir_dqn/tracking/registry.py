@@ -27,8 +27,8 @@ from mlflow.tracking._model_registry import utils as registry_settings
 from mlflow.tracking._tracking_service import utils as tracking_settings
 from mlflow.types.schema import Array, ColSpec, Schema
 
-from reservoir_dqn.card import Release
-from reservoir_dqn.files import file_digest
+from reservoir_dqn.common.files import file_digest
+from reservoir_dqn.release.card import Release
 from reservoir_dqn.tracking import served_policy
 from reservoir_dqn.tracking.champion import record_candidate
 from reservoir_dqn.tracking.naming import Tag

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunInfo, RunTag
 
-from reservoir_dqn.errors import first_line
+from reservoir_dqn.common.errors import first_line
 from reservoir_dqn.tracking.naming import RUN_KIND, RunKind, Tag
 from reservoir_dqn.tracking.store import Store, retrying
 
 if TYPE_CHECKING:
     import torch
 
-    from reservoir_dqn.metrics import Record
+    from reservoir_dqn.common.metrics import Record
 
 OUTBOX_FOLDER = ".mlflow-outbox"
 FLUSH_SECONDS = 2.0  # the MLflow sink sends what has accumulated at least this often

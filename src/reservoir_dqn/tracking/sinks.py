@@ -1,7 +1,7 @@
 """Where the training curves go: the CSV training log and TensorBoard (the runs' backend has its own sink:
-:class:`~reservoir_dqn.tracking.runs.MlflowSink`, :class:`~reservoir_dqn.tracking.files.FileCurveSink`).
+:class:`~reservoir_dqn.tracking.runs.MlflowSink`, :class:`~reservoir_dqn.tracking.file_runs.FileCurveSink`).
 
-Every sink receives the same records (:class:`~reservoir_dqn.metrics.Record`: a metric group
+Every sink receives the same records (:class:`~reservoir_dqn.common.metrics.Record`: a metric group
 at a step, a row per agent) and derives its names from the group: ``logs/train/<group>.csv``
 with a column per field, ``<group>/<field>`` in MLflow (whose experiments are per environment)
 and ``<env>/<group>/<field>`` in TensorBoard, whose charts take every run under its log
@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import torch
 
-from reservoir_dqn.metrics import MetricGroup, Record
+from reservoir_dqn.common.metrics import MetricGroup, Record
 
 if TYPE_CHECKING:  # TensorBoard and pandas are imported only where they are used
     import pandas as pd

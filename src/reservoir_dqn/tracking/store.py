@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 from urllib.parse import urlparse
 
+from reservoir_dqn.common.errors import first_line
+from reservoir_dqn.common.process import collection_paused
 from reservoir_dqn.config import Config
-from reservoir_dqn.errors import first_line
-from reservoir_dqn.process import collection_paused
 
 if TYPE_CHECKING:  # mlflow takes about a second to import: only a stage that tracks pays it
     from mlflow import MlflowClient
@@ -216,12 +216,12 @@ class Store:
 
 
 def connect(config: Config, root: Path | None = None, experiment: str | None = None) -> Store | None:
-    """Connect to the configured MLflow store (``None`` when tracking is off or not MLflow); fail fast, in one line.
+    """Connect to the configured MLflow store (``None`` when tracking is off); fail fast, in one line.
 
     :param experiment: the MLflow experiment to work in, instead of the environment's
         (:func:`experiment_name`); a tuning study has its own.
     """
-    if not config.tracking.enabled or config.tracking.backend != "mlflow":
+    if not config.tracking.enabled:
         return None
     root = root or project_root()
     uri = tracking_uri(config.tracking.uri, root)

@@ -19,8 +19,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from reservoir_dqn.errors import first_line
-from reservoir_dqn.process import Terminated
+from reservoir_dqn.common.errors import first_line
+from reservoir_dqn.common.process import Terminated
 from reservoir_dqn.tracking.naming import RUN_KIND, RunKind, Tag
 from reservoir_dqn.tracking.store import Store, retrying
 

@@ -22,7 +22,7 @@ import json
 import math
 from collections.abc import Sequence
 
-from reservoir_dqn.metric_names import TRAIN_MINUTES, best_snapshot_name, stat_name
+from reservoir_dqn.evaluation.metric_names import TRAIN_MINUTES, best_snapshot_name, stat_name
 from reservoir_dqn.tracking.naming import RUN_KIND, RunKind
 
 KEY_VIEW = "key-metrics"  # the share key of the view

@@ -1,0 +1,129 @@
+"""The held-out record, replayed: what the reservoir's profile offers as :meth:`~..profile.EnvProfile.held_out`.
+
+For a record-driven reservoir, :class:`RecordReplay` replays its held-out windows
+(:mod:`.windows`) with any policy, and names the reference policies a water engineer
+replays beside an agent:
+
+- ``sdp``: the SDP optimum of the fitted chain, which reads last month's inflow class;
+- ``sdp_independent``: the SDP optimum of the same classes taken as independent (an operator
+  who ignores what last month's inflow says of this month's);
+- ``sop`` and ``random``, as on the synthetic scenarios;
+- ``foresight``: the deterministic DP that knows the window's inflows, the bound.
+
+The statistics over those replays (scores against foresight, the block bootstrap) are
+:mod:`reservoir_dqn.evaluation.reoperation`'s, which knows no reservoir.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torchrl.envs import EnvBase
+
+from reservoir_dqn.config import EnvConfig
+from reservoir_dqn.envs.baselines import RandomPolicy
+from reservoir_dqn.envs.profile import EnvProfile, Episodes
+from reservoir_dqn.envs.reservoir.baselines import SDPPolicy, StandardOperatingPolicy, reservoir_optimum
+from reservoir_dqn.envs.reservoir.env import DiscreteReservoirEnv
+from reservoir_dqn.envs.reservoir.inflows import without_persistence
+from reservoir_dqn.envs.reservoir.model import ReservoirModel
+from reservoir_dqn.envs.reservoir.sdp import ForesightSolution, foresight, solve
+from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
+from reservoir_dqn.envs.reservoir.windows import HELD_OUT_PREFIX, Windows, find_windows
+from reservoir_dqn.envs.rollouts import run_episodes
+
+MONTHS_PER_YEAR = 12
+
+
+class ForesightPolicy(TensorDictModuleBase):
+    """Window ``i``'s foresight DP table, played in environment slot ``i``."""
+
+    def __init__(self, solution: ForesightSolution) -> None:
+        super().__init__()
+        self.in_keys, self.out_keys = ["time_step", "storage"], ["action"]
+        self.register_buffer("table", solution.policy)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        time_step = tensordict.get("time_step").clamp(max=self.table.shape[1] - 1)
+        storage = tensordict.get("storage").round().long()
+        window = torch.arange(self.table.shape[0])
+        return tensordict.set("action", self.table[window, time_step, storage])
+
+
+class RecordReplay:
+    """The held-out windows of one reservoir's record, replayed by any policy in the reservoir's environment."""
+
+    def __init__(self, profile: EnvProfile, config: EnvConfig, reservoir: ReservoirConfig, windows: Windows) -> None:
+        self.profile, self.config, self.reservoir, self.windows = profile, config, reservoir, windows
+        self.model = ReservoirModel.from_config(reservoir)
+
+    @classmethod
+    def of(cls, profile: EnvProfile, config: EnvConfig, reservoir: ReservoirConfig) -> RecordReplay | None:
+        """The replay of a record-driven reservoir's held-out windows (``None``: no record, or no held-out years)."""
+        if reservoir.inflow_model != "record":
+            return None
+        windows = find_windows(reservoir, ReservoirModel.from_config(reservoir).chain, "held_out")
+        return None if windows is None else cls(profile, config, reservoir, windows)
+
+    @property
+    def starts(self) -> tuple[str, ...]:
+        """Each window's first month, ``YYYY-MM``."""
+        return self.windows.starts
+
+    @property
+    def first_years(self) -> tuple[int, ...]:
+        """Each window's first calendar year (its water years follow on)."""
+        return self.windows.first_years
+
+    @property
+    def horizon(self) -> int:
+        """Months per window."""
+        return self.reservoir.horizon_months
+
+    def policies(self, seed: int) -> dict[str, TensorDictModuleBase]:
+        """Every reference policy of the re-operation: the two SDPs, SOP, random and the bound, ``foresight``."""
+        model = self.model
+        independent = ReservoirModel(model.config, without_persistence(model.chain), model.release_levels, model.demand)
+        return {
+            "sdp": SDPPolicy(reservoir_optimum(self.reservoir)),
+            "sdp_independent": SDPPolicy(solve(independent)),
+            "sop": StandardOperatingPolicy(model),
+            "random": RandomPolicy(model.num_actions, seed),
+            "foresight": ForesightPolicy(foresight(model, self.windows.inflows)),
+        }
+
+    def episodes(self, policy: TensorDictModuleBase, windows: Windows | None = None, copies: int = 1) -> Episodes:
+        """``policy`` replaying every window (default: all held-out ones), ``copies`` times over (agent-major)."""
+        tiled = (windows or self.windows).tile(copies)
+
+        def replayed(env: EnvBase) -> None:
+            base = env.base_env
+            assert isinstance(base, DiscreteReservoirEnv)
+            base.replay(tiled)
+
+        return run_episodes(self.profile, self.config, policy, [0] * len(tiled), prepare=replayed)
+
+    def rewards(self, policy: TensorDictModuleBase, copies: int = 1) -> torch.Tensor:
+        """``[copies, W, H]`` the monthly rewards of ``policy`` replaying every window (``copies`` stacked agents)."""
+        episodes = self.episodes(policy, copies=copies)
+        rewards: torch.Tensor = episodes.steps["next", "reward"].squeeze(-1).double()
+        return rewards.view(copies, len(self.windows), -1)
+
+    def trajectory_rows(self, shipped: tuple[TensorDictModuleBase, int, int]) -> list[dict[str, object]]:
+        """Trajectory rows of the first held-out window for the shipped agent, the Markov SDP and foresight.
+
+        :param shipped: the stacked Q-network, how many agents it holds, and the shipped agent's index.
+        """
+        first = self.windows.head(1)
+        q_network, agents, agent = shipped
+        played = {
+            "dqn": self.episodes(q_network, first, agents).part(agent, agent + 1),
+            "sdp": self.episodes(SDPPolicy(reservoir_optimum(self.reservoir)), first),
+            "foresight": self.episodes(ForesightPolicy(foresight(self.model, first.inflows)), first),
+        }
+        return [
+            row
+            for name, episodes in played.items()
+            for row in self.profile.trajectory_rows(self.config, HELD_OUT_PREFIX + name, episodes, 1)
+        ]

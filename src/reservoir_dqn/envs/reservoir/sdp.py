@@ -1,0 +1,130 @@
+"""Stochastic dynamic programming: the provably optimal policy of the reservoir MDP.
+
+Backward induction over the exact finite MDP of :class:`~reservoir_dqn.envs.reservoir.env.DiscreteReservoirEnv`:
+state (time step ``t``, storage ``s``, class ``j`` of last month's inflow), the month ``m``
+following from ``t``. With ``V_H = 0`` and ``P = transitions[m - 1]`` (:mod:`.inflows`),
+
+``Q_t(s, j, a) = sum_k P[j, k] [ r(s, a, q_{m,k}, m) + V_{t+1}(s'(s, a, q_{m,k}), k) ]``,
+``V_t(s, j) = max_a Q_t(s, j, a)``.
+
+With independent inflows (``inflow_model: lognormal``) every row of ``P`` is ``1/K``, the
+values do not depend on ``j``, and the state is (time step, storage): the solution keeps a
+single class column and the expectation is the mean over the equiprobable classes.
+
+:attr:`SDPSolution.expected_return`, the mean of ``V_0(initial_storage, j)`` over the class
+the month before the first has, is the largest expected ``horizon_months`` return any
+policy can achieve. Everything is vectorised over storages, classes and actions in float64;
+the default problem solves in milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from reservoir_dqn.envs.reservoir.model import ReservoirModel
+from reservoir_dqn.envs.reservoir.records import MONTHS
+
+
+@dataclass(frozen=True)
+class SDPSolution:
+    """Optimal values and policy; ``J`` is ``K`` with a persistent inflow, else 1.
+
+    :ivar values: ``[H + 1, S, J]`` optimal expected return-to-go from time step ``t``, storage
+        ``s`` and last month's inflow class ``j``.
+    :ivar policy: ``[H, S, J]`` optimal action (release-level index); ties go to the smaller release.
+    :ivar q_values: ``[H, S, J, A]`` expected return of each action, then acting optimally.
+    :ivar initial_classes: ``[J]`` the distribution of the class of the month before the first.
+    """
+
+    values: torch.Tensor
+    policy: torch.Tensor
+    q_values: torch.Tensor
+    initial_storage: int
+    initial_classes: torch.Tensor
+
+    @property
+    def expected_return(self) -> float:
+        """Optimal expected return of an episode from the initial storage."""
+        return float((self.values[0, self.initial_storage] * self.initial_classes).sum())
+
+
+def month_outcomes(model: ReservoirModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """One month's outcome from every storage, action and inflow class of every calendar month:
+    ``[12, S, A, K]`` rewards (float64) and next storages (indices)."""
+    storage = torch.arange(model.num_storages, dtype=torch.float64).view(-1, 1, 1)
+    action = torch.arange(model.num_actions).view(1, -1, 1)
+    rewards, next_storage = [], []
+    for month in range(MONTHS):
+        inflow = model.inflow_values[month].view(1, 1, -1)
+        outcome = model.transition(storage, inflow, action, torch.tensor(month))
+        rewards.append(outcome.reward)
+        next_storage.append(outcome.next_storage.long())
+    return torch.stack(rewards), torch.stack(next_storage)
+
+
+def solve(model: ReservoirModel) -> SDPSolution:
+    """Backward induction over the reservoir MDP described by ``model``."""
+    config, chain = model.config, model.chain
+    horizon, storages, actions = config.horizon_months, model.num_storages, model.num_actions
+    columns = chain.classes if chain.persistent else 1
+    month_rewards, month_next = month_outcomes(model)
+
+    values = torch.zeros(horizon + 1, storages, columns, dtype=torch.float64)
+    q_values = torch.zeros(horizon, storages, columns, actions, dtype=torch.float64)
+    inflow_class = torch.arange(columns)
+    for t in reversed(range(horizon)):
+        month = (t + config.start_month) % MONTHS
+        if chain.persistent:
+            # Next class k's value at the next storage, then the expectation over k given this month's class j.
+            total = month_rewards[month] + values[t + 1][month_next[month], inflow_class]  # [S, A, K]
+            q_values[t] = torch.einsum("jk,sak->sja", chain.transitions[(month - 1) % MONTHS], total)
+        else:
+            # Equiprobable independent classes: the expectation is the mean over the last axis.
+            q_values[t, :, 0] = (month_rewards[month] + values[t + 1, :, 0][month_next[month]]).mean(dim=-1)
+        values[t] = q_values[t].max(dim=-1).values
+    # argmax returns the first maximum: among equally good releases, the smallest.
+    policy = q_values.argmax(dim=-1)
+    before = (config.start_month - 1) % MONTHS
+    initial = chain.marginal[before] if chain.persistent else torch.ones(1, dtype=torch.float64)
+    return SDPSolution(values, policy, q_values, config.initial_storage, initial)
+
+
+@dataclass(frozen=True)
+class ForesightSolution:
+    """Deterministic DP with perfect foresight of each window's inflows: the bound no operator can beat.
+
+    :ivar values: ``[W, H + 1, S]`` the best return-to-go of window ``w`` from time step ``t`` and storage ``s``.
+    :ivar policy: ``[W, H, S]`` the release-level index that achieves it (ties: the smaller release).
+    """
+
+    values: torch.Tensor
+    policy: torch.Tensor
+    initial_storage: int
+
+    @property
+    def returns(self) -> torch.Tensor:
+        """``[W]`` each window's best return from the initial storage."""
+        return self.values[:, 0, self.initial_storage]
+
+
+def foresight(model: ReservoirModel, inflows: torch.Tensor) -> ForesightSolution:
+    """Backward induction knowing every month's inflow: ``inflows`` is ``[W, H]`` in whole units.
+
+    ``V_t(s) = max_a [ r(s, a, q_t, m_t) + V_{t+1}(s'(s, a, q_t)) ]`` per window, with ``V_H = 0``.
+    """
+    config = model.config
+    windows, horizon = inflows.shape
+    storages, actions = model.num_storages, model.num_actions
+    storage = torch.arange(storages, dtype=torch.float64).view(1, storages, 1)
+    action = torch.arange(actions).view(1, 1, actions)
+    values = torch.zeros(windows, horizon + 1, storages, dtype=torch.float64)
+    policy = torch.zeros(windows, horizon, storages, dtype=torch.long)
+    for t in reversed(range(horizon)):
+        month = torch.tensor((t + config.start_month) % MONTHS)
+        outcome = model.transition(storage, inflows[:, t].view(windows, 1, 1), action, month)  # [W, S, A]
+        future = values[:, t + 1].gather(1, outcome.next_storage.long().view(windows, -1)).view(outcome.reward.shape)
+        q_values = outcome.reward + future
+        values[:, t], policy[:, t] = q_values.max(dim=-1)
+    return ForesightSolution(values, policy, config.initial_storage)

@@ -1,0 +1,180 @@
+"""The reservoir's settings, ``env.reservoir``: its physics, its inflows and the rules between them.
+
+:class:`ReservoirConfig` is checked against the rules of :data:`RESERVOIR_RULES` (declared
+once: the validator checks them and the README's table lists them,
+:mod:`reservoir_dqn.config.rules`). The reservoir's profile registers it as the settings
+section ``reservoir`` (:mod:`reservoir_dqn.envs`).
+"""
+
+from __future__ import annotations
+
+import calendar
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from reservoir_dqn.config import rules
+from reservoir_dqn.config.sections import (
+    CountTuple,
+    PositiveFloat,
+    PositiveFloatTuple,
+    PositiveInt,
+    Section,
+)
+
+
+class RecordConfig(Section):
+    """A river's monthly inflow record (a CSV file) that the reservoir's inflow chain is fitted to.
+
+    :mod:`reservoir_dqn.envs.reservoir.records` reads the file (monthly or daily lines) and
+    :mod:`reservoir_dqn.envs.reservoir.inflows` fits the chain.
+    """
+
+    path: str = Field(
+        description="CSV file of the record, relative to the folder the stages run in (the project root); its "
+        "first column is the date."
+    )
+    column: str = Field(description="The column of the flows (e.g. a gauge's number).")
+    units: Literal["hm3", "m3/s"] = Field(
+        description="What a value is: the volume of its line's period (a month or a day) in hm3, or the "
+        "period's mean flow in m3/s."
+    )
+    first_year: int | None = Field(description="First calendar year the chain is fitted on; empty: the record's first.")
+    last_year: int | None = Field(description="Last calendar year the chain is fitted on; empty: the record's last.")
+    pseudocount: float = Field(
+        ge=0.0,
+        description="Added to every transition count before a row is normalised: 0 keeps the record's "
+        "frequencies (an empty row is the next month's class frequencies), 1 is add-one smoothing.",
+    )
+
+
+class ReservoirConfig(Section):
+    """Physical parameters of :class:`reservoir_dqn.envs.reservoir.env.DiscreteReservoirEnv`.
+
+    The defaults describe a mid-sized multipurpose reservoir with a snowmelt-driven
+    inflow regime; see params.yaml for the unit and source of each number.
+    """
+
+    horizon_months: int = Field(ge=12, description="Episode length H in months, a year or more; the planning horizon.")
+    start_month: int = Field(ge=0, le=11, description="Calendar month of the first step (0 = January).")
+    observe_time_left: bool = Field(
+        description="Observe the months left as a share of the horizon; the horizon is then the end of the MDP "
+        "(termination), as in the SDP. Off: a stationary observation, and the horizon truncates."
+    )
+    unit_hm3: PositiveFloat = Field(description="Volume of one storage unit in hm3.")
+    capacity: PositiveInt = Field(description="Active storage capacity in units.")
+    min_storage: int = Field(ge=0, description="Minimum operating storage in units; below it is a violation.")
+    initial_storage: int = Field(ge=0, description="Storage at the start of every episode, in units.")
+    release_levels: CountTuple = Field(
+        min_length=2, description="Discrete release targets in units per month, ascending."
+    )
+    turbine_capacity: PositiveInt = Field(description="Largest release the turbines can pass, units per month.")
+    head_min_m: PositiveFloat = Field(description="Hydraulic head at empty storage, metres.")
+    head_max_m: PositiveFloat = Field(description="Hydraulic head at full storage, metres.")
+    efficiency: float = Field(gt=0.0, le=1.0, description="Turbine-generator efficiency (dimensionless).")
+    demand: CountTuple = Field(
+        min_length=12, max_length=12, description="Monthly water-supply demand, units, January first."
+    )
+    inflow_model: Literal["lognormal", "record"] = Field(
+        description="lognormal: independent draws from inflow_median and inflow_cv; record: a periodic Markov "
+        "chain fitted to the record (the inflow class then is part of the state and the observation)."
+    )
+    record: RecordConfig = Field(description="The record the chain is fitted to (used when inflow_model is record).")
+    scenarios: Literal["chain", "record"] = Field(
+        description="With inflow_model record, where training and validation episodes come from: chain (draws "
+        "from the fitted chain, the model the SDP solves) or record (windows of the fitting years' own record)."
+    )
+    inflow_median: PositiveFloatTuple = Field(
+        min_length=12, max_length=12, description="Median monthly inflow in units, January first."
+    )
+    inflow_cv: PositiveFloatTuple = Field(
+        min_length=12, max_length=12, description="Coefficient of variation of monthly inflow."
+    )
+    inflow_classes: Annotated[int, Field(ge=2, le=25)] = Field(
+        description="Number K of inflow classes per month: equiprobable lognormal classes, or the record's "
+        "quantile classes."
+    )
+    weight_energy: float = Field(ge=0.0, description="Reward per GWh of hydropower.")
+    weight_deficit: float = Field(ge=0.0, description="Penalty per unit of unmet demand.")
+    weight_spill: float = Field(ge=0.0, description="Penalty per unit spilled over the crest.")
+    weight_violation: float = Field(ge=0.0, description="Penalty per unit of storage below min_storage.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReservoirConfig:
+        rules.check(self, RESERVOIR_RULES)
+        return self
+
+
+def _unserved_month(config: ReservoirConfig) -> str | None:
+    levels = set(config.release_levels)
+    month = next((month for month, demand in enumerate(config.demand) if demand not in levels), None)
+    if month is None:
+        return None
+    return (
+        f"demand ({config.demand[month]} in {calendar.month_name[month + 1]}) is not one of release_levels "
+        f"({list(config.release_levels)}): no release meets that month's demand exactly"
+    )
+
+
+WEIGHTS = ("weight_energy", "weight_deficit", "weight_spill", "weight_violation")
+# The reservoir's rules between fields (each field's own bounds are on the field); the README lists both.
+RESERVOIR_RULES = (
+    rules.Rule(
+        ("min_storage", "capacity"),
+        "`min_storage` is below `capacity`",
+        lambda c: (
+            f"min_storage ({c.min_storage}) must be below capacity ({c.capacity})"
+            if c.min_storage >= c.capacity
+            else None
+        ),
+    ),
+    rules.Rule(
+        ("initial_storage", "capacity"),
+        "`initial_storage` lies in [0, `capacity`]",
+        lambda c: (
+            f"initial_storage ({c.initial_storage}) lies outside [0, capacity ({c.capacity})]"
+            if c.initial_storage > c.capacity
+            else None
+        ),
+    ),
+    rules.Rule(
+        ("release_levels",),
+        "strictly ascending",
+        lambda c: (
+            f"release_levels ({list(c.release_levels)}) must be strictly ascending"
+            if list(c.release_levels) != sorted(set(c.release_levels))
+            else None
+        ),
+    ),
+    rules.Rule(
+        ("demand", "release_levels"),
+        "every month's demand is one of the release levels, so some release meets it exactly (levels above "
+        "`turbine_capacity` are allowed: the excess passes without generating)",
+        _unserved_month,
+    ),
+    rules.Rule(
+        ("head_min_m", "head_max_m"),
+        "`head_max_m` is at least `head_min_m`",
+        lambda c: (
+            f"head_max_m ({c.head_max_m}) is below head_min_m ({c.head_min_m})" if c.head_max_m < c.head_min_m else None
+        ),
+    ),
+    rules.Rule(
+        ("scenarios", "inflow_model"),
+        "`scenarios: record` needs `inflow_model: record`",
+        lambda c: (
+            f"scenarios ({c.scenarios}) needs inflow_model (lognormal) to be record: the windows are the record's"
+            if c.scenarios == "record" and c.inflow_model != "record"
+            else None
+        ),
+    ),
+    rules.Rule(
+        WEIGHTS,
+        "at least one weight is above 0 (with none, every policy is optimal)",
+        lambda c: (
+            ", ".join(f"{name} ({getattr(c, name)})" for name in WEIGHTS) + " are all 0: every policy is optimal"
+            if not any(getattr(c, name) > 0 for name in WEIGHTS)
+            else None
+        ),
+    ),
+)

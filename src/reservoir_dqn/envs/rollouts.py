@@ -1,0 +1,77 @@
+"""Playing a policy in an environment: one greedy episode in each seeded copy, as :class:`~.profile.Episodes`.
+
+Evaluation, validation, the ONNX check and the held-out record's re-operation all play
+episodes through :func:`run_episodes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torchrl.checkpoint import GlobalRNGState
+from torchrl.envs import EnvBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+from reservoir_dqn.config import EnvConfig
+from reservoir_dqn.envs.profile import EnvProfile, Episodes
+
+
+def run_episodes(
+    profile: EnvProfile,
+    config: EnvConfig,
+    policy: TensorDictModuleBase,
+    slot_seeds: Sequence[int],
+    prepare: Callable[[EnvBase], None] | None = None,
+) -> Episodes:
+    """Run ``policy`` greedily (exploration off) for one episode in each copy, copy ``i`` seeded ``slot_seeds[i]``.
+
+    Leaves every global random generator as it found it, so an evaluation in the middle of
+    training changes nothing of the training.
+
+    :param prepare: called on the environment before its first reset (the reservoir's
+        re-operation sets the record's windows there).
+    """
+    rng = GlobalRNGState()
+    saved = rng.state_dict()
+    env = profile.make(config, slot_seeds)
+    if prepare is not None:
+        prepare(env)
+    try:
+        with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+            steps = _first_episodes(env, policy, profile.episode_limit(config))
+    finally:
+        env.close()
+        rng.load_state_dict(saved)
+    done = steps["next", "done"].squeeze(-1)
+    # A step is valid until (and including) the first done flag of its environment.
+    valid = (done.long().cumsum(dim=1) - done.long()) == 0
+    steps.set("valid", valid)
+    last = done.float().argmax(dim=1)
+    rows = torch.arange(len(slot_seeds))
+    returns = steps["next", "episode_reward"].squeeze(-1)[rows, last]
+    lengths = steps["next", "step_count"].squeeze(-1)[rows, last]
+    return Episodes(steps=steps, returns=returns, lengths=lengths)
+
+
+def _first_episodes(env: EnvBase, policy: TensorDictModuleBase, limit: int) -> TensorDictBase:
+    """Step every copy (resetting those that finish) until each has finished one episode: ``[N, T]`` steps.
+
+    ``env.rollout(limit, policy, break_when_any_done=False)`` computes the same steps but
+    always runs ``limit`` of them, long after short episodes ended (CartPole's random
+    policy falls within about 20 of its 500); its ``break_when_all_done`` needs partial
+    steps, which gymnasium's vector env refuses.
+    """
+    tensordict = env.reset()
+    steps = []
+    finished = torch.zeros(env.batch_size, dtype=torch.bool, device=env.device)
+    for _ in range(limit):
+        tensordict.update(policy(tensordict))
+        step, tensordict = env.step_and_maybe_reset(tensordict)
+        steps.append(step)
+        finished |= step["next", "done"].reshape(env.batch_size)
+        if bool(finished.all()):
+            return torch.stack(steps, dim=1)
+    raise RuntimeError("an evaluation episode did not end within the episode limit")

@@ -1,0 +1,108 @@
+"""What the evaluate stage reports: the table a person reads, and the figures the parent run records."""
+
+from __future__ import annotations
+
+from reservoir_dqn.evaluation.metric_names import TRAIN_MINUTES, best_snapshot_name, stat_name
+from reservoir_dqn.evaluation.results import NETWORKS, Evaluation, HeldOut
+from reservoir_dqn.evaluation.scoring import EXACT_GAP, EXACT_RETURN, EXACT_Z, REGRET
+from reservoir_dqn.evaluation.statistics import Summary
+
+
+def tracked_metrics(evaluation: Evaluation, train_minutes: float) -> dict[str, float]:
+    """The parent run's metrics: each headline metric's mean, IQM and interval (final networks), the time, the
+    regret to the optimum and the exact gap where there are, and the held-out record's figures
+    where there is one (named as in ``summary.json``, :meth:`HeldOut.metrics`).
+
+    Named as in ``metrics/summary.json`` (``score``, ``score_lo``, ``score_hi``, ``score_iqm``, ...;
+    :mod:`reservoir_dqn.tracking.views`). Rounded to 4 significant digits, so that MLflow's runs
+    table shows them whole (``eval.json``, a run artifact, keeps every digit).
+    """
+    metrics: dict[str, float] = {}
+    for name in evaluation.headline:
+        summary = evaluation.metric(name)
+        metrics |= {stat_name(name): summary.mean, stat_name(name, "iqm"): summary.iqm}
+        if summary.ci_low is not None and summary.ci_high is not None:
+            metrics |= {stat_name(name, "ci_low"): summary.ci_low, stat_name(name, "ci_high"): summary.ci_high}
+    main = evaluation.headline[0]
+    metrics[best_snapshot_name(main)] = evaluation.metric(main, "best").mean
+    metrics[TRAIN_MINUTES] = train_minutes
+    metrics |= evaluation.optimum_metrics()
+    if evaluation.held_out is not None:
+        metrics |= evaluation.held_out.metrics()
+    return {name: float(f"{value:.4g}") for name, value in metrics.items()}
+
+
+def _number(name: str, value: float) -> str:
+    return f"{value:,.1f}" if name == "return" else f"{value:.3f}"
+
+
+def report(evaluation: Evaluation) -> str:
+    """The table a person reads after the stage: each headline metric per policy, with its interval over seeds."""
+    names = evaluation.headline
+    width = 27
+    lines = [
+        f"{evaluation.env}: {evaluation.seeds} agents x {evaluation.episodes} test episodes; "
+        f"score 0 = random, 1 = {evaluation.optimum_label}",
+        f"  {'policy':<21}" + "".join(f"{name:>{width}}" for name in names),
+    ]
+
+    def cell(name: str, summary: Summary) -> str:
+        text = _number(name, summary.mean)
+        if summary.ci_low is not None and summary.ci_high is not None:
+            text += f" [{_number(name, summary.ci_low)}, {_number(name, summary.ci_high)}]"
+        return f"{text:>{width}}"
+
+    for network in NETWORKS:
+        label = "DQN, final networks" if network == "final" else "DQN, best snapshots"
+        lines.append(f"  {label:<21}" + "".join(cell(name, evaluation.metric(name, network)) for name in names))
+    for policy, values in sorted(evaluation.baselines.items(), key=lambda item: -item[1][names[0]]):
+        lines.append(f"  {policy:<21}" + "".join(f"{_number(name, values[name]):>{width}}" for name in names))
+    lines.append(
+        f"  DQN: mean [95% Student-t interval] over {evaluation.seeds} seeds. Shipped: "
+        f"seed {evaluation.shipped_agent}'s {evaluation.shipped_network} network, the best on the validation seeds."
+    )
+    lines += optimum_report(evaluation)
+    if evaluation.held_out is not None:
+        lines += ["", *held_out_report(evaluation.held_out, evaluation.seeds)]
+    return "\n".join(lines)
+
+
+def optimum_report(evaluation: Evaluation) -> list[str]:
+    """The final networks' paired regret and exact account, where the environment has them."""
+    final, lines = evaluation.agents["final"], []
+    if REGRET in final:
+        per_seed = ", ".join(f"{value:,.1f}" for value in final[REGRET].per_seed)
+        lines.append(
+            f"  DQN final networks' regret (the optimum's return minus theirs, scenario by scenario): "
+            f"{final[REGRET].text()}; per seed: {per_seed}"
+        )
+    if EXACT_RETURN in final:
+        largest = max(abs(value) for value in final[EXACT_Z].per_seed)
+        lines.append(
+            f"  Exact account (no sampling): expected return {final[EXACT_RETURN].text()} against the optimum's "
+            f"{final[EXACT_RETURN].mean + final[EXACT_GAP].mean:,.1f}, a gap of {final[EXACT_GAP].text()}; "
+            f"each agent's test mean is within {largest:.1f} standard errors of its exact value"
+        )
+    return lines
+
+
+def held_out_report(held_out: HeldOut, seeds: int) -> list[str]:
+    """The re-operation of the held-out record: each policy's score against foresight, with its interval."""
+    first, last = held_out.windows[0], held_out.windows[-1]
+    lines = [
+        f"held-out record: {len(held_out.windows)} windows starting {first} to {last}; "
+        "score 0 = random, 1 = foresight (deterministic DP knowing the inflows)",
+        f"  {'policy':<38}{'score [95% block bootstrap]':>30}{'return per window':>20}",
+    ]
+    rows = [(f"DQN, {network} networks (mean of seeds)", score) for network, score in held_out.dqn.items()]
+    rows += sorted(held_out.baselines.items(), key=lambda item: -item[1].score)
+    for label, score in rows:
+        interval = f"{score.score:.3f} [{score.score_lo:.3f}, {score.score_hi:.3f}]"
+        lines.append(f"  {label:<38}{interval:>30}{score.mean_return:>20,.1f}")
+    for network, (value, low, high) in held_out.dqn_over_sdp.items():
+        per_seed = ", ".join(f"{score:.3f}" for score in held_out.dqn_per_seed[network].per_seed)
+        lines.append(
+            f"  DQN {network} over the Markov SDP: {value:.3f} [{low:.3f}, {high:.3f}]; per seed ({seeds}): {per_seed}"
+        )
+    lines.append(f"  Intervals: moving blocks of {held_out.block_years} water years, {held_out.resamples:,} resamples.")
+    return lines

@@ -1,0 +1,282 @@
+"""The evaluation's results, typed: written by the evaluate stage, read by plot, compare and tune.
+
+``metrics/eval.json`` is :meth:`Evaluation.to_json`: for the agents' final networks and for
+their best-validated snapshots, every metric as per-seed values with mean, interquartile
+mean and 95% Student-t interval over seeds; the baselines' metrics; what the score is
+measured against; the conditions of the measurement (the MDP's params, the test scenarios,
+the score's reference), which ``compare`` requires equal on both sides; which agent was
+shipped. ``metrics/summary.json`` (:meth:`Evaluation.headline`)
+holds the few numbers DVC tracks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from reservoir_dqn.evaluation.metric_names import held_out_name, stat_name
+from reservoir_dqn.evaluation.scoring import EXACT_GAP, REGRET, Reference
+from reservoir_dqn.evaluation.statistics import Summary, summarize
+
+NETWORKS = ("final", "best")
+
+
+@dataclass(frozen=True)
+class HeldOutScore:
+    """One policy on the held-out record: its pooled score (random 0, foresight 1) with the
+    block-bootstrap interval over water years, its mean return per window and each window's score."""
+
+    score: float
+    score_lo: float
+    score_hi: float
+    mean_return: float
+    per_window: tuple[float, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "score": self.score,
+            "score_lo": self.score_lo,
+            "score_hi": self.score_hi,
+            "return": self.mean_return,
+            "per_window": list(self.per_window),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HeldOutScore:
+        return cls(
+            float(data["score"]),
+            float(data["score_lo"]),
+            float(data["score_hi"]),
+            float(data["return"]),
+            tuple(float(value) for value in data["per_window"]),
+        )
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Every policy replaying the held-out record (:mod:`reservoir_dqn.evaluation.reoperation`).
+
+    :ivar windows: each window's first month.
+    :ivar baselines: per reference policy (``sdp``, ``sdp_independent``, ``sop``, ``random``, ``foresight``).
+    :ivar dqn: per network, the agents' mean (their window-year returns averaged over seeds).
+    :ivar dqn_per_seed: per network, each agent's pooled score, summarised over seeds.
+    :ivar dqn_over_sdp: per network, the agents' mean score over the Markov SDP's, with its
+        block-bootstrap interval, as ``(ratio, low, high)``.
+    """
+
+    windows: tuple[str, ...]
+    block_years: int
+    resamples: int
+    baselines: dict[str, HeldOutScore]
+    dqn: dict[str, HeldOutScore]
+    dqn_per_seed: dict[str, Summary]
+    dqn_over_sdp: dict[str, tuple[float, float, float]]
+
+    def metrics(self) -> dict[str, float]:
+        """The held-out figures that ``metrics/summary.json`` (DVC), MLflow and TensorBoard track, named here once.
+
+        ``held_out_score`` with its interval (``_lo``, ``_hi``): the agents' final networks, their
+        window-year returns averaged over seeds; ``held_out_over_sdp``: that score over the Markov
+        SDP's, with its interval; ``held_out_<policy>``: each reference policy's score (random is 0
+        and foresight 1 by definition, so neither is listed).
+        """
+        final = self.dqn["final"]
+        ratio, low, high = self.dqn_over_sdp["final"]
+        values = {
+            held_out_name("score"): final.score,
+            held_out_name("score", "ci_low"): final.score_lo,
+            held_out_name("score", "ci_high"): final.score_hi,
+            held_out_name("over_sdp"): ratio,
+            held_out_name("over_sdp", "ci_low"): low,
+            held_out_name("over_sdp", "ci_high"): high,
+        }
+        return values | {
+            held_out_name(name): score.score
+            for name, score in self.baselines.items()
+            if name not in ("random", "foresight")
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "windows": list(self.windows),
+            "block_years": self.block_years,
+            "resamples": self.resamples,
+            "baselines": {name: score.as_dict() for name, score in self.baselines.items()},
+            "dqn": {network: score.as_dict() for network, score in self.dqn.items()},
+            "dqn_per_seed": {network: summary.as_dict() for network, summary in self.dqn_per_seed.items()},
+            "dqn_over_sdp": {
+                network: {"ratio": ratio, "low": low, "high": high}
+                for network, (ratio, low, high) in self.dqn_over_sdp.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HeldOut:
+        return cls(
+            windows=tuple(data["windows"]),
+            block_years=int(data["block_years"]),
+            resamples=int(data["resamples"]),
+            baselines={name: HeldOutScore.from_dict(score) for name, score in data["baselines"].items()},
+            dqn={network: HeldOutScore.from_dict(score) for network, score in data["dqn"].items()},
+            dqn_per_seed={network: Summary.from_dict(summary) for network, summary in data["dqn_per_seed"].items()},
+            dqn_over_sdp={
+                network: (float(value["ratio"]), float(value["low"]), float(value["high"]))
+                for network, value in data["dqn_over_sdp"].items()
+            },
+        )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Every policy's results on the same test scenarios.
+
+    :ivar agents: per network (``final``, ``best``), per metric, the summary over seeds.
+    :ivar baselines: per baseline policy, its metrics (score included).
+    :ivar headline: the environment profile's headline metric names, main one first.
+    :ivar conditions: dotted keys -> values of what the results were measured under: the
+        MDP's params, the test scenarios and the score's reference (``None`` in files
+        written before they were recorded).
+    :ivar held_out: every policy replaying the held-out record (a record-driven reservoir
+        with held-out years; else ``None``).
+    """
+
+    env: str
+    seeds: int
+    episodes: int
+    first_seed: int
+    reference: Reference
+    optimum_label: str
+    headline: tuple[str, ...]
+    agents: dict[str, dict[str, Summary]]
+    baselines: dict[str, dict[str, float]]
+    shipped_agent: int
+    shipped_network: str
+    conditions: dict[str, Any] | None
+    held_out: HeldOut | None = None
+
+    @classmethod
+    def assemble(
+        cls,
+        env: str,
+        first_seed: int,
+        reference: Reference,
+        optimum_label: str,
+        headline: tuple[str, ...],
+        per_agent: dict[str, list[dict[str, float]]],
+        baselines: dict[str, dict[str, float]],
+        shipped: tuple[int, str],
+        episodes: int,
+        settings: dict[str, Any],
+    ) -> Evaluation:
+        """Summaries over seeds of the per-agent metrics (score included) of each network.
+
+        :param settings: the params that define the environment's MDP (its profile's ``settings``).
+        """
+        agents = {
+            network: {name: summarize([row[name] for row in rows]) for name in rows[0]}
+            for network, rows in per_agent.items()
+        }
+        seeds = len(next(iter(per_agent.values())))
+        conditions = settings | {
+            "evaluate.seed": first_seed,
+            "evaluate.episodes": episodes,
+            "score.random_return": reference.random_return,
+            "score.optimum_return": reference.optimum_return,
+        }
+        return cls(
+            env,
+            seeds,
+            episodes,
+            first_seed,
+            reference,
+            optimum_label,
+            headline,
+            agents,
+            baselines,
+            *shipped,
+            conditions,
+        )
+
+    def metric(self, name: str, network: str = "final") -> Summary:
+        return self.agents[network][name]
+
+    def shipped_scores(self) -> tuple[float, ...]:
+        """Each seed's headline test score, of the network type that is shipped: a registered version's evidence."""
+        return self.metric(self.headline[0], self.shipped_network).per_seed
+
+    def headline_metrics(self) -> dict[str, float | None]:
+        """The numbers DVC tracks (``metrics/summary.json``).
+
+        The main metric with its 95% Student-t interval over seeds (``<name>_lo``, ``<name>_hi``), then the others,
+        then the held-out record's figures where there is one (:meth:`HeldOut.metrics`).
+        """
+        main, *others = self.headline
+        summary = self.metric(main)
+        values: dict[str, float | None] = {
+            stat_name(main): summary.mean,
+            stat_name(main, "ci_low"): summary.ci_low,
+            stat_name(main, "ci_high"): summary.ci_high,
+        }
+        values |= {stat_name(name): self.metric(name).mean for name in others}
+        values |= self.optimum_metrics()
+        if self.held_out is not None:
+            values |= self.held_out.metrics()
+        return values
+
+    def optimum_metrics(self) -> dict[str, float]:
+        """The final networks' paired regret with its interval over seeds (``regret``, ``_lo``, ``_hi``) and their
+        exact gap to the optimum (``exact_gap``), where the environment has them; named here once for DVC and MLflow."""
+        final = self.agents["final"]
+        values: dict[str, float] = {}
+        if REGRET in final:
+            regret = final[REGRET]
+            values[stat_name(REGRET)] = regret.mean
+            if regret.ci_low is not None and regret.ci_high is not None:
+                values |= {stat_name(REGRET, "ci_low"): regret.ci_low, stat_name(REGRET, "ci_high"): regret.ci_high}
+        if EXACT_GAP in final:
+            values[stat_name(EXACT_GAP)] = final[EXACT_GAP].mean
+        return values
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "seeds": self.seeds,
+            "episodes": self.episodes,
+            "first_seed": self.first_seed,
+            "score_reference": {
+                "random_return": self.reference.random_return,
+                "optimum_return": self.reference.optimum_return,
+                "optimum": self.optimum_label,
+            },
+            "headline": list(self.headline),
+            "shipped": {"agent": self.shipped_agent, "network": self.shipped_network},
+            "dqn": {
+                network: {name: summary.as_dict() for name, summary in metrics.items()}
+                for network, metrics in self.agents.items()
+            },
+            "baselines": self.baselines,
+            "conditions": self.conditions,
+            **({} if self.held_out is None else {"held_out": self.held_out.to_json()}),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Evaluation:
+        reference = data["score_reference"]
+        return cls(
+            env=data["env"],
+            seeds=int(data["seeds"]),
+            episodes=int(data["episodes"]),
+            first_seed=int(data["first_seed"]),
+            reference=Reference(float(reference["random_return"]), float(reference["optimum_return"])),
+            optimum_label=str(reference["optimum"]),
+            headline=tuple(data["headline"]),
+            agents={
+                network: {name: Summary.from_dict(summary) for name, summary in metrics.items()}
+                for network, metrics in data["dqn"].items()
+            },
+            baselines={name: dict(values) for name, values in data["baselines"].items()},
+            shipped_agent=int(data["shipped"]["agent"]),
+            shipped_network=str(data["shipped"]["network"]),
+            conditions=data.get("conditions"),
+            held_out=HeldOut.from_json(data["held_out"]) if "held_out" in data else None,
+        )
