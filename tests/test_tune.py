@@ -29,9 +29,10 @@ from reservoir_dqn.commands.tuning import objective as trial_module
 from reservoir_dqn.common.process import Terminated
 from reservoir_dqn.config import load_config
 from reservoir_dqn.config.sections import SearchDimension
+from reservoir_dqn.tracking import Tracking
 from reservoir_dqn.tracking import study as study_module
 from reservoir_dqn.tracking.store import Store, retrying
-from reservoir_dqn.tracking.study import study_run
+from reservoir_dqn.tracking.study import StudyRuns, study_run
 from tests.conftest import wait_for, write_params
 from tests.servers import MlflowServer, PostgresServer, free_port, postgres_binaries
 
@@ -250,7 +251,10 @@ def test_trials_train_with_master_seeds_disjoint_from_the_pipelines(tiny_config,
 
     monkeypatch.setattr(trial_module, "start", capture)
     study = optuna.create_study(direction="maximize")
-    objective = trial_module.Objective(tiny_config.source, ["train.min_replay_size=256"], tiny_config, None, None)
+    untracked = Tracking(tiny_config, None, tiny_config.source.parent)
+    objective = trial_module.Objective(
+        tiny_config.source, ["train.min_replay_size=256"], tiny_config, untracked, StudyRuns(None), None
+    )
     for _ in range(2):
         trial = study.ask()
         with pytest.raises(Stop):

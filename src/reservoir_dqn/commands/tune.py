@@ -67,16 +67,11 @@ from reservoir_dqn.common.files import write_text
 from reservoir_dqn.common.process import exit_process
 from reservoir_dqn.config import TuneConfig, add_config_arguments, config_from_args
 from reservoir_dqn.envs import profile
+from reservoir_dqn.tracking import project_root, study_experiment
 from reservoir_dqn.tracking.outcomes import describe_experiment
-from reservoir_dqn.tracking.store import EXPERIMENT_PREFIX, Store, project_root
-from reservoir_dqn.tracking.study import study_run, study_run_status
+from reservoir_dqn.tracking.study import StudyRuns
 
 log = logging.getLogger(__name__)
-
-
-def study_experiment(study: str) -> str:
-    """The study's own MLflow experiment: its trials stay out of the environment's (the pipeline's runs)."""
-    return f"{EXPERIMENT_PREFIX}/tune/{study}"
 
 
 def run(argv: Sequence[str] | None = None) -> None:
@@ -108,11 +103,12 @@ def run(argv: Sequence[str] | None = None) -> None:
         return
     tracking = connect_tracking(config, study_experiment(name))
     describe_experiment(tracking, [metric.name for metric in env_profile.headline])
-    study = make_study(_open(url, config.tune, tracking.store), name, config.tune)
-    parent = study_run(tracking.store, name, safe_url(url)) if tracking.store is not None else None
-    objective = Objective(args.params, args.overrides, config, tracking.store, parent)
+    study_runs = StudyRuns.of(tracking)
+    study = make_study(_open(url, config.tune, study_runs), name, config.tune)
+    parent = study_runs.open(name, safe_url(url))
+    objective = Objective(args.params, args.overrides, config, tracking, study_runs, parent)
     done = (TrialState.COMPLETE, TrialState.PRUNED)
-    with study_run_status(tracking.store, parent, study, objective.numbers):
+    with study_runs.running(parent, study, objective.numbers):
         try:
             study.optimize(objective, callbacks=[MaxTrialsCallback(config.tune.trials, states=done)], catch=())
         finally:
@@ -121,9 +117,9 @@ def run(argv: Sequence[str] | None = None) -> None:
     print(f"study {name}: " + ", ".join(f"{count} {state}" for state, count in counts.items() if count))
 
 
-def _open(url: str, settings: TuneConfig, store: Store | None = None) -> RDBStorage:
+def _open(url: str, settings: TuneConfig, study_runs: StudyRuns | None = None) -> RDBStorage:
     try:
-        return open_storage(url, settings, store)
+        return open_storage(url, settings, study_runs)
     except StorageUnavailable as error:
         raise StageFailed(str(error)) from None
 

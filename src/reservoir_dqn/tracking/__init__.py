@@ -39,6 +39,7 @@ from reservoir_dqn.tracking.store import (
     experiment_name,
     project_root,
     registered_model_name,
+    study_experiment,
 )
 
 if TYPE_CHECKING:  # the MLflow modules are imported only once a store answered (mlflow takes a second)
@@ -86,6 +87,10 @@ class Tracking:
         kind = BACKENDS.get(config.tracking.backend) if config.tracking.enabled else None
         store = connect(config, root, experiment) if kind is not None and kind.uses_store else None
         return cls(config, store, root)
+
+    def for_config(self, config: Config) -> Tracking:
+        """The tracking of another configuration over the same connection (a tuning trial's)."""
+        return Tracking(config, self.store, self.root)
 
     def start_training(
         self,
@@ -212,4 +217,5 @@ __all__ = [
     "project_root",
     "register_backend",
     "registered_model_name",
+    "study_experiment",
 ]

@@ -84,6 +84,11 @@ def _setting(configured: str) -> str:
     return "set by MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "the embedded default store"
 
 
+def study_experiment(study: str) -> str:
+    """A tuning study's own MLflow experiment: its trials stay out of the environment's (the pipeline's runs)."""
+    return f"{EXPERIMENT_PREFIX}/tune/{study}"
+
+
 def experiment_name(env_name: str) -> str:
     """One MLflow experiment per environment."""
     return f"{EXPERIMENT_PREFIX}/{env_name}"

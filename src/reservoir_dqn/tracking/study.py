@@ -1,5 +1,8 @@
 """A tuning study's own MLflow run: created once by the first worker, RUNNING while any worker
-trains, and ended by the last worker to stop, with Optuna's figures.
+trains, and ended by the last worker to stop, with Optuna's figures; and the trials' runs.
+
+Tuning reaches all of it through :class:`StudyRuns` (``StudyRuns.of(tracking)``), which does
+nothing with a backend that has no store: tuning never holds a store.
 
 The last worker decides the final status: FINISHED when it ends normally (it logs the figures
 first, over every worker's trials), KILLED on Ctrl-C or SIGTERM, FAILED otherwise; while other
@@ -14,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -23,6 +26,9 @@ from reservoir_dqn.common.errors import first_line
 from reservoir_dqn.common.process import Terminated
 from reservoir_dqn.tracking.naming import RUN_KIND, RunKind, Tag
 from reservoir_dqn.tracking.store import Store, retrying
+
+if TYPE_CHECKING:
+    from reservoir_dqn.tracking import Tracking
 
 STUDY_TAG = Tag.OPTUNA_STUDY
 
@@ -162,3 +168,40 @@ def record_invalid_trial(store: Store, name: str, tags: dict[str, str], parent: 
         tags={**tags, **note, "mlflow.parentRunId": parent or ""},
     )
     retrying(store.client.set_terminated, run.info.run_id, status="FAILED")
+
+
+class StudyRuns:
+    """What tuning asks of tracking about a study: its own run, its status, the trials' runs (none without a store)."""
+
+    def __init__(self, store: Store | None) -> None:
+        self.store = store
+
+    @classmethod
+    def of(cls, tracking: Tracking) -> StudyRuns:
+        """The study runs of a connected tracking (the study's experiment)."""
+        return cls(tracking.store)
+
+    def open(self, study: str, storage: str) -> str | None:
+        """The study's own run, made once however many workers start together (:func:`study_run`)."""
+        return None if self.store is None else study_run(self.store, study, storage)
+
+    def running(
+        self, run_id: str | None, study: optuna.Study, own: set[int]
+    ) -> contextlib.AbstractContextManager[None]:
+        """The study's run is RUNNING while this worker works, then ends as :func:`study_run_status` says."""
+        return study_run_status(self.store, run_id, study, own)
+
+    def mark_running(self, run_id: str | None) -> None:
+        """The study's run RUNNING again (a worker that stopped may have ended it meanwhile)."""
+        if self.store is not None and run_id is not None:
+            mark_running(self.store, run_id)
+
+    def record_invalid_trial(self, name: str, tags: dict[str, str], parent: str | None, error: str) -> None:
+        """A failed run for a trial whose suggested values do not validate."""
+        if self.store is not None:
+            record_invalid_trial(self.store, name, tags, parent, error)
+
+    def end_trial_runs(self, run_id: str | None, status: str) -> None:
+        """A trial's runs ``status`` (``KILLED``: its worker stopped sending heartbeats)."""
+        if self.store is not None and run_id:
+            end_trial_runs(self.store, run_id, status)

@@ -30,8 +30,7 @@ from reservoir_dqn.config.sections import SearchDimension
 from reservoir_dqn.evaluation.statistics import iqm
 from reservoir_dqn.tracking import Tracking
 from reservoir_dqn.tracking.naming import RUN_KIND, RunKind, Tag
-from reservoir_dqn.tracking.store import Store, project_root
-from reservoir_dqn.tracking.study import STUDY_TAG, mark_running, record_invalid_trial
+from reservoir_dqn.tracking.study import StudyRuns
 from reservoir_dqn.training.loop import train
 from reservoir_dqn.training.session import start
 
@@ -91,9 +90,19 @@ def suggest(trial: Trial, settings: TuneConfig) -> list[str]:
 class Objective:
     """One trial: a training run with the trial's overrides, reporting its validation score for pruning."""
 
-    def __init__(self, params: Path, overrides: Sequence[str], config: Config, store: Store | None, parent: str | None):
+    def __init__(
+        self,
+        params: Path,
+        overrides: Sequence[str],
+        config: Config,
+        tracking: Tracking,
+        study_runs: StudyRuns,
+        parent: str | None,
+    ):
+        """:param tracking: the study's tracking (each trial's runs are made over its connection, under ``parent``,
+        the study's run in ``study_runs``)."""
         self.params, self.overrides, self.config = params, list(overrides), config
-        self.store, self.parent = store, parent
+        self.tracking, self.study_runs, self.parent = tracking, study_runs, parent
         self.workdir = Path(tempfile.mkdtemp(prefix="reservoir-dqn-tune-"))
         self.numbers: set[int] = set()  # the trials this worker ran
 
@@ -103,13 +112,12 @@ class Objective:
 
     def __call__(self, trial: Trial) -> float:
         self.numbers.add(trial.number)
-        if self.store is not None and self.parent is not None:  # a worker may have ended it meanwhile
-            mark_running(self.store, self.parent)
+        self.study_runs.mark_running(self.parent)  # a worker may have ended it meanwhile
         suggested = suggest(trial, self.config.tune)
         space = self.config.tune.space
         name = trial_name(trial.number, {key: trial.params[key] for key in space}, space)
         tags: dict[str, str] = {
-            STUDY_TAG: trial.study.study_name,
+            Tag.OPTUNA_STUDY: trial.study.study_name,
             TRIAL_TAG: str(trial.number),
             RUN_KIND: RunKind.TRIAL,
         }
@@ -117,15 +125,14 @@ class Objective:
             config = load_config(self.params, [*self.overrides, *self.config.tune.overrides, *suggested])
         except ConfigError as error:
             log.info(f"trial {trial.number}: {', '.join(suggested)}: pruned, an invalid combination ({error})")
-            if self.store is not None:
-                record_invalid_trial(self.store, name, tags, self.parent, str(error))
+            self.study_runs.record_invalid_trial(name, tags, self.parent, str(error))
             raise optuna.TrialPruned(str(error)) from None
         # Trial n trains with master seed TUNE_SEED_BASE + n: its agents never replay the pipeline's (seeds
         # below TUNE_SEED_BASE). Set after validation, which keeps params.yaml's seed below that range.
         config = config.model_copy(update={"seed": TUNE_SEED_BASE + trial.number})
         folder = self.workdir / f"trial-{trial.number}"
         log.info(f"trial {trial.number}: {', '.join(suggested)}")
-        tracking = Tracking(config, self.store, project_root())
+        tracking = self.tracking.for_config(config)
         run_ids = tracking.start_training({}, parent_of=self.parent, tags=tags, name=name)  # {}: not tracked
         if run_ids:
             trial.set_user_attr(RUN_ATTRIBUTE, run_ids["parent"])

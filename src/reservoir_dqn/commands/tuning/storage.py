@@ -19,8 +19,8 @@ from optuna.trial import FrozenTrial
 
 from reservoir_dqn.common.errors import first_line
 from reservoir_dqn.config import TuneConfig
-from reservoir_dqn.tracking.store import Store, with_postgres_driver
-from reservoir_dqn.tracking.study import end_trial_runs
+from reservoir_dqn.tracking.store import with_postgres_driver
+from reservoir_dqn.tracking.study import StudyRuns
 
 log = logging.getLogger(__name__)
 TABLE_RACE_ATTEMPTS = 5
@@ -40,7 +40,7 @@ def storage_url(configured: str, root: Path) -> str:
 RACE_SIGNS = ("duplicate key", "already exists", "unique constraint failed", "database is locked")
 
 
-def open_storage(url: str, settings: TuneConfig, store: Store | None = None) -> RDBStorage:
+def open_storage(url: str, settings: TuneConfig, study_runs: StudyRuns | None = None) -> RDBStorage:
     """Optuna's RDB storage with heartbeats and retries of failed trials; one line when it cannot be reached.
 
     Workers that start together on a fresh database race to create Optuna's tables; the
@@ -53,7 +53,7 @@ def open_storage(url: str, settings: TuneConfig, store: Store | None = None) -> 
                 engine_kwargs={"pool_pre_ping": True},
                 heartbeat_interval=settings.heartbeat_s,
                 grace_period=settings.grace_s,
-                heartbeat_stale_trial_callback=_retry(settings.retries, store),
+                heartbeat_stale_trial_callback=_retry(settings.retries, study_runs),
             )
             storage.get_all_studies()  # a real round trip
             return storage
@@ -74,16 +74,15 @@ def safe_url(url: str) -> str:
     return f"{scheme}{sep}{credentials.split(':')[0]}{':***' if ':' in credentials else ''}{at}{host}" if at else url
 
 
-def _retry(retries: int, store: Store | None) -> Callable[[optuna.Study, FrozenTrial], None]:
+def _retry(retries: int, study_runs: StudyRuns | None) -> Callable[[optuna.Study, FrozenTrial], None]:
     """Re-queue a trial whose worker died, and mark its MLflow run killed."""
     retry = RetryHeartbeatStaleTrialCallback(max_retry=retries)
 
     def stale(study: optuna.Study, trial: FrozenTrial) -> None:
         log.info(f"trial {trial.number}: its worker stopped sending heartbeats; re-queued for another worker")
         retry(study, trial)
-        run_id = trial.user_attrs.get(RUN_ATTRIBUTE)
-        if store is not None and run_id:
-            end_trial_runs(store, run_id, "KILLED")
+        if study_runs is not None:
+            study_runs.end_trial_runs(trial.user_attrs.get(RUN_ATTRIBUTE), "KILLED")
 
     return stale
 
