@@ -44,6 +44,16 @@ RECIPES = {
 DELAWARE = ".venv/bin/dvc exp run --temp --name delaware $(.venv/bin/reservoir-dqn recipe reservoir-delaware)"
 DELAWARE_RECORD = DELAWARE.replace("--name delaware", "--name delaware-record")
 UNSUPPORTED = ".venv/bin/reservoir-dqn train -S env.name=Pendulum-v1"
+RECORD_ADD = (
+    ".venv/bin/reservoir-dqn record add data/delaware_monthly_hm3.csv --column 01440000 --units hm3 --name flatbrook"
+)
+RECORD_RUN = (
+    ".venv/bin/dvc exp run --temp --name flatbrook -S env.name=reservoir-flatbrook -S env.section=reservoir "
+    "-S env.reservoir.inflow_model=record -S env.reservoir.record.path=data/flatbrook_monthly_hm3.csv "
+    "-S env.reservoir.record.column=01440000 -S env.reservoir.record.units=hm3 "
+    "-S env.reservoir.record.first_year=1945 -S env.reservoir.record.last_year=2004 "
+    "-S env.reservoir.unit_hm3=1.04 -S env.reservoir.weight_energy=9.62"
+)
 TRAIN = ".venv/bin/reservoir-dqn train --set dqn.gamma=0.95 --lr 3e-4 --seeds 2"
 EVALUATE = ".venv/bin/reservoir-dqn evaluate"
 PLOT = ".venv/bin/reservoir-dqn plot"
@@ -101,7 +111,7 @@ NOT_RUN = {
 # MAKE_RUN is run by tests.dvc_repo.baseline_repo, which builds the project every test here starts from.
 RUN_HERE = (MAKE_RUN, TRY_CHANGE, COMPARE, EXP_SHOW, QUEUE, QUEUE_START, QUEUE_STATUS, TRAIN, EVALUATE,
             PLOT, PLOTS_SHOW, PLOTS_DIFF, MLFLOW_UI, TENSORBOARD, TUNE, TUNE_BEST, RUN_BEST, PROMOTE,
-            SERVE, ASK, UNSUPPORTED)  # fmt: skip
+            SERVE, ASK, UNSUPPORTED, RECORD_ADD, RECORD_RUN)  # fmt: skip
 
 
 def readme_commands() -> list[str]:
@@ -232,6 +242,16 @@ def test_the_recipes_are_the_ones_the_benchmarks_measure() -> None:
     assert set(RECIPES.values()) <= set(readme_commands())
     assert set(bench.recipes.DEFAULT) | {"CartPole-v1"} == set(RECIPES)
     assert recipes.overrides("CartPole-v1", REPO / "recipes") == bench.run.CARTPOLE
+
+
+def test_a_river_of_ones_own_goes_from_its_file_to_a_temp_experiment(repo: Path) -> None:
+    """The walk the README shows: `record add` writes and stages the record and prints the run, which a `--temp`
+    experiment (a copy holding only what git tracks) runs through every stage, sized for the river."""
+    added = sh(repo, RECORD_ADD)
+    assert f"  {RECORD_RUN}" in added.stdout.splitlines(), added.stdout
+    sh(repo, RECORD_RUN)
+    shown = run(repo, ".venv/bin/dvc", "exp", "show", "--json").stdout
+    assert "flatbrook" in shown and "reservoir-flatbrook" in shown
 
 
 def test_an_unsupported_environment_is_refused_as_the_readme_shows(repo: Path) -> None:

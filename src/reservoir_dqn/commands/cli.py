@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {  # sub-command -> module with main(argv) -> exit st
     "promote": "reservoir_dqn.commands.promote",
     "recipe": "reservoir_dqn.commands.recipe",
     "advise": "reservoir_dqn.commands.advise",
+    "record": "reservoir_dqn.commands.record",
 }
 
 

@@ -41,6 +41,9 @@ _Yaml12Loader.add_implicit_resolver(
     ),
     list("-+0123456789."),
 )
+# A number written with a leading zero (a USGS gauge id, 01440000) stays text, as in `dvc exp run -S`: YAML 1.1
+# reads it as an octal integer (409600), YAML 1.2 as a decimal one (1440000), and either loses the zeros.
+_Yaml12Loader.yaml_implicit_resolvers["0"].insert(0, ("tag:yaml.org,2002:str", re.compile(r"^0[0-9_]+$")))
 
 
 def parse_yaml(text: str, source: str) -> Any:
@@ -149,6 +152,8 @@ def validation_message(errors: Sequence[ErrorDetails], source: str, data: Mappin
         names = section.model_fields
         message = re.sub(r"\b([a-z_]+) \(", lambda m: (dotted + "." if m[1] in names else "") + m[1] + " (", message)
         return f"{source}: {message}"
+    if kind == "string_type" and isinstance(first.get("input"), (int, float)):  # YAML read an identifier as a number
+        message += f" (write it in quotes, '{first['input']}', with any leading zeros it has)"
     return f"{source}: {dotted} = {_describe(first.get('input'))}: {message}"
 
 

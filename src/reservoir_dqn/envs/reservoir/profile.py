@@ -36,6 +36,7 @@ from reservoir_dqn.envs.reservoir.env import DiscreteReservoirEnv
 from reservoir_dqn.envs.reservoir.model import INFO_KEYS, ReservoirModel
 from reservoir_dqn.envs.reservoir.replay import RecordReplay
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
+from reservoir_dqn.envs.reservoir.sizing import check_size
 
 if TYPE_CHECKING:  # matplotlib and pandas are imported where figures and tables are made
     from matplotlib.figure import Figure
@@ -87,8 +88,12 @@ class ReservoirProfile(EnvProfile):
         return {"env.name": config.name} | {f"env.reservoir.{key}": value for key, value in physics.items()}
 
     def check(self, config: EnvConfig) -> None:
-        """A record-driven reservoir's record loads and fits (a bad one: one line naming the file and the line)."""
-        ReservoirModel.from_config(reservoir_settings(config))
+        """A record-driven reservoir's record loads and fits (a bad one: one line naming the file and the line), and
+        the reservoir is sized for that river (:mod:`.sizing`: one sized for another is refused in one line)."""
+        reservoir = reservoir_settings(config)
+        if reservoir.inflow_model == "record":
+            check_size(reservoir)
+        ReservoirModel.from_config(reservoir)
 
     def test_config(self, config: EnvConfig) -> EnvConfig:
         """Test episodes are drawn from the chain, whatever the agents learnt from: the SDP is optimal there."""

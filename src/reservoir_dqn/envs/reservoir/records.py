@@ -10,8 +10,9 @@ flows. Two resolutions are read:
   month*) is refused rather than read as a month of low flow.
 
 ``units`` says what a value is: ``hm3``, the volume of the line's period (a month or a
-day) in cubic hectometres, or ``m3/s``, the period's mean flow (times the period's seconds,
-divided by 10^6, is hm3). Anything else is a :class:`RecordError`: one line naming the
+day) in cubic hectometres, ``m3/s``, the period's mean flow (times the period's seconds,
+divided by 10^6, is hm3), or ``cfs``, the mean flow in cubic feet per second (USGS
+discharge, parameter 00060: 0.028316846592 m3/s each). Anything else is a :class:`RecordError`: one line naming the
 file, the line and the problem, raised before any output is written.
 """
 
@@ -31,6 +32,8 @@ from reservoir_dqn.config import ConfigError
 
 SECONDS_PER_DAY = 86_400.0
 MONTHS = 12
+CUBIC_METRES_PER_CUBIC_FOOT = 0.028316846592  # exact (the international foot)
+UNITS = ("hm3", "m3/s", "cfs")
 
 
 class RecordError(ConfigError):
@@ -86,8 +89,8 @@ def load_record(path: str | Path, column: str, units: str) -> Record:
 
 @lru_cache(maxsize=8)
 def _load(path: str, mtime_ns: int, column: str, units: str) -> Record:
-    if units not in ("hm3", "m3/s"):
-        raise RecordError(f"record {path}: units {units!r} must be 'hm3' or 'm3/s'")
+    if units not in UNITS:
+        raise RecordError(f"record {path}: units {units!r} must be one of {', '.join(UNITS)}")
     with open(path, newline="", encoding="utf-8") as handle:
         lines = list(csv.reader(handle))
     if not lines:
@@ -104,13 +107,23 @@ def _load(path: str, mtime_ns: int, column: str, units: str) -> Record:
         dates.append(_date(row[0].strip(), where))
         values.append(_flow(row[index].strip() if index < len(row) else "", where, column))
         numbers.append(number)
+    return record_from_rows(path, column, dates, values, units, numbers)
+
+
+def record_from_rows(
+    path: str, column: str, dates: list[tuple[int, ...]], values: list[float], units: str, lines: list[int]
+) -> Record:
+    """The record of rows already read: ``dates`` as ``(year, month)`` or ``(year, month, day)``, ``values`` in
+    ``units``, ``lines`` each row's line in ``path`` (for the messages); daily rows are summed into months."""
     if not dates:
         raise RecordError(f"record {path}: no data lines")
+    if units == "cfs":
+        values, units = [value * CUBIC_METRES_PER_CUBIC_FOOT for value in values], "m3/s"
     daily = any(len(date) == 3 and date[2] != 1 for date in dates)
     if daily:
-        first, volumes = _monthly_from_days(path, dates, values, units, numbers)
+        first, volumes = _monthly_from_days(path, dates, values, units, lines)
     else:
-        first, volumes = _months(path, dates, values, units, numbers)
+        first, volumes = _months(path, dates, values, units, lines)
     return Record(path, column, first, np.asarray(volumes, dtype=np.float64))
 
 

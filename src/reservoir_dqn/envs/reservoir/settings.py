@@ -35,9 +35,9 @@ class RecordConfig(Section):
         "first column is the date."
     )
     column: str = Field(description="The column of the flows (e.g. a gauge's number).")
-    units: Literal["hm3", "m3/s"] = Field(
+    units: Literal["hm3", "m3/s", "cfs"] = Field(
         description="What a value is: the volume of its line's period (a month or a day) in hm3, or the "
-        "period's mean flow in m3/s."
+        "period's mean flow in m3/s or in cubic feet per second (cfs, USGS discharge)."
     )
     first_year: int | None = Field(description="First calendar year the chain is fitted on; empty: the record's first.")
     last_year: int | None = Field(description="Last calendar year the chain is fitted on; empty: the record's last.")

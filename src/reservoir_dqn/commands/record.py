@@ -1,0 +1,157 @@
+"""``reservoir-dqn record add``: a user's gauge file made a record the reservoir runs on, and the command to run it.
+
+    .venv/bin/reservoir-dqn record add 01440000.rdb --name flatbrook
+
+reads the file (plain CSV or USGS RDB, daily or monthly: :mod:`reservoir_dqn.envs.reservoir.gauges`
+says which date forms and units), sums it into calendar months in hm3, and writes
+``data/<name>_monthly_hm3.csv``. In a git repository the file is then staged (``git add``): a
+queued or ``--temp`` DVC experiment runs in a copy that holds only the files git or DVC track,
+so an unstaged record would be missing there. Last, it prints the ``dvc exp run`` line that
+trains and evaluates a reservoir on it, named ``reservoir-<name>`` (its own MLflow experiment,
+model and champion), sized for this river (:mod:`reservoir_dqn.envs.reservoir.sizing`: one
+storage unit a hundredth of the mean annual flow; ``--storage-share`` and ``--demand-share``
+set the active storage and the year's demand as shares of that flow), fitted on the record
+but its last ``--hold-out-years`` whole years, which are held out.
+
+A file that cannot be read, a name already taken by another file, a share out of range: one
+line, exit status 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from reservoir_dqn.commands.plumbing import run_stage
+from reservoir_dqn.common.errors import ConfigError
+from reservoir_dqn.common.files import write_text
+from reservoir_dqn.common.process import exit_process
+from reservoir_dqn.config import DEFAULT_PARAMS, load_config
+from reservoir_dqn.envs.reservoir.gauges import monthly_csv, read_gauge_file
+from reservoir_dqn.envs.reservoir.records import UNITS, Record
+from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
+from reservoir_dqn.envs.reservoir.sizing import RiverSize, sized_settings
+
+DATA = Path("data")
+NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+HORIZON_YEARS = 10  # the default horizon: the held-out windows are 10 water years each
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reservoir-dqn record", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="action", required=True, metavar="add")
+    add = commands.add_parser("add", help="make a gauge's file a record and print the experiment that runs it")
+    add.add_argument("file", type=Path, help="the gauge's file: CSV or USGS RDB, daily or monthly")
+    add.add_argument(
+        "--name", required=True, help="the river's short name: data/<name>_monthly_hm3.csv, reservoir-<name>"
+    )
+    add.add_argument("--column", help="the flows' column (default: the one flow column; an RDB file's discharge)")
+    add.add_argument("--date-column", help="a CSV's date column (default: the first)")
+    add.add_argument("--units", choices=UNITS, help="what a CSV's flows are (an RDB file's discharge is cfs)")
+    add.add_argument("--storage-share", type=float, help="active storage, share of the mean annual flow (default 0.4)")
+    add.add_argument(
+        "--demand-share", type=float, help="the year's demand, share of the mean annual flow (default 0.56)"
+    )
+    add.add_argument("--hold-out-years", type=int, default=20, help="the record's last whole years held out (20)")
+    add.add_argument(
+        "--force", action="store_true", help="replace data/<name>_monthly_hm3.csv if it holds another record"
+    )
+    add.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="the parameter file the sizing starts from")
+    return parser
+
+
+def fitting_years(record: Record, held_out: int) -> tuple[int, int]:
+    """The whole calendar years the chain is fitted on: all but the last ``held_out`` whole ones."""
+    first = int(record.years[0]) + (record.first[1] != 1)
+    last_whole = int(record.years[-1]) - (int(record.calendar_months[-1]) != 11)
+    last = last_whole - held_out
+    if last - first + 1 < HORIZON_YEARS + 1:
+        raise ConfigError(
+            f"--hold-out-years {held_out}: the record's whole years {first}-{last_whole} leave {last - first + 1} "
+            f"to fit on, fewer than the {HORIZON_YEARS + 1} a 10-year training window needs"
+        )
+    if held_out < HORIZON_YEARS:
+        raise ConfigError(f"--hold-out-years {held_out}: a held-out window is {HORIZON_YEARS} years; hold out more")
+    return first, last
+
+
+def experiment_line(name: str, settings: Mapping[str, object]) -> str:
+    """The ``dvc exp run`` command that runs the reservoir ``settings`` describe (``-S key=value`` each)."""
+    sets = " ".join(f"-S {shlex.quote(f'{key}={_yaml(value)}')}" for key, value in settings.items())
+    return f".venv/bin/dvc exp run --temp --name {name} {sets}"
+
+
+def _yaml(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(str(item) for item in value) + "]"
+    return str(value)
+
+
+def _stage(path: Path) -> str:
+    """Stage ``path`` in git, so queued and --temp experiments see it; say what happened."""
+    inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True, check=False)
+    if inside.returncode != 0:
+        return "not a git repository: add it to git (or DVC) yourself before a queued or --temp experiment"
+    added = subprocess.run(["git", "add", "--", str(path)], capture_output=True, text=True, check=False)
+    if added.returncode != 0:
+        return f"git add failed ({added.stderr.strip().splitlines()[-1] if added.stderr.strip() else '?'})"
+    return "staged with git add: queued and --temp experiments see it (commit it with your experiment)"
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if not NAME.match(args.name):
+        raise ConfigError(f"--name {args.name!r}: lower-case letters, digits and '-', starting with a letter")
+    for option in ("storage_share", "demand_share"):
+        value = getattr(args, option)
+        if value is not None and not 0 < value <= 5:
+            raise ConfigError(f"--{option.replace('_', '-')} {value:g}: a share of the mean annual flow, above 0")
+    gauge = read_gauge_file(args.file, args.column, args.units, args.date_column)
+    record, size = gauge.record, RiverSize.of(gauge.record)
+    first, last = fitting_years(record, args.hold_out_years)
+    target = DATA / f"{args.name}_monthly_hm3.csv"
+    default: ReservoirConfig = load_config(args.params).env.settings(ReservoirConfig, "reservoir")
+    reservoir = {
+        "inflow_model": "record",
+        "record.path": target.as_posix(),
+        "record.column": record.column,
+        "record.units": "hm3",
+        "record.first_year": first,
+        "record.last_year": last,
+        **sized_settings(size, default, args.storage_share, args.demand_share),
+    }
+    settings = {"env.name": f"reservoir-{args.name}", "env.section": "reservoir"}
+    settings |= {f"env.reservoir.{key}": value for key, value in reservoir.items()}
+    text = monthly_csv(record)
+    if target.is_file() and target.read_text(encoding="utf-8") != text and not args.force:
+        raise ConfigError(f"--name {args.name}: {target} holds another record; choose another name, or --force")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_text(target, text)
+    flow = size.mean_annual_hm3 * 1e6 / (365.25 * 86_400)
+    print(
+        f"wrote {target}: gauge {record.column}, {len(record)} months {record.span} (read as "
+        f"{'USGS RDB' if gauge.rdb else 'CSV'}, dates {gauge.date_form}, {gauge.units}); mean annual flow "
+        f"{size.mean_annual_hm3:,.1f} hm3 ({flow:,.2f} m3/s) over {size.years} whole years"
+    )
+    for month in gauge.left_out:
+        print(f"left out {month}: a partial month at the record's end")
+    print(_stage(target))
+    print(
+        f"sized for this river: one storage unit is {size.unit_hm3:g} hm3 (a hundredth of the mean annual flow), "
+        f"active storage {reservoir.get('capacity', default.capacity)} units, the chain fitted on {first}-{last}, "
+        f"held out: the 10-year windows from {last + 1} on"
+    )
+    print("run it:")
+    print(f"  {experiment_line(args.name, settings)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_stage(run, argv)
+
+
+if __name__ == "__main__":
+    exit_process(main())
