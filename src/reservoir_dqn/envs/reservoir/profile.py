@@ -91,9 +91,9 @@ class ReservoirProfile(EnvProfile):
         """A record-driven reservoir's record loads and fits (a bad one: one line naming the file and the line), and
         the reservoir is sized for that river (:mod:`.sizing`: one sized for another is refused in one line)."""
         reservoir = reservoir_settings(config)
+        ReservoirModel.from_config(reservoir)  # the record's own problems first: fix the file, then the size
         if reservoir.inflow_model == "record":
             check_size(reservoir)
-        ReservoirModel.from_config(reservoir)
 
     def test_config(self, config: EnvConfig) -> EnvConfig:
         """Test episodes are drawn from the chain, whatever the agents learnt from: the SDP is optimal there."""
