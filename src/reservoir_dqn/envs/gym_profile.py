@@ -185,6 +185,11 @@ class GymProfile(EnvProfile):
         factors = tuple(float(1 / b) if np.isfinite(b) and b > 0 else 1.0 for b in bound)
         return None if all(factor == 1.0 for factor in factors) else factors
 
+    def observation_bounds(self, config: EnvConfig, size: int) -> tuple[tuple[float, float], ...]:
+        """The observation space's ``low`` and ``high`` (a Box's: infinite where it is unbounded)."""
+        space = self._probe(config).observation
+        return tuple((float(low), float(high)) for low, high in zip(space.low, space.high, strict=True))
+
     def baselines(self, config: EnvConfig, num_actions: int, seed: int) -> dict[str, TensorDictModuleBase]:
         return {"random": RandomPolicy(num_actions, seed)}
 

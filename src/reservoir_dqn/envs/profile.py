@@ -8,6 +8,7 @@ figures describe an evaluation, and how to save and restore its state.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -200,6 +201,14 @@ class EnvProfile(ABC):
     def observation_fields(self, config: EnvConfig, size: int) -> tuple[str, ...]:
         """The observation's fields, in order, for an exported policy's description."""
         return tuple(f"observation_{index}" for index in range(size))
+
+    def observation_bounds(self, config: EnvConfig, size: int) -> tuple[tuple[float, float], ...]:
+        """Each field's ``(low, high)``, in :meth:`observation_fields`' order: where an exported policy's input may lie.
+
+        An infinite bound bounds nothing; the default, none at all (the served model then refuses only
+        values that are not finite).
+        """
+        return ((-math.inf, math.inf),) * size
 
     def grid_observations(self, config: EnvConfig) -> torch.Tensor | None:
         """``[N, observation]`` every state's observation, where the state space is finite (``None``: it is not)."""

@@ -147,13 +147,21 @@ class ReservoirProfile(EnvProfile):
 
     def observation_fields(self, config: EnvConfig, size: int) -> tuple[str, ...]:
         """As :class:`~reservoir_dqn.envs.reservoir.env.DiscreteReservoirEnv` documents its observation."""
+        return tuple(self._observation(config))
+
+    def observation_bounds(self, config: EnvConfig, size: int) -> tuple[tuple[float, float], ...]:
+        """The Min and Max columns of :class:`~reservoir_dqn.envs.reservoir.env.DiscreteReservoirEnv`'s table."""
+        return tuple(self._observation(config).values())
+
+    def _observation(self, config: EnvConfig) -> dict[str, tuple[float, float]]:
+        """The observation's fields, in order, and their bounds."""
         reservoir = reservoir_settings(config)
-        fields = ["storage_over_capacity", "sin_month", "cos_month"]
+        fields = {"storage_over_capacity": (0.0, 1.0), "sin_month": (-1.0, 1.0), "cos_month": (-1.0, 1.0)}
         if reservoir.observe_time_left:
-            fields.append("months_left_over_horizon")
+            fields["months_left_over_horizon"] = (0.0, 1.0)
         if ReservoirModel.from_config(reservoir).chain.persistent:
-            fields.append("last_inflow_class_quantile")
-        return tuple(fields)
+            fields["last_inflow_class_quantile"] = (0.0, 1.0)
+        return fields
 
     def grid_observations(self, config: EnvConfig) -> torch.Tensor:
         return grid_observations(ReservoirModel.from_config(reservoir_settings(config)))
