@@ -115,7 +115,7 @@ class GymProfile(EnvProfile):
         self.headline: tuple[Metric, ...] = (SCORE, RETURN)
         if self.threshold is not None:
             label = f"share of episodes that reach {self.threshold:g} (Gymnasium's reward_threshold)"
-            self.headline += (Metric("solved", label),)
+            self.headline += (Metric("solved", label, 0.0, 1.0),)
 
     def check(self, config: EnvConfig) -> None:
         """Refuse, in one line, what DQN cannot learn here (the spec check when a stage starts)."""

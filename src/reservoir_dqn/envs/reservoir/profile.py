@@ -41,7 +41,14 @@ if TYPE_CHECKING:  # matplotlib and pandas are imported where figures and tables
     from matplotlib.figure import Figure
     from pandas import DataFrame
 
-RELIABILITY = Metric("reliability", "reliability (share of months with the demand met in full)")
+RELIABILITY = Metric("reliability", "reliability (share of months with the demand met in full)", 0.0, 1.0)
+RANGED = (
+    Metric("resilience", "resilience (probability that a month of shortfall is followed by one without)", 0.0, 1.0),
+    Metric("vulnerability_hm3", "vulnerability (mean shortfall of the months with one, hm3)", 0.0),
+    Metric("violation_months", "months ending below the minimum operating storage, per episode", 0.0),
+    Metric("spill_hm3", "spilled volume per episode (hm3)", 0.0),
+    Metric("energy_gwh", "energy generated per episode (GWh)", 0.0),
+)
 # Per-month flows of the training batches, in hm3 (energy in GWh): the reservoir/ namespace.
 FLOWS = ("inflow", "release", "spill", "deficit", "violation")
 BATCH = MetricGroup(
@@ -74,6 +81,7 @@ class ReservoirProfile(EnvProfile):
     section = "reservoir"
     settings_model = ReservoirConfig
     headline = (SCORE, RETURN, RELIABILITY)
+    ranged = RANGED
     optimum_label = "the SDP optimum"
     optimum_baseline = "sdp"
 
