@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +16,12 @@ import torch
 
 from reservoir_dqn.agent import NetworkSpec, make_q_network, save_model
 from reservoir_dqn.commands import export as export_stage
-from reservoir_dqn.config import Config
+from reservoir_dqn.config import Config, EnvConfig, load_config
 from reservoir_dqn.envs import profile
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.release import export
 from reservoir_dqn.release.policy import OperatorPolicy
-from tests.conftest import evaluation_json, training_json
+from tests.conftest import REPO, evaluation_json, training_json
 
 
 def _shipped(project: Path, config: Config) -> OperatorPolicy:
@@ -43,6 +44,7 @@ def test_export_writes_a_policy_onnx_runtime_runs_as_torch_does(project: Path, t
     path = project / "models/policy.onnx"
     metadata = {prop.key: prop.value for prop in onnx.load(str(path)).metadata_props}
     assert metadata["env"] == "reservoir" and len(json.loads(metadata["observation"])) == 4
+    assert json.loads(metadata["observation_bounds"]) == [[0, 1], [-1, 1], [-1, 1], [0, 1]]
     observations = torch.rand(37, 4) * torch.tensor([1.0, 2.0, 2.0, 1.0]) - torch.tensor([0.0, 1.0, 1.0, 0.0])
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     release, q_values = session.run(None, {"observation": observations.numpy()})  # a batch size not exported with
@@ -117,3 +119,25 @@ def test_the_registered_signature_is_the_environments_own_terms() -> None:
     found = signature(release)
     assert found.inputs.input_names() == list(fields) and found.outputs.input_names() == ["action", "q_values"]
     assert Release.from_json(json.loads(json.dumps(release.to_json()))) == release  # as the outbox keeps it
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_every_state_of_the_grid_lies_within_the_declared_bounds(persistent: bool) -> None:
+    """The bounds the served model enforces admit every state the reservoir can be in, persistent inflow or not."""
+    from tests.delaware import DELAWARE, PROFILE
+
+    config: EnvConfig = DELAWARE if persistent else load_config(REPO / "params.yaml").env
+    env_profile = PROFILE if persistent else profile(config)
+    grid = env_profile.grid_observations(config)
+    bounds = torch.tensor(env_profile.observation_bounds(config, grid.shape[-1]))
+    assert len(bounds) == len(env_profile.observation_fields(config, grid.shape[-1])) == grid.shape[-1]
+    assert bool(((grid >= bounds[:, 0]) & (grid <= bounds[:, 1])).all())
+    assert grid.amin(dim=0).tolist() == pytest.approx(bounds[:, 0].tolist(), abs=0.1)  # tight, not merely wide
+
+
+def test_infinite_bounds_are_written_as_null() -> None:
+    assert json.loads(export.bounds_metadata([(0.0, 1.0), (-math.inf, math.inf), (-4.8, math.inf)])) == [
+        [0.0, 1.0],
+        [None, None],
+        [-4.8, None],
+    ]

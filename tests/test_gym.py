@@ -44,6 +44,7 @@ def test_classic_control_ids_score_against_their_reference_and_scale_by_finite_b
     assert env_profile.optimum_return(config, {"random": -500.0}) == reference
     assert env_profile.observation_scale(config) == pytest.approx(scale, rel=1e-6)
     assert [metric.name for metric in env_profile.headline] == ["score", "return", "solved"]
+    assert [(metric.low, metric.high) for metric in env_profile.metrics] == [(-math.inf, math.inf)] * 2 + [(0, 1)]
 
 
 def test_the_reference_return_is_a_setting_and_kwargs_reach_gymnasium_make() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import socket
@@ -14,18 +15,40 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc.model import PythonModelContext
 
+from reservoir_dqn.agent import NetworkSpec, make_q_network
 from reservoir_dqn.commands import evaluate, export, train
 from reservoir_dqn.config import load_config
+from reservoir_dqn.envs import profile
 from reservoir_dqn.release.card import Release
+from reservoir_dqn.release.export import bounds_metadata
+from reservoir_dqn.release.export import export as onnx_export
+from reservoir_dqn.release.policy import OperatorPolicy
 from reservoir_dqn.tracking import Tracking, registered_model_name
 from reservoir_dqn.tracking.registry import ModelLogger
-from tests.conftest import wait_for, write_params
+from reservoir_dqn.tracking.served_policy import ARTIFACT, OnnxPolicy
+from tests.conftest import REPO, wait_for, write_params
 
 FIELDS = ["storage_over_capacity", "sin_month", "cos_month", "months_left_over_horizon"]
 RELEASES_HM3 = {0.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0, 120.0, 160.0, 200.0}  # the release levels x 10 hm3
+
+
+def _served(folder: Path, env: str, fields: list[str], bounds: str | None) -> OnnxPolicy:
+    """A random network of ``env``'s observation size exported as the export stage does, loaded as the pyfunc."""
+    section = [] if env == "reservoir" else ["env.section=gym"]
+    config = load_config(REPO / "params.yaml", [f"env.name={env}", *section])
+    spec = NetworkSpec(len(fields), 2, (8,), env)
+    values = profile(config.env).action_meaning(config.env, spec.num_actions)[1]
+    metadata = {"observation": json.dumps(fields)} | ({} if bounds is None else {"observation_bounds": bounds})
+    onnx_export(OperatorPolicy(make_q_network(spec, seeds=[0]), values), folder / "policy.onnx", "action", metadata)
+    served = OnnxPolicy()
+    served.load_context(PythonModelContext(artifacts={ARTIFACT: str(folder / "policy.onnx")}, model_config={}))
+    return served
 
 
 def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -140,6 +163,47 @@ def test_the_exported_policy_is_registered_with_its_card_and_served_over_http(pr
         not_finite = {**example, "storage_over_capacity": float("nan")}  # JSON's NaN, as Python and MLflow read it
         status, refusal = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": [example, not_finite]})
         assert status == 400 and "observations hold NaN or infinite values (rows [1])" in refusal["message"], refusal
+        overfull = {**example, "storage_over_capacity": 7.5}  # above capacity, as `reservoir-dqn advise` refuses
+        status, refusal = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": [example, overfull]})
+        assert status == 400, refusal
+        assert "storage_over_capacity = 7.5 is outside [0, 1] (rows [1])" in refusal["message"], refusal
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_the_served_model_refuses_an_observation_outside_the_space_naming_field_and_bounds(tmp_path: Path) -> None:
+    config = load_config(REPO / "params.yaml").env
+    bounds = profile(config).observation_bounds(config, len(FIELDS))
+    served = _served(tmp_path, "reservoir", FIELDS, bounds_metadata(bounds))
+    inside = {"storage_over_capacity": 1.0, "sin_month": -1.0, "cos_month": 0.0, "months_left_over_horizon": 0.0}
+    assert len(served.predict(None, pd.DataFrame([inside]))) == 1  # the bounds themselves are inside
+    rows = [inside, {**inside, "storage_over_capacity": 7.5}, {**inside, "cos_month": -1.5}, {**inside, "sin_month": 2}]
+    with pytest.raises(MlflowException) as refused:
+        served.predict(None, pd.DataFrame(rows))
+    assert refused.value.error_code == "INVALID_PARAMETER_VALUE"  # HTTP 400 when served
+    assert refused.value.message == (
+        "observations outside the observation space: storage_over_capacity = 7.5 is outside [0, 1] (rows [1]); "
+        "sin_month = 2 is outside [-1, 1] (rows [3]); cos_month = -1.5 is outside [-1, 1] (rows [2])"
+    )
+
+
+def test_a_model_exported_before_the_bounds_is_served_without_the_bounds_check(tmp_path: Path) -> None:
+    served = _served(tmp_path, "reservoir", FIELDS, bounds=None)
+    overfull = {"storage_over_capacity": 7.5, "sin_month": -1.0, "cos_month": 0.0, "months_left_over_horizon": 1.0}
+    assert len(served.predict(None, pd.DataFrame([overfull]))) == 1
+
+
+def test_a_gymnasium_ids_bounds_are_its_box_and_an_infinite_bound_checks_only_finiteness(tmp_path: Path) -> None:
+    config = load_config(REPO / "params.yaml", ["env.name=CartPole-v1", "env.section=gym"]).env
+    fields = [f"observation_{index}" for index in range(4)]
+    bounds = profile(config).observation_bounds(config, len(fields))
+    flat = [bound for pair in bounds for bound in pair]
+    assert flat == pytest.approx([-4.8, 4.8, -math.inf, math.inf, -0.418879, 0.418879, -math.inf, math.inf])
+    served = _served(tmp_path, "CartPole-v1", fields, bounds_metadata(bounds))
+    fast = {"observation_0": 4.8, "observation_1": 1e30, "observation_2": 0.0, "observation_3": -1e30}
+    assert len(served.predict(None, pd.DataFrame([fast]))) == 1
+    with pytest.raises(MlflowException, match=r"observation_0 = -5 is outside \[-4.8, 4.8\] \(rows \[0\]\)$"):
+        served.predict(None, pd.DataFrame([{**fast, "observation_0": -5.0}]))
+    with pytest.raises(MlflowException, match=r"NaN or infinite values \(rows \[0\]\)"):
+        served.predict(None, pd.DataFrame([{**fast, "observation_1": math.inf}]))

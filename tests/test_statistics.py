@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,56 @@ def test_summary_holds_the_values_their_mean_and_a_student_t_interval_around_it(
     flat = summarize([0.5, 0.5, 0.5])
     assert flat.ci_low == flat.ci_high == 0.5
     assert t_interval([1.0]) is None
+
+
+def test_an_interval_is_clipped_to_the_metrics_range_and_only_there() -> None:
+    near_one = [1.0, 1.0, 0.9985, 1.0, 1.0]  # a reliability: the t interval alone ends at 1.00083
+    unclipped, clipped = summarize(near_one), summarize(near_one, 0.0, 1.0)
+    assert unclipped.ci_high is not None and unclipped.ci_high > 1.0
+    assert clipped.ci_high == 1.0 and clipped.ci_low == unclipped.ci_low and clipped.mean == unclipped.mean
+    near_zero = summarize([0.0, 0.0, 30.0, 0.0, 0.0], 0.0)  # a vulnerability in hm3: the t interval spans +-16.7
+    assert near_zero.ci_low == 0.0 and near_zero.ci_high == pytest.approx(6.0 + 2.776445 * np.sqrt(180 / 5))
+    inside = [0.95, 0.96, 0.97, 0.98, 0.93]
+    assert summarize(inside, 0.0, 1.0) == summarize(inside)  # an interval within the range is left as it is
+    assert summarize([0.9], 0.0, 1.0).ci_high is None
+
+
+def test_no_interval_of_the_committed_evaluation_moves_none_exceeding_its_declared_range() -> None:
+    """Re-summarised with the reservoir's declared ranges, the committed metrics/eval.json's every figure stays."""
+    from reservoir_dqn.envs import profile
+    from reservoir_dqn.evaluation.results import Evaluation
+
+    evaluation = Evaluation.from_json(json.loads((REPO / "metrics/eval.json").read_text()))
+    metrics = profile(load_config(REPO / "params.yaml").env).metrics
+    ranged = {metric.name: (metric.low, metric.high) for metric in metrics}
+    assert set(ranged) <= set(evaluation.agents["final"])  # each declared name is a metric evaluate writes
+    assert {name for name, (low, high) in ranged.items() if np.isfinite([low, high]).any()} == {
+        "reliability",
+        "resilience",
+        "vulnerability_hm3",
+        "violation_months",
+        "spill_hm3",
+        "energy_gwh",
+    }
+    for summaries in evaluation.agents.values():
+        for name, summary in summaries.items():
+            assert summarize(summary.per_seed, *ranged.get(name, ())) == summary, name
+
+
+def test_the_evaluation_clips_each_interval_to_the_range_its_profile_declares(tmp_path: Path) -> None:
+    """Two stacked agents (a stored file of an earlier version): one degree of freedom, a t interval far wider than
+    the reliability's range; the score has none and keeps its whole interval."""
+    from reservoir_dqn.evaluation.evaluate import evaluate
+
+    for network in ("final", "best"):
+        shutil.copy(REPO / "tests/data/main-e386409/final.pt", tmp_path / f"{network}.pt")
+    config = load_config(REPO / "params.yaml", ["evaluate.episodes=3"])
+    evaluation = evaluate(config, tmp_path, (0, "final"))[0]
+    reliability, score = evaluation.metric("reliability"), evaluation.metric("score")
+    assert (reliability.ci_low, reliability.ci_high) == (0.0, 1.0)
+    assert reliability.per_seed[0] != reliability.per_seed[1]  # a real spread, not a flat interval at the ends
+    unbounded = summarize(score.per_seed)
+    assert (score.ci_low, score.ci_high) == (unbounded.ci_low, unbounded.ci_high)
 
 
 def test_a_collapse_with_three_seeds_a_side_is_a_regression() -> None:

@@ -8,7 +8,8 @@ package or PyTorch:
   ``release_hm3``, the release target in hm3 per month; elsewhere ``action``, its index), and
   ``q_values``, ``[batch, actions]``.
 
-The file's metadata names the observation's fields, the actions' values and the environment.
+The file's metadata names the observation's fields and their bounds (the environment's observation
+space, which the served model enforces), the actions' values and the environment.
 Before it replaces the previous file, the export runs in ONNX Runtime in a separate process
 that does not import torch (:mod:`reservoir_dqn.release.onnx_check`) on every state of the SDP's grid
 (a finite environment) or on the observations of seeded random-policy episodes (any other),
@@ -38,7 +39,14 @@ from reservoir_dqn.config import ENV_PARAMS, Config
 from reservoir_dqn.envs import profile
 from reservoir_dqn.evaluation.results import Evaluation
 from reservoir_dqn.release.card import Release, model_card
-from reservoir_dqn.release.export import TOLERANCE, check, check_observations, export, initial_observation
+from reservoir_dqn.release.export import (
+    TOLERANCE,
+    bounds_metadata,
+    check,
+    check_observations,
+    export,
+    initial_observation,
+)
 from reservoir_dqn.release.policy import OperatorPolicy
 from reservoir_dqn.tracking.naming import Tag
 from reservoir_dqn.training.summary import Training
@@ -86,6 +94,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     metadata = {
         "env": config.env.name,
         "observation": json.dumps(list(fields)),
+        "observation_bounds": bounds_metadata(env_profile.observation_bounds(config.env, spec.obs_dim)),
         output: json.dumps([float(value) for value in values]),
         "shipped": f"agent {trained.shipped_agent}, {trained.shipped_network} network",
     }

@@ -41,14 +41,17 @@ PATH_OPTIONS = {
 }
 
 
-def stage_config(name: str, description: str, paths: Sequence[str], argv: Sequence[str] | None) -> Config:
+def stage_config(
+    name: str, description: str, paths: Sequence[str], argv: Sequence[str] | None, training: bool = False
+) -> Config:
     """Parse a stage's command line: the parameter options plus its ``paths``; return the validated config.
 
     A path given on the command line becomes a ``paths.<name>`` override, so it is checked
-    like any parameter (relative, inside the repository).
+    like any parameter (relative, inside the repository). ``training``: the stage trains, and
+    offers the training hyperparameters' shortcuts (``--lr``, ``--seeds``, ...).
     """
     parser = argparse.ArgumentParser(prog=f"reservoir-dqn {name}", description=description)
-    add_config_arguments(parser)
+    add_config_arguments(parser, training)
     group = parser.add_argument_group("paths")
     for path in paths:
         flag, what = PATH_OPTIONS[path]

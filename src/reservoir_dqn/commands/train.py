@@ -48,7 +48,8 @@ LIVE_LOG = "train_log"  # the training log while it grows: in the checkpoint fol
 
 
 def run(argv: Sequence[str] | None = None) -> None:
-    config = stage_config("train", "Train the DQN agents; resumes from the newest valid checkpoint.", PATHS, argv)
+    description = "Train the DQN agents; resumes from the newest valid checkpoint."
+    config = stage_config("train", description, PATHS, argv, training=True)
     snapshot = ParamsSnapshot.take(config)
     paths = config.paths
     checkpoints = Path(paths.checkpoints)

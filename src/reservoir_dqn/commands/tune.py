@@ -76,7 +76,7 @@ log = logging.getLogger(__name__)
 
 def run(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="reservoir-dqn tune", description=__doc__.splitlines()[0])
-    add_config_arguments(parser)
+    add_config_arguments(parser, training=True)
     parser.add_argument("--storage", help="Optuna storage URL (default: tune.storage, else sqlite:///<root>/optuna.db)")
     parser.add_argument("--study", help="study name (default: tune.study)")
     parser.add_argument(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reservoir_dqn.commands.exits import Exit
@@ -113,9 +113,9 @@ def judge(baseline: Evaluation, change: Evaluation, config: Config, accept: Sequ
         for name in change.headline:
             if name in baseline.agents["final"]:
                 tolerance = settings.tolerance if name == settings.metric else 0.0
-                rows[name] = compare(
-                    baseline.metric(name).per_seed, change.metric(name).per_seed, tolerance, settings.significance
-                )
+                old, new = baseline.metric(name), change.metric(name)
+                compared = compare(old.per_seed, new.per_seed, tolerance, settings.significance)
+                rows[name] = replace(compared, baseline=old, change=new)  # each side's interval as evaluate clipped it
     except TooFewSeeds as error:
         raise CannotJudge(f"{error}: train more seeds (train.seeds)") from None
     held_out, note = held_out_comparison(baseline, change, settings.significance)

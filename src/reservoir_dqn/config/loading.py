@@ -197,11 +197,13 @@ def _with_settings_validated(config: Config) -> tuple[Config, list[ErrorDetails]
 
 # --------------------------------------------------------------------------- command line
 
+# The training hyperparameters' shortcuts: offered only by the commands that train (train, tune).
 SHORTCUTS = {"lr": "dqn.lr", "batch_size": "dqn.batch_size", "gamma": "dqn.gamma", "seeds": "train.seeds"}
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The parameter options every stage accepts: --params, --set and the common shortcuts."""
+def add_config_arguments(parser: argparse.ArgumentParser, training: bool = False) -> None:
+    """The parameter options every command accepts, --params and --set, and with ``training`` the shortcuts of
+    :data:`SHORTCUTS` (a command that does not train would take them and do nothing with them)."""
     group = parser.add_argument_group("parameters")
     group.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="YAML parameter file (default: %(default)s)")
     group.add_argument(
@@ -213,14 +215,16 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override one parameter, e.g. --set dqn.gamma=0.95 (repeatable)",
     )
-    group.add_argument("--lr", metavar="LR", help="shortcut for --set dqn.lr=LR")
-    group.add_argument("--batch-size", metavar="N", help="shortcut for --set dqn.batch_size=N")
-    group.add_argument("--gamma", metavar="G", help="shortcut for --set dqn.gamma=G")
-    group.add_argument("--seeds", metavar="N", help="shortcut for --set train.seeds=N")
+    if training:
+        group.add_argument("--lr", metavar="LR", help="shortcut for --set dqn.lr=LR")
+        group.add_argument("--batch-size", metavar="N", help="shortcut for --set dqn.batch_size=N")
+        group.add_argument("--gamma", metavar="G", help="shortcut for --set dqn.gamma=G")
+        group.add_argument("--seeds", metavar="N", help="shortcut for --set train.seeds=N")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Build the validated Config that the parsed command-line arguments describe."""
     overrides = list(args.overrides)
-    overrides += [f"{key}={getattr(args, name)}" for name, key in SHORTCUTS.items() if getattr(args, name) is not None]
+    given = {key: getattr(args, name, None) for name, key in SHORTCUTS.items()}  # none without the shortcuts
+    overrides += [f"{key}={value}" for key, value in given.items() if value is not None]
     return load_config(args.params, overrides)

@@ -115,7 +115,7 @@ class GymProfile(EnvProfile):
         self.headline: tuple[Metric, ...] = (SCORE, RETURN)
         if self.threshold is not None:
             label = f"share of episodes that reach {self.threshold:g} (Gymnasium's reward_threshold)"
-            self.headline += (Metric("solved", label),)
+            self.headline += (Metric("solved", label, 0.0, 1.0),)
 
     def check(self, config: EnvConfig) -> None:
         """Refuse, in one line, what DQN cannot learn here (the spec check when a stage starts)."""
@@ -184,6 +184,11 @@ class GymProfile(EnvProfile):
         bound = np.maximum(np.abs(space.low), np.abs(space.high)).astype(np.float64)
         factors = tuple(float(1 / b) if np.isfinite(b) and b > 0 else 1.0 for b in bound)
         return None if all(factor == 1.0 for factor in factors) else factors
+
+    def observation_bounds(self, config: EnvConfig, size: int) -> tuple[tuple[float, float], ...]:
+        """The observation space's ``low`` and ``high`` (a Box's: infinite where it is unbounded)."""
+        space = self._probe(config).observation
+        return tuple((float(low), float(high)) for low, high in zip(space.low, space.high, strict=True))
 
     def baselines(self, config: EnvConfig, num_actions: int, seed: int) -> dict[str, TensorDictModuleBase]:
         return {"random": RandomPolicy(num_actions, seed)}

@@ -8,6 +8,7 @@ figures describe an evaluation, and how to save and restore its state.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,14 +55,19 @@ class Episodes:
 
 @dataclass(frozen=True)
 class Metric:
-    """A headline metric: what ``dvc exp show``, the CI gate and the champion look at.
+    """A metric of a policy's test episodes; the headline's are what ``dvc exp show``, the CI gate and the champion
+    look at.
 
     :param name: key in the metrics files (``score``, ``return``, ``reliability``).
     :param label: what a reader sees in tables and figures.
+    :param low: the least value the metric can take (``-inf``: unbounded below); no interval reaches below it.
+    :param high: the greatest value the metric can take (``inf``: unbounded above); no interval reaches above it.
     """
 
     name: str
     label: str
+    low: float = -math.inf
+    high: float = math.inf
 
 
 SCORE = Metric("score", "normalised score (0 random, 1 optimum)")
@@ -130,6 +136,8 @@ class EnvProfile(ABC):
         declares it, so params.yaml's section is validated when it loads.
     :cvar headline: the few metrics that say which experiment is better; the first is the
         champion's and the CI gate's main one.
+    :cvar ranged: the other metrics of :meth:`policy_metrics` whose values are bounded (a
+        share, a volume), declared with their ranges (:attr:`metrics`).
     :cvar optimum_label: what a score of 1 means, for tables and figures.
     :cvar solved_return: the return at which an episode counts as solved (Gymnasium's
         ``reward_threshold``); training records when each agent's validation first reaches it.
@@ -145,6 +153,12 @@ class EnvProfile(ABC):
     optimum_label: str
     solved_return: float | None = None
     optimum_baseline: str | None = None
+    ranged: tuple[Metric, ...] = ()
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        """Every metric the profile declares: the headline, then :attr:`ranged`."""
+        return (*self.headline, *self.ranged)
 
     @abstractmethod
     def make(self, config: EnvConfig, slot_seeds: Sequence[int]) -> EnvBase:
@@ -200,6 +214,14 @@ class EnvProfile(ABC):
     def observation_fields(self, config: EnvConfig, size: int) -> tuple[str, ...]:
         """The observation's fields, in order, for an exported policy's description."""
         return tuple(f"observation_{index}" for index in range(size))
+
+    def observation_bounds(self, config: EnvConfig, size: int) -> tuple[tuple[float, float], ...]:
+        """Each field's ``(low, high)``, in :meth:`observation_fields`' order: where an exported policy's input may lie.
+
+        An infinite bound bounds nothing; the default, none at all (the served model then refuses only
+        values that are not finite).
+        """
+        return ((-math.inf, math.inf),) * size
 
     def grid_observations(self, config: EnvConfig) -> torch.Tensor | None:
         """``[N, observation]`` every state's observation, where the state space is finite (``None``: it is not)."""

@@ -3,8 +3,9 @@
 Every agent's final network and best-validated snapshot, and every baseline, plays
 ``evaluate.episodes`` greedy episodes; episode ``i`` uses seed ``evaluate.seed + i`` for all
 of them (training never uses seeds that high). Each metric is reported per seed with its
-mean, interquartile mean and 95% Student-t interval over seeds; the score is
-``(R - R_random) / (R_optimum - R_random)`` on these same scenarios.
+mean, interquartile mean and 95% Student-t interval over seeds, clipped to the metric's range
+where the profile declares one; the score is ``(R - R_random) / (R_optimum - R_random)`` on
+these same scenarios.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def evaluate(
         shipped=shipped,
         episodes=settings.episodes,
         settings=env_profile.settings(config.env),
+        ranges={metric.name: (metric.low, metric.high) for metric in env_profile.metrics},
     )
     evaluation, held_out_rows = _re_operate(config, env_profile, networks, evaluation)
     rows = [_episode_rows(config, "dqn", episodes, agent) for agent, episodes in enumerate(played["final"])]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from reservoir_dqn.evaluation.metric_names import TRAIN_MINUTES, best_snapshot_name, stat_name
 from reservoir_dqn.evaluation.results import NETWORKS, Evaluation, HeldOut
 from reservoir_dqn.evaluation.scoring import EXACT_GAP, EXACT_RETURN, EXACT_Z, REGRET
@@ -36,27 +38,38 @@ def _number(name: str, value: float) -> str:
     return f"{value:,.1f}" if name == "return" else f"{value:.3f}"
 
 
+def _cell(name: str, summary: Summary) -> str:
+    """A metric's mean over seeds, with its interval where there is one."""
+    text = _number(name, summary.mean)
+    if summary.ci_low is not None and summary.ci_high is not None:
+        text += f" [{_number(name, summary.ci_low)}, {_number(name, summary.ci_high)}]"
+    return text
+
+
+def _aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """``rows`` (the header first) as indented lines: the first column left-aligned and the others right-aligned,
+    each as wide as its widest cell and two spaces from the next, whatever the signs and magnitudes."""
+    first, *widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [
+        f"  {row[0]:<{first}}" + "".join(f"  {cell:>{width}}" for cell, width in zip(row[1:], widths, strict=True))
+        for row in rows
+    ]
+
+
 def report(evaluation: Evaluation) -> str:
     """The table a person reads after the stage: each headline metric per policy, with its interval over seeds."""
     names = evaluation.headline
-    width = 27
+    rows = [["policy", *names]]
+    for network in NETWORKS:
+        label = "DQN, final networks" if network == "final" else "DQN, best snapshots"
+        rows.append([label, *(_cell(name, evaluation.metric(name, network)) for name in names)])
+    for policy, values in sorted(evaluation.baselines.items(), key=lambda item: -item[1][names[0]]):
+        rows.append([policy, *(_number(name, values[name]) for name in names)])
     lines = [
         f"{evaluation.env}: {evaluation.seeds} agents x {evaluation.episodes} test episodes; "
         f"score 0 = random, 1 = {evaluation.optimum_label}",
-        f"  {'policy':<21}" + "".join(f"{name:>{width}}" for name in names),
+        *_aligned(rows),
     ]
-
-    def cell(name: str, summary: Summary) -> str:
-        text = _number(name, summary.mean)
-        if summary.ci_low is not None and summary.ci_high is not None:
-            text += f" [{_number(name, summary.ci_low)}, {_number(name, summary.ci_high)}]"
-        return f"{text:>{width}}"
-
-    for network in NETWORKS:
-        label = "DQN, final networks" if network == "final" else "DQN, best snapshots"
-        lines.append(f"  {label:<21}" + "".join(cell(name, evaluation.metric(name, network)) for name in names))
-    for policy, values in sorted(evaluation.baselines.items(), key=lambda item: -item[1][names[0]]):
-        lines.append(f"  {policy:<21}" + "".join(f"{_number(name, values[name]):>{width}}" for name in names))
     lines.append(
         f"  DQN: mean [95% Student-t interval] over {evaluation.seeds} seeds. Shipped: "
         f"seed {evaluation.shipped_agent}'s {evaluation.shipped_network} network, the best on the validation seeds."
@@ -89,16 +102,18 @@ def optimum_report(evaluation: Evaluation) -> list[str]:
 def held_out_report(held_out: HeldOut, seeds: int) -> list[str]:
     """The re-operation of the held-out record: each policy's score against foresight, with its interval."""
     first, last = held_out.windows[0], held_out.windows[-1]
+    policies = [(f"DQN, {network} networks (mean of seeds)", score) for network, score in held_out.dqn.items()]
+    policies += sorted(held_out.baselines.items(), key=lambda item: -item[1].score)
+    rows = [["policy", "score [95% block bootstrap]", "return per window"]]
+    rows += [
+        [label, f"{score.score:.3f} [{score.score_lo:.3f}, {score.score_hi:.3f}]", f"{score.mean_return:,.1f}"]
+        for label, score in policies
+    ]
     lines = [
         f"held-out record: {len(held_out.windows)} windows starting {first} to {last}; "
         "score 0 = random, 1 = foresight (deterministic DP knowing the inflows)",
-        f"  {'policy':<38}{'score [95% block bootstrap]':>30}{'return per window':>20}",
+        *_aligned(rows),
     ]
-    rows = [(f"DQN, {network} networks (mean of seeds)", score) for network, score in held_out.dqn.items()]
-    rows += sorted(held_out.baselines.items(), key=lambda item: -item[1].score)
-    for label, score in rows:
-        interval = f"{score.score:.3f} [{score.score_lo:.3f}, {score.score_hi:.3f}]"
-        lines.append(f"  {label:<38}{interval:>30}{score.mean_return:>20,.1f}")
     for network, (value, low, high) in held_out.dqn_over_sdp.items():
         per_seed = ", ".join(f"{score:.3f}" for score in held_out.dqn_per_seed[network].per_seed)
         lines.append(

@@ -11,6 +11,7 @@ holds the few numbers DVC tracks.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,13 +168,17 @@ class Evaluation:
         shipped: tuple[int, str],
         episodes: int,
         settings: dict[str, Any],
+        ranges: Mapping[str, tuple[float, float]] | None = None,
     ) -> Evaluation:
         """Summaries over seeds of the per-agent metrics (score included) of each network.
 
         :param settings: the params that define the environment's MDP (its profile's ``settings``).
+        :param ranges: ``(low, high)`` of the metrics that have a range (the profile's declared
+            :attr:`~reservoir_dqn.envs.EnvProfile.metrics`); their intervals are clipped to it.
         """
+        ranges = ranges or {}
         agents = {
-            network: {name: summarize([row[name] for row in rows]) for name in rows[0]}
+            network: {name: summarize([row[name] for row in rows], *ranges.get(name, ())) for name in rows[0]}
             for network, rows in per_agent.items()
         }
         seeds = len(next(iter(per_agent.values())))

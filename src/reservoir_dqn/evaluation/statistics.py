@@ -4,7 +4,8 @@ RL results are distributions over seeds (Agarwal et al., 2021, "Deep RL at the E
 Statistical Precipice"). Each metric is reported as its per-seed values, their mean and
 interquartile mean, and a 95% Student-t confidence interval of the mean *over seeds, given
 the test scenarios* (every seed is evaluated on the same scenarios, so the interval is
-about how the training seed moves the result, not about new scenarios).
+about how the training seed moves the result, not about new scenarios), clipped to the
+metric's range where it has one (a reliability's never ends above 1).
 
 Why Student-t: on synthetic data at 3, 5 and 10 seeds (``python -m bench.gate``, table in
 ``bench/results/gate.md``), the percentile and BCa bootstraps of 5 seeds covered the true
@@ -97,14 +98,18 @@ def t_interval(values: ArrayLike, confidence: float = CONFIDENCE) -> tuple[float
     return mean - half, mean + half
 
 
-def summarize(values: ArrayLike) -> Summary:
-    """Per-seed values, their mean and IQM, and a 95% Student-t interval of the mean."""
+def summarize(values: ArrayLike, low: float = -math.inf, high: float = math.inf) -> Summary:
+    """Per-seed values, their mean and IQM, and a 95% Student-t interval of the mean clipped to ``[low, high]``.
+
+    :param low, high: the metric's range (a share: 0 and 1); the symmetric interval of a mean near
+        one end would otherwise reach past what the metric can be.
+    """
     array = np.asarray(values, dtype=float)
     if not len(array):
         raise ValueError("no values to summarize")
     interval = t_interval(array)
-    low, high = (None, None) if interval is None else interval
-    return Summary(tuple(float(v) for v in array), float(array.mean()), iqm(array), low, high)
+    ci_low, ci_high = (None, None) if interval is None else (max(interval[0], low), min(interval[1], high))
+    return Summary(tuple(float(v) for v in array), float(array.mean()), iqm(array), ci_low, ci_high)
 
 
 Verdict = Literal["regression", "improvement", "within tolerance", "inconclusive"]

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +72,14 @@ def initial_observation(config: Config) -> torch.Tensor:
     finally:
         env.close()
     return observation
+
+
+def bounds_metadata(bounds: Sequence[tuple[float, float]]) -> str:
+    """The ONNX metadata ``observation_bounds``: JSON ``[[low, high], ...]``, ``null`` for an infinite bound.
+
+    JSON has no infinity; :mod:`reservoir_dqn.tracking.served_policy` reads ``null`` back as one.
+    """
+    return json.dumps([[value if math.isfinite(value) else None for value in pair] for pair in bounds])
 
 
 def export(policy: OperatorPolicy, path: Path, output: str, metadata: dict[str, str]) -> None:

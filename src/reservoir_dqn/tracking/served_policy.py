@@ -9,6 +9,11 @@ It takes one row per state, the observation's fields as named columns (the ONNX 
 metadata names them; the registered signature lists them), and returns per row the chosen
 action in the environment's own units (the reservoir: ``release_hm3``, the release target in
 hm3 per month; elsewhere ``action``, its index) and ``q_values``, every action's value.
+
+A row with a field missing, not finite or outside the environment's observation space (the
+bounds the export wrote in the file's metadata as ``observation_bounds``) is refused with
+MLflow's invalid-input error (HTTP 400) naming it. A file exported before the bounds were
+written is served without the bounds check.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class OnnxPolicy(PythonModel):
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.fields: list[str] = json.loads(metadata["observation"])
         self.output: str = self.session.get_outputs()[0].name
+        self.bounds = _bounds(metadata.get("observation_bounds"))
 
     def predict(
         self, context: PythonModelContext | None, model_input: pd.DataFrame, params: Any = None
@@ -45,8 +51,34 @@ class OnnxPolicy(PythonModel):
         if not np.isfinite(observation).all():
             rows = np.flatnonzero(~np.isfinite(observation).all(axis=1)).tolist()
             raise MlflowException.invalid_parameter_value(f"observations hold NaN or infinite values (rows {rows})")
+        if self.bounds is not None:
+            self._check_bounds(observation, *self.bounds)
         value, q_values = self.session.run(None, {"observation": observation})
         return pd.DataFrame({self.output: value.astype(np.float64), "q_values": q_values.astype(np.float64).tolist()})
+
+    def _check_bounds(self, observation: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
+        """Refuse rows outside ``[low, high]``, naming each such field, its bounds, the first bad value and the rows."""
+        outside = (observation < low) | (observation > high)
+        if not outside.any():
+            return
+        problems = []
+        for column in np.flatnonzero(outside.any(axis=0)):
+            rows = np.flatnonzero(outside[:, column])
+            value, space = float(observation[rows[0], column]), f"[{low[column]:g}, {high[column]:g}]"
+            problems.append(f"{self.fields[column]} = {value:g} is outside {space} (rows {rows.tolist()})")
+        raise MlflowException.invalid_parameter_value(
+            f"observations outside the observation space: {'; '.join(problems)}"
+        )
+
+
+def _bounds(text: str | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(low, high)``, float32, of the metadata ``observation_bounds`` (``null``: unbounded); ``None``: no bounds."""
+    if text is None:
+        return None
+    pairs = json.loads(text)
+    low = np.array([-np.inf if pair[0] is None else pair[0] for pair in pairs], dtype=np.float32)
+    high = np.array([np.inf if pair[1] is None else pair[1] for pair in pairs], dtype=np.float32)
+    return low, high
 
 
 set_model(OnnxPolicy())

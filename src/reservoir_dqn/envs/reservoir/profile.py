@@ -42,7 +42,14 @@ if TYPE_CHECKING:  # matplotlib and pandas are imported where figures and tables
     from matplotlib.figure import Figure
     from pandas import DataFrame
 
-RELIABILITY = Metric("reliability", "reliability (share of months with the demand met in full)")
+RELIABILITY = Metric("reliability", "reliability (share of months with the demand met in full)", 0.0, 1.0)
+RANGED = (
+    Metric("resilience", "resilience (probability that a month of shortfall is followed by one without)", 0.0, 1.0),
+    Metric("vulnerability_hm3", "vulnerability (mean shortfall of the months with one, hm3)", 0.0),
+    Metric("violation_months", "months ending below the minimum operating storage, per episode", 0.0),
+    Metric("spill_hm3", "spilled volume per episode (hm3)", 0.0),
+    Metric("energy_gwh", "energy generated per episode (GWh)", 0.0),
+)
 # Per-month flows of the training batches, in hm3 (energy in GWh): the reservoir/ namespace.
 FLOWS = ("inflow", "release", "spill", "deficit", "violation")
 BATCH = MetricGroup(
@@ -75,6 +82,7 @@ class ReservoirProfile(EnvProfile):
     section = "reservoir"
     settings_model = ReservoirConfig
     headline = (SCORE, RETURN, RELIABILITY)
+    ranged = RANGED
     optimum_label = "the SDP optimum"
     optimum_baseline = "sdp"
 
@@ -152,13 +160,21 @@ class ReservoirProfile(EnvProfile):
 
     def observation_fields(self, config: EnvConfig, size: int) -> tuple[str, ...]:
         """As :class:`~reservoir_dqn.envs.reservoir.env.DiscreteReservoirEnv` documents its observation."""
+        return tuple(self._observation(config))
+
+    def observation_bounds(self, config: EnvConfig, size: int) -> tuple[tuple[float, float], ...]:
+        """The Min and Max columns of :class:`~reservoir_dqn.envs.reservoir.env.DiscreteReservoirEnv`'s table."""
+        return tuple(self._observation(config).values())
+
+    def _observation(self, config: EnvConfig) -> dict[str, tuple[float, float]]:
+        """The observation's fields, in order, and their bounds."""
         reservoir = reservoir_settings(config)
-        fields = ["storage_over_capacity", "sin_month", "cos_month"]
+        fields = {"storage_over_capacity": (0.0, 1.0), "sin_month": (-1.0, 1.0), "cos_month": (-1.0, 1.0)}
         if reservoir.observe_time_left:
-            fields.append("months_left_over_horizon")
+            fields["months_left_over_horizon"] = (0.0, 1.0)
         if ReservoirModel.from_config(reservoir).chain.persistent:
-            fields.append("last_inflow_class_quantile")
-        return tuple(fields)
+            fields["last_inflow_class_quantile"] = (0.0, 1.0)
+        return fields
 
     def grid_observations(self, config: EnvConfig) -> torch.Tensor:
         return grid_observations(ReservoirModel.from_config(reservoir_settings(config)))
