@@ -44,7 +44,7 @@ def measure(capacity: int, pseudocount: float) -> dict[str, float]:
     config = load_config(REPO / "params.yaml", sets).env
     record = profile(config).held_out(config)
     assert record is not None
-    played = replay_baselines(record, seed=0)
+    played = replay_baselines(record)
     weights = bootstrap_weights(water_years(record.first_years, record.horizon)[1])
     random, bound = played["random"], played["foresight"]
     markov, independent = (pooled(played[name], random, bound, weights) for name in ("sdp", "sdp_independent"))

@@ -59,13 +59,24 @@ def test_a_replay_plays_each_window_of_the_record() -> None:
 def test_foresight_bounds_every_policy_on_every_window_and_replays_its_own_value() -> None:
     solution = foresight(MODEL, HELD_OUT.inflows)
     assert PROFILE.held_out(DELAWARE).starts == HELD_OUT.starts  # what the profile offers the evaluate stage
-    policies = RECORD_REPLAY.policies(0)
+    policies = RECORD_REPLAY.policies()
     played = {name: RECORD_REPLAY.rewards(policy)[0] for name, policy in policies.items()}
+    played["random"] = RECORD_REPLAY.random_rewards()
     returns = {name: rewards.sum(dim=-1) for name, rewards in played.items()}
     assert torch.allclose(returns["foresight"], solution.returns, rtol=0, atol=0.05)  # float32 rewards
     for name in ("sdp", "sdp_independent", "sop", "random"):
         assert bool((returns[name] <= solution.returns + 0.05).all()), name
     assert bool((returns["sdp"] > returns["sop"]).all()) and bool((returns["sop"] > returns["random"]).all())
+
+
+def test_the_random_anchor_is_the_random_policys_expected_return_which_sampled_replays_agree_with() -> None:
+    """The anchor of 0 is exact: 300 seeded random replays of each window average to it within their standard error,
+    where one replay (the anchor before) misses it by several times the standard error on some window."""
+    exact = RECORD_REPLAY.random_rewards().sum(dim=-1)  # [W]
+    sampled = RECORD_REPLAY.rewards(RandomPolicy(MODEL.num_actions, 1), copies=300).sum(dim=-1)  # [300, W]
+    error = sampled.std(dim=0) / 300**0.5
+    assert bool(((sampled.mean(dim=0) - exact).abs() < 4 * error).all()), (sampled.mean(dim=0) - exact) / error
+    assert float(((sampled[0] - exact).abs() / error).max()) > 4  # one trajectory is a sample, not the anchor
 
 
 def test_the_block_bootstrap_scores_the_references_exactly_and_brackets_the_point() -> None:

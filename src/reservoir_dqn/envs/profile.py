@@ -97,8 +97,11 @@ class HeldOutReplay(Protocol):
     def horizon(self) -> int:
         """Steps (months) per window."""
 
-    def policies(self, seed: int) -> dict[str, TensorDictModuleBase]:
-        """The reference policies by name: ``random`` and the bound, ``foresight``, among them."""
+    def policies(self) -> dict[str, TensorDictModuleBase]:
+        """The reference policies replayed, by name: the bound, ``foresight``, among them."""
+
+    def random_rewards(self) -> torch.Tensor:
+        """``[W, H]`` each step's expected reward of the uniformly random policy, the anchor of 0, exactly."""
 
     def rewards(self, policy: TensorDictModuleBase, copies: int = 1) -> torch.Tensor:
         """``[copies, W, H]`` each step's reward of ``policy`` (``copies`` stacked agents) replaying every window."""

@@ -108,7 +108,7 @@ def _re_operate(
     if (record := env_profile.held_out(config.env)) is None:
         return evaluation, []
     agents = {network: (q_network, spec.agents) for network, (q_network, spec) in networks.items()}
-    held_out = evaluate_held_out(record, agents, config.evaluate.seed)
+    held_out = evaluate_held_out(record, agents)
     q_network, spec = networks[evaluation.shipped_network]
     rows = record.trajectory_rows((q_network, spec.agents, evaluation.shipped_agent))
     return dataclasses.replace(evaluation, held_out=held_out), rows

@@ -6,7 +6,9 @@ perfect foresight; the M3O toolbox, EMODPS on Lake Como). Where the environment'
 profile offers a held-out record (:meth:`~reservoir_dqn.envs.profile.EnvProfile.held_out`: the
 reservoir's is :class:`~reservoir_dqn.envs.reservoir.replay.RecordReplay`), the evaluate stage
 replays every DQN agent (final and best networks) and every reference policy the replay names
-(its ``random`` and its bound, ``foresight``, among them) on each held-out window.
+(its bound, ``foresight``, among them) on each held-out window; the uniformly random policy,
+the anchor of 0, enters by its exact expected rewards on each window (the replay computes
+them: a seeded trajectory would move the anchor, and every score with it, with its seed).
 
 **The score** is the project's, with foresight at 1: ``(R - R_random) / (R_foresight -
 R_random)``, per window and pooled over the windows (the score of the summed returns).
@@ -39,10 +41,12 @@ BOOTSTRAP_SEED = 0
 MONTHS_PER_YEAR = 12
 
 
-def replay_baselines(record: HeldOutReplay, seed: int) -> dict[str, np.ndarray]:
-    """``[W, Y]`` each window-year's return of every reference policy the record names."""
+def replay_baselines(record: HeldOutReplay) -> dict[str, np.ndarray]:
+    """``[W, Y]`` each window-year's return of every reference policy the record names, and of ``random`` (its
+    exact expectation)."""
     year_of_month, _ = water_years(record.first_years, record.horizon)
-    return {name: yearly(record.rewards(policy)[0], year_of_month) for name, policy in record.policies(seed).items()}
+    played = {name: yearly(record.rewards(policy)[0], year_of_month) for name, policy in record.policies().items()}
+    return played | {"random": yearly(record.random_rewards(), year_of_month)}
 
 
 @dataclass(frozen=True)
@@ -112,13 +116,11 @@ def per_window(returns: np.ndarray, random: np.ndarray, bound: np.ndarray) -> li
     return [float(value) for value in (totals[0] - totals[1]) / (totals[2] - totals[1])]
 
 
-def evaluate_held_out(
-    record: HeldOutReplay, networks: Mapping[str, tuple[TensorDictModuleBase, int]], seed: int
-) -> HeldOut:
+def evaluate_held_out(record: HeldOutReplay, networks: Mapping[str, tuple[TensorDictModuleBase, int]]) -> HeldOut:
     """Every agent of each network (``network -> (stacked Q-network, agents)``) and every reference
     policy replaying the held-out record, scored against its bound (``foresight``)."""
     year_of_month, labels = water_years(record.first_years, record.horizon)
-    played = replay_baselines(record, seed)
+    played = replay_baselines(record)
     agents = {
         network: yearly(record.rewards(q_network, copies), year_of_month)
         for network, (q_network, copies) in networks.items()

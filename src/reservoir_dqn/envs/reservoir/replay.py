@@ -7,8 +7,12 @@ replays beside an agent:
 - ``sdp``: the SDP optimum of the fitted chain, which reads last month's inflow class;
 - ``sdp_independent``: the SDP optimum of the same classes taken as independent (an operator
   who ignores what last month's inflow says of this month's);
-- ``sop`` and ``random``, as on the synthetic scenarios;
-- ``foresight``: the deterministic DP that knows the window's inflows, the bound.
+- ``sop``, as on the synthetic scenarios;
+- ``foresight``: the deterministic DP that knows the window's inflows, the bound;
+
+and the anchor, the uniformly random policy, by its exact expected rewards on each window
+(:func:`~.sdp.random_rewards`): with the inflows known the policy is the only randomness, so
+its expectation is computed, not sampled by one seeded trajectory.
 
 The statistics over those replays (scores against foresight, the block bootstrap) are
 :mod:`reservoir_dqn.evaluation.reoperation`'s, which knows no reservoir.
@@ -22,13 +26,12 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 
 from reservoir_dqn.config import EnvConfig
-from reservoir_dqn.envs.baselines import RandomPolicy
 from reservoir_dqn.envs.profile import EnvProfile, Episodes
 from reservoir_dqn.envs.reservoir.baselines import SDPPolicy, StandardOperatingPolicy, reservoir_optimum
 from reservoir_dqn.envs.reservoir.env import DiscreteReservoirEnv
 from reservoir_dqn.envs.reservoir.inflows import without_persistence
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
-from reservoir_dqn.envs.reservoir.sdp import ForesightSolution, foresight, solve
+from reservoir_dqn.envs.reservoir.sdp import ForesightSolution, foresight, random_rewards, solve
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
 from reservoir_dqn.envs.reservoir.windows import HELD_OUT_PREFIX, Windows, find_windows
 from reservoir_dqn.envs.rollouts import run_episodes
@@ -81,17 +84,21 @@ class RecordReplay:
         """Months per window."""
         return self.reservoir.horizon_months
 
-    def policies(self, seed: int) -> dict[str, TensorDictModuleBase]:
-        """Every reference policy of the re-operation: the two SDPs, SOP, random and the bound, ``foresight``."""
+    def policies(self) -> dict[str, TensorDictModuleBase]:
+        """Every reference policy replayed: the two SDPs, SOP and the bound, ``foresight``."""
         model = self.model
         independent = ReservoirModel(model.config, without_persistence(model.chain), model.release_levels, model.demand)
         return {
             "sdp": SDPPolicy(reservoir_optimum(self.reservoir)),
             "sdp_independent": SDPPolicy(solve(independent)),
             "sop": StandardOperatingPolicy(model),
-            "random": RandomPolicy(model.num_actions, seed),
             "foresight": ForesightPolicy(foresight(model, self.windows.inflows)),
         }
+
+    def random_rewards(self) -> torch.Tensor:
+        """``[W, H]`` each month's expected reward of the uniformly random policy, exactly (:func:`.sdp.random_rewards`
+        carries the storage distribution forward)."""
+        return random_rewards(self.model, self.windows.inflows.double())
 
     def episodes(self, policy: TensorDictModuleBase, windows: Windows | None = None, copies: int = 1) -> Episodes:
         """``policy`` replaying every window (default: all held-out ones), ``copies`` times over (agent-major)."""

@@ -128,3 +128,31 @@ def foresight(model: ReservoirModel, inflows: torch.Tensor) -> ForesightSolution
         q_values = outcome.reward + future
         values[:, t], policy[:, t] = q_values.max(dim=-1)
     return ForesightSolution(values, policy, config.initial_storage)
+
+
+def random_rewards(model: ReservoirModel, inflows: torch.Tensor) -> torch.Tensor:
+    """``[W, H]`` each month's expected reward of the uniformly random policy replaying each window, exactly.
+
+    With the inflows known, the only randomness is the policy's: the storage distribution is
+    carried forward from the initial storage, every release equally likely, and each month's
+    expected reward is its mean over that distribution and the releases. This is the random
+    policy's expected return on the window (the re-operation's anchor of 0), where one seeded
+    trajectory is a sample of it.
+    """
+    config = model.config
+    windows, horizon = inflows.shape
+    storages, actions = model.num_storages, model.num_actions
+    storage = torch.arange(storages, dtype=torch.float64).view(1, storages, 1)
+    action = torch.arange(actions).view(1, 1, actions)
+    occupancy = torch.zeros(windows, storages, dtype=torch.float64)
+    occupancy[:, config.initial_storage] = 1.0
+    expected = torch.zeros(windows, horizon, dtype=torch.float64)
+    for t in range(horizon):
+        month = torch.tensor((t + config.start_month) % MONTHS)
+        outcome = model.transition(storage, inflows[:, t].view(windows, 1, 1), action, month)  # [W, S, A]
+        weight = occupancy.unsqueeze(-1).expand(windows, storages, actions) / actions
+        expected[:, t] = (weight * outcome.reward).sum(dim=(1, 2))
+        occupancy = torch.zeros_like(occupancy).scatter_add_(
+            1, outcome.next_storage.long().view(windows, -1), weight.reshape(windows, -1)
+        )
+    return expected
