@@ -134,16 +134,24 @@ def training_json(**fields: object) -> dict:
 
 
 def evaluation_json(
-    scores: Sequence[float] = (0.9, 0.92), env: str = "reservoir", settings: dict | None = None
+    scores: Sequence[float] = (0.9, 0.92),
+    env: str = "reservoir",
+    settings: dict | None = None,
+    reliability: Sequence[float] | None = None,
 ) -> dict:
     """A hand-made ``metrics/eval.json`` of the reservoir as the evaluate stage writes it, with these scores.
 
     :param settings: the environment's settings its conditions record (default: the name alone).
+    :param reliability: each seed's reliability (default: 0.99 each), its interval clipped to [0, 1] as evaluate's.
     """
     from reservoir_dqn.evaluation.results import Evaluation
     from reservoir_dqn.evaluation.scoring import Reference
 
-    rows = [{"score": s, "return": 394.1 + s * (2019.4 - 394.1), "reliability": 0.99} for s in scores]
+    reliabilities = reliability or [0.99] * len(scores)
+    rows = [
+        {"score": s, "return": 394.1 + s * (2019.4 - 394.1), "reliability": r}
+        for s, r in zip(scores, reliabilities, strict=True)
+    ]
     return Evaluation.assemble(
         env=env,
         first_seed=2_000_000_000,
@@ -155,6 +163,7 @@ def evaluation_json(
         shipped=(0, "final"),
         episodes=100,
         settings=settings or {"env.name": env},
+        ranges={"reliability": (0.0, 1.0)},
     ).to_json()
 
 

@@ -105,24 +105,9 @@ def test_an_improvement_passes_the_gate() -> None:
 def test_the_report_shows_each_sides_interval_as_the_evaluation_clipped_it() -> None:
     """A reliability near 1 over 5 seeds: its t interval alone ends at 1.0008; the report, as evaluate, at 1."""
     from reservoir_dqn.commands.verdict import judge, markdown_report
-    from reservoir_dqn.evaluation.scoring import Reference
 
     def reliable(reliability: list[float]) -> Evaluation:
-        rows = [{"score": s, "return": 1990.0 + s, "reliability": r} for s, r in zip(HEALTHY, reliability, strict=True)]
-        made = Evaluation.assemble(
-            env="reservoir",
-            first_seed=2_000_000_000,
-            reference=Reference(394.1, 2019.4),
-            optimum_label="the SDP optimum",
-            headline=("score", "return", "reliability"),
-            per_agent={"final": rows, "best": rows},
-            baselines={"sdp": {"score": 1.0}},
-            shipped=(0, "final"),
-            episodes=100,
-            settings=SETTINGS,
-            ranges={"reliability": (0.0, 1.0)},
-        )
-        return Evaluation.from_json(json.loads(json.dumps(made.to_json())))
+        return Evaluation.from_json(evaluation_json(HEALTHY, settings=SETTINGS, reliability=reliability))
 
     baseline, change = reliable([0.99, 0.995, 0.99, 0.992, 0.991]), reliable([1.0, 1.0, 0.9985, 1.0, 1.0])
     assert change.metric("reliability").ci_high == 1.0
