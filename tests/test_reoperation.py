@@ -79,6 +79,27 @@ def test_the_random_anchor_is_the_random_policys_expected_return_which_sampled_r
     assert float(((sampled[0] - exact).abs() / error).max()) > 4  # one trajectory is a sample, not the anchor
 
 
+def test_a_replays_criteria_pool_what_its_windows_show() -> None:
+    """The held-out criteria of a policy: pooled over the windows, each window's value beside them (equal windows:
+    the pooled reliability and the mean deficit and energy are the windows' means)."""
+    replayed = RECORD_REPLAY.replay(RECORD_REPLAY.policies()["sop"])
+    pooled_criteria, windows = replayed.performance[0], replayed.per_window[0]
+    for key in ("reliability", "deficit_hm3", "energy_gwh"):
+        assert pooled_criteria[key] == pytest.approx(float(np.mean(windows[key]))), key
+    assert (pooled_criteria["reliability"], pooled_criteria["resilience"], pooled_criteria["vulnerability_hm3"]) == (
+        1.0,
+        1.0,
+        0.0,
+    )  # SOP releases the demand whenever the water is there: on these years, always
+    assert torch.equal(replayed.rewards, RECORD_REPLAY.rewards(RECORD_REPLAY.policies()["sop"]))
+    random = RECORD_REPLAY.random_performance()
+    assert torch.equal(random.rewards[0], RECORD_REPLAY.random_rewards())
+    shortfalls = random.performance[0]
+    assert (
+        shortfalls["reliability"] < 0.9 and 0.0 < shortfalls["resilience"] < 1.0 and shortfalls["vulnerability_hm3"] > 0
+    )
+
+
 def test_the_block_bootstrap_scores_the_references_exactly_and_brackets_the_point() -> None:
     year_of_month, labels = water_years(HELD_OUT.first_years, 120)
     assert labels.shape == (10, 10) and labels.min() == 2005 and labels.max() == 2023  # 19 water years
@@ -119,8 +140,22 @@ def test_the_evaluate_and_plot_stages_report_the_held_out_record(project: Path, 
     assert set(held_out.dqn) == {"final", "best"} and len(held_out.dqn_per_seed["final"].per_seed) == 2
     low, high = held_out.baselines["sdp"].score_lo, held_out.baselines["sdp"].score_hi
     assert low <= held_out.baselines["sdp"].score <= high < 1.0
+    # Beside the score, what an operator weighs: every policy's criteria, pooled and per window.
+    criteria = {"reliability", "resilience", "vulnerability_hm3", "deficit_hm3", "energy_gwh"}
+    for name, score in [*held_out.baselines.items(), *held_out.dqn.items()]:
+        assert set(score.performance) == criteria, name
+        assert 0.0 <= score.performance["reliability"] <= 1.0 and score.performance["deficit_hm3"] >= 0.0, name
+        assert len(score.performance_per_window["energy_gwh"]) == 10, name
+    assert set(held_out.dqn_performance["final"]) == criteria
+    assert held_out.dqn_performance["final"]["reliability"].mean == pytest.approx(
+        held_out.dqn["final"].performance["reliability"]
+    )
+    assert {"held_out_reliability", "held_out_deficit_hm3", "held_out_energy_gwh", "held_out_sdp_reliability"} <= set(
+        summary
+    )
     out = capsys.readouterr().out
     assert "held-out record: 10 windows starting 2005-10 to 2014-10" in out and "over the Markov SDP" in out
+    assert "reliability" in out.split("held-out record:")[1] and "deficit hm3/window" in out
 
 
 def test_an_agent_learning_from_the_record_sees_only_the_fitting_years_windows() -> None:

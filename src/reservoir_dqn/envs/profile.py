@@ -79,11 +79,30 @@ EPISODE = MetricGroup(
 )
 
 
+@dataclass(frozen=True)
+class Replayed:
+    """What a policy did replaying the held-out windows, ``copies`` times over (stacked agents).
+
+    :ivar rewards: ``[copies, W, H]`` each step's reward.
+    :ivar performance: per copy, the environment's own metrics pooled over the windows
+        (the reservoir: reliability, resilience, vulnerability, deficit and energy per window).
+    :ivar per_window: per copy, per metric, each window's value.
+    """
+
+    rewards: torch.Tensor
+    performance: list[dict[str, float]]
+    per_window: list[dict[str, tuple[float, ...]]]
+
+
 class HeldOutReplay(Protocol):
     """Years of a real record nobody trained on, replayed by any policy: what :meth:`EnvProfile.held_out` offers.
 
     :mod:`reservoir_dqn.evaluation.reoperation` scores every policy on them against the bound.
     """
+
+    @property
+    def criteria(self) -> dict[str, tuple[float, float]]:
+        """The performance criteria :meth:`replay` measures, and the range each lies in."""
 
     @property
     def starts(self) -> tuple[str, ...]:
@@ -105,6 +124,12 @@ class HeldOutReplay(Protocol):
 
     def rewards(self, policy: TensorDictModuleBase, copies: int = 1) -> torch.Tensor:
         """``[copies, W, H]`` each step's reward of ``policy`` (``copies`` stacked agents) replaying every window."""
+
+    def replay(self, policy: TensorDictModuleBase, copies: int = 1) -> Replayed:
+        """``policy`` (``copies`` stacked agents) replaying every window: its rewards and its performance."""
+
+    def random_performance(self) -> Replayed:
+        """The uniformly random policy's performance (its rewards: the exact expectation, :meth:`random_rewards`)."""
 
     def trajectory_rows(self, shipped: tuple[TensorDictModuleBase, int, int]) -> list[dict[str, object]]:
         """Step-by-step rows of the first window for the shipped agent (network, agents, index) and the references."""

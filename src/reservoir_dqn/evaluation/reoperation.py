@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tensordict.nn import TensorDictModuleBase
 
-from reservoir_dqn.envs.profile import HeldOutReplay
+from reservoir_dqn.envs.profile import HeldOutReplay, Replayed
 from reservoir_dqn.evaluation.results import HeldOut, HeldOutScore
 from reservoir_dqn.evaluation.statistics import summarize
 
@@ -45,8 +45,13 @@ def replay_baselines(record: HeldOutReplay) -> dict[str, np.ndarray]:
     """``[W, Y]`` each window-year's return of every reference policy the record names, and of ``random`` (its
     exact expectation)."""
     year_of_month, _ = water_years(record.first_years, record.horizon)
-    played = {name: yearly(record.rewards(policy)[0], year_of_month) for name, policy in record.policies().items()}
-    return played | {"random": yearly(record.random_rewards(), year_of_month)}
+    return {name: yearly(replayed.rewards[0], year_of_month) for name, replayed in _replay_references(record).items()}
+
+
+def _replay_references(record: HeldOutReplay) -> dict[str, Replayed]:
+    """Every reference policy the record names replayed, and ``random``: its exact rewards and measured criteria."""
+    replayed = {name: record.replay(policy) for name, policy in record.policies().items()}
+    return replayed | {"random": record.random_performance()}
 
 
 @dataclass(frozen=True)
@@ -118,17 +123,19 @@ def per_window(returns: np.ndarray, random: np.ndarray, bound: np.ndarray) -> li
 
 def evaluate_held_out(record: HeldOutReplay, networks: Mapping[str, tuple[TensorDictModuleBase, int]]) -> HeldOut:
     """Every agent of each network (``network -> (stacked Q-network, agents)``) and every reference
-    policy replaying the held-out record, scored against its bound (``foresight``)."""
+    policy replaying the held-out record, scored against its bound (``foresight``), with their performance
+    criteria (their intervals over seeds kept in the range the record declares for each)."""
     year_of_month, labels = water_years(record.first_years, record.horizon)
-    played = replay_baselines(record)
-    agents = {
-        network: yearly(record.rewards(q_network, copies), year_of_month)
-        for network, (q_network, copies) in networks.items()
-    }
+    references = _replay_references(record)
+    played = {name: yearly(replayed.rewards[0], year_of_month) for name, replayed in references.items()}
+    replays = {network: record.replay(q_network, copies) for network, (q_network, copies) in networks.items()}
+    agents = {network: yearly(replayed.rewards, year_of_month) for network, replayed in replays.items()}
     random, bound = played["random"], played["foresight"]
     weights = bootstrap_weights(labels)
 
-    def scored(returns: np.ndarray) -> HeldOutScore:
+    def scored(
+        returns: np.ndarray, performance: dict[str, float], performance_per_window: dict[str, tuple[float, ...]]
+    ) -> HeldOutScore:
         interval = pooled(returns, random, bound, weights)
         return HeldOutScore(
             interval.score,
@@ -136,23 +143,47 @@ def evaluate_held_out(record: HeldOutReplay, networks: Mapping[str, tuple[Tensor
             interval.high,
             float(returns.sum(axis=-1).mean()),
             tuple(per_window(returns, random, bound)),
+            performance,
+            performance_per_window,
         )
+
+    def agents_mean(returns: np.ndarray, replayed: Replayed) -> HeldOutScore:
+        """The agents as one: their window-year returns ``[agents, W, Y]`` and their criteria averaged over seeds."""
+        performance = {
+            key: float(np.mean([seed[key] for seed in replayed.performance])) for key in replayed.performance[0]
+        }
+        windows = {
+            key: tuple(float(value) for value in np.mean([seed[key] for seed in replayed.per_window], axis=0))
+            for key in replayed.per_window[0]
+        }
+        return scored(returns.mean(axis=0), performance, windows)
 
     over_sdp = {
         network: ratio(returns.mean(axis=0), played["sdp"], random, bound, weights)
         for network, returns in agents.items()
     }
+    limits = record.criteria
     return HeldOut(
         windows=record.starts,
         block_years=BLOCK_YEARS,
         resamples=RESAMPLES,
-        baselines={name: scored(returns) for name, returns in played.items()},
-        dqn={network: scored(returns.mean(axis=0)) for network, returns in agents.items()},
+        baselines={
+            name: scored(returns, references[name].performance[0], references[name].per_window[0])
+            for name, returns in played.items()
+        },
+        dqn={network: agents_mean(agents[network], replayed) for network, replayed in replays.items()},
         dqn_per_seed={
             network: summarize([_pooled_point(agent, random, bound) for agent in returns])
             for network, returns in agents.items()
         },
         dqn_over_sdp={network: (value.score, value.low, value.high) for network, value in over_sdp.items()},
+        dqn_performance={
+            network: {
+                key: summarize([seed[key] for seed in replayed.performance], *limits.get(key, ()))
+                for key in replayed.performance[0]
+            }
+            for network, replayed in replays.items()
+        },
     )
 
 

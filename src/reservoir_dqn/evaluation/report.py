@@ -104,9 +104,15 @@ def held_out_report(held_out: HeldOut, seeds: int) -> list[str]:
     first, last = held_out.windows[0], held_out.windows[-1]
     policies = [(f"DQN, {network} networks (mean of seeds)", score) for network, score in held_out.dqn.items()]
     policies += sorted(held_out.baselines.items(), key=lambda item: -item[1].score)
-    rows = [["policy", "score [95% block bootstrap]", "return per window"]]
+    criteria = [key for key, _, _ in CRITERIA if any(key in score.performance for _, score in policies)]
+    rows = [["policy", "score [95% block bootstrap]", "return per window", *(HEADERS[key] for key in criteria)]]
     rows += [
-        [label, f"{score.score:.3f} [{score.score_lo:.3f}, {score.score_hi:.3f}]", f"{score.mean_return:,.1f}"]
+        [
+            label,
+            f"{score.score:.3f} [{score.score_lo:.3f}, {score.score_hi:.3f}]",
+            f"{score.mean_return:,.1f}",
+            *(_criterion(key, score.performance) for key in criteria),
+        ]
         for label, score in policies
     ]
     lines = [
@@ -119,5 +125,30 @@ def held_out_report(held_out: HeldOut, seeds: int) -> list[str]:
         lines.append(
             f"  DQN {network} over the Markov SDP: {value:.3f} [{low:.3f}, {high:.3f}]; per seed ({seeds}): {per_seed}"
         )
+    for network, summaries in held_out.dqn_performance.items():
+        shown = [
+            f"{header} {summaries[key].text(3 if form == '.3f' else 1)}"
+            for key, header, form in CRITERIA
+            if key in summaries
+        ]
+        lines.append(f"  DQN {network}, over {seeds} seeds: " + "; ".join(shown))
     lines.append(f"  Intervals: moving blocks of {held_out.block_years} water years, {held_out.resamples:,} resamples.")
+    if "random" in held_out.baselines and held_out.baselines["random"].performance:
+        lines.append("  Random: its return is its exact expectation; its criteria, the mean of 100 seeded replays.")
     return lines
+
+
+# The held-out performance criteria the table shows: key, header, format.
+CRITERIA = (
+    ("reliability", "reliability", ".3f"),
+    ("resilience", "resilience", ".3f"),
+    ("vulnerability_hm3", "vulnerability hm3", ",.1f"),
+    ("deficit_hm3", "deficit hm3/window", ",.1f"),
+    ("energy_gwh", "energy GWh/window", ",.1f"),
+)
+HEADERS = {key: header for key, header, _ in CRITERIA}
+
+
+def _criterion(key: str, performance: dict[str, float]) -> str:
+    number = next(form for name, _, form in CRITERIA if name == key)
+    return format(performance[key], number) if key in performance else "-"

@@ -12,7 +12,7 @@ holds the few numbers DVC tracks.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reservoir_dqn.evaluation.metric_names import held_out_name, stat_name
@@ -22,16 +22,26 @@ from reservoir_dqn.evaluation.statistics import Summary, summarize
 NETWORKS = ("final", "best")
 
 
+# What summary.json (DVC), MLflow and TensorBoard carry of the held-out performance, for the final networks.
+OPERATOR_FIGURES = ("reliability", "deficit_hm3", "energy_gwh")
+
+
 @dataclass(frozen=True)
 class HeldOutScore:
     """One policy on the held-out record: its pooled score (random 0, foresight 1) with the
-    block-bootstrap interval over water years, its mean return per window and each window's score."""
+    block-bootstrap interval over water years, its mean return per window and each window's score;
+    and what an operator weighs beside the score: the environment's performance criteria pooled
+    over the windows (the reservoir: reliability, resilience, vulnerability in hm3, deficit in hm3
+    and energy in GWh per window) and each window's (reliability, deficit, energy). Files written
+    before the criteria were measured hold none."""
 
     score: float
     score_lo: float
     score_hi: float
     mean_return: float
     per_window: tuple[float, ...]
+    performance: dict[str, float] = field(default_factory=dict)
+    performance_per_window: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +50,8 @@ class HeldOutScore:
             "score_hi": self.score_hi,
             "return": self.mean_return,
             "per_window": list(self.per_window),
+            "performance": dict(self.performance),
+            "performance_per_window": {key: list(values) for key, values in self.performance_per_window.items()},
         }
 
     @classmethod
@@ -50,6 +62,8 @@ class HeldOutScore:
             float(data["score_hi"]),
             float(data["return"]),
             tuple(float(value) for value in data["per_window"]),
+            {key: float(value) for key, value in data.get("performance", {}).items()},
+            {key: tuple(float(v) for v in values) for key, values in data.get("performance_per_window", {}).items()},
         )
 
 
@@ -63,6 +77,8 @@ class HeldOut:
     :ivar dqn_per_seed: per network, each agent's pooled score, summarised over seeds.
     :ivar dqn_over_sdp: per network, the agents' mean score over the Markov SDP's, with its
         block-bootstrap interval, as ``(ratio, low, high)``.
+    :ivar dqn_performance: per network, each performance criterion of each agent, summarised over seeds
+        (the ``dqn`` rows hold their means).
     """
 
     windows: tuple[str, ...]
@@ -72,6 +88,7 @@ class HeldOut:
     dqn: dict[str, HeldOutScore]
     dqn_per_seed: dict[str, Summary]
     dqn_over_sdp: dict[str, tuple[float, float, float]]
+    dqn_performance: dict[str, dict[str, Summary]] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         """The held-out figures that ``metrics/summary.json`` (DVC), MLflow and TensorBoard track, named here once.
@@ -79,7 +96,9 @@ class HeldOut:
         ``held_out_score`` with its interval (``_lo``, ``_hi``): the agents' final networks, their
         window-year returns averaged over seeds; ``held_out_over_sdp``: that score over the Markov
         SDP's, with its interval; ``held_out_<policy>``: each reference policy's score (random is 0
-        and foresight 1 by definition, so neither is listed).
+        and foresight 1 by definition, so neither is listed); ``held_out_reliability``, ``held_out_deficit_hm3``
+        and ``held_out_energy_gwh``: the final networks' (mean of seeds), and ``held_out_sdp_reliability``,
+        where the record was replayed with them.
         """
         final = self.dqn["final"]
         ratio, low, high = self.dqn_over_sdp["final"]
@@ -91,6 +110,10 @@ class HeldOut:
             held_out_name("over_sdp", "ci_low"): low,
             held_out_name("over_sdp", "ci_high"): high,
         }
+        values |= {held_out_name(key): final.performance[key] for key in OPERATOR_FIGURES if key in final.performance}
+        sdp = self.baselines.get("sdp")
+        if sdp is not None and "reliability" in sdp.performance:
+            values[held_out_name("sdp_reliability")] = sdp.performance["reliability"]
         return values | {
             held_out_name(name): score.score
             for name, score in self.baselines.items()
@@ -109,6 +132,10 @@ class HeldOut:
                 network: {"ratio": ratio, "low": low, "high": high}
                 for network, (ratio, low, high) in self.dqn_over_sdp.items()
             },
+            "dqn_performance": {
+                network: {key: summary.as_dict() for key, summary in criteria.items()}
+                for network, criteria in self.dqn_performance.items()
+            },
         }
 
     @classmethod
@@ -123,6 +150,10 @@ class HeldOut:
             dqn_over_sdp={
                 network: (float(value["ratio"]), float(value["low"]), float(value["high"]))
                 for network, value in data["dqn_over_sdp"].items()
+            },
+            dqn_performance={
+                network: {key: Summary.from_dict(summary) for key, summary in criteria.items()}
+                for network, criteria in data.get("dqn_performance", {}).items()
             },
         )
 

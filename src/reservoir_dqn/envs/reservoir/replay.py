@@ -20,13 +20,16 @@ The statistics over those replays (scores against foresight, the block bootstrap
 
 from __future__ import annotations
 
+import math
+
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 
 from reservoir_dqn.config import EnvConfig
-from reservoir_dqn.envs.profile import EnvProfile, Episodes
+from reservoir_dqn.envs.baselines import RandomPolicy
+from reservoir_dqn.envs.profile import EnvProfile, Episodes, Metric, Replayed
 from reservoir_dqn.envs.reservoir.baselines import SDPPolicy, StandardOperatingPolicy, reservoir_optimum
 from reservoir_dqn.envs.reservoir.env import DiscreteReservoirEnv
 from reservoir_dqn.envs.reservoir.inflows import without_persistence
@@ -37,6 +40,10 @@ from reservoir_dqn.envs.reservoir.windows import HELD_OUT_PREFIX, Windows, find_
 from reservoir_dqn.envs.rollouts import run_episodes
 
 MONTHS_PER_YEAR = 12
+RANDOM_REPLAYS, RANDOM_SEED = 100, 0  # the random policy's performance: a mean over seeded replays
+# The re-operation's performance criteria, pooled over the windows (a window's total for deficit and energy).
+PERFORMANCE = ("reliability", "resilience", "vulnerability_hm3", "deficit_hm3", "energy_gwh")
+DEFICIT = Metric("deficit_hm3", "unmet demand per window (hm3)", 0.0)
 
 
 class ForesightPolicy(TensorDictModuleBase):
@@ -68,6 +75,12 @@ class RecordReplay:
             return None
         windows = find_windows(reservoir, ReservoirModel.from_config(reservoir).chain, "held_out")
         return None if windows is None else cls(profile, config, reservoir, windows)
+
+    @property
+    def criteria(self) -> dict[str, tuple[float, float]]:
+        """The performance criteria a replay measures, and where each lies (the profile's declared ranges)."""
+        declared = {metric.name: (metric.low, metric.high) for metric in (*self.profile.metrics, DEFICIT)}
+        return {key: declared.get(key, (-math.inf, math.inf)) for key in PERFORMANCE}
 
     @property
     def starts(self) -> tuple[str, ...]:
@@ -116,6 +129,42 @@ class RecordReplay:
         episodes = self.episodes(policy, copies=copies)
         rewards: torch.Tensor = episodes.steps["next", "reward"].squeeze(-1).double()
         return rewards.view(copies, len(self.windows), -1)
+
+    def replay(self, policy: TensorDictModuleBase, copies: int = 1) -> Replayed:
+        """``policy`` replaying every window, ``copies`` times over: rewards, and per copy the performance
+        criteria (Hashimoto et al., 1982, as :meth:`~.profile.ReservoirProfile.policy_metrics`) pooled over the
+        windows, with each window's reliability, deficit and energy."""
+        episodes = self.episodes(policy, copies=copies)
+        count = len(self.windows)
+        rewards = episodes.steps["next", "reward"].squeeze(-1).double().view(copies, count, -1)
+        parts = [episodes.part(copy * count, (copy + 1) * count) for copy in range(copies)]
+        return Replayed(rewards, [self._pooled(part) for part in parts], [self._per_window(part) for part in parts])
+
+    def random_performance(self) -> Replayed:
+        """The uniformly random policy: its exact expected rewards, and its performance measured over
+        :data:`RANDOM_REPLAYS` seeded replays of every window (pooled; each window's, their mean)."""
+        episodes = self.episodes(RandomPolicy(self.model.num_actions, RANDOM_SEED), copies=RANDOM_REPLAYS)
+        per_window = self._per_window(episodes)
+        count = len(self.windows)
+        mean = {
+            key: tuple(float(v) for v in torch.tensor(values).view(RANDOM_REPLAYS, count).mean(dim=0))
+            for key, values in per_window.items()
+        }
+        return Replayed(self.random_rewards().unsqueeze(0), [self._pooled(episodes)], [mean])
+
+    def _pooled(self, episodes: Episodes) -> dict[str, float]:
+        metrics = self.profile.policy_metrics(self.config, episodes)
+        columns = self.profile.episode_columns(self.config, episodes)
+        totals = {key: float(columns[key].double().mean()) for key in ("deficit_hm3", "energy_gwh")}
+        return {key: float(metrics[key]) for key in PERFORMANCE if key in metrics} | totals
+
+    def _per_window(self, episodes: Episodes) -> dict[str, tuple[float, ...]]:
+        columns = self.profile.episode_columns(self.config, episodes)
+        reliability = 1.0 - columns["shortfall_months"].double() / episodes.lengths.double()
+        return {
+            "reliability": tuple(float(value) for value in reliability),
+            **{key: tuple(float(value) for value in columns[key]) for key in ("deficit_hm3", "energy_gwh")},
+        }
 
     def trajectory_rows(self, shipped: tuple[TensorDictModuleBase, int, int]) -> list[dict[str, object]]:
         """Trajectory rows of the first held-out window for the shipped agent, the Markov SDP and foresight.
