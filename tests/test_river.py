@@ -152,6 +152,10 @@ def test_a_gauge_id_keeps_its_leading_zeros_or_the_refusal_says_to_quote_it(tmp_
     with pytest.raises(ConfigError, match=r"record.column = 1463500: Input should be a valid string \(write it in "):
         load_config(REPO / "params.yaml", ["env.reservoir.record.column=1463500"])
     assert load_config(REPO / "params.yaml", ["dqn.lr=1e-3"]).dqn.lr == 1e-3  # numbers are still numbers
+    from dvc.utils.hydra import apply_overrides  # what `dvc exp run -S` does to params.yaml
+
+    apply_overrides(str(tmp_path / "params.yaml"), ["env.reservoir.record.column=01440000"])
+    assert load_config(tmp_path / "params.yaml").env.reservoir.record.column == GAUGE
 
 
 @pytest.mark.slow
