@@ -20,7 +20,7 @@ from reservoir_dqn.training.checkpoints import verify_archive
 from reservoir_dqn.training.loop import TrainingDiverged
 from reservoir_dqn.training.loop import train as train_loop
 from reservoir_dqn.training.session import agent_seeds, env_seeds, start
-from tests.conftest import model_weights, write_params
+from tests.conftest import REPO, model_weights, write_params
 from tests.delaware import RECORD
 from tests.identity_env import IDENTITY, LENGTH, IdentityProfile
 
@@ -179,6 +179,15 @@ def test_checkpoint_of_other_params_is_never_resumed(project: Path, capsys) -> N
     out = capsys.readouterr().out
     assert "(or carry no key) and are never resumed" in out and "resuming from" not in out
     assert json.loads((project / "train_run.json").read_text())["resumed_from_frames"] == 0
+
+
+def test_the_code_a_checkpoint_is_keyed_on_is_every_module_of_the_package() -> None:
+    """A change to any module, the environments' and the commands' included, keys checkpoints anew (the key once
+    covered only the folder of the checkpoint module, which moved into training/)."""
+    package = REPO / "src/reservoir_dqn"
+    modules = {path for path in package.rglob("*.py") if "__pycache__" not in path.parts}
+    assert set(checkpoint.source_files()) == modules
+    assert {path.parent.name for path in modules} >= {"envs", "reservoir", "agent", "commands", "reservoir_dqn"}
 
 
 @pytest.mark.slow

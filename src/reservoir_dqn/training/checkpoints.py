@@ -100,6 +100,7 @@ def verify_archive(path: Path) -> None:
         raise CorruptCheckpoint(f"checksum mismatch in member '{damaged}'")
 
 
+PACKAGE = Path(__file__).resolve().parents[1]  # reservoir_dqn/: this module lives in its training/ package
 # The libraries whose code defines what training computes: another version may compute otherwise.
 TRAINING_LIBRARIES = ("torch", "torchrl", "tensordict", "numpy", "gymnasium")
 
@@ -119,10 +120,14 @@ def source_hash() -> str:
     finished) checkpoint would then ship a model that this code never computed.
     """
     digest = hashlib.sha256()
-    package = Path(__file__).parent
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    for path in source_files():
+        digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
+
+
+def source_files() -> list[Path]:
+    """Every module of the package, in a fixed order: what :func:`source_hash` hashes."""
+    return sorted(path for path in PACKAGE.rglob("*.py") if "__pycache__" not in path.parts)
 
 
 def checkpoint_frames(path: Path) -> int:
