@@ -185,3 +185,18 @@ def test_record_add_writes_stages_and_prints_a_run_the_stages_accept(
     (project / "other.rdb").write_text("\n".join(lines).replace("\t1", "\t2") + "\n")
     assert record_command.main(["add", "other.rdb", "--name", "flatbrook", "--params", "params.yaml"]) == 2
     assert "holds another record; choose another name, or --force" in capsys.readouterr().err
+
+
+def test_fitting_years_that_leave_no_whole_held_out_window_are_refused_naming_the_years() -> None:
+    from reservoir_dqn.envs import profile
+
+    sets = ["env.reservoir.inflow_model=record", "env.reservoir.unit_hm3=106.0"]
+    short = load_config(REPO / "params.yaml", [*sets, "env.reservoir.record.last_year=2018"]).env
+    with pytest.raises(RecordError) as refused:
+        profile(short).check(short)
+    assert "the 76 months after the fitting years (2019-01 to 2025-04) hold no whole held-out window" in str(
+        refused.value
+    )
+    whole = load_config(REPO / "params.yaml", [*sets, "env.reservoir.record.last_year=2025"]).env
+    profile(whole).check(whole)  # fitted on the whole record: no hold-out, and nothing to refuse
+    assert profile(whole).held_out(whole) is None

@@ -37,6 +37,7 @@ from reservoir_dqn.envs.reservoir.model import INFO_KEYS, ReservoirModel
 from reservoir_dqn.envs.reservoir.replay import RecordReplay
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
 from reservoir_dqn.envs.reservoir.sizing import check_size
+from reservoir_dqn.envs.reservoir.windows import check_held_out
 
 if TYPE_CHECKING:  # matplotlib and pandas are imported where figures and tables are made
     from matplotlib.figure import Figure
@@ -101,6 +102,7 @@ class ReservoirProfile(EnvProfile):
         reservoir = reservoir_settings(config)
         ReservoirModel.from_config(reservoir)  # the record's own problems first: fix the file, then the size
         if reservoir.inflow_model == "record":
+            check_held_out(reservoir)
             check_size(reservoir)
 
     def test_config(self, config: EnvConfig) -> EnvConfig:

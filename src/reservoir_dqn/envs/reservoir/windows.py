@@ -105,6 +105,26 @@ def find_windows(config: ReservoirConfig, chain: InflowChain, part: Literal["tra
     )
 
 
+def check_held_out(config: ReservoirConfig) -> None:
+    """Refuse fitting years that leave a part of the record after them too short for one held-out window.
+
+    No month after them is no hold-out (a record fitted whole); some months but no whole window
+    would be skipped without a word, so it is a :class:`RecordError` naming the years.
+    """
+    settings = config.record
+    record = load_record(settings.path, settings.column, settings.units)
+    _, last = _fitting_range(record, settings.first_year, settings.last_year)
+    after = range(last + 1, len(record) - config.horizon_months + 1)
+    if last + 1 < len(record) and not any(int(record.calendar_months[i]) == config.start_month for i in after):
+        months = len(record) - last - 1
+        raise RecordError(
+            f"env.reservoir.record.last_year = {settings.last_year}: the {months} months after the fitting years "
+            f"({record.label(last + 1)} to {record.label(len(record) - 1)}) hold no whole held-out window of "
+            f"{config.horizon_months} months starting in month {config.start_month + 1}: fit fewer years, or the "
+            "whole record (last_year empty)"
+        )
+
+
 def _fitting_range(record: Record, first_year: int | None, last_year: int | None) -> tuple[int, int]:
     """The record indices of the first and last month of the fitting years."""
     chosen = np.flatnonzero(
