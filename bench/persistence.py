@@ -40,7 +40,7 @@ from reservoir_dqn.envs.reservoir.inflows import InflowChain, fit_chain, lag1_co
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.records import load_record
 from reservoir_dqn.envs.reservoir.sdp import SDPSolution, solve
-from reservoir_dqn.evaluation.episodes import run_episodes
+from reservoir_dqn.envs.rollouts import run_episodes
 
 YEARS = 3000
 SCENARIOS = list(range(2_000_000_000, 2_000_000_200))  # the first 200 of the test seeds

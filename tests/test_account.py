@@ -14,7 +14,8 @@ from reservoir_dqn.envs import EnvProfile, profile
 from reservoir_dqn.envs.reservoir.account import Account, account, greedy_tables
 from reservoir_dqn.envs.reservoir.baselines import SDPPolicy, reservoir_optimum
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
-from reservoir_dqn.evaluation.episodes import exact_metrics, paired_regret, run_agents, run_episodes
+from reservoir_dqn.envs.rollouts import run_episodes
+from reservoir_dqn.evaluation.episodes import exact_metrics, paired_regret, run_agents
 from tests import delaware
 from tests.conftest import REPO
 

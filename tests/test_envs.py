@@ -12,7 +12,8 @@ from torchrl.envs.utils import check_env_specs
 from reservoir_dqn.config import SETTINGS, ConfigError, EnvConfig, load_config, register_settings
 from reservoir_dqn.envs import PROFILES, profile, register, unregister
 from reservoir_dqn.envs.baselines import RandomPolicy
-from reservoir_dqn.evaluation.episodes import describe, run_episodes
+from reservoir_dqn.envs.rollouts import run_episodes
+from reservoir_dqn.evaluation.episodes import describe
 from tests.conftest import REPO, write_params
 from tests.identity_env import IDENTITY, IdentityProfile, IdentitySettings
 

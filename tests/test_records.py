@@ -22,7 +22,7 @@ from reservoir_dqn.envs.reservoir.inflows import fit_chain, lag1_correlation, wi
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.records import RecordError, load_record
 from reservoir_dqn.envs.reservoir.sdp import solve
-from reservoir_dqn.evaluation.episodes import run_episodes
+from reservoir_dqn.envs.rollouts import run_episodes
 from tests.conftest import REPO, tree_digest
 from tests.delaware import CONFIG, DELAWARE, MODEL, PROFILE, RECORD
 

@@ -18,7 +18,7 @@ from reservoir_dqn.envs.reservoir.records import load_record
 from reservoir_dqn.envs.reservoir.replay import RecordReplay
 from reservoir_dqn.envs.reservoir.sdp import foresight
 from reservoir_dqn.envs.reservoir.windows import record_windows
-from reservoir_dqn.evaluation.episodes import run_episodes
+from reservoir_dqn.envs.rollouts import run_episodes
 from reservoir_dqn.evaluation.reoperation import bootstrap_weights, pooled, ratio, water_years, yearly
 from reservoir_dqn.evaluation.report import tracked_metrics
 from reservoir_dqn.evaluation.results import Evaluation

@@ -17,7 +17,8 @@ from reservoir_dqn.envs.baselines import RandomPolicy
 from reservoir_dqn.envs.reservoir.baselines import SDPPolicy, StandardOperatingPolicy, reservoir_optimum
 from reservoir_dqn.envs.reservoir.env import DiscreteReservoirEnv
 from reservoir_dqn.envs.reservoir.model import ReservoirModel, discretise_lognormal
-from reservoir_dqn.evaluation.episodes import reference, run_episodes
+from reservoir_dqn.envs.rollouts import run_episodes
+from reservoir_dqn.evaluation.episodes import reference
 from tests.conftest import REPO
 
 ENV = load_config(REPO / "params.yaml", ["env.name=reservoir"]).env

@@ -200,3 +200,44 @@ def test_fitting_years_that_leave_no_whole_held_out_window_are_refused_naming_th
     whole = load_config(REPO / "params.yaml", [*sets, "env.reservoir.record.last_year=2025"]).env
     profile(whole).check(whole)  # fitted on the whole record: no hold-out, and nothing to refuse
     assert profile(whole).held_out(whole) is None
+
+
+def test_a_monthly_file_dated_on_the_first_keeps_its_ends_and_an_rdb_file_without_formats_its_first_day(
+    tmp_path: Path,
+) -> None:
+    monthly = tmp_path / "monthly.csv"
+    monthly.write_text("date,q\n" + "".join(f"2000-{month:02d}-01,{month}\n" for month in range(1, 13)))
+    gauge = read_gauge_file(monthly, units="hm3")
+    assert (len(gauge.record), gauge.left_out) == (12, ())  # read as monthly, as the record loader reads it
+    rdb = tmp_path / "gauge.rdb"
+    write_rdb(rdb, _days(1990, 1))
+    rdb.write_text("".join(line for line in rdb.read_text().splitlines(keepends=True) if not line.startswith("5s")))
+    assert read_gauge_file(rdb).record.volumes_hm3[0] == pytest.approx(read_gauge_file(rdb).record.volumes_hm3[0])
+    assert len(read_gauge_file(rdb).record) == 12  # January whole: its first day was not taken for a format line
+
+
+def test_record_add_refuses_the_params_own_record_and_a_hold_out_without_a_window(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "data").mkdir()
+    shipped = (REPO / "data/delaware_monthly_hm3.csv").read_text()
+    (project / "data/delaware_monthly_hm3.csv").write_text(shipped)
+    common = ["add", "data/delaware_monthly_hm3.csv", "--column", GAUGE, "--units", "hm3", "--params", "params.yaml"]
+    assert record_command.main([*common, "--name", "delaware", "--force"]) == 2
+    assert "data/delaware_monthly_hm3.csv is params.yaml's own record" in capsys.readouterr().err
+    assert (project / "data/delaware_monthly_hm3.csv").read_text() == shipped
+    assert record_command.main([*common, "--name", "flatbrook", "--hold-out-years", "10"]) == 2
+    assert "2015-2024 hold no 120-month window starting in month 10: hold out more years" in capsys.readouterr().err
+    assert not (project / "data/flatbrook_monthly_hm3.csv").exists()
+
+
+def test_a_tracking_backend_no_one_registered_is_refused_even_with_tracking_off(tmp_path: Path) -> None:
+    from reservoir_dqn.tracking import Tracking
+
+    refusal = r"'file' is no tracking.backend \(did you mean 'files'\?\)"
+    with pytest.raises(ConfigError, match=refusal):  # the registry is loaded: refused when params.yaml loads
+        load_config(REPO / "params.yaml", ["tracking.enabled=false", "tracking.backend=file"])
+    config = load_config(REPO / "params.yaml", ["tracking.enabled=false"])
+    unchecked = config.model_copy(update={"tracking": config.tracking.model_copy(update={"backend": "file"})})
+    with pytest.raises(ConfigError, match=refusal):  # loaded before the registry was: refused when tracking starts
+        Tracking(unchecked, None, tmp_path)

@@ -34,10 +34,10 @@ def overrides(name: str, folder: Path = RECIPES) -> list[str]:
     settings = parse_yaml(path.read_text(encoding="utf-8"), str(path))
     if not isinstance(settings, dict) or not all(isinstance(key, str) for key in settings):
         raise ConfigError(f"{path}: expected a mapping of dotted params.yaml keys to values")
-    return [f"{key}={_flow(value)}" for key, value in settings.items()]
+    return [f"{key}={set_value(value)}" for key, value in settings.items()]
 
 
-def _flow(value: Any) -> str:
+def set_value(value: Any) -> str:
     """A value as ``--set`` and ``dvc exp run -S`` parse it: YAML (JSON is YAML), one word."""
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 

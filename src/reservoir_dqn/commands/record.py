@@ -26,8 +26,11 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from reservoir_dqn.commands.plumbing import run_stage
-from reservoir_dqn.common.errors import ConfigError
+from reservoir_dqn.commands.recipe import set_value
+from reservoir_dqn.common.errors import ConfigError, RunFailed
 from reservoir_dqn.common.files import write_text
 from reservoir_dqn.common.process import exit_process
 from reservoir_dqn.config import DEFAULT_PARAMS, load_config
@@ -38,7 +41,6 @@ from reservoir_dqn.envs.reservoir.sizing import RiverSize, sized_settings
 
 DATA = Path("data")
 NAME = re.compile(r"^[a-z][a-z0-9-]*$")
-HORIZON_YEARS = 10  # the default horizon: the held-out windows are 10 water years each
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,31 +66,40 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def fitting_years(record: Record, held_out: int) -> tuple[int, int]:
-    """The whole calendar years the chain is fitted on: all but the last ``held_out`` whole ones."""
+def fitting_years(record: Record, held_out: int, reservoir: ReservoirConfig) -> tuple[int, int]:
+    """The whole calendar years the chain is fitted on: all but the last ``held_out`` whole ones, which must hold a
+    held-out window (``reservoir``'s horizon, starting in its ``start_month``) and leave a training window."""
     first = int(record.years[0]) + (record.first[1] != 1)
     last_whole = int(record.years[-1]) - (int(record.calendar_months[-1]) != 11)
     last = last_whole - held_out
-    if last - first + 1 < HORIZON_YEARS + 1:
-        raise ConfigError(
-            f"--hold-out-years {held_out}: the record's whole years {first}-{last_whole} leave {last - first + 1} "
-            f"to fit on, fewer than the {HORIZON_YEARS + 1} a 10-year training window needs"
+    horizon, start = reservoir.horizon_months, reservoir.start_month
+
+    def windows(first_year: int, last_year: int) -> int:
+        """How many windows start in ``start`` and end by the last month of ``last_year``."""
+        inside = np.flatnonzero((record.years >= first_year) & (record.years <= last_year))
+        return (
+            sum(int(record.calendar_months[i]) == start and i + horizon - 1 <= inside[-1] for i in inside)
+            if len(inside)
+            else 0
         )
-    if held_out < HORIZON_YEARS:
-        raise ConfigError(f"--hold-out-years {held_out}: a held-out window is {HORIZON_YEARS} years; hold out more")
+
+    if windows(first, last) == 0:
+        raise ConfigError(
+            f"--hold-out-years {held_out}: the record's whole years {first}-{last_whole} leave {first}-{last} to fit "
+            f"on, which hold no {horizon}-month training window starting in month {start + 1}"
+        )
+    if windows(last + 1, last_whole) == 0:
+        raise ConfigError(
+            f"--hold-out-years {held_out}: {last + 1}-{last_whole} hold no {horizon}-month window starting in month "
+            f"{start + 1}: hold out more years"
+        )
     return first, last
 
 
 def experiment_line(name: str, settings: Mapping[str, object]) -> str:
     """The ``dvc exp run`` command that runs the reservoir ``settings`` describe (``-S key=value`` each)."""
-    sets = " ".join(f"-S {shlex.quote(f'{key}={_yaml(value)}')}" for key, value in settings.items())
+    sets = " ".join(f"-S {shlex.quote(f'{key}={set_value(value)}')}" for key, value in settings.items())
     return f".venv/bin/dvc exp run --temp --name {name} {sets}"
-
-
-def _yaml(value: object) -> str:
-    if isinstance(value, list):
-        return "[" + ",".join(str(item) for item in value) + "]"
-    return str(value)
 
 
 def _stage(path: Path) -> str:
@@ -98,7 +109,8 @@ def _stage(path: Path) -> str:
         return "not a git repository: add it to git (or DVC) yourself before a queued or --temp experiment"
     added = subprocess.run(["git", "add", "--", str(path)], capture_output=True, text=True, check=False)
     if added.returncode != 0:
-        return f"git add failed ({added.stderr.strip().splitlines()[-1] if added.stderr.strip() else '?'})"
+        why = next((line for line in added.stderr.splitlines() if line and not line.startswith("hint:")), "?")
+        raise RunFailed(f"{path} is written, but git add failed ({why}): add it to git yourself")
     return "staged with git add: queued and --temp experiments see it (commit it with your experiment)"
 
 
@@ -112,9 +124,11 @@ def run(argv: Sequence[str] | None = None) -> None:
             raise ConfigError(f"--{option.replace('_', '-')} {value:g}: a share of the mean annual flow, above 0")
     gauge = read_gauge_file(args.file, args.column, args.units, args.date_column)
     record, size = gauge.record, RiverSize.of(gauge.record)
-    first, last = fitting_years(record, args.hold_out_years)
-    target = DATA / f"{args.name}_monthly_hm3.csv"
     default: ReservoirConfig = load_config(args.params).env.settings(ReservoirConfig, "reservoir")
+    first, last = fitting_years(record, args.hold_out_years, default)
+    target = DATA / f"{args.name}_monthly_hm3.csv"
+    if target.as_posix() == Path(default.record.path).as_posix():
+        raise ConfigError(f"--name {args.name}: {target} is {args.params}'s own record; choose another name")
     reservoir = {
         "inflow_model": "record",
         "record.path": target.as_posix(),

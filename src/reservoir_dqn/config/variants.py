@@ -8,8 +8,9 @@ variant has is refused in one line that lists those registered, and the referenc
 them from the same registry. It knows no variant itself: this package imports nothing above it.
 
 A program that loads params.yaml without importing the implementing package first gets its
-values unchecked until the package looks them up (:meth:`Variants.get`, one line as well);
-every command imports what it runs first.
+values unchecked until the package looks them up (:meth:`Variants.get`, one line as well): a
+network's head when it is built, the tracking backend when a stage's tracking starts (on or
+off). The commands that use a head import it before they load params.yaml.
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ def replay_baselines(record: HeldOutReplay) -> dict[str, np.ndarray]:
     """``[W, Y]`` each window-year's return of every reference policy the record names, and of ``random`` (its
     exact expectation)."""
     year_of_month, _ = water_years(record.first_years, record.horizon)
-    return {name: yearly(replayed.rewards[0], year_of_month) for name, replayed in _replay_references(record).items()}
+    played = {name: yearly(record.rewards(policy)[0], year_of_month) for name, policy in record.policies().items()}
+    return played | {"random": yearly(record.random_rewards(), year_of_month)}
 
 
 def _replay_references(record: HeldOutReplay) -> dict[str, Replayed]:

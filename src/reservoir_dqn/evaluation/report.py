@@ -134,7 +134,7 @@ def held_out_report(held_out: HeldOut, seeds: int) -> list[str]:
         lines.append(f"  DQN {network}, over {seeds} seeds: " + "; ".join(shown))
     lines.append(f"  Intervals: moving blocks of {held_out.block_years} water years, {held_out.resamples:,} resamples.")
     if "random" in held_out.baselines and held_out.baselines["random"].performance:
-        lines.append("  Random: its return is its exact expectation; its criteria, the mean of 100 seeded replays.")
+        lines.append("  Random: its return is its exact expectation; its criteria, pooled over 100 seeded replays.")
     return lines
 
 

@@ -55,7 +55,8 @@ class Tracking:
         self.config = config
         self.store = store
         self.root = root
-        kind = BACKENDS.get(config.tracking.backend) if config.tracking.enabled else None
+        named = BACKENDS.get(config.tracking.backend)  # a name no backend has is refused, even with tracking off
+        kind = named if config.tracking.enabled else None
         # The backend that records the runs: none when tracking is off, or when its store is not connected.
         self.recorder: Backend | None = (
             kind if kind is not None and (store is not None or not kind.uses_store) else None
@@ -84,7 +85,7 @@ class Tracking:
         :param experiment: the MLflow experiment, instead of the environment's.
         """
         root = project_root()
-        kind = BACKENDS.get(config.tracking.backend) if config.tracking.enabled else None
+        kind = BACKENDS.get(config.tracking.backend) if config.tracking.enabled else None  # off: __init__ checks it
         store = connect(config, root, experiment) if kind is not None and kind.uses_store else None
         return cls(config, store, root)
 

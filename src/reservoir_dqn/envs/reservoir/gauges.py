@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reservoir_dqn.envs.reservoir.records import UNITS, Record, RecordError, _flow, record_from_rows
+from reservoir_dqn.envs.reservoir.records import UNITS, Record, RecordError, flow_value, record_from_rows
 
 RDB_DISCHARGE = re.compile(r"^\d+_00060_00003$")  # daily mean discharge, cfs
 NOT_FLOWS = {"site_no", "agency_cd"}
@@ -80,9 +80,9 @@ def read_gauge_file(
     """
     if not path.is_file():
         raise RecordError(f"record {path}: no such file")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = text.splitlines()
-    if any(line.startswith("#") for line in lines[:1]) or (lines and "\t" in lines[0] and "agency_cd" in lines[0]):
+    lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()  # -sig: a byte-order mark goes
+    header = next((line for line in lines if line and not line.startswith("#")), "")
+    if "\t" in header and "datetime" in header.split("\t"):  # RDB: tab-separated, its date column 'datetime'
         return _read_rdb(path, lines, column, units)
     return _read_csv(path, lines, column, units, date_column)
 
@@ -113,11 +113,12 @@ def _read_rdb(path: Path, lines: list[str], column: str | None, units: str | Non
     date_index, flow_index = header.index("datetime"), header.index(flows[0])
     site = header.index("site_no") if "site_no" in header else None
     dates, values, numbers, sites = [], [], [], set()
-    for number, line in body[2:]:  # body[1] is the line of field formats
+    formats = all(re.fullmatch(r"\d+[sdn]", cell.strip()) for cell in body[1][1].split("\t"))
+    for number, line in body[2 if formats else 1 :]:  # the line of field formats (5s 15s 20d 14n 10s), if any
         cells = line.split("\t")
         where = f"record {path}, line {number}"
         dates.append(_date(cells[date_index].strip() if date_index < len(cells) else "", DATE_FORMS[1], where))
-        values.append(_flow(cells[flow_index].strip() if flow_index < len(cells) else "", where, flows[0]))
+        values.append(flow_value(cells[flow_index].strip() if flow_index < len(cells) else "", where, flows[0]))
         numbers.append(number)
         if site is not None and site < len(cells):
             sites.add(cells[site].strip())
@@ -161,7 +162,7 @@ def _read_csv(
     for number, row in rows[1:]:
         where = f"record {path}, line {number}"
         dates.append(_date(row[date_at].strip() if date_at < len(row) else "", form, where))
-        values.append(_flow(row[index].strip() if index < len(row) else "", where, column))
+        values.append(flow_value(row[index].strip() if index < len(row) else "", where, column))
         numbers.append(number)
     dates, values, numbers, left_out = _whole_months(dates, values, numbers)
     record = record_from_rows(str(path), column, dates, values, units, numbers)
@@ -172,7 +173,7 @@ def _whole_months(
     dates: list[tuple[int, ...]], values: list[float], numbers: list[int]
 ) -> tuple[list[tuple[int, ...]], list[float], list[int], tuple[str, ...]]:
     """Daily rows without the partial months at the record's ends, and those months (a monthly file: unchanged)."""
-    if not dates or any(len(date) != 3 for date in dates):
+    if not any(len(date) == 3 and date[2] != 1 for date in dates):  # monthly, as records.record_from_rows reads it
         return dates, values, numbers, ()
     keep = [True] * len(dates)
     left_out = []

@@ -105,7 +105,7 @@ def _load(path: str, mtime_ns: int, column: str, units: str) -> Record:
             continue
         where = f"record {path}, line {number}"
         dates.append(_date(row[0].strip(), where))
-        values.append(_flow(row[index].strip() if index < len(row) else "", where, column))
+        values.append(flow_value(row[index].strip() if index < len(row) else "", where, column))
         numbers.append(number)
     return record_from_rows(path, column, dates, values, units, numbers)
 
@@ -140,7 +140,8 @@ def _date(text: str, where: str) -> tuple[int, ...]:
     return numbers
 
 
-def _flow(text: str, where: str, column: str) -> float:
+def flow_value(text: str, where: str, column: str) -> float:
+    """A flow of the record: a finite number, 0 or more; one line naming ``where`` otherwise."""
     try:
         value = float(text)
     except ValueError:

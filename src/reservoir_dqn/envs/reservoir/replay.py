@@ -141,8 +141,9 @@ class RecordReplay:
         return Replayed(rewards, [self._pooled(part) for part in parts], [self._per_window(part) for part in parts])
 
     def random_performance(self) -> Replayed:
-        """The uniformly random policy: its exact expected rewards, and its performance measured over
-        :data:`RANDOM_REPLAYS` seeded replays of every window (pooled; each window's, their mean)."""
+        """The uniformly random policy: its exact expected rewards, and its performance measured on
+        :data:`RANDOM_REPLAYS` seeded replays of every window, pooled over all of them (each window's: the mean
+        over the replays)."""
         episodes = self.episodes(RandomPolicy(self.model.num_actions, RANDOM_SEED), copies=RANDOM_REPLAYS)
         per_window = self._per_window(episodes)
         count = len(self.windows)
