@@ -39,7 +39,6 @@ from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
 from reservoir_dqn.envs.reservoir.windows import HELD_OUT_PREFIX, Windows, find_windows
 from reservoir_dqn.envs.rollouts import run_episodes
 
-MONTHS_PER_YEAR = 12
 RANDOM_REPLAYS, RANDOM_SEED = 100, 0  # the random policy's performance: a mean over seeded replays
 # The re-operation's performance criteria, pooled over the windows (a window's total for deficit and energy).
 PERFORMANCE = ("reliability", "resilience", "vulnerability_hm3", "deficit_hm3", "energy_gwh")
@@ -126,9 +125,7 @@ class RecordReplay:
 
     def rewards(self, policy: TensorDictModuleBase, copies: int = 1) -> torch.Tensor:
         """``[copies, W, H]`` the monthly rewards of ``policy`` replaying every window (``copies`` stacked agents)."""
-        episodes = self.episodes(policy, copies=copies)
-        rewards: torch.Tensor = episodes.steps["next", "reward"].squeeze(-1).double()
-        return rewards.view(copies, len(self.windows), -1)
+        return self._rewards(self.episodes(policy, copies=copies), copies)
 
     def replay(self, policy: TensorDictModuleBase, copies: int = 1) -> Replayed:
         """``policy`` replaying every window, ``copies`` times over: rewards, and per copy the performance
@@ -136,9 +133,13 @@ class RecordReplay:
         windows, with each window's reliability, deficit and energy."""
         episodes = self.episodes(policy, copies=copies)
         count = len(self.windows)
-        rewards = episodes.steps["next", "reward"].squeeze(-1).double().view(copies, count, -1)
         parts = [episodes.part(copy * count, (copy + 1) * count) for copy in range(copies)]
-        return Replayed(rewards, [self._pooled(part) for part in parts], [self._per_window(part) for part in parts])
+        pooled, per_window = [self._pooled(part) for part in parts], [self._per_window(part) for part in parts]
+        return Replayed(self._rewards(episodes, copies), pooled, per_window)
+
+    def _rewards(self, episodes: Episodes, copies: int) -> torch.Tensor:
+        rewards: torch.Tensor = episodes.steps["next", "reward"].squeeze(-1).double()
+        return rewards.view(copies, len(self.windows), -1)
 
     def random_performance(self) -> Replayed:
         """The uniformly random policy: its exact expected rewards, and its performance measured on
