@@ -26,8 +26,6 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from reservoir_dqn.commands.plumbing import run_stage
 from reservoir_dqn.commands.recipe import set_value
 from reservoir_dqn.common.errors import ConfigError, RunFailed
@@ -38,6 +36,7 @@ from reservoir_dqn.envs.reservoir.gauges import monthly_csv, read_gauge_file
 from reservoir_dqn.envs.reservoir.records import UNITS, Record
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
 from reservoir_dqn.envs.reservoir.sizing import RiverSize, sized_settings
+from reservoir_dqn.envs.reservoir.windows import fitting_range, window_starts
 
 DATA = Path("data")
 NAME = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -73,22 +72,13 @@ def fitting_years(record: Record, held_out: int, reservoir: ReservoirConfig) -> 
     last_whole = int(record.years[-1]) - (int(record.calendar_months[-1]) != 11)
     last = last_whole - held_out
     horizon, start = reservoir.horizon_months, reservoir.start_month
-
-    def windows(first_year: int, last_year: int) -> int:
-        """How many windows start in ``start`` and end by the last month of ``last_year``."""
-        inside = np.flatnonzero((record.years >= first_year) & (record.years <= last_year))
-        return (
-            sum(int(record.calendar_months[i]) == start and i + horizon - 1 <= inside[-1] for i in inside)
-            if len(inside)
-            else 0
-        )
-
-    if windows(first, last) == 0:
+    fitting = fitting_range(record, first, last) if last >= first else (0, -1)
+    if not window_starts(record, fitting, "training", horizon, start):
         raise ConfigError(
             f"--hold-out-years {held_out}: the record's whole years {first}-{last_whole} leave {first}-{last} to fit "
             f"on, which hold no {horizon}-month training window starting in month {start + 1}"
         )
-    if windows(last + 1, last_whole) == 0:
+    if not window_starts(record, fitting, "held_out", horizon, start):
         raise ConfigError(
             f"--hold-out-years {held_out}: {last + 1}-{last_whole} hold no {horizon}-month window starting in month "
             f"{start + 1}: hold out more years"

@@ -81,13 +81,9 @@ def find_windows(config: ReservoirConfig, chain: InflowChain, part: Literal["tra
     """The ``part`` windows of ``config.record``, or ``None`` when the record holds none."""
     settings = config.record
     record = load_record(settings.path, settings.column, settings.units)
-    first, last = _fitting_range(record, settings.first_year, settings.last_year)
+    fitting = fitting_range(record, settings.first_year, settings.last_year)
     horizon = config.horizon_months
-    if part == "training":
-        candidates = range(max(first, 1), last - horizon + 2)
-    else:
-        candidates = range(last + 1, len(record) - horizon + 1)
-    starts = [index for index in candidates if int(record.calendar_months[index]) == config.start_month]
+    starts = window_starts(record, fitting, part, horizon, config.start_month)
     if not starts:
         return None
     flows = record.volumes_hm3 / config.unit_hm3
@@ -113,9 +109,11 @@ def check_held_out(config: ReservoirConfig) -> None:
     """
     settings = config.record
     record = load_record(settings.path, settings.column, settings.units)
-    _, last = _fitting_range(record, settings.first_year, settings.last_year)
-    after = range(last + 1, len(record) - config.horizon_months + 1)
-    if last + 1 < len(record) and not any(int(record.calendar_months[i]) == config.start_month for i in after):
+    fitting = fitting_range(record, settings.first_year, settings.last_year)
+    last = fitting[1]
+    if last + 1 < len(record) and not window_starts(
+        record, fitting, "held_out", config.horizon_months, config.start_month
+    ):
         months = len(record) - last - 1
         raise RecordError(
             f"env.reservoir.record.last_year = {settings.last_year}: the {months} months after the fitting years "
@@ -125,7 +123,20 @@ def check_held_out(config: ReservoirConfig) -> None:
         )
 
 
-def _fitting_range(record: Record, first_year: int | None, last_year: int | None) -> tuple[int, int]:
+def window_starts(
+    record: Record, fitting: tuple[int, int], part: Literal["training", "held_out"], horizon: int, start_month: int
+) -> list[int]:
+    """The record indices where the ``part`` windows start (in ``start_month``): training windows inside the
+    fitting months ``fitting`` (from the record's second month: a window's first class needs the month before),
+    held-out ones after them, each ending by the record's last month."""
+    first, last = fitting
+    candidates = (
+        range(max(first, 1), last - horizon + 2) if part == "training" else range(last + 1, len(record) - horizon + 1)
+    )
+    return [index for index in candidates if int(record.calendar_months[index]) == start_month]
+
+
+def fitting_range(record: Record, first_year: int | None, last_year: int | None) -> tuple[int, int]:
     """The record indices of the first and last month of the fitting years."""
     chosen = np.flatnonzero(
         (record.years >= (first_year if first_year is not None else record.years[0]))
