@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tensordict import TensorDict
 
 from reservoir_dqn.commands import evaluate, plot, train
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs.baselines import RandomPolicy
-from reservoir_dqn.envs.reservoir.records import load_record
+from reservoir_dqn.envs.reservoir.inflows import fit_chain
+from reservoir_dqn.envs.reservoir.model import ReservoirModel
+from reservoir_dqn.envs.reservoir.records import RecordError, load_record
 from reservoir_dqn.envs.reservoir.replay import RecordReplay
 from reservoir_dqn.envs.reservoir.sdp import foresight
-from reservoir_dqn.envs.reservoir.windows import record_windows
+from reservoir_dqn.envs.reservoir.split import load_split
+from reservoir_dqn.envs.reservoir.windows import check_held_out, record_windows
 from reservoir_dqn.envs.rollouts import run_episodes
 from reservoir_dqn.evaluation.reoperation import bootstrap_weights, pooled, ratio, water_years, yearly
 from reservoir_dqn.evaluation.report import tracked_metrics
@@ -29,7 +34,8 @@ from tests.test_compare import HEALTHY, held_out
 from tests.test_compare import evaluation as hand_made
 
 HELD_OUT = record_windows(CONFIG, MODEL.chain, "held_out")
-RECORD_REPLAY = RecordReplay(PROFILE, DELAWARE, CONFIG, HELD_OUT)
+RECORD_REPLAY = RecordReplay.of(PROFILE, DELAWARE, CONFIG)
+assert RECORD_REPLAY is not None
 
 
 def test_the_held_out_windows_lie_after_every_year_the_chain_or_the_agent_saw() -> None:
@@ -43,6 +49,74 @@ def test_the_held_out_windows_lie_after_every_year_the_chain_or_the_agent_saw() 
     flows = record.volumes_hm3[index : index + 120] / CONFIG.unit_hm3
     assert torch.equal(HELD_OUT.inflows[0], torch.from_numpy(np.round(flows)))
     assert int(HELD_OUT.classes[0, 0]) == MODEL.chain.classify(8, float(record.volumes_hm3[index - 1] / 106.0))
+
+
+def test_a_hold_out_anywhere_is_kept_out_of_the_chain_and_the_training_windows() -> None:
+    """The drought of record held out: 1961-10 to 1973-09 is replayed, and neither the chain (no month of it, no
+    transition across the gap) nor any training window (nor the month before one) touches it."""
+    drought = CONFIG.model_copy(update={"record": CONFIG.record.model_copy(update={"held_out": (1961, 1972)})})
+    model = ReservoirModel.from_config(drought)
+    held_out = record_windows(drought, model.chain, "held_out")
+    assert held_out.starts == ("1961-10", "1962-10", "1963-10")
+    training = record_windows(drought, model.chain, "training")
+    record, split = load_split(drought)
+    begin, end = split.held_out  # type: ignore[misc]
+    assert (record.label(begin), record.label(end)) == ("1961-10", "1973-09")
+    for start in training.starts:
+        first = (int(start[:4]) - 1945) * 12 + int(start[5:]) - 1
+        assert first + CONFIG.horizon_months - 1 < begin or first - 1 > end, start
+    assert training.starts[-1] == "1994-10"  # the fitting years still end with 2004
+    kept = split.fitting & (record.years <= 2004)
+    flows = record.volumes_hm3[kept] / CONFIG.unit_hm3
+    linked = np.diff(np.flatnonzero(kept)) == 1
+    assert int((~linked).sum()) == 1  # the one gap
+    expected = fit_chain(flows, record.calendar_months[kept], CONFIG.inflow_classes, 0.0, linked)
+    assert torch.equal(model.chain.transitions, expected.transitions)
+    assert not torch.equal(model.chain.transitions, MODEL.chain.transitions)
+
+
+@pytest.mark.parametrize(
+    ("held_out", "message"),
+    [
+        ((1939, 1948), "env.reservoir.record.held_out = [1939, 1948]: the years from Oct 1939 to Sep 1949 are not all"),
+        ((1961, 1965), "env.reservoir.record.held_out = [1961, 1965]: the 60 held-out months (1961-10 to 1966-09) "
+         "hold no whole window of 120 months starting in month 10: hold out more years"),
+    ],
+)  # fmt: skip
+def test_a_hold_out_outside_the_record_or_shorter_than_a_window_is_refused_naming_the_years(
+    held_out: tuple[int, int], message: str
+) -> None:
+    bad = CONFIG.model_copy(update={"record": CONFIG.record.model_copy(update={"held_out": held_out})})
+    with pytest.raises(RecordError, match=re.escape(message)):
+        check_held_out(bad)
+
+
+def test_the_held_out_period_in_one_run_carries_storage_from_year_to_year() -> None:
+    """The continuous replay: the years chained (each year starts where the last ended), foresight one DP over
+    the whole period bounds every policy, random enters by its exact expectation."""
+    years = RECORD_REPLAY.period_years
+    assert RECORD_REPLAY.period == ("2005-10", "2024-09") and years == 19
+    played = {name: RECORD_REPLAY.continuous(policy) for name, policy in RECORD_REPLAY.policies().items()}
+    bound = foresight(MODEL, RECORD_REPLAY.whole.inflows)
+    total = {name: float(replayed.rewards.sum()) for name, replayed in played.items()}
+    assert total["foresight"] == pytest.approx(float(bound.returns[0]), abs=0.5)  # float32 rewards, 228 months
+    random = RECORD_REPLAY.continuous(None)
+    assert random.rewards.shape == (1, 1, 12 * years)
+    for name in ("sdp", "sdp_independent", "sop"):
+        assert float(random.rewards.sum()) < total[name] <= total["foresight"] + 0.5, name
+    sop = played["sop"]
+    # SOP is stationary, so the years chained are one run of the rule over 228 months from the initial storage.
+    month = torch.arange(12 * years)
+    storage = torch.tensor(float(CONFIG.initial_storage), dtype=torch.float64)
+    rewards = []
+    for t in range(12 * years):
+        tensordict = TensorDict({"storage": storage.view(1), "month": ((month[t] + 9) % 12).view(1),
+                                 "time_step": (month[t] % 12).view(1)}, batch_size=[1])  # fmt: skip
+        action = RECORD_REPLAY.policies()["sop"](tensordict)["action"]
+        outcome = MODEL.transition(storage, RECORD_REPLAY.whole.inflows[0, t], action[0], (month[t] + 9) % 12)
+        rewards.append(float(outcome.reward))
+        storage = outcome.next_storage
+    assert float(sop.rewards.sum()) == pytest.approx(sum(rewards), abs=0.5)
 
 
 def test_a_replay_plays_each_window_of_the_record() -> None:
@@ -154,7 +228,15 @@ def test_the_evaluate_and_plot_stages_report_the_held_out_record(project: Path, 
         summary
     )
     out = capsys.readouterr().out
-    assert "held-out record: 10 windows starting 2005-10 to 2014-10" in out and "over the Markov SDP" in out
+    assert "held-out record: 2005-10 to 2024-09, 10 windows starting 2005-10 to 2014-10" in out
+    assert "over the Markov SDP" in out
+    # The held-out years in one run, storage carried over: every policy, and the agents per seed.
+    continuous = held_out.continuous
+    assert continuous is not None and continuous.period == ("2005-10", "2024-09")
+    assert continuous.baselines["foresight"]["score"] == 1.0 and continuous.baselines["random"]["score"] == 0.0
+    assert set(continuous.baselines["sdp"]) == {"score", *criteria}
+    assert len(continuous.dqn["final"]["score"].per_seed) == 2
+    assert "held-out years in one run, 2005-10 to 2024-09" in out and "deficit hm3/year" in out
     assert "reliability" in out.split("held-out record:")[1] and "deficit hm3/window" in out
 
 

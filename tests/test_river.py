@@ -194,7 +194,7 @@ def test_fitting_years_that_leave_no_whole_held_out_window_are_refused_naming_th
     short = load_config(REPO / "params.yaml", [*sets, "env.reservoir.record.last_year=2018"]).env
     with pytest.raises(RecordError) as refused:
         profile(short).check(short)
-    assert "the 76 months after the fitting years (2019-01 to 2025-04) hold no whole held-out window" in str(
+    assert "the 76 held-out months after the fitting years (2019-01 to 2025-04) hold no whole window" in str(
         refused.value
     )
     whole = load_config(REPO / "params.yaml", [*sets, "env.reservoir.record.last_year=2025"]).env

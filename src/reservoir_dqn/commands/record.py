@@ -36,7 +36,8 @@ from reservoir_dqn.envs.reservoir.gauges import monthly_csv, read_gauge_file
 from reservoir_dqn.envs.reservoir.records import UNITS, Record
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
 from reservoir_dqn.envs.reservoir.sizing import RiverSize, sized_settings
-from reservoir_dqn.envs.reservoir.windows import fitting_range, window_starts
+from reservoir_dqn.envs.reservoir.split import record_split
+from reservoir_dqn.envs.reservoir.windows import window_starts
 
 DATA = Path("data")
 NAME = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -72,13 +73,14 @@ def fitting_years(record: Record, held_out: int, reservoir: ReservoirConfig) -> 
     last_whole = int(record.years[-1]) - (int(record.calendar_months[-1]) != 11)
     last = last_whole - held_out
     horizon, start = reservoir.horizon_months, reservoir.start_month
-    fitting = fitting_range(record, first, last) if last >= first else (0, -1)
-    if not window_starts(record, fitting, "training", horizon, start):
+    years = {"first_year": first, "last_year": last, "held_out": None}
+    split = record_split(record, reservoir.record.model_copy(update=years), start)
+    if not window_starts(record, split, "training", horizon, start):
         raise ConfigError(
             f"--hold-out-years {held_out}: the record's whole years {first}-{last_whole} leave {first}-{last} to fit "
             f"on, which hold no {horizon}-month training window starting in month {start + 1}"
         )
-    if not window_starts(record, fitting, "held_out", horizon, start):
+    if not window_starts(record, split, "held_out", horizon, start):
         raise ConfigError(
             f"--hold-out-years {held_out}: {last + 1}-{last_whole} hold no {horizon}-month window starting in month "
             f"{start + 1}: hold out more years"

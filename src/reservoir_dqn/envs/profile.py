@@ -131,6 +131,14 @@ class HeldOutReplay(Protocol):
     def random_performance(self) -> Replayed:
         """The uniformly random policy's performance (its rewards: the exact expectation, :meth:`random_rewards`)."""
 
+    @property
+    def period(self) -> tuple[str, str]:
+        """The first and last month of the held-out period that :meth:`continuous` operates in one run."""
+
+    def continuous(self, policy: TensorDictModuleBase | None, copies: int = 1) -> Replayed:
+        """``policy`` (``copies`` stacked agents; ``None``: the uniformly random policy) operating the whole held-out
+        period in one run, its state carried over: rewards ``[copies, 1, T]`` and the criteria."""
+
     def trajectory_rows(self, shipped: tuple[TensorDictModuleBase, int, int]) -> list[dict[str, object]]:
         """Step-by-step rows of the first window for the shipped agent (network, agents, index) and the references."""
 

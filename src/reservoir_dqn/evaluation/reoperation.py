@@ -32,7 +32,7 @@ import torch
 from tensordict.nn import TensorDictModuleBase
 
 from reservoir_dqn.envs.profile import HeldOutReplay, Replayed
-from reservoir_dqn.evaluation.results import HeldOut, HeldOutScore
+from reservoir_dqn.evaluation.results import Continuous, HeldOut, HeldOutScore
 from reservoir_dqn.evaluation.statistics import summarize
 
 BLOCK_YEARS = 3
@@ -185,7 +185,34 @@ def evaluate_held_out(record: HeldOutReplay, networks: Mapping[str, tuple[Tensor
             }
             for network, replayed in replays.items()
         },
+        continuous=_continuous(record, networks),
     )
+
+
+def _continuous(record: HeldOutReplay, networks: Mapping[str, tuple[TensorDictModuleBase, int]]) -> Continuous:
+    """Every policy operating the held-out period in one run: its score over the period (random 0, foresight 1)
+    and its criteria; the agents' summarised over seeds."""
+    references = {name: record.continuous(policy) for name, policy in record.policies().items()}
+    references["random"] = record.continuous(None)
+    random = float(references["random"].rewards.sum())
+    span = float(references["foresight"].rewards.sum()) - random
+
+    def score(rewards: torch.Tensor) -> float:
+        return (float(rewards.sum()) - random) / span
+
+    baselines = {
+        name: {"score": score(replayed.rewards[0])} | replayed.performance[0] for name, replayed in references.items()
+    }
+    limits = record.criteria | {"score": ()}
+    dqn = {}
+    for network, (q_network, copies) in networks.items():
+        replayed = record.continuous(q_network, copies)
+        seeds = [
+            {"score": score(rewards)} | criteria
+            for rewards, criteria in zip(replayed.rewards, replayed.performance, strict=True)
+        ]
+        dqn[network] = {key: summarize([seed[key] for seed in seeds], *limits.get(key, ())) for key in seeds[0]}
+    return Continuous(record.period, baselines, dqn)
 
 
 def _pooled_point(returns: np.ndarray, random: np.ndarray, bound: np.ndarray) -> float:

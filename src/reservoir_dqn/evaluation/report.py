@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from reservoir_dqn.evaluation.metric_names import TRAIN_MINUTES, best_snapshot_name, stat_name
-from reservoir_dqn.evaluation.results import NETWORKS, Evaluation, HeldOut
+from reservoir_dqn.evaluation.results import NETWORKS, Continuous, Evaluation, HeldOut
 from reservoir_dqn.evaluation.scoring import EXACT_GAP, EXACT_RETURN, EXACT_Z, REGRET
 from reservoir_dqn.evaluation.statistics import Summary
 
@@ -115,8 +115,9 @@ def held_out_report(held_out: HeldOut, seeds: int) -> list[str]:
         ]
         for label, score in policies
     ]
+    years = "" if held_out.continuous is None else " to ".join(held_out.continuous.period) + ", "
     lines = [
-        f"held-out record: {len(held_out.windows)} windows starting {first} to {last}; "
+        f"held-out record: {years}{len(held_out.windows)} windows starting {first} to {last}; "
         "score 0 = random, 1 = foresight (deterministic DP knowing the inflows)",
         *_aligned(rows),
     ]
@@ -135,7 +136,32 @@ def held_out_report(held_out: HeldOut, seeds: int) -> list[str]:
     lines.append(f"  Intervals: moving blocks of {held_out.block_years} water years, {held_out.resamples:,} resamples.")
     if "random" in held_out.baselines and held_out.baselines["random"].performance:
         lines.append("  Random: its return is its exact expectation; its criteria, pooled over 100 seeded replays.")
+    if held_out.continuous is not None:
+        lines += ["", *continuous_report(held_out.continuous, seeds)]
     return lines
+
+
+def continuous_report(continuous: Continuous, seeds: int) -> list[str]:
+    """The held-out period operated in one run: each policy's score over it and its criteria per year."""
+    first, last = continuous.period
+    keys = [key for key, _, _ in CRITERIA if key in continuous.baselines.get("foresight", {})]
+    headers = [HEADERS[key].replace("/window", "/year") for key in keys]
+    rows = [["policy", "score", *headers]]
+    for network, summaries in continuous.dqn.items():
+        rows.append(
+            [
+                f"DQN, {network} networks ({seeds} seeds)",
+                summaries["score"].text(3),
+                *(summaries[key].text(3 if form == ".3f" else 1) for key, _, form in CRITERIA if key in keys),
+            ]
+        )
+    ranked = sorted(continuous.baselines.items(), key=lambda item: -item[1]["score"])
+    rows += [[name, f"{row['score']:.3f}", *(_criterion(key, row) for key in keys)] for name, row in ranked]
+    return [
+        f"held-out years in one run, {first} to {last}: storage carried from year to year, each year played as the "
+        "first of a fresh horizon; score 0 = random, 1 = foresight over the whole period",
+        *_aligned(rows),
+    ]
 
 
 # The held-out performance criteria the table shows: key, header, format.

@@ -68,6 +68,41 @@ class HeldOutScore:
 
 
 @dataclass(frozen=True)
+class Continuous:
+    """The whole held-out period operated in one run, storage carried from year to year, as an operator would
+    have lived it (each year played as the first of a fresh horizon; foresight one DP over the period).
+
+    :ivar period: its first and last month, ``YYYY-MM``.
+    :ivar baselines: per reference policy (``random`` and ``foresight`` included), its score over the period
+        (random 0, foresight 1) and its criteria pooled over the months (deficit and energy per year).
+    :ivar dqn: per network, the score and each criterion of each agent, summarised over seeds.
+    """
+
+    period: tuple[str, str]
+    baselines: dict[str, dict[str, float]]
+    dqn: dict[str, dict[str, Summary]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "period": list(self.period),
+            "baselines": self.baselines,
+            "dqn": {network: {key: row.as_dict() for key, row in rows.items()} for network, rows in self.dqn.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Continuous:
+        first, last = data["period"]
+        return cls(
+            (str(first), str(last)),
+            {name: {key: float(value) for key, value in row.items()} for name, row in data["baselines"].items()},
+            {
+                network: {key: Summary.from_dict(value) for key, value in rows.items()}
+                for network, rows in data["dqn"].items()
+            },
+        )
+
+
+@dataclass(frozen=True)
 class HeldOut:
     """Every policy replaying the held-out record (:mod:`reservoir_dqn.evaluation.reoperation`).
 
@@ -79,6 +114,7 @@ class HeldOut:
         block-bootstrap interval, as ``(ratio, low, high)``.
     :ivar dqn_performance: per network, each performance criterion of each agent, summarised over seeds
         (the ``dqn`` rows hold their means).
+    :ivar continuous: the held-out period in one run (files written before it was measured hold none).
     """
 
     windows: tuple[str, ...]
@@ -89,6 +125,7 @@ class HeldOut:
     dqn_per_seed: dict[str, Summary]
     dqn_over_sdp: dict[str, tuple[float, float, float]]
     dqn_performance: dict[str, dict[str, Summary]] = field(default_factory=dict)
+    continuous: Continuous | None = None
 
     def metrics(self) -> dict[str, float]:
         """The held-out figures that ``metrics/summary.json`` (DVC), MLflow and TensorBoard track, named here once.
@@ -98,7 +135,8 @@ class HeldOut:
         SDP's, with its interval; ``held_out_<policy>``: each reference policy's score (random is 0
         and foresight 1 by definition, so neither is listed); ``held_out_reliability``, ``held_out_deficit_hm3``
         and ``held_out_energy_gwh``: the final networks' (mean of seeds), and ``held_out_sdp_reliability``,
-        where the record was replayed with them.
+        where the record was replayed with them; ``held_out_continuous_score`` and ``held_out_continuous_sdp``: the
+        final networks' (mean of seeds) and the Markov SDP's score on the period operated in one run.
         """
         final = self.dqn["final"]
         ratio, low, high = self.dqn_over_sdp["final"]
@@ -114,6 +152,10 @@ class HeldOut:
         sdp = self.baselines.get("sdp")
         if sdp is not None and "reliability" in sdp.performance:
             values[held_out_name("sdp_reliability")] = sdp.performance["reliability"]
+        if self.continuous is not None:
+            values[held_out_name("continuous_score")] = self.continuous.dqn["final"]["score"].mean
+            if "sdp" in self.continuous.baselines:
+                values[held_out_name("continuous_sdp")] = self.continuous.baselines["sdp"]["score"]
         return values | {
             held_out_name(name): score.score
             for name, score in self.baselines.items()
@@ -136,7 +178,7 @@ class HeldOut:
                 network: {key: summary.as_dict() for key, summary in criteria.items()}
                 for network, criteria in self.dqn_performance.items()
             },
-        }
+        } | ({} if self.continuous is None else {"continuous": self.continuous.to_json()})
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HeldOut:
@@ -155,6 +197,7 @@ class HeldOut:
                 network: {key: Summary.from_dict(summary) for key, summary in criteria.items()}
                 for network, criteria in data.get("dqn_performance", {}).items()
             },
+            continuous=Continuous.from_json(data["continuous"]) if "continuous" in data else None,
         )
 
 

@@ -197,7 +197,8 @@ class DiscreteReservoirEnv(EnvBase):
             generator.bit_generator.state = generator_state
 
     def replay(self, windows: Windows) -> None:
-        """From the next reset on, slot ``i`` plays window ``i`` of the record, whatever its generator."""
+        """From the next reset on, slot ``i`` plays window ``i`` of the record, whatever its generator (from the
+        window's own start storage, where it has one)."""
         if len(windows) != self.num_envs:
             raise ValueError(f"{len(windows)} windows for {self.num_envs} reservoirs")
         self._replayed = windows
@@ -245,7 +246,11 @@ class DiscreteReservoirEnv(EnvBase):
         mask = None if tensordict is None else tensordict.get("_reset", None)
         slots = torch.arange(self.num_envs) if mask is None else mask.reshape(self.num_envs).nonzero().squeeze(-1)
         if len(slots):
-            self._storage[slots] = float(self.model.config.initial_storage)
+            replayed = self._replayed
+            if replayed is not None and replayed.storages is not None:
+                self._storage[slots] = replayed.storages[slots].to(self._storage.dtype)
+            else:
+                self._storage[slots] = float(self.model.config.initial_storage)
             self._time_step[slots] = 0
             self._classes[slots], self._inflows[slots] = self._draw_episodes(slots)
             self._deficit_months[slots] = 0.0

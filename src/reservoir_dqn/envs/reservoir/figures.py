@@ -27,7 +27,8 @@ from numpy.typing import ArrayLike
 from reservoir_dqn.envs.baselines import POLICY_STYLES
 from reservoir_dqn.envs.reservoir.policy_figures import policy_figures
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
-from reservoir_dqn.envs.reservoir.windows import HELD_OUT_PREFIX
+from reservoir_dqn.envs.reservoir.split import load_split
+from reservoir_dqn.envs.reservoir.windows import HELD_OUT_PREFIX, window_starts
 
 SECONDS_PER_MONTH = 365.25 / 12 * 86_400
 COMPONENTS = {
@@ -55,12 +56,13 @@ def reservoir_figures(
 
 
 def _first_year(config: ReservoirConfig) -> int:
-    """The calendar year of the first held-out window's first month: the first ``start_month`` after the fitting years.
+    """The calendar year of the first held-out window's first month (:mod:`.split`).
 
-    (A record fitted to its last year has no held-out window, so no held-out rows either.)
+    (A record fitted whole has no held-out window, so no held-out rows either.)
     """
-    assert config.record.last_year is not None
-    return config.record.last_year + 1
+    record, split = load_split(config)
+    assert split.held_out is not None
+    return int(record.years[window_starts(record, split, "held_out", config.horizon_months, config.start_month)[0]])
 
 
 def _to_m3s(hm3_per_month: ArrayLike) -> ArrayLike:

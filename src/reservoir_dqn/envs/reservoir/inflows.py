@@ -29,8 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from reservoir_dqn.envs.reservoir.records import MONTHS, RecordError, load_record
-from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
+from reservoir_dqn.envs.reservoir.records import MONTHS, RecordError
+from reservoir_dqn.envs.reservoir.settings import RecordConfig, ReservoirConfig
+from reservoir_dqn.envs.reservoir.split import load_split
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,14 @@ def without_persistence(chain: InflowChain) -> InflowChain:
     return InflowChain(chain.values, rows, chain.marginal, chain.edges, persistent=True)
 
 
-def fit_chain(flows: np.ndarray, months: np.ndarray, classes: int, pseudocount: float) -> InflowChain:
+def fit_chain(
+    flows: np.ndarray, months: np.ndarray, classes: int, pseudocount: float, linked: np.ndarray | None = None
+) -> InflowChain:
     """The periodic Markov chain of consecutive monthly ``flows`` (storage units), month ``months[i]`` (0 = January).
 
-    See the module's docstring for the classes, their values and the rule for sparse rows.
+    ``linked[i]``: whether flows ``i`` and ``i + 1`` are consecutive months (default: all are), so that a
+    transition is counted only between them. See the module's docstring for the classes, their values and the
+    rule for sparse rows.
     """
     edges = np.stack([np.quantile(flows[months == m], np.arange(1, classes) / classes) for m in range(MONTHS)])
     labels = np.array([np.searchsorted(edges[m], flow, side="right") for flow, m in zip(flows, months, strict=True)])
@@ -98,7 +103,8 @@ def fit_chain(flows: np.ndarray, months: np.ndarray, classes: int, pseudocount: 
             # An empty class (ties at its edges, a band of zero width): its edge, never drawn (frequency 0).
             values[m, k] = members.mean() if len(members) else edges[m, min(k, classes - 2)]
     counts = np.zeros((MONTHS, classes, classes))
-    np.add.at(counts, (months[:-1], labels[:-1], labels[1:]), 1.0)
+    pairs = np.ones(len(flows) - 1, dtype=bool) if linked is None else linked
+    np.add.at(counts, (months[:-1][pairs], labels[:-1][pairs], labels[1:][pairs]), 1.0)
     counts += pseudocount
     totals = counts.sum(axis=2, keepdims=True)
     following = np.roll(marginal, -1, axis=0)[:, None, :]  # month m + 1's class frequencies
@@ -131,15 +137,13 @@ def lag1_correlation(flows: np.ndarray, months: np.ndarray) -> np.ndarray:
 
 
 def record_chain(config: ReservoirConfig) -> InflowChain:
-    """The chain fitted to ``config.record`` over its fitting years, in storage units of ``config.unit_hm3``."""
+    """The chain fitted to ``config.record``'s fitting months (:mod:`.split`), in units of ``config.unit_hm3``."""
     settings = config.record
-    record = load_record(settings.path, settings.column, settings.units)
-    first = settings.first_year if settings.first_year is not None else int(record.years[0])
-    last = settings.last_year if settings.last_year is not None else int(record.years[-1])
-    chosen = (record.years >= first) & (record.years <= last)
+    record, split = load_split(config)
+    chosen = split.fitting
     where = f"record {settings.path} ({settings.column}, {record.span})"
     if not chosen.any():
-        raise RecordError(f"{where}: no month in the fitting years {first} to {last}")
+        raise RecordError(f"{where}: no fitting month ({_years(settings)})")
     if len(record) < config.horizon_months:
         raise RecordError(
             f"{where}: {len(record)} months, fewer than the {config.horizon_months} of horizon_months (the "
@@ -149,8 +153,16 @@ def record_chain(config: ReservoirConfig) -> InflowChain:
     fewest = min(int((months == m).sum()) for m in range(MONTHS))
     if fewest < config.inflow_classes:
         raise RecordError(
-            f"{where}: the fitting years {first} to {last} hold {fewest} values of some calendar month, fewer "
+            f"{where}: the fitting months ({_years(settings)}) hold {fewest} values of some calendar month, fewer "
             f"than the {config.inflow_classes} inflow_classes"
         )
     flows = record.volumes_hm3[chosen] / config.unit_hm3
-    return fit_chain(flows, months, config.inflow_classes, settings.pseudocount)
+    linked = np.diff(np.flatnonzero(chosen)) == 1  # a held-out gap breaks the chain there
+    return fit_chain(flows, months, config.inflow_classes, settings.pseudocount, linked)
+
+
+def _years(settings: RecordConfig) -> str:
+    first = settings.first_year if settings.first_year is not None else "the first"
+    last = settings.last_year if settings.last_year is not None else "the last"
+    held_out = f", less the held-out {settings.held_out[0]}-{settings.held_out[1]}" if settings.held_out else ""
+    return f"years {first} to {last}{held_out}"

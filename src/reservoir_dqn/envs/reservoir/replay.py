@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import tensordict
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
@@ -36,9 +37,10 @@ from reservoir_dqn.envs.reservoir.inflows import without_persistence
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.sdp import ForesightSolution, foresight, random_rewards, solve
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
-from reservoir_dqn.envs.reservoir.windows import HELD_OUT_PREFIX, Windows, find_windows
+from reservoir_dqn.envs.reservoir.windows import HELD_OUT_PREFIX, Windows, find_windows, held_out_period
 from reservoir_dqn.envs.rollouts import run_episodes
 
+MONTHS_PER_YEAR = 12
 RANDOM_REPLAYS, RANDOM_SEED = 100, 0  # the random policy's performance: a mean over seeded replays
 # The re-operation's performance criteria, pooled over the windows (a window's total for deficit and energy).
 PERFORMANCE = ("reliability", "resilience", "vulnerability_hm3", "deficit_hm3", "energy_gwh")
@@ -52,9 +54,10 @@ class ForesightPolicy(TensorDictModuleBase):
         super().__init__()
         self.in_keys, self.out_keys = ["time_step", "storage"], ["action"]
         self.register_buffer("table", solution.policy)
+        self.offset = 0  # months of the table before the environment's first step (a continuous replay's year)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        time_step = tensordict.get("time_step").clamp(max=self.table.shape[1] - 1)
+        time_step = (tensordict.get("time_step") + self.offset).clamp(max=self.table.shape[1] - 1)
         storage = tensordict.get("storage").round().long()
         window = torch.arange(self.table.shape[0])
         return tensordict.set("action", self.table[window, time_step, storage])
@@ -63,8 +66,12 @@ class ForesightPolicy(TensorDictModuleBase):
 class RecordReplay:
     """The held-out windows of one reservoir's record, replayed by any policy in the reservoir's environment."""
 
-    def __init__(self, profile: EnvProfile, config: EnvConfig, reservoir: ReservoirConfig, windows: Windows) -> None:
-        self.profile, self.config, self.reservoir, self.windows = profile, config, reservoir, windows
+    def __init__(
+        self, profile: EnvProfile, config: EnvConfig, reservoir: ReservoirConfig, windows: Windows, period: Windows
+    ) -> None:
+        """:param period: the whole held-out period from the first window's start, as one window of its length."""
+        self.profile, self.config, self.reservoir = profile, config, reservoir
+        self.windows, self.whole = windows, period
         self.model = ReservoirModel.from_config(reservoir)
 
     @classmethod
@@ -72,8 +79,9 @@ class RecordReplay:
         """The replay of a record-driven reservoir's held-out windows (``None``: no record, or no held-out years)."""
         if reservoir.inflow_model != "record":
             return None
-        windows = find_windows(reservoir, ReservoirModel.from_config(reservoir).chain, "held_out")
-        return None if windows is None else cls(profile, config, reservoir, windows)
+        chain = ReservoirModel.from_config(reservoir).chain
+        windows = find_windows(reservoir, chain, "held_out")
+        return None if windows is None else cls(profile, config, reservoir, windows, held_out_period(reservoir, chain))
 
     @property
     def criteria(self) -> dict[str, tuple[float, float]]:
@@ -90,6 +98,19 @@ class RecordReplay:
     def first_years(self) -> tuple[int, ...]:
         """Each window's first calendar year (its water years follow on)."""
         return self.windows.first_years
+
+    @property
+    def period(self) -> tuple[str, str]:
+        """The first and last month of the held-out period's whole years from its first window's start."""
+        first = self.whole.starts[0]
+        year, month = (int(part) for part in first.split("-"))
+        last = (year * 12 + month - 1) + MONTHS_PER_YEAR * self.period_years - 1
+        return first, f"{last // 12:04d}-{last % 12 + 1:02d}"
+
+    @property
+    def period_years(self) -> int:
+        """Whole water years of the held-out period from its first window's start: the continuous replay's."""
+        return self.whole.inflows.shape[1] // MONTHS_PER_YEAR
 
     @property
     def horizon(self) -> int:
@@ -136,6 +157,58 @@ class RecordReplay:
         parts = [episodes.part(copy * count, (copy + 1) * count) for copy in range(copies)]
         pooled, per_window = [self._pooled(part) for part in parts], [self._per_window(part) for part in parts]
         return Replayed(self._rewards(episodes, copies), pooled, per_window)
+
+    def continuous(self, policy: TensorDictModuleBase | None, copies: int = 1) -> Replayed:
+        """``policy`` operating the whole held-out period in one run, storage carried from year to year, as an
+        operator would have lived it (``None``: the uniformly random policy, its rewards exact, its criteria
+        over :data:`RANDOM_REPLAYS` seeded runs).
+
+        Each water year is played as the first year of a fresh horizon from the storage the last one left (a
+        finite-horizon rule re-applied every year, as operators re-plan each year); ``foresight`` is one DP
+        over the whole period. Rewards ``[copies, 1, months]``; per copy the criteria pooled over the months,
+        deficit and energy per year.
+        """
+        years = self.period_years
+        inflows = self.whole.inflows
+        months = MONTHS_PER_YEAR * years
+        if policy is None:
+            random = RandomPolicy(self.model.num_actions, RANDOM_SEED)
+            played = self._years(random, RANDOM_REPLAYS)
+            expected = random_rewards(self.model, inflows[:, :months].double())
+            return Replayed(expected.unsqueeze(0), [self._per_year(played, years)], [{}])
+        if isinstance(policy, ForesightPolicy):
+            policy = ForesightPolicy(foresight(self.model, inflows[:, :months]))
+        played = self._years(policy, copies)
+        parts = [played.part(copy, copy + 1) for copy in range(copies)]
+        rewards = played.steps["next", "reward"].squeeze(-1).double().view(copies, 1, months)
+        return Replayed(rewards, [self._per_year(part, years) for part in parts], [{} for _ in parts])
+
+    def _years(self, policy: TensorDictModuleBase, copies: int) -> Episodes:
+        """The held-out period's years played one after the other by ``copies`` slots (see :meth:`continuous`)."""
+        horizon, period = self.horizon, self.whole
+        storages = torch.full((copies,), float(self.reservoir.initial_storage), dtype=torch.float64)
+        steps = []
+        for year in range(self.period_years):
+            first = MONTHS_PER_YEAR * year
+            # The year's months, then months of no inflow the episode never reaches (its first year is kept).
+            inflows = torch.zeros(1, horizon, dtype=period.inflows.dtype)
+            inflows[0, :MONTHS_PER_YEAR] = period.inflows[0, first : first + MONTHS_PER_YEAR]
+            classes = period.classes[:, first : first + horizon + 1]
+            classes = torch.cat([classes, classes[:, -1:].expand(1, horizon + 1 - classes.shape[1])], dim=1)
+            window = Windows((period.starts[0],), (period.first_years[0] + year,), classes, inflows)
+            if isinstance(policy, ForesightPolicy):
+                policy.offset = first
+            episodes = self.episodes(policy, window.tile(copies).starting_at(storages), 1)
+            steps.append(episodes.steps[:, :MONTHS_PER_YEAR])
+            storages = episodes.steps["next", "storage"][:, MONTHS_PER_YEAR - 1].double()
+        joined = tensordict.cat(steps, dim=1)
+        rewards = joined["next", "reward"].squeeze(-1).double()
+        return Episodes(joined, rewards.sum(dim=1), torch.full((copies,), joined.shape[1]))
+
+    def _per_year(self, episodes: Episodes, years: int) -> dict[str, float]:
+        """The criteria pooled over ``episodes``' months, deficit and energy per year."""
+        pooled = self._pooled(episodes)
+        return pooled | {key: pooled[key] / years for key in ("deficit_hm3", "energy_gwh")}
 
     def _rewards(self, episodes: Episodes, copies: int) -> torch.Tensor:
         rewards: torch.Tensor = episodes.steps["next", "reward"].squeeze(-1).double()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, Strict, model_validator
 
 from reservoir_dqn.config import rules
 from reservoir_dqn.config.sections import (
@@ -41,6 +41,18 @@ class RecordConfig(Section):
     )
     first_year: int | None = Field(description="First calendar year the chain is fitted on; empty: the record's first.")
     last_year: int | None = Field(description="Last calendar year the chain is fitted on; empty: the record's last.")
+    held_out: Annotated[tuple[Annotated[int, Strict()], Annotated[int, Strict()]], Strict(False)] | None = Field(
+        description="Held-out years [first, last], anywhere in the record, each from its start_month for twelve "
+        "months: the chain is fitted and agents learn on the fitting years less these, and the re-operation "
+        "replays them. Empty: the months after last_year."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RecordConfig:
+        if self.held_out is not None and self.held_out[0] > self.held_out[1]:
+            raise ValueError(f"held_out ({list(self.held_out)}): the first year comes after the last")
+        return self
+
     pseudocount: float = Field(
         ge=0.0,
         description="Added to every transition count before a row is normalised: 0 keeps the record's "

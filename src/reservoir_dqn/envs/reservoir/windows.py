@@ -2,15 +2,18 @@
 
 A window is ``horizon_months`` consecutive months of the record starting in ``start_month``,
 its first state's inflow class the class of the month before it. The record is split in
-time, as hydrologists validate a model on years it was not calibrated on:
+time (:mod:`.split`), as hydrologists validate a model on years it was not calibrated on:
 
-- **training** windows lie inside the fitting years (``record.first_year`` to
-  ``record.last_year``, the month before included): the chain is fitted on them, and an
-  agent may learn from them (``env.reservoir.scenarios: record``);
-- **held-out** windows start in ``start_month`` after the fitting years' last month and end
-  by the record's last whole month: no fit, training or validation ever sees them. With the
-  shipped Delaware record (fitted on 1945-2004) they are the 10-year windows starting each
-  October from 2005 to 2014: nineteen water years, 2005-10 to 2024-09.
+- **held-out** years: ``record.held_out`` (first and last year, each year from its
+  ``start_month`` on: anywhere in the record, say the drought of record) or, when it is
+  empty, every month after the fitting years. No fit, training or validation ever sees them;
+  their windows start in ``start_month`` and end inside them. With the shipped Delaware
+  record (fitted on 1945-2004, ``held_out`` empty) they are the 10-year windows starting each
+  October from 2005 to 2014: nineteen water years, 2005-10 to 2024-09;
+- **fitting** months: the years ``record.first_year`` to ``record.last_year``, less the
+  held-out years. The chain is fitted on them (on the transitions between two of them), and
+  an agent may learn from their windows (``env.reservoir.scenarios: record``), which lie
+  wholly inside them (the month before included).
 
 A real flow meets the whole-unit storage grid by rounding each month's inflow to the nearest
 unit (the mass balance stays exact); its class is read from the real flow against the chain's
@@ -26,8 +29,9 @@ import numpy as np
 import torch
 
 from reservoir_dqn.envs.reservoir.inflows import InflowChain
-from reservoir_dqn.envs.reservoir.records import Record, RecordError, load_record
+from reservoir_dqn.envs.reservoir.records import Record, RecordError
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
+from reservoir_dqn.envs.reservoir.split import Split, load_split
 
 HELD_OUT_PREFIX = "held-out "  # the held-out record's trajectory rows: policy "held-out dqn", "held-out sdp", ...
 
@@ -40,19 +44,24 @@ class Windows:
     :ivar first_years: each window's first calendar year (its water years follow on).
     :ivar classes: ``[W, H + 1]`` inflow class before each step (column 0: the month before the window).
     :ivar inflows: ``[W, H]`` each month's inflow, rounded to whole storage units.
+    :ivar storages: ``[W]`` each window's storage at its start, in units; ``None``: the initial storage.
     """
 
     starts: tuple[str, ...]
     first_years: tuple[int, ...]
     classes: torch.Tensor
     inflows: torch.Tensor
+    storages: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def head(self, count: int) -> Windows:
         """The first ``count`` windows."""
-        return Windows(self.starts[:count], self.first_years[:count], self.classes[:count], self.inflows[:count])
+        storages = None if self.storages is None else self.storages[:count]
+        return Windows(
+            self.starts[:count], self.first_years[:count], self.classes[:count], self.inflows[:count], storages
+        )
 
     def tile(self, copies: int) -> Windows:
         """The windows ``copies`` times over, copy-major (for stacked agents, each playing every window)."""
@@ -61,7 +70,12 @@ class Windows:
             self.first_years * copies,
             self.classes.repeat(copies, 1),
             self.inflows.repeat(copies, 1),
+            None if self.storages is None else self.storages.repeat(copies),
         )
+
+    def starting_at(self, storages: torch.Tensor) -> Windows:
+        """The windows, each starting with storage ``storages[i]`` (units)."""
+        return Windows(self.starts, self.first_years, self.classes, self.inflows, storages)
 
 
 def record_windows(config: ReservoirConfig, chain: InflowChain, part: Literal["training", "held_out"]) -> Windows:
@@ -79,20 +93,23 @@ def record_windows(config: ReservoirConfig, chain: InflowChain, part: Literal["t
 
 def find_windows(config: ReservoirConfig, chain: InflowChain, part: Literal["training", "held_out"]) -> Windows | None:
     """The ``part`` windows of ``config.record``, or ``None`` when the record holds none."""
-    settings = config.record
-    record = load_record(settings.path, settings.column, settings.units)
-    fitting = fitting_range(record, settings.first_year, settings.last_year)
+    record, split = load_split(config)
     horizon = config.horizon_months
-    starts = window_starts(record, fitting, part, horizon, config.start_month)
+    starts = window_starts(record, split, part, horizon, config.start_month)
     if not starts:
         return None
-    flows = record.volumes_hm3 / config.unit_hm3
+    return _cut(record, chain, starts, horizon, config.unit_hm3)
+
+
+def _cut(record: Record, chain: InflowChain, starts: list[int], length: int, unit_hm3: float) -> Windows:
+    """The windows of ``length`` months from ``starts``: each month's inflow in whole units, its class before it."""
+    flows = record.volumes_hm3 / unit_hm3
     months = record.calendar_months
     classes = torch.tensor(
-        [[chain.classify(int(months[index]), float(flows[index])) for index in range(start - 1, start + horizon)]
+        [[chain.classify(int(months[index]), float(flows[index])) for index in range(start - 1, start + length)]
          for start in starts]
     )  # fmt: skip
-    inflows = torch.from_numpy(np.stack([np.round(flows[start : start + horizon]) for start in starts]))
+    inflows = torch.from_numpy(np.stack([np.round(flows[start : start + length]) for start in starts]))
     return Windows(
         starts=tuple(record.label(start) for start in starts),
         first_years=tuple(int(record.years[start]) for start in starts),
@@ -101,45 +118,59 @@ def find_windows(config: ReservoirConfig, chain: InflowChain, part: Literal["tra
     )
 
 
-def check_held_out(config: ReservoirConfig) -> None:
-    """Refuse fitting years that leave a part of the record after them too short for one held-out window.
+def held_out_period(config: ReservoirConfig, chain: InflowChain) -> Windows:
+    """The whole held-out period as one window: from its first window's start, its whole years (for the
+    continuous replay; the record must have a held-out window, :func:`find_windows`)."""
+    record, split = load_split(config)
+    starts = window_starts(record, split, "held_out", config.horizon_months, config.start_month)
+    assert split.held_out is not None and starts
+    first = starts[0]
+    length = (split.held_out[1] - first + 1) // 12 * 12
+    return _cut(record, chain, [first], length, config.unit_hm3)
 
-    No month after them is no hold-out (a record fitted whole); some months but no whole window
-    would be skipped without a word, so it is a :class:`RecordError` naming the years.
+
+def check_held_out(config: ReservoirConfig) -> None:
+    """Refuse a split whose held-out months hold no whole held-out window (they would be skipped without a word).
+
+    No held-out month is no hold-out (a record fitted whole, ``held_out`` empty); some months
+    but no whole window is a :class:`RecordError` naming the years.
     """
     settings = config.record
-    record = load_record(settings.path, settings.column, settings.units)
-    fitting = fitting_range(record, settings.first_year, settings.last_year)
-    last = fitting[1]
-    if last + 1 < len(record) and not window_starts(
-        record, fitting, "held_out", config.horizon_months, config.start_month
-    ):
-        months = len(record) - last - 1
-        raise RecordError(
-            f"env.reservoir.record.last_year = {settings.last_year}: the {months} months after the fitting years "
-            f"({record.label(last + 1)} to {record.label(len(record) - 1)}) hold no whole held-out window of "
-            f"{config.horizon_months} months starting in month {config.start_month + 1}: fit fewer years, or the "
-            "whole record (last_year empty)"
-        )
+    record, split = load_split(config)
+    if split.held_out is None or window_starts(record, split, "held_out", config.horizon_months, config.start_month):
+        return
+    begin, end = split.held_out
+    fix = (
+        "hold out more years"
+        if settings.held_out is not None
+        else "fit fewer years, or the whole record (last_year empty)"
+    )
+    key = "held_out" if settings.held_out is not None else "last_year"
+    value = list(settings.held_out) if settings.held_out is not None else settings.last_year
+    raise RecordError(
+        f"env.reservoir.record.{key} = {value}: the {end - begin + 1} held-out months"
+        f"{' after the fitting years' if settings.held_out is None else ''} ({record.label(begin)} to "
+        f"{record.label(end)}) hold no whole window of {config.horizon_months} months starting in month "
+        f"{config.start_month + 1}: {fix}"
+    )
 
 
 def window_starts(
-    record: Record, fitting: tuple[int, int], part: Literal["training", "held_out"], horizon: int, start_month: int
+    record: Record, split: Split, part: Literal["training", "held_out"], horizon: int, start_month: int
 ) -> list[int]:
-    """The record indices where the ``part`` windows start (in ``start_month``): training windows inside the
-    fitting months ``fitting`` (from the record's second month: a window's first class needs the month before),
-    held-out ones after them, each ending by the record's last month."""
-    first, last = fitting
-    candidates = (
-        range(max(first, 1), last - horizon + 2) if part == "training" else range(last + 1, len(record) - horizon + 1)
-    )
+    """The record indices where the ``part`` windows start (in ``start_month``): training windows whose months and
+    the month before all are fitting months, held-out ones inside the held-out months."""
+    if part == "training":
+        fitting = np.concatenate([[0], np.cumsum(split.fitting)])
+        # Months ``start`` to ``start + horizon - 1`` all fitting, and the month before (its class) not held out.
+        candidates = [
+            start
+            for start in range(1, len(record) - horizon + 1)
+            if fitting[start + horizon] - fitting[start] == horizon and not split.is_held_out(start - 1)
+        ]
+    elif split.held_out is None:
+        candidates = []
+    else:
+        begin, end = split.held_out
+        candidates = list(range(max(begin, 1), end - horizon + 2))
     return [index for index in candidates if int(record.calendar_months[index]) == start_month]
-
-
-def fitting_range(record: Record, first_year: int | None, last_year: int | None) -> tuple[int, int]:
-    """The record indices of the first and last month of the fitting years."""
-    chosen = np.flatnonzero(
-        (record.years >= (first_year if first_year is not None else record.years[0]))
-        & (record.years <= (last_year if last_year is not None else record.years[-1]))
-    )
-    return int(chosen[0]), int(chosen[-1])
