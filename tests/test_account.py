@@ -22,6 +22,14 @@ from tests.conftest import REPO
 # The illustrative reservoir over two years (independent inflows), and the Delaware recipe (a persistent chain).
 SHORT = load_config(REPO / "params.yaml", ["env.reservoir.horizon_months=24"]).env
 CASES = {"independent": (SHORT, profile(SHORT)), "persistent": (delaware.DELAWARE, delaware.PROFILE)}
+# The same two with the storage left at the end worth its water value (env.reservoir.end_value).
+CASES |= {
+    f"{name}, water value at the end": (
+        env.model_copy(update={"reservoir": env.reservoir.model_copy(update={"end_value": "water_value"})}),
+        env_profile,
+    )
+    for name, (env, env_profile) in list(CASES.items())
+}
 
 
 def _noisy_optimum(env: EnvConfig, share: float, seed: int) -> torch.Tensor:
@@ -90,7 +98,7 @@ def test_a_networks_greedy_table_is_what_it_does_in_the_environment(case: str) -
         2,
         env.reservoir.horizon_months,
         model.num_storages,
-        model.chain.classes if case == "persistent" else 1,
+        model.chain.classes if case.startswith("persistent") else 1,
     )
     played = run_agents(env_profile, env, q_network, agents=2, episodes=300, seed=9000)
     optimum = reservoir_optimum(env.reservoir)

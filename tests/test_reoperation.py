@@ -16,11 +16,12 @@ from tensordict import TensorDict
 from reservoir_dqn.commands import evaluate, plot, train
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs.baselines import RandomPolicy
+from reservoir_dqn.envs.reservoir.baselines import reservoir_optimum
 from reservoir_dqn.envs.reservoir.inflows import fit_chain
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.records import RecordError, load_record
 from reservoir_dqn.envs.reservoir.replay import RecordReplay
-from reservoir_dqn.envs.reservoir.sdp import foresight
+from reservoir_dqn.envs.reservoir.sdp import end_values, foresight
 from reservoir_dqn.envs.reservoir.split import load_split
 from reservoir_dqn.envs.reservoir.windows import check_held_out, record_windows
 from reservoir_dqn.envs.rollouts import run_episodes
@@ -117,6 +118,34 @@ def test_the_held_out_period_in_one_run_carries_storage_from_year_to_year() -> N
         rewards.append(float(outcome.reward))
         storage = outcome.next_storage
     assert float(sop.rewards.sum()) == pytest.approx(sum(rewards), abs=0.5)
+
+
+def test_the_water_value_at_the_end_is_what_a_fresh_horizon_earns_beyond_the_initial_storages() -> None:
+    """end_value: water_value. Leaving the reservoir as found is worth 0, more water is worth more; the SDP's
+    optimum is that of the horizon with it at the end, and foresight, replayed in the environment that adds it,
+    returns its own values, bounding every policy; the random anchor stays exact."""
+    config = CONFIG.model_copy(update={"end_value": "water_value"})
+    env = DELAWARE.model_copy(update={"reservoir": config})
+    model = ReservoirModel.from_config(config)
+    ends = end_values(model)
+    assert ends is not None and ends.shape == (config.capacity + 1, config.inflow_classes)
+    assert float(ends[config.initial_storage].abs().max()) == 0.0
+    assert bool((ends.diff(dim=0) >= -1e-9).all())  # more water left is never worth less
+    plain = reservoir_optimum(CONFIG)
+    valued = reservoir_optimum(config)
+    assert torch.equal(valued.values[-1], ends) and valued.expected_return != plain.expected_return
+    replay = RecordReplay.of(PROFILE, env, config)
+    assert replay is not None
+    bound = foresight(model, replay.windows.inflows, replay.windows.classes[:, -1]).returns
+    played = {name: replay.rewards(policy)[0].sum(dim=-1) for name, policy in replay.policies().items()}
+    assert torch.allclose(played["foresight"], bound, rtol=0, atol=0.05)
+    assert not torch.allclose(bound, foresight(model, replay.windows.inflows).returns)
+    for name in ("sdp", "sdp_independent", "sop"):
+        assert bool((played[name] <= bound + 0.05).all()), name
+    exact = replay.random_rewards().sum(dim=-1)
+    sampled = replay.rewards(RandomPolicy(model.num_actions, 1), copies=300).sum(dim=-1)
+    error = sampled.std(dim=0) / 300**0.5
+    assert bool(((sampled.mean(dim=0) - exact).abs() < 4 * error).all())
 
 
 def test_a_replay_plays_each_window_of_the_record() -> None:

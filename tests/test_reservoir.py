@@ -17,6 +17,7 @@ from reservoir_dqn.envs.baselines import RandomPolicy
 from reservoir_dqn.envs.reservoir.baselines import SDPPolicy, StandardOperatingPolicy, reservoir_optimum
 from reservoir_dqn.envs.reservoir.env import DiscreteReservoirEnv
 from reservoir_dqn.envs.reservoir.model import ReservoirModel, discretise_lognormal
+from reservoir_dqn.envs.reservoir.sdp import end_values
 from reservoir_dqn.envs.rollouts import run_episodes
 from reservoir_dqn.evaluation.episodes import reference
 from tests.conftest import REPO
@@ -53,6 +54,27 @@ def _random_rollout(num_envs: int, seed: int, steps: int, action_seed: int) -> T
 def test_check_env_specs_passes() -> None:
     check_env_specs(DiscreteReservoirEnv(CONFIG, 5))
     check_env_specs(make_env(ENV, 3))
+
+
+def test_the_water_value_at_the_end_is_a_reward_component_of_the_last_month_only() -> None:
+    """end_value: water_value adds ``reward_end`` to the components (they still sum to the reward), 0 but in the
+    episode's last month, where it is the end value of the storage left."""
+    config = CONFIG.model_copy(update={"end_value": "water_value", "horizon_months": 24})
+    env = DiscreteReservoirEnv(config, 4)
+    check_env_specs(env)
+    rollout = env.rollout(24, RandomPolicy(ReservoirModel.from_config(config).num_actions, 0))
+    nxt = rollout["next"]
+    parts = sum(
+        nxt[key] for key in ("reward_energy", "reward_deficit", "reward_spill", "reward_violation", "reward_end")
+    )
+    assert torch.allclose(parts.unsqueeze(-1), nxt["reward"], atol=1e-4)
+    assert float(nxt["reward_end"][:, :-1].abs().max()) == 0.0
+    ends = end_values(ReservoirModel.from_config(config))
+    assert ends is not None
+    expected = ends[nxt["storage"][:, -1].round().long(), 0].float()
+    assert torch.allclose(nxt["reward_end"][:, -1], expected)
+    keys = DiscreteReservoirEnv(CONFIG, 1).rollout(2)["next"].keys()
+    assert "reward_end" not in keys  # the default: no end value
 
 
 @settings(max_examples=25, deadline=None)

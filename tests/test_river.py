@@ -16,7 +16,7 @@ from reservoir_dqn.config import ConfigError, load_config
 from reservoir_dqn.envs.reservoir.gauges import monthly_csv, read_gauge_file
 from reservoir_dqn.envs.reservoir.records import CUBIC_METRES_PER_CUBIC_FOOT, RecordError, load_record
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
-from reservoir_dqn.envs.reservoir.sizing import RiverSize, sized_settings, sizing_problems
+from reservoir_dqn.envs.reservoir.sizing import RiverSize, check_size, sized_settings, sizing_problems
 from tests.conftest import REPO
 from tests.delaware import RECORD
 
@@ -141,6 +141,21 @@ def test_the_sizing_follows_the_river_and_refuses_a_reservoir_sized_for_another(
     shares = sized_settings(small, DEFAULT, storage_share=1.5, demand_share=0.28)
     assert (shares["capacity"], shares["min_storage"], shares["initial_storage"]) == (150, 30, 90)
     assert sum(shares["demand"]) == pytest.approx(28, abs=3) and set(shares["demand"]) <= set(DEFAULT.release_levels)
+
+
+def test_a_river_whose_flows_the_grid_cannot_tell_apart_leaves_no_decision_and_is_refused(tmp_path: Path) -> None:
+    """Sized by the convention (100 units a mean year) but with the same flow every month: the Markov SDP is at
+    the foresight bound on the fitting years, so no score against foresight means anything: one line, refused.
+    The Flat Brook reservoir, sized for it, passes (its SDP scores about 0.92 of foresight there)."""
+    steady = tmp_path / "steady.csv"
+    steady.write_text("date,flow\n" + "".join(f"{y}-{m:02d},10.0\n" for y in range(1945, 2025) for m in range(1, 13)))
+    sized = {"unit_hm3": 1.2, "weight_energy": 8.0, "inflow_model": "record"}
+    record = DEFAULT.record.model_copy(update={"path": str(steady), "column": "flow", "last_year": 2004})
+    with pytest.raises(ConfigError, match=r"the Markov SDP scores 1.000 of the foresight bound on the fitting years"):
+        check_size(DEFAULT.model_copy(update=sized | {"record": record}))
+    flatbrook = DEFAULT.record.model_copy(update={"path": str(RECORD), "column": GAUGE})
+    check_size(DEFAULT.model_copy(update={"unit_hm3": 1.04, "weight_energy": 9.62, "inflow_model": "record",
+                                          "record": flatbrook}))  # fmt: skip
 
 
 def test_a_gauge_id_keeps_its_leading_zeros_or_the_refusal_says_to_quote_it(tmp_path: Path) -> None:

@@ -114,7 +114,7 @@ def account(model: ReservoirModel, solution: SDPSolution, policy: torch.Tensor) 
     rewards, next_storage = month_outcomes(model)
     optimal = solution.values[:-1]
     chosen = solution.q_values.gather(-1, policy.unsqueeze(-1)).squeeze(-1)
-    values = _evaluate(model, policy, rewards, next_storage)
+    values = _evaluate(model, policy, rewards, next_storage, solution.values[-1])
     initial = solution.initial_classes
     return Account(
         policy=policy,
@@ -142,12 +142,14 @@ def _next_classes(model: ReservoirModel, month: int) -> tuple[torch.Tensor, torc
 
 
 def _evaluate(
-    model: ReservoirModel, policy: torch.Tensor, rewards: torch.Tensor, next_storage: torch.Tensor
+    model: ReservoirModel, policy: torch.Tensor, rewards: torch.Tensor, next_storage: torch.Tensor, end: torch.Tensor
 ) -> torch.Tensor:
-    """``[H + 1, S, J]`` the policy's expected return-to-go: ``V_t(s, j) = sum_k P[j, k] [r + V_{t+1}(s', k)]``."""
+    """``[H + 1, S, J]`` the policy's expected return-to-go: ``V_t(s, j) = sum_k P[j, k] [r + V_{t+1}(s', k)]``,
+    from ``V_H = end`` (the SDP's: the end value, or 0)."""
     horizon, storages, columns = policy.shape
     rows = torch.arange(storages).view(storages, 1)
     values = torch.zeros(horizon + 1, storages, columns, dtype=torch.float64)
+    values[horizon] = end
     for t in reversed(range(horizon)):
         month = int(model.month(torch.tensor(t)))
         probabilities, column = _next_classes(model, month)

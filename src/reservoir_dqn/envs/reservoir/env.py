@@ -17,6 +17,7 @@ from torchrl.envs import EnvBase
 
 from reservoir_dqn.envs.reservoir.model import INFO_KEYS, Outcome, ReservoirModel
 from reservoir_dqn.envs.reservoir.records import MONTHS
+from reservoir_dqn.envs.reservoir.sdp import end_value_of
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
 from reservoir_dqn.envs.reservoir.windows import Windows
 
@@ -145,7 +146,7 @@ class DiscreteReservoirEnv(EnvBase):
 
     def _make_specs(self) -> None:
         shape = self.batch_size
-        info = {key: Unbounded(shape=shape, dtype=torch.float32) for key in INFO_KEYS}
+        info = {key: Unbounded(shape=shape, dtype=torch.float32) for key in self.model.info_keys}
         self.observation_spec = Composite(
             observation=Bounded(low=-1.0, high=1.0, shape=(*shape, self.model.observation_size), dtype=torch.float32),
             month=Bounded(low=0, high=MONTHS - 1, shape=shape, dtype=torch.int64),
@@ -257,7 +258,7 @@ class DiscreteReservoirEnv(EnvBase):
             self._violation_months[slots] = 0.0
         zeros = torch.zeros(self.num_envs, dtype=torch.float32)
         inflow_class = self._last_class()
-        info = {key: zeros.clone() for key in INFO_KEYS}
+        info = {key: zeros.clone() for key in self.model.info_keys}
         info["storage"] = self._storage.float()
         return TensorDict(
             {
@@ -288,13 +289,17 @@ class DiscreteReservoirEnv(EnvBase):
         ended = (self._time_step >= horizon).unsqueeze(-1)
         inflow_class = self._last_class()
         terminated = ended if self.model.config.observe_time_left else torch.zeros_like(ended)
+        reward = outcome.reward
+        if "reward_end" in self.model.info_keys:  # the storage left is worth its water value (sdp.end_values)
+            end = torch.where(ended.squeeze(-1), end_value_of(self.model, outcome.next_storage, inflow_class), 0.0)
+            reward = reward + end
         info = {
             "storage": outcome.next_storage.float(),
             "inflow": inflow.float(),
             **{key: getattr(outcome, key).float() for key in INFO_KEYS if hasattr(Outcome, key)},
             "deficit_months": self._deficit_months.float(),
             "violation_months": self._violation_months.float(),
-        }
+        } | ({"reward_end": end.float()} if "reward_end" in self.model.info_keys else {})
         return TensorDict(
             {
                 "observation": self.model.observation(self._storage, self._time_step, inflow_class),
@@ -302,7 +307,7 @@ class DiscreteReservoirEnv(EnvBase):
                 "time_step": self._time_step.clone(),
                 "inflow_class": inflow_class,
                 **info,
-                "reward": outcome.reward.float().unsqueeze(-1),
+                "reward": reward.float().unsqueeze(-1),
                 "done": ended,
                 "terminated": terminated,
                 "truncated": ended & ~terminated,

@@ -160,6 +160,11 @@ class ReservoirModel:
         )
 
     @property
+    def info_keys(self) -> tuple[str, ...]:
+        """:data:`INFO_KEYS`, and ``reward_end`` (the end value, in the last month) where the end has a value."""
+        return INFO_KEYS + (("reward_end",) if self.config.end_value != "none" else ())
+
+    @property
     def observation_size(self) -> int:
         return 3 + int(self.config.observe_time_left) + int(self.chain.persistent)
 

@@ -33,7 +33,7 @@ from reservoir_dqn.envs.reservoir.account import Account, account, greedy_tables
 from reservoir_dqn.envs.reservoir.advice import ReservoirAdvisor
 from reservoir_dqn.envs.reservoir.baselines import reservoir_baselines, reservoir_optimum
 from reservoir_dqn.envs.reservoir.env import DiscreteReservoirEnv
-from reservoir_dqn.envs.reservoir.model import INFO_KEYS, ReservoirModel
+from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.replay import RecordReplay
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
 from reservoir_dqn.envs.reservoir.sizing import check_size
@@ -73,6 +73,10 @@ def reservoir_settings(config: EnvConfig) -> ReservoirConfig:
     return config.settings(ReservoirConfig, ReservoirProfile.section)
 
 
+# Settings added after evaluations recorded their conditions, and the value at which they change nothing.
+ADDED_SINCE: tuple[tuple[tuple[str, ...], Any], ...] = ((("end_value",), "none"), (("record", "held_out"), None))
+
+
 class ReservoirProfile(EnvProfile):
     """The reservoir, as ``env.name: reservoir``, or under a name of its own (``reservoir-<river>``).
 
@@ -93,7 +97,16 @@ class ReservoirProfile(EnvProfile):
         self.name = name
 
     def settings(self, config: EnvConfig) -> dict[str, Any]:
+        """The reservoir's settings, but the options added since results were first recorded where they hold the
+        value that reproduces those results (:data:`ADDED_SINCE`), so older results compare equal."""
         physics = reservoir_settings(config).model_dump(mode="json")
+        for path, neutral in ADDED_SINCE:
+            *parents, key = path
+            section = physics
+            for parent in parents:
+                section = section[parent]
+            if section.get(key) == neutral:
+                del section[key]
         return {"env.name": config.name} | {f"env.reservoir.{key}": value for key, value in physics.items()}
 
     def check(self, config: EnvConfig) -> None:
@@ -151,7 +164,7 @@ class ReservoirProfile(EnvProfile):
         nxt = episodes.steps["next"]
         columns = {f"{flow}_hm3": (nxt[flow].double() * valid).sum(dim=1) * unit for flow in FLOWS}
         columns["energy_gwh"] = (nxt["energy_gwh"].double() * valid).sum(dim=1)
-        columns |= {key: (nxt[key].double() * valid).sum(dim=1) for key in INFO_KEYS if key.startswith("reward_")}
+        columns |= {key: (nxt[key].double() * valid).sum(dim=1) for key in _reward_keys(config)}
         columns["shortfall_months"] = ((nxt["deficit"] > 0).double() * valid).sum(dim=1)
         columns["violation_months"] = ((nxt["violation"] > 0).double() * valid).sum(dim=1)
         return columns
@@ -259,7 +272,7 @@ class ReservoirProfile(EnvProfile):
                 }
                 row |= {f"{key}_hm3": float(nxt[key][index, step]) * unit for key in ("storage", *FLOWS)}
                 row["energy_gwh"] = float(nxt["energy_gwh"][index, step])
-                row |= {key: float(nxt[key][index, step]) for key in INFO_KEYS if key.startswith("reward_")}
+                row |= {key: float(nxt[key][index, step]) for key in _reward_keys(config)}
                 row["reward"] = float(nxt["reward"][index, step])
                 rows.append(row)
         return rows
@@ -288,3 +301,9 @@ class ReservoirProfile(EnvProfile):
         assert isinstance(base, DiscreteReservoirEnv)
         base.set_state(dict(state))
         return True
+
+
+def _reward_keys(config: EnvConfig) -> tuple[str, ...]:
+    """The reward's components the environment reports (they sum to the reward)."""
+    keys = ReservoirModel.from_config(reservoir_settings(config)).info_keys
+    return tuple(key for key in keys if key.startswith("reward_"))

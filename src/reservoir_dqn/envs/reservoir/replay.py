@@ -125,13 +125,13 @@ class RecordReplay:
             "sdp": SDPPolicy(reservoir_optimum(self.reservoir)),
             "sdp_independent": SDPPolicy(solve(independent)),
             "sop": StandardOperatingPolicy(model),
-            "foresight": ForesightPolicy(foresight(model, self.windows.inflows)),
+            "foresight": ForesightPolicy(foresight(model, self.windows.inflows, self.windows.classes[:, -1])),
         }
 
     def random_rewards(self) -> torch.Tensor:
         """``[W, H]`` each month's expected reward of the uniformly random policy, exactly (:func:`.sdp.random_rewards`
         carries the storage distribution forward)."""
-        return random_rewards(self.model, self.windows.inflows.double())
+        return random_rewards(self.model, self.windows.inflows.double(), self.windows.classes[:, -1])
 
     def episodes(self, policy: TensorDictModuleBase, windows: Windows | None = None, copies: int = 1) -> Episodes:
         """``policy`` replaying every window (default: all held-out ones), ``copies`` times over (agent-major)."""
@@ -251,7 +251,9 @@ class RecordReplay:
         played = {
             "dqn": self.episodes(q_network, first, agents).part(agent, agent + 1),
             "sdp": self.episodes(SDPPolicy(reservoir_optimum(self.reservoir)), first),
-            "foresight": self.episodes(ForesightPolicy(foresight(self.model, first.inflows)), first),
+            "foresight": self.episodes(
+                ForesightPolicy(foresight(self.model, first.inflows, first.classes[:, -1])), first
+            ),
         }
         return [
             row

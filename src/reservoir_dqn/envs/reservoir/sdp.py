@@ -19,7 +19,9 @@ the default problem solves in milliseconds.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -65,13 +67,16 @@ def month_outcomes(model: ReservoirModel) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def solve(model: ReservoirModel) -> SDPSolution:
-    """Backward induction over the reservoir MDP described by ``model``."""
+    """Backward induction over the reservoir MDP described by ``model`` (``V_H``: :func:`end_values`, or 0)."""
     config, chain = model.config, model.chain
     horizon, storages, actions = config.horizon_months, model.num_storages, model.num_actions
     columns = chain.classes if chain.persistent else 1
     month_rewards, month_next = month_outcomes(model)
 
     values = torch.zeros(horizon + 1, storages, columns, dtype=torch.float64)
+    terminal = end_values(model)
+    if terminal is not None:
+        values[horizon] = terminal
     q_values = torch.zeros(horizon, storages, columns, actions, dtype=torch.float64)
     inflow_class = torch.arange(columns)
     for t in reversed(range(horizon)):
@@ -89,6 +94,33 @@ def solve(model: ReservoirModel) -> SDPSolution:
     before = (config.start_month - 1) % MONTHS
     initial = chain.marginal[before] if chain.persistent else torch.ones(1, dtype=torch.float64)
     return SDPSolution(values, policy, q_values, config.initial_storage, initial)
+
+
+@lru_cache(maxsize=8)
+def end_values(model: ReservoirModel) -> torch.Tensor | None:
+    """``[S, J]`` what the storage left at the end of an episode is worth (``end_value: water_value``), else ``None``.
+
+    The water value of the next horizon: ``V_0(s, j) - V_0(s_0, j)``, the optimal expected return of a fresh
+    horizon from storage ``s`` and last month's class ``j``, less that from the initial storage ``s_0``, as
+    :func:`solve` computes it with nothing at the end. Leaving the reservoir as it was found is worth 0; each
+    unit drawn below it costs what it would have earned next horizon. The agent's environment, the SDP,
+    foresight and the random anchor all add it at their last month, so every score measures the same MDP.
+    """
+    if model.config.end_value == "none":
+        return None
+    plain = dataclasses.replace(model, config=model.config.model_copy(update={"end_value": "none"}))
+    start = solve(plain).values[0]
+    return start - start[model.config.initial_storage]
+
+
+def end_value_of(model: ReservoirModel, storage: torch.Tensor, last_class: torch.Tensor) -> torch.Tensor:
+    """The end value of ``storage`` (units) after a last month of inflow class ``last_class``, broadcast (0 when
+    ``end_value`` is none)."""
+    terminal = end_values(model)
+    if terminal is None:
+        return torch.zeros_like(storage + last_class, dtype=torch.float64)
+    column = last_class if model.chain.persistent else torch.zeros_like(last_class)
+    return terminal[storage.round().long(), column]
 
 
 @dataclass(frozen=True)
@@ -109,10 +141,13 @@ class ForesightSolution:
         return self.values[:, 0, self.initial_storage]
 
 
-def foresight(model: ReservoirModel, inflows: torch.Tensor) -> ForesightSolution:
+def foresight(
+    model: ReservoirModel, inflows: torch.Tensor, last_classes: torch.Tensor | None = None
+) -> ForesightSolution:
     """Backward induction knowing every month's inflow: ``inflows`` is ``[W, H]`` in whole units.
 
-    ``V_t(s) = max_a [ r(s, a, q_t, m_t) + V_{t+1}(s'(s, a, q_t)) ]`` per window, with ``V_H = 0``.
+    ``V_t(s) = max_a [ r(s, a, q_t, m_t) + V_{t+1}(s'(s, a, q_t)) ]`` per window, with ``V_H`` the end value of
+    each window's last month's class ``last_classes`` (``[W]``; ``None``: ``V_H = 0``).
     """
     config = model.config
     windows, horizon = inflows.shape
@@ -120,6 +155,8 @@ def foresight(model: ReservoirModel, inflows: torch.Tensor) -> ForesightSolution
     storage = torch.arange(storages, dtype=torch.float64).view(1, storages, 1)
     action = torch.arange(actions).view(1, 1, actions)
     values = torch.zeros(windows, horizon + 1, storages, dtype=torch.float64)
+    if last_classes is not None:
+        values[:, horizon] = end_value_of(model, storage.view(1, storages), last_classes.view(windows, 1))
     policy = torch.zeros(windows, horizon, storages, dtype=torch.long)
     for t in reversed(range(horizon)):
         month = torch.tensor((t + config.start_month) % MONTHS)
@@ -130,14 +167,16 @@ def foresight(model: ReservoirModel, inflows: torch.Tensor) -> ForesightSolution
     return ForesightSolution(values, policy, config.initial_storage)
 
 
-def random_rewards(model: ReservoirModel, inflows: torch.Tensor) -> torch.Tensor:
+def random_rewards(
+    model: ReservoirModel, inflows: torch.Tensor, last_classes: torch.Tensor | None = None
+) -> torch.Tensor:
     """``[W, H]`` each month's expected reward of the uniformly random policy replaying each window, exactly.
 
     With the inflows known, the only randomness is the policy's: the storage distribution is
     carried forward from the initial storage, every release equally likely, and each month's
     expected reward is its mean over that distribution and the releases. This is the random
     policy's expected return on the window (the re-operation's anchor of 0), where one seeded
-    trajectory is a sample of it.
+    trajectory is a sample of it. ``last_classes``: as for :func:`foresight` (the end value joins the last month).
     """
     config = model.config
     windows, horizon = inflows.shape
@@ -155,4 +194,28 @@ def random_rewards(model: ReservoirModel, inflows: torch.Tensor) -> torch.Tensor
         occupancy = torch.zeros_like(occupancy).scatter_add_(
             1, outcome.next_storage.long().view(windows, -1), weight.reshape(windows, -1)
         )
+    if last_classes is not None:  # the end value of where the storage ends (last month's reward, as the env adds it)
+        ends = end_value_of(model, storage.view(1, storages), last_classes.view(windows, 1))  # [W, S]
+        expected[:, -1] += (occupancy * ends).sum(dim=1)
     return expected
+
+
+def table_returns(
+    model: ReservoirModel, policy: torch.Tensor, inflows: torch.Tensor, classes: torch.Tensor
+) -> torch.Tensor:
+    """``[W]`` the return of the deterministic policy ``policy`` (``[H, S, J]`` action indices, as
+    :attr:`SDPSolution.policy`) on each window of known ``inflows`` (``[W, H]`` units) and inflow ``classes``
+    (``[W, H + 1]``, column 0 the month before), the end value included: no environment, exactly."""
+    config = model.config
+    windows, horizon = inflows.shape
+    storage = torch.full((windows,), float(config.initial_storage), dtype=torch.float64)
+    total = torch.zeros(windows, dtype=torch.float64)
+    for t in range(horizon):
+        column = classes[:, t] if model.chain.persistent else torch.zeros(windows, dtype=torch.long)
+        action = policy[t, storage.long(), column]
+        outcome = model.transition(
+            storage, inflows[:, t].double(), action, torch.tensor((t + config.start_month) % MONTHS)
+        )
+        total += outcome.reward
+        storage = outcome.next_storage
+    return total + end_value_of(model, storage, classes[:, horizon])

@@ -96,6 +96,13 @@ class ReservoirConfig(Section):
         description="With inflow_model record, where training and validation episodes come from: chain (draws "
         "from the fitted chain, the model the SDP solves) or record (windows of the fitting years' own record)."
     )
+    end_value: Literal["none", "water_value"] = Field(
+        description="What the storage left at the end of an episode is worth. none: nothing (the MDP ends there, "
+        "and the optimum empties the reservoir in its last months); water_value: what it earns in the next "
+        "horizon, from the SDP's values of a fresh horizon, less what the initial storage earns (leaving the "
+        "reservoir as it was found is worth 0), added to the last month's reward of the agent, the SDP, "
+        "foresight and random alike."
+    )
     inflow_median: PositiveFloatTuple = Field(
         min_length=12, max_length=12, description="Median monthly inflow in units, January first."
     )

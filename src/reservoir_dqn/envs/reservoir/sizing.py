@@ -18,6 +18,10 @@ reservoir's profile, before any work:
   :data:`MIN_UNITS_PER_YEAR` storage units. The record is read in whole units, so most months'
   inflows round to 0 or 1, every policy's return is dominated by that rounding, and the
   figures (SOP below random, the SDP at the foresight bound) mean nothing;
+- *refused*: a reservoir whose Markov SDP already scores 1.000 of the foresight bound on the
+  fitting years' windows (random 0): knowing every inflow in advance is worth nothing there, so
+  there is no decision under uncertainty to learn or to measure, and every score against
+  foresight would be 1 or meaningless (a river with no variability the grid can see);
 - *warned*: a demand above the mean annual flow (no storage can meet it on average: every
   policy's return is dominated by shortage; a real over-allocated river is a study one may
   want, so it runs); an active storage below the median month's inflow (a run-of-river plant:
@@ -34,8 +38,11 @@ from typing import Any
 import numpy as np
 
 from reservoir_dqn.config import ConfigError
+from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.records import MONTHS, Record, load_record, record_version
+from reservoir_dqn.envs.reservoir.sdp import foresight, random_rewards, solve, table_returns
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
+from reservoir_dqn.envs.reservoir.windows import find_windows
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +150,29 @@ def check_size(config: ReservoirConfig) -> None:
     refusals, warnings = sizing_problems(config, size)
     if refusals:
         raise ConfigError(refusals[0])
+    if (score := _sdp_over_foresight(config, record_version(record.path))) is not None and score >= 1.0 - 1e-9:
+        raise ConfigError(
+            f"env.reservoir (record {record.path}, {record.column}): the Markov SDP scores {score:.3f} of the "
+            "foresight bound on the fitting years' windows, so knowing every inflow in advance is worth nothing and "
+            "no policy has a decision under uncertainty to learn: size the reservoir for a river whose flows vary "
+            "on its grid (a smaller unit_hm3, or another record)"
+        )
     for line in warnings:
         if line not in _warned:
             _warned.add(line)
             log.warning(f"warning: {line}")
+
+
+@lru_cache(maxsize=8)
+def _sdp_over_foresight(config: ReservoirConfig, version: int) -> float | None:
+    """The Markov SDP's score (random 0, foresight 1) on the fitting years' windows, or ``None`` (no window; the
+    record's own check says so). ``version``: the record file's, which the cache key must hold."""
+    model = ReservoirModel.from_config(config)
+    windows = find_windows(config, model.chain, "training")
+    if windows is None:
+        return None
+    last = windows.classes[:, -1]
+    bound = float(foresight(model, windows.inflows, last).returns.sum())
+    random = float(random_rewards(model, windows.inflows.double(), last).sum())
+    optimum = float(table_returns(model, solve(model).policy, windows.inflows, windows.classes).sum())
+    return (optimum - random) / (bound - random) if bound > random else 1.0
