@@ -87,3 +87,11 @@ def test_a_page_with_an_unknown_reference_fails() -> None:
     with pytest.raises(KeyError, match="no reference named 'nothing'"):
         docs_reference.expand("<!-- reference: nothing -->")
 
+
+def test_the_readme_links_only_to_pages_and_files_that_exist() -> None:
+    readme = (REPO / "README.md").read_text()
+    targets = re.findall(r"\]\(((?!https?://)[^)#]+)", readme)
+    assert any(target.startswith("docs/") for target in targets)
+    for target in targets:
+        assert (REPO / target).exists(), f"README links to {target}, which does not exist"
+    assert len(readme.encode()) <= 15_000, "the README holds at most 15 KB; the rest belongs in docs/"
