@@ -118,11 +118,11 @@ def test_the_report_shows_each_sides_interval_as_the_evaluation_clipped_it() -> 
 
 
 def test_the_readme_prints_the_report_compare_gives_on_the_stored_metrics() -> None:
-    """The README's "Trying a change" report, from the committed metrics and the stored gamma-095 experiment's."""
+    """The docs' "Try a change" report, from the committed metrics and the stored gamma-095 experiment's."""
     from reservoir_dqn.commands.verdict import exit_status, judge, markdown_report
 
-    readme = (REPO / "README.md").read_text()
-    printed = readme.split("It prints (measured; it exits 0, as the score did not drop by more than the tolerance):")[1]
+    page = (REPO / "docs/how-to/try-a-change.md").read_text()
+    printed = page.split("It prints (measured; it exits 0, as the score did not drop by more than the tolerance):")[1]
     printed = printed.split("Each row compares")[0].strip()
     baseline = Evaluation.from_json(json.loads((REPO / "metrics/eval.json").read_text()))
     change = Evaluation.from_json(json.loads((REPO / "examples/gamma-095/eval.json").read_text()))
@@ -210,8 +210,12 @@ def test_a_baseline_older_than_the_recorded_conditions_gets_one_line() -> None:
         parse_evaluation(json.dumps({"env": "reservoir"}), "metrics/eval.json of 'v1'")
 
 
-def test_the_readme_holds_the_one_table_of_exit_statuses() -> None:
-    assert markdown_table() in (REPO / "README.md").read_text()
+def test_the_docs_show_the_one_table_of_exit_statuses() -> None:
+    """The reference page is generated from the table (tools/docs_reference.py; tests/test_docs.py builds it)."""
+    page = (REPO / "docs/reference/exit-statuses.md").read_text()
+    assert "<!-- reference: exit-statuses -->" in page
+    assert "| 0 | ok |" not in page, "the table is generated, never copied by hand"
+    assert markdown_table().startswith("| status | name | meaning |")
     assert len({int(status) for status in Exit}) == len(Exit)
 
 

@@ -250,10 +250,13 @@ def test_a_meaningless_reservoir_is_refused_in_one_line_naming_the_key(
     assert tree_digest(project) == before
 
 
-def test_the_readme_lists_every_reservoir_rule() -> None:
+def test_the_docs_list_every_reservoir_rule() -> None:
+    """The parameters' reference generates the table (tools/docs_reference.py) and says how many bad values this
+    file tries; the fault table says the same number."""
     table = rules.markdown_table(ReservoirConfig, "env.reservoir", RESERVOIR_RULES)
-    readme = (REPO / "README.md").read_text()
-    assert table in readme and f"tries {len(BAD_RESERVOIR)} bad values" in readme
+    page = (REPO / "docs/reference/parameters.md").read_text()
+    assert "<!-- reference: reservoir-rules -->" in page and f"tries {len(BAD_RESERVOIR)} bad values" in page
+    assert f"({len(BAD_RESERVOIR)} tried)" in (REPO / "docs/how-to/faults.md").read_text()
     assert len(RESERVOIR_RULES) >= 6 and table.count("\n") >= 20
 
 

@@ -169,9 +169,9 @@ def test_at_most_four_modules_at_the_top() -> None:
 
 
 def _readme_layout() -> list[str]:
-    """The lines of the README's Layout block under ``src/reservoir_dqn/``."""
-    text = (REPO / "README.md").read_text()
-    block = text.split("## Layout", 1)[1].split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    """The lines of the Layout block (docs/reference/layout.md) under ``src/reservoir_dqn/``."""
+    text = (REPO / "docs/reference/layout.md").read_text()
+    block = text.split("# Layout", 1)[1].split("```text\n", 1)[1].split("```", 1)[0].splitlines()
     start = next(index for index, line in enumerate(block) if line.startswith("src/reservoir_dqn/"))
     end = next(index for index in range(start + 1, len(block)) if not block[index].startswith(" "))
     return block[start + 1 : end]
@@ -190,7 +190,9 @@ def test_the_readme_layout_names_every_package_and_only_files_that_exist() -> No
         str(path.parent.relative_to(PACKAGE)) for path in PACKAGE.rglob("__init__.py") if path.parent != PACKAGE
     )
     assert named == sorted(named, key=lambda name: (LAYERS.index(name.split("/")[0]), name)), "out of layer order"
-    assert sorted(named) == packages, f"the README's Layout and the tree differ: {sorted(set(named) ^ set(packages))}"
+    assert sorted(named) == packages, (
+        f"the Layout page (docs/reference/layout.md) and the tree differ: {sorted(set(named) ^ set(packages))}"
+    )
     text = "\n".join(_readme_layout())
     for module in set(re.findall(r"(?<![/\w])(\w+)\.py\b", text)):  # tests/... paths are the tests'
-        assert list(PACKAGE.rglob(f"{module}.py")), f"the README's Layout names {module}.py, which does not exist"
+        assert list(PACKAGE.rglob(f"{module}.py")), f"the Layout page names {module}.py, which does not exist"

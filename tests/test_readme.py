@@ -1,9 +1,10 @@
-"""The README's commands, typed as a newcomer types them, in a fresh clone with a tiny budget.
+"""The documented commands, typed as a newcomer types them, in a fresh clone with a tiny budget.
 
-Every command of the README's ``bash`` blocks either runs here verbatim (through ``bash -c``
-in a copy of the repository made a git repository, no virtual environment activated) or is
-listed in ``NOT_RUN`` with the reason. A command added to the README, or changed in it,
-without the same change here fails ``test_every_readme_command_is_run_here_or_excused``.
+Every command of the ``bash`` blocks of the README and of the documentation site (``docs/**/*.md``)
+either runs here verbatim (through ``bash -c`` in a copy of the repository made a git repository,
+no virtual environment activated) or is listed in ``NOT_RUN`` with the reason. A command added to
+a page, or changed in it, without the same change here fails
+``test_every_readme_command_is_run_here_or_excused``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ TUNE = ".venv/bin/reservoir-dqn tune"
 TUNE_BEST = ".venv/bin/reservoir-dqn tune --best --output tune-best.args"
 RUN_BEST = ".venv/bin/dvc exp run --temp $(cat tune-best.args) --name tuned"
 PROMOTE = ".venv/bin/reservoir-dqn promote"
+CI_GATE = ".ci/compare-metrics main gamma-095 compare.md"
 SERVE = (
     'PATH="$PWD/.venv/bin:$PATH" MLFLOW_TRACKING_URI=sqlite:///mlflow.db mlflow models serve '
     "-m models:/reservoir-dqn-reservoir@champion --env-manager local -h 127.0.0.1 -p 5001"
@@ -90,6 +92,7 @@ NOT_RUN = {
     ".venv/bin/dvc remote modify team keyfile ~/.ssh/id_ed25519": "the same",
     "make bench": "a benchmark of about 40 minutes, not a test (bench/results/ holds its figures)",
     "make soak": "a 1,000,000-frame benchmark, not a test",
+    # `make docs` is written inline, not in a bash block: it serves until Ctrl-C (tests/test_docs.py builds the site)
     ".venv/bin/reservoir-dqn promote --back": "needs an earlier champion; tests/test_champion.py moves the alias "
     "forth and back through the same entry point on a hand-made registry",
     ".venv/bin/reservoir-dqn promote --force": "the same",
@@ -109,15 +112,20 @@ NOT_RUN = {
     "tests/test_records.py checks is of the recipe as it stands, and test_training.py resumes the same reservoir",
 }
 # MAKE_RUN is run by tests.dvc_repo.baseline_repo, which builds the project every test here starts from.
-RUN_HERE = (MAKE_RUN, TRY_CHANGE, COMPARE, EXP_SHOW, QUEUE, QUEUE_START, QUEUE_STATUS, TRAIN, EVALUATE,
+RUN_HERE = (MAKE_RUN, TRY_CHANGE, COMPARE, CI_GATE, EXP_SHOW, QUEUE, QUEUE_START, QUEUE_STATUS, TRAIN, EVALUATE,
             PLOT, PLOTS_SHOW, PLOTS_DIFF, MLFLOW_UI, TENSORBOARD, TUNE, TUNE_BEST, RUN_BEST, PROMOTE,
             SERVE, ASK, UNSUPPORTED, RECORD_ADD, RECORD_RUN)  # fmt: skip
 
 
-def readme_commands() -> list[str]:
-    """Every command line of the README's ``bash`` blocks: continuations joined, comments dropped."""
+def documented_pages() -> list[Path]:
+    """The README and every page of the documentation site."""
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+
+
+def page_commands(page: Path) -> list[str]:
+    """Every command line of ``page``'s ``bash`` blocks: continuations joined, comments dropped."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), flags=re.DOTALL):
+    for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.DOTALL):
         for line in re.sub(r"\\\n\s*", "", block).splitlines():
             command = re.sub(r"(^|\s+)#\s.*$", "", line).strip()
             if command:
@@ -125,14 +133,24 @@ def readme_commands() -> list[str]:
     return commands
 
 
+def readme_commands() -> list[str]:
+    """Every documented command: the README's and the site's, each page's in order."""
+    return [command for page in documented_pages() for command in page_commands(page)]
+
+
 def readme_python() -> str:
-    (snippet,) = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.DOTALL)
+    """The one ``python`` block of the documentation (loading the champion)."""
+    (snippet,) = [
+        snippet
+        for page in documented_pages()
+        for snippet in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
+    ]
     return snippet
 
 
 def sh(repo: Path, command: str, check: bool = True, **extra: str) -> subprocess.CompletedProcess[str]:
-    """``command`` as the README writes it, run by bash in ``repo``."""
-    assert command in readme_commands(), f"not a README command: {command}"
+    """``command`` as the documentation writes it, run by bash in ``repo``."""
+    assert command in readme_commands(), f"not a documented command: {command}"
     return run(repo, "bash", "-c", command, check=check, env=clean_env(repo, **extra))
 
 
@@ -145,8 +163,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
 def test_every_readme_command_is_run_here_or_excused() -> None:
     commands = readme_commands()
     assert not set(RUN_HERE) & set(NOT_RUN)
-    assert sorted(set(commands) - set(RUN_HERE) - set(NOT_RUN)) == [], "README commands this test does not know"
-    assert sorted((set(RUN_HERE) | set(NOT_RUN)) - set(commands)) == [], "commands no longer in the README"
+    assert sorted(set(commands) - set(RUN_HERE) - set(NOT_RUN)) == [], "documented commands this test does not know"
+    assert sorted((set(RUN_HERE) | set(NOT_RUN)) - set(commands)) == [], "commands no longer documented"
 
 
 def test_a_change_is_tried_and_compared(repo: Path) -> None:
@@ -154,6 +172,9 @@ def test_a_change_is_tried_and_compared(repo: Path) -> None:
     compared = sh(repo, COMPARE, check=False)
     assert compared.returncode in (0, 1), compared.stderr
     assert "| score |" in compared.stdout and "`dqn.gamma` 0.995 -> 0.95" in compared.stdout
+    gate = sh(repo, CI_GATE, check=False)  # the CI gate on the same two: compare's status, and one line saying it
+    assert gate.returncode == compared.returncode, gate.stdout + gate.stderr
+    assert gate.stdout.splitlines()[-1].startswith("gate: ") and (repo / "compare.md").read_text() in compared.stdout
 
 
 def test_a_sweep_goes_through_the_queue_and_is_shown_within_120_columns(repo: Path) -> None:
@@ -272,14 +293,14 @@ def test_the_best_trial_goes_through_the_pipeline_with_exactly_its_params(repo: 
     assert {key for key, change in changes.items() if change["old"] != change["new"]} <= set(best.params)
 
 
-def _section(title: str) -> str:
-    text = (REPO / "README.md").read_text()
+def _section(page: str, title: str) -> str:
+    text = (REPO / page).read_text()
     start = text.index(title)
     return text[start : text.find("\n#", start + len(title))]
 
 
 def test_while_no_remote_is_configured_every_cached_output_is_documented_as_rebuilt() -> None:
-    """A teammate's `dvc pull` has nothing to pull from: the README must say what `make run` rebuilds instead."""
+    """A teammate's `dvc pull` has nothing to pull from: the docs must say what `make run` rebuilds instead."""
     config = (REPO / ".dvc/config").read_text()
     if re.search(r"^\s*remote\s*=", config, flags=re.MULTILINE) or "['remote " in config:
         pytest.skip("a remote is configured: tests/test_remote.py checks that `dvc pull` gets the outputs")
@@ -296,14 +317,24 @@ def test_while_no_remote_is_configured_every_cached_output_is_documented_as_rebu
     }
     params = yaml.safe_load((REPO / "params.yaml").read_text())["paths"]
     in_git = {re.sub(r"\$\{paths\.(\w+)\}", lambda m: params[m.group(1)], path) for path in in_git}
-    rebuilt = set(re.findall(r"^- (.+?) \(", _section("**A teammate's path in this repository.**"), flags=re.MULTILINE))
+    rebuilt = set(
+        re.findall(
+            r"^- (.+?) \(",
+            _section("docs/how-to/remotes.md", "## A teammate's path in this repository"),
+            flags=re.MULTILINE,
+        )
+    )
     documented = {name.strip("`") for line in rebuilt for name in line.split(", ")}
     assert cached - in_git, "dvc.lock records no cached output: nothing for a teammate to rebuild"
     assert sorted((cached - in_git) - documented) == []
 
 
 def test_every_fault_of_the_fault_table_is_a_test() -> None:
-    rows = [line for line in _section("## Faults").splitlines() if line.startswith("| ") and "`tests/" in line]
+    rows = [
+        line
+        for line in _section("docs/how-to/faults.md", "## Faults").splitlines()
+        if line.startswith("| ") and "`tests/" in line
+    ]
     assert len(rows) >= 12
     for row in rows:
         for module, name in re.findall(r"`tests/(\w+)\.py::(\w+)`", row):
