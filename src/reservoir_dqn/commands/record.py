@@ -11,7 +11,8 @@ trains and evaluates a reservoir on it, named ``reservoir-<name>`` (its own MLfl
 model and champion), sized for this river (:mod:`reservoir_dqn.envs.reservoir.sizing`: one
 storage unit a hundredth of the mean annual flow; ``--storage-share`` and ``--demand-share``
 set the active storage and the year's demand as shares of that flow), fitted on the record
-but its last ``--hold-out-years`` whole years, which are held out.
+but its last ``--hold-out-years`` whole years, which are held out, or but the years ``--held-out
+FIRST-LAST`` anywhere in it (a drought of record).
 
 A file that cannot be read, a name already taken by another file, a share out of range: one
 line, exit status 2, nothing written.
@@ -33,7 +34,7 @@ from reservoir_dqn.common.files import write_text
 from reservoir_dqn.common.process import exit_process
 from reservoir_dqn.config import DEFAULT_PARAMS, load_config
 from reservoir_dqn.envs.reservoir.gauges import monthly_csv, read_gauge_file
-from reservoir_dqn.envs.reservoir.records import UNITS, Record
+from reservoir_dqn.envs.reservoir.records import UNITS, Record, RecordError
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
 from reservoir_dqn.envs.reservoir.sizing import RiverSize, sized_settings
 from reservoir_dqn.envs.reservoir.split import record_split
@@ -58,7 +59,14 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--demand-share", type=float, help="the year's demand, share of the mean annual flow (default 0.56)"
     )
-    add.add_argument("--hold-out-years", type=int, default=20, help="the record's last whole years held out (20)")
+    held = add.add_mutually_exclusive_group()
+    held.add_argument("--hold-out-years", type=int, default=20, help="the record's last whole years held out (20)")
+    held.add_argument(
+        "--held-out",
+        metavar="FIRST-LAST",
+        help="held-out years anywhere in the record instead (e.g. 1961-1972, a drought of record), each from the "
+        "reservoir's start month; the chain is fitted on every other whole year",
+    )
     add.add_argument(
         "--force", action="store_true", help="replace data/<name>_monthly_hm3.csv if it holds another record"
     )
@@ -86,6 +94,30 @@ def fitting_years(record: Record, held_out: int, reservoir: ReservoirConfig) -> 
             f"{start + 1}: hold out more years"
         )
     return first, last
+
+
+def held_out_years(record: Record, text: str, reservoir: ReservoirConfig) -> tuple[int, int, tuple[int, int]]:
+    """``--held-out FIRST-LAST``: the record's whole years, and the held-out years, which must hold a held-out
+    window of ``reservoir``'s horizon and leave a training window outside them."""
+    match = re.fullmatch(r"(\d{4})-(\d{4})", text)
+    if match is None or int(match[1]) > int(match[2]):
+        raise ConfigError(f"--held-out {text}: two years, the first first, as FIRST-LAST (e.g. 1961-1972)")
+    held_out = (int(match[1]), int(match[2]))
+    first = int(record.years[0]) + (record.first[1] != 1)
+    last = int(record.years[-1]) - (int(record.calendar_months[-1]) != 11)
+    settings = reservoir.record.model_copy(update={"first_year": first, "last_year": last, "held_out": held_out})
+    try:
+        split = record_split(record, settings, reservoir.start_month)
+    except RecordError as error:
+        raise ConfigError(f"--held-out {text}: {str(error).split(': ', 1)[1]}") from None
+    horizon, start = reservoir.horizon_months, reservoir.start_month
+    for part, fix in (("held_out", "hold out more years"), ("training", "hold out fewer years")):
+        if not window_starts(record, split, part, horizon, start):  # type: ignore[arg-type]
+            raise ConfigError(
+                f"--held-out {text}: {'these' if part == 'held_out' else 'the other'} years of {record.span} hold no "
+                f"{horizon}-month {part.replace('_', '-')} window starting in month {start + 1}: {fix}"
+            )
+    return first, last, held_out
 
 
 def experiment_line(name: str, settings: Mapping[str, object]) -> str:
@@ -117,7 +149,10 @@ def run(argv: Sequence[str] | None = None) -> None:
     gauge = read_gauge_file(args.file, args.column, args.units, args.date_column)
     record, size = gauge.record, RiverSize.of(gauge.record)
     default: ReservoirConfig = load_config(args.params).env.settings(ReservoirConfig, "reservoir")
-    first, last = fitting_years(record, args.hold_out_years, default)
+    if args.held_out is not None:
+        first, last, held_out = held_out_years(record, args.held_out, default)
+    else:
+        (first, last), held_out = fitting_years(record, args.hold_out_years, default), None
     target = DATA / f"{args.name}_monthly_hm3.csv"
     if target.as_posix() == Path(default.record.path).as_posix():
         raise ConfigError(f"--name {args.name}: {target} is {args.params}'s own record; choose another name")
@@ -128,6 +163,7 @@ def run(argv: Sequence[str] | None = None) -> None:
         "record.units": "hm3",
         "record.first_year": first,
         "record.last_year": last,
+        **({} if held_out is None else {"record.held_out": list(held_out)}),
         **sized_settings(size, default, args.storage_share, args.demand_share),
     }
     settings = {"env.name": f"reservoir-{args.name}", "env.section": "reservoir"}
@@ -148,8 +184,13 @@ def run(argv: Sequence[str] | None = None) -> None:
     print(_stage(target))
     print(
         f"sized for this river: one storage unit is {size.unit_hm3:g} hm3 (a hundredth of the mean annual flow), "
-        f"active storage {reservoir.get('capacity', default.capacity)} units, the chain fitted on {first}-{last}, "
-        f"held out: the 10-year windows from {last + 1} on"
+        f"active storage {reservoir.get('capacity', default.capacity)} units, "
+        + (
+            f"the chain fitted on {first}-{last}, held out: the {default.horizon_months}-month windows from "
+            f"{last + 1} on"
+            if held_out is None
+            else f"held out: {held_out[0]}-{held_out[1]}, the chain fitted on the other years of {first}-{last}"
+        )
     )
     print("run it:")
     print(f"  {experiment_line(args.name, settings)}")
