@@ -102,6 +102,12 @@ BAD_FILES = [
     ("evaluation seeds overlap training", lambda p: _set(p, "evaluate.seed", 7), [], ["evaluate.seed", "7"]),
     ("unknown loss", lambda p: _set(p, "dqn.loss", "mse"), [], ["dqn.loss", '"mse"']),
     ("override unknown key", lambda p: p, ["dqn.gamme=0.9"], ["'dqn.gamme'", "did you mean 'dqn.gamma'"]),
+    (
+        "override of a key an older file lacks",
+        lambda p: {**p, "dqn": {k: v for k, v in p["dqn"].items() if k != "gamma"}},
+        ["dqn.gamma=0.9"],
+        ["the parameter file has no 'dqn.gamma', which this version reads: add it"],
+    ),
     ("override without value", lambda p: p, ["dqn.gamma"], ["dqn.gamma", "KEY=VALUE"]),
     ("override out of range", lambda p: p, ["dqn.gamma=2"], ["dqn.gamma", "2"]),
     ("override path outside", lambda p: p, ["paths.checkpoints=/tmp/elsewhere"], ["paths.checkpoints"]),

@@ -116,6 +116,11 @@ def _unknown_key(parts: Sequence[str], siblings: Mapping[str, Any], source: str)
     model = _model_at(Config, parts[:-1])
     candidates = list(model.model_fields) if model is not None else list(siblings)
     dotted = ".".join(parts)
+    if parts[-1] in candidates:  # a key this version reads, missing from an older parameter file
+        raise ConfigError(
+            f"{source}: the parameter file has no '{dotted}', which this version reads: add it (CHANGELOG.md says "
+            "which keys are new)"
+        )
     hint = difflib.get_close_matches(parts[-1], candidates, n=1, cutoff=0.6)
     suggestion = f" (did you mean '{'.'.join([*parts[:-1], hint[0]])}'?)" if hint else ""
     raise ConfigError(f"{source}: unknown key '{dotted}'{suggestion}")
