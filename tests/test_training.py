@@ -17,9 +17,9 @@ from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import register
 from reservoir_dqn.training import checkpoints as checkpoint
 from reservoir_dqn.training.checkpoints import verify_archive
-from reservoir_dqn.training.loop import TrainingDiverged
+from reservoir_dqn.training.loop import TrainingDiverged, plateaued
 from reservoir_dqn.training.loop import train as train_loop
-from reservoir_dqn.training.session import agent_seeds, env_seeds, start
+from reservoir_dqn.training.session import Progress, agent_seeds, env_seeds, start
 from tests.conftest import REPO, model_weights, write_params
 from tests.delaware import RECORD
 from tests.identity_env import IDENTITY, LENGTH, IdentityProfile
@@ -249,6 +249,35 @@ def test_an_agent_that_reaches_the_target_stops_and_keeps_that_network(project: 
     # Every agent reaches a return >= -1 at the first validation, stops there, and the run ends.
     assert result.summary.frames == 200
     assert [agent.stopped_at_frames for agent in result.summary.agents] == [200, 200]
+
+
+def test_an_agent_has_converged_once_its_best_validation_stops_rising() -> None:
+    """The plateau: patience ``plateau_validations`` validations without a rise above ``plateau_min_delta``."""
+    settings = load_config(REPO / "params.yaml", ["train.plateau_validations=3", "train.plateau_min_delta=0.005"]).train
+    progress = Progress(last_score=[0.0])
+    seen = []
+    for frames, score in zip(range(1000, 9000, 1000), (0.1, 0.5, 0.503, 0.50, 0.49, 0.60, 0.7, 0.8), strict=True):
+        progress.frames = frames
+        seen.append(plateaued(progress, 0, score, settings))
+    # 0.503 is no rise over 0.5 + 0.005; three such validations after the best at 2,000 frames: converged there,
+    # and a later rise does not undo it.
+    assert seen == [False, False, False, False, True, True, True, True]
+    assert progress.converged_frames == [2000]
+
+
+def test_until_converged_stops_each_agent_at_its_plateau(project: Path) -> None:
+    register(IdentityProfile())
+    write_params(project / "params.yaml", **{**IDENTITY, "train.eval_interval_frames": 200})
+    sets = ["train.until_converged=true", "train.plateau_validations=1", "train.plateau_min_delta=10",
+            "train.total_frames=2000"]  # fmt: skip
+    result = train_loop(start(load_config(project / "params.yaml", sets), project / "ck"))
+    # No later validation can beat the first by 10: each agent converged there, and stops at the next one.
+    assert [agent.converged_at_frames for agent in result.summary.agents] == [200, 200]
+    assert [agent.stopped_at_frames for agent in result.summary.agents] == [400, 400]
+    assert result.summary.frames == 400
+    assert result.summary.convergence() == (
+        "converged: 2 of 2 agents (agent 0 at 200, agent 1 at 200; frames of the plateau's best)"
+    )
 
 
 def test_dqn_learns_the_identity_task(project: Path) -> None:

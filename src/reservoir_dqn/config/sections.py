@@ -129,6 +129,18 @@ class TrainConfig(Section):
         description="Stop an agent once its validation mean return reaches this value (null: never stop early)."
     )
     select_best: bool = Field(description="Ship each agent's best-validated snapshot instead of its final network.")
+    plateau_validations: PositiveInt = Field(
+        description="An agent has converged once this many validations in a row have not raised its best "
+        "validation score by more than plateau_min_delta (patience, as Stable-Baselines3's "
+        "StopTrainingOnNoModelImprovement); it converged at the frames of that best validation."
+    )
+    plateau_min_delta: float = Field(
+        ge=0.0, description="The least rise of the best validation score (0 = random, 1 = the reference) that counts."
+    )
+    until_converged: bool = Field(
+        description="Stop each agent once it has converged (total_frames is then the ceiling); off: every agent "
+        "trains to total_frames, and the run only reports whether and where each converged."
+    )
     checkpoint_interval_frames: PositiveInt = Field(description="Frames between checkpoints.")
     keep_checkpoints: PositiveInt = Field(description="Newest checkpoints kept on disk.")
     checkpoint_buffer: Literal["auto", "always", "never"] = Field(

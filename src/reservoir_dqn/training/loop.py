@@ -37,7 +37,7 @@ from reservoir_dqn.agent import Agent, NetworkSpec, anneal, select_agents
 from reservoir_dqn.agent.dqn import learn
 from reservoir_dqn.common.metrics import Record, Sink
 from reservoir_dqn.common.process import raise_pending
-from reservoir_dqn.config import VALIDATION_SEED_BASE
+from reservoir_dqn.config import VALIDATION_SEED_BASE, TrainConfig
 from reservoir_dqn.evaluation.episodes import run_agents
 from reservoir_dqn.training.curves import VALIDATION, Interval
 from reservoir_dqn.training.replay import anneal_beta
@@ -169,20 +169,49 @@ def _validate(session: Session) -> Record:
             progress.best_return[index], progress.best_score[index] = float(returns[index]), float(scores[index])
             progress.best_frames[index] = progress.frames
             _copy_agent(agent.averaged_network, session.best, index)
+        converged = plateaued(progress, index, float(scores[index]), config.train)
         if target is not None and returns[index] >= target:
-            progress.stopped_frames[index] = progress.frames
-            progress.stopped_seconds[index] = elapsed
-            _copy_agent(agent.averaged_network, session.stopped, index)
-            log.info(
-                f"agent {index} reached a validation return of {float(returns[index]):.1f} (>= {target:g}) "
-                f"at {progress.frames:,} frames and stops learning"
+            _stop(
+                session, index, elapsed, f"reached a validation return of {float(returns[index]):.1f} (>= {target:g})"
             )
+        elif converged and config.train.until_converged:
+            _stop(session, index, elapsed, f"converged (its best validation at {progress.converged_frames[index]:,})")
     progress.validated_at = progress.frames
     return Record.of(
         VALIDATION,
         progress.frames,
         {"return": torch.tensor(progress.last_return), "score": torch.tensor(progress.last_score)},
     )
+
+
+def plateaued(progress: Progress, index: int, score: float, settings: TrainConfig) -> bool:
+    """Count agent ``index``'s validation ``score`` toward its plateau; whether it has converged (now or before).
+
+    A score above the plateau's best by more than ``plateau_min_delta`` starts a new plateau there; after
+    ``plateau_validations`` validations in a row without one, the agent converged at that best's frames.
+    """
+    agents = len(progress.last_score)
+    if len(progress.plateau_best) != agents:  # a checkpoint written before plateaus were counted: count from here
+        progress.plateau_best, progress.plateau_frames = [float("-inf")] * agents, [0] * agents
+        progress.plateau_count, progress.converged_frames = [0] * agents, [None] * agents
+    if progress.converged_frames[index] is not None:
+        return True
+    if score > progress.plateau_best[index] + settings.plateau_min_delta:
+        progress.plateau_best[index], progress.plateau_frames[index] = score, progress.frames
+        progress.plateau_count[index] = 0
+    else:
+        progress.plateau_count[index] += 1
+    if progress.plateau_count[index] >= settings.plateau_validations:
+        progress.converged_frames[index] = progress.plateau_frames[index]
+    return progress.converged_frames[index] is not None
+
+
+def _stop(session: Session, index: int, elapsed: float, why: str) -> None:
+    """Agent ``index`` stops learning: its network is kept as it is now."""
+    progress = session.progress
+    progress.stopped_frames[index], progress.stopped_seconds[index] = progress.frames, elapsed
+    _copy_agent(session.agent.averaged_network, session.stopped, index)
+    log.info(f"agent {index} {why} at {progress.frames:,} frames and stops learning")
 
 
 @torch.no_grad()
@@ -261,6 +290,7 @@ def _result(session: Session) -> TrainResult:
                 stopped_after_seconds=progress.stopped_seconds[index],
                 solved_at_frames=progress.solved_frames[index],
                 solved_after_seconds=progress.solved_seconds[index],
+                converged_at_frames=(progress.converged_frames or [None] * agent.agents)[index],
             )
             for index in range(agent.agents)
         ],

@@ -65,6 +65,10 @@ class Progress(BaseModel):
     stopped_seconds: list[float | None] = []  # ... and after how much training and validation time
     solved_frames: list[int | None] = []  # per agent: when its validation first reached the profile's solved_return ...
     solved_seconds: list[float | None] = []  # ... and after how much training and validation time
+    plateau_best: list[float] = []  # per agent: the best validation score that counted as a rise ...
+    plateau_frames: list[int] = []  # ... when it came ...
+    plateau_count: list[int] = []  # ... and the validations since that did not beat it by plateau_min_delta
+    converged_frames: list[int | None] = []  # per agent: the frames of that best, once plateau_validations passed
     run_ids: dict[str, str] = {}  # the tracking runs this training logs to, continued on resume
     resumed_without_buffer: list[int] = []  # frames of each resume that restarted from an empty replay buffer
     resumed_at_episode_boundary: list[int] = []  # frames of each resume that restarted the episodes in flight
@@ -207,6 +211,10 @@ def _build(config: Config, device: torch.device, checkpoints: Checkpointer | Non
         stopped_seconds=[None] * agents,
         solved_frames=[None] * agents,
         solved_seconds=[None] * agents,
+        plateau_best=[float("-inf")] * agents,
+        plateau_frames=[0] * agents,
+        plateau_count=[0] * agents,
+        converged_frames=[None] * agents,
     )
     best, stopped = copy.deepcopy(agent.averaged_network), copy.deepcopy(agent.averaged_network)
     checkpoint = Checkpoint(

@@ -29,6 +29,9 @@ class AgentTraining(_Record):
     stopped_after_seconds: float | None
     solved_at_frames: int | None  # first validation at or above the profile's solved_return
     solved_after_seconds: float | None
+    # Converged: its best validation score not raised by train.plateau_min_delta over train.plateau_validations
+    # validations in a row; the frames of that best. None: still rising when training ended (or no validation).
+    converged_at_frames: int | None = None
 
 
 class ValidationReference(_Record):
@@ -64,6 +67,16 @@ class Training(_Record):
     params: dict[str, Any] | None = None  # the params sections training depends on, as it read them
     run_name: str | None = None
     tensorboard_dir: str | None = None  # relative to the tracking root
+
+    def convergence(self) -> str:
+        """Which agents converged, and where (``AgentTraining.converged_at_frames``), in one line."""
+        parts = [
+            f"agent {agent.seed_index} "
+            + (f"at {agent.converged_at_frames:,}" if agent.converged_at_frames is not None else "not converged")
+            for agent in self.agents
+        ]
+        done = sum(agent.converged_at_frames is not None for agent in self.agents)
+        return f"converged: {done} of {len(self.agents)} agents ({', '.join(parts)}; frames of the plateau's best)"
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump()
