@@ -251,25 +251,28 @@ def test_an_agent_that_reaches_the_target_stops_and_keeps_that_network(project: 
     assert [agent.stopped_at_frames for agent in result.summary.agents] == [200, 200]
 
 
-def test_an_agent_has_converged_once_its_best_validation_stops_rising() -> None:
-    """The plateau: patience ``plateau_validations`` validations without a rise above ``plateau_min_delta``."""
-    settings = load_config(REPO / "params.yaml", ["train.plateau_validations=3", "train.plateau_min_delta=0.005"]).train
+def test_an_agent_has_converged_once_the_moving_average_of_its_validations_stops_rising() -> None:
+    """The plateau: patience ``plateau_validations`` validations without a rise of the best moving average (of
+    ``plateau_window`` scores) above ``plateau_min_delta``."""
+    sets = ["train.plateau_window=2", "train.plateau_validations=3", "train.plateau_min_delta=0.005"]
+    settings = load_config(REPO / "params.yaml", sets).train
     progress = Progress(last_score=[0.0])
     seen = []
-    for frames, score in zip(range(1000, 9000, 1000), (0.1, 0.5, 0.503, 0.50, 0.49, 0.60, 0.7, 0.8), strict=True):
+    scores = (0.1, 0.5, 0.5, 0.504, 0.50, 0.508, 0.50, 0.9, 0.9)
+    for frames, score in zip(range(1000, 10000, 1000), scores, strict=True):
         progress.frames = frames
         seen.append(plateaued(progress, 0, score, settings))
-    # 0.503 is no rise over 0.5 + 0.005; three such validations after the best at 2,000 frames: converged there,
-    # and a later rise does not undo it.
-    assert seen == [False, False, False, False, True, True, True, True]
-    assert progress.converged_frames == [2000]
+    # Averages from the 2nd: 0.3, 0.5 (best at 3,000), 0.502, 0.502, 0.504, 0.504: three without a rise above
+    # 0.505 after 3,000: converged there at 6,000, and a later rise does not undo it.
+    assert seen == [False, False, False, False, False, True, True, True, True]
+    assert progress.converged_frames == [3000]
 
 
 def test_until_converged_stops_each_agent_at_its_plateau(project: Path) -> None:
     register(IdentityProfile())
     write_params(project / "params.yaml", **{**IDENTITY, "train.eval_interval_frames": 200})
-    sets = ["train.until_converged=true", "train.plateau_validations=1", "train.plateau_min_delta=10",
-            "train.total_frames=2000"]  # fmt: skip
+    sets = ["train.until_converged=true", "train.plateau_window=1", "train.plateau_validations=1",
+            "train.plateau_min_delta=10", "train.total_frames=2000"]  # fmt: skip
     result = train_loop(start(load_config(project / "params.yaml", sets), project / "ck"))
     # No later validation can beat the first by 10: each agent converged there, and stops at the next one.
     assert [agent.converged_at_frames for agent in result.summary.agents] == [200, 200]

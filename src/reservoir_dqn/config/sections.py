@@ -129,13 +129,17 @@ class TrainConfig(Section):
         description="Stop an agent once its validation mean return reaches this value (null: never stop early)."
     )
     select_best: bool = Field(description="Ship each agent's best-validated snapshot instead of its final network.")
+    plateau_window: PositiveInt = Field(
+        description="Validations in the moving average of an agent's validation score that the plateau watches "
+        "(one validation's score is noisy: 1 watches it raw)."
+    )
     plateau_validations: PositiveInt = Field(
-        description="An agent has converged once this many validations in a row have not raised its best "
-        "validation score by more than plateau_min_delta (patience, as Stable-Baselines3's "
-        "StopTrainingOnNoModelImprovement); it converged at the frames of that best validation."
+        description="An agent has converged once this many validations in a row have not raised the best of "
+        "that moving average by more than plateau_min_delta (patience, as Stable-Baselines3's "
+        "StopTrainingOnNoModelImprovement counts it); it converged at the frames of that best."
     )
     plateau_min_delta: float = Field(
-        ge=0.0, description="The least rise of the best validation score (0 = random, 1 = the reference) that counts."
+        ge=0.0, description="The least rise of the best moving average (score: 0 random, 1 the reference) that counts."
     )
     until_converged: bool = Field(
         description="Stop each agent once it has converged (total_frames is then the ceiling); off: every agent "

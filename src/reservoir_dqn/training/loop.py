@@ -187,17 +187,24 @@ def _validate(session: Session) -> Record:
 def plateaued(progress: Progress, index: int, score: float, settings: TrainConfig) -> bool:
     """Count agent ``index``'s validation ``score`` toward its plateau; whether it has converged (now or before).
 
-    A score above the plateau's best by more than ``plateau_min_delta`` starts a new plateau there; after
-    ``plateau_validations`` validations in a row without one, the agent converged at that best's frames.
+    The plateau watches the moving average of the last ``plateau_window`` scores: one above its best by more
+    than ``plateau_min_delta`` is a new best; after ``plateau_validations`` validations in a row without one,
+    the agent converged at that best's frames.
     """
     agents = len(progress.last_score)
     if len(progress.plateau_best) != agents:  # a checkpoint written before plateaus were counted: count from here
+        progress.plateau_recent = [[] for _ in range(agents)]
         progress.plateau_best, progress.plateau_frames = [float("-inf")] * agents, [0] * agents
         progress.plateau_count, progress.converged_frames = [0] * agents, [None] * agents
     if progress.converged_frames[index] is not None:
         return True
-    if score > progress.plateau_best[index] + settings.plateau_min_delta:
-        progress.plateau_best[index], progress.plateau_frames[index] = score, progress.frames
+    recent = (progress.plateau_recent[index] + [score])[-settings.plateau_window :]
+    progress.plateau_recent[index] = recent
+    if len(recent) < settings.plateau_window:
+        return False
+    average = sum(recent) / len(recent)
+    if average > progress.plateau_best[index] + settings.plateau_min_delta:
+        progress.plateau_best[index], progress.plateau_frames[index] = average, progress.frames
         progress.plateau_count[index] = 0
     else:
         progress.plateau_count[index] += 1

@@ -65,7 +65,8 @@ class Progress(BaseModel):
     stopped_seconds: list[float | None] = []  # ... and after how much training and validation time
     solved_frames: list[int | None] = []  # per agent: when its validation first reached the profile's solved_return ...
     solved_seconds: list[float | None] = []  # ... and after how much training and validation time
-    plateau_best: list[float] = []  # per agent: the best validation score that counted as a rise ...
+    plateau_recent: list[list[float]] = []  # per agent: its last plateau_window validation scores
+    plateau_best: list[float] = []  # per agent: the best of their moving average that counted as a rise ...
     plateau_frames: list[int] = []  # ... when it came ...
     plateau_count: list[int] = []  # ... and the validations since that did not beat it by plateau_min_delta
     converged_frames: list[int | None] = []  # per agent: the frames of that best, once plateau_validations passed
@@ -211,6 +212,7 @@ def _build(config: Config, device: torch.device, checkpoints: Checkpointer | Non
         stopped_seconds=[None] * agents,
         solved_frames=[None] * agents,
         solved_seconds=[None] * agents,
+        plateau_recent=[[] for _ in range(agents)],
         plateau_best=[float("-inf")] * agents,
         plateau_frames=[0] * agents,
         plateau_count=[0] * agents,

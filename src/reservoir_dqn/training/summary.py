@@ -29,8 +29,9 @@ class AgentTraining(_Record):
     stopped_after_seconds: float | None
     solved_at_frames: int | None  # first validation at or above the profile's solved_return
     solved_after_seconds: float | None
-    # Converged: its best validation score not raised by train.plateau_min_delta over train.plateau_validations
-    # validations in a row; the frames of that best. None: still rising when training ended (or no validation).
+    # Converged: the moving average of its validation scores (train.plateau_window) not raised above its best by
+    # train.plateau_min_delta over train.plateau_validations validations; the frames of that best. None: still
+    # rising when training ended (or never validated).
     converged_at_frames: int | None = None
 
 
