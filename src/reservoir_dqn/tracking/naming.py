@@ -50,6 +50,7 @@ class Tag(StrEnum):
     OPTUNA_STATE = "optuna_state"  # a trial: complete, pruned, killed, failed, invalid
     BEST_TRIAL = "best_trial"  # a study's run: its best trial's number
     CHAMPION_HISTORY = "champion_history"  # a registered model: the moves of 'champion' (JSON)
+    COMPARED_TO = "compared_to"  # a pipeline run that `compare` judged: its baseline (and <metric>_verdict tags)
 
 
 RUN_KIND = Tag.RUN_KIND  # the tag every run of this package carries: one of RunKind
