@@ -22,8 +22,8 @@ from reservoir_dqn.envs.reservoir.figures import reservoir_figures
 from reservoir_dqn.evaluation.report import tracked_metrics
 from reservoir_dqn.evaluation.results import Evaluation
 from reservoir_dqn.tracking.comparisons import MetricChange, comparison_metrics, comparison_tags, described
-from reservoir_dqn.tracking.hparams import log_hparams
-from reservoir_dqn.tracking.sinks import TensorBoardSink
+from reservoir_dqn.tracking.hparams import log_hparams, score_layout
+from reservoir_dqn.tracking.sinks import MEAN_OVER_AGENTS, TensorBoardSink
 from reservoir_dqn.tracking.views import (
     COMPARED_VIEW,
     FIXED_COLUMNS,
@@ -35,7 +35,7 @@ from reservoir_dqn.tracking.views import (
     key_metrics,
     key_view_state,
 )
-from reservoir_dqn.training.curves import PROGRESS
+from reservoir_dqn.training.curves import PROGRESS, VALIDATION
 from reservoir_dqn.training.summary import Training
 from tests.conftest import REPO, write_params
 
@@ -104,6 +104,27 @@ def test_a_comparison_is_logged_as_the_views_name_it_and_replaces_an_earlier_one
     first = described("**gamma=0.95**: what the run is.", "| metric | ... first |")
     again = described(first, "| metric | ... second |")
     assert again.startswith("**gamma=0.95**: what the run is.") and "first" not in again and again.endswith("second |")
+
+
+def test_the_run_folder_gets_the_validation_mean_and_the_test_results_at_the_trained_frames(
+    tmp_path: Path, project: Path
+) -> None:
+    assert (VALIDATION.name,) == MEAN_OVER_AGENTS
+    folder = tmp_path / "runs" / "reservoir" / "baseline [0123abcd]"
+    sink = TensorBoardSink(folder, agents=2)
+    for step, scores in ((400, [0.2, 0.4]), (800, [0.5, 0.7])):
+        sink.emit([Record.of(VALIDATION, step, {"return": [1.0, 3.0], "score": scores})], [])
+    sink.close()
+    evaluation = _committed_evaluation()
+    log_hparams(folder, load_config(project / "params.yaml"), evaluation, frames=800)
+    events = EventAccumulator(str(folder)).Reload()
+    line = [(event.step, round(event.value, 6)) for event in events.Scalars("reservoir/validation/score")]
+    assert line == [(400, 0.3), (800, 0.6)]  # the run's own line: the mean over its agents
+    assert [event.step for event in events.Scalars("reservoir/test/score")] == [800]  # where its line ends
+    chart = score_layout("reservoir", "score")["reservoir"]
+    ((title, (kind, tags)),) = chart.items()
+    assert kind == "Multiline" and tags[:2] == ["^reservoir/validation/score$", "^reservoir/test/score$"], title
+    assert events.PluginTagToContent("custom_scalars")
 
 
 def test_the_parent_run_names_its_metrics_as_dvc_does() -> None:
