@@ -101,6 +101,9 @@ def test_a_comparison_is_logged_as_the_views_name_it_and_replaces_an_earlier_one
         "compared_to": "main (0123456789)",
         "score_verdict": "improvement",
     }
+    assert described(None, "| score | +0.01 [-0.8, +0.8] (+0.2%) |").endswith(
+        r"| score | +0.01 \[-0.8, +0.8\] (+0.2%) |"
+    )
     first = described("**gamma=0.95**: what the run is.", "| metric | ... first |")
     again = described(first, "| metric | ... second |")
     assert again.startswith("**gamma=0.95**: what the run is.") and "first" not in again and again.endswith("second |")

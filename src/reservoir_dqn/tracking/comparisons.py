@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = "mlflow.note.content"  # the run's description, which its page renders as Markdown
 REPORT_START = "\n\n<!-- reservoir-dqn compare -->\n"  # where the comparison starts in the description
+SIGNIFICANT_DIGITS = 4  # of the figures logged, as the report shows them
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,19 @@ class MetricChange:
     verdict: str
 
 
+def _digits(value: float) -> float:
+    """``value`` to the report's four significant digits, so that the runs table's narrow columns show it whole."""
+    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+
+
 def comparison_metrics(changes: Sequence[MetricChange]) -> dict[str, float]:
     """``score_baseline``, ``score_diff``, ``score_diff_lo``, ``score_diff_hi``, ... of every change."""
     metrics: dict[str, float] = {}
     for change in changes:
-        metrics[comparison_name(change.name, "baseline")] = change.baseline
-        metrics[comparison_name(change.name, "diff")] = change.difference
-        metrics[comparison_name(change.name, "diff_lo")] = change.low
-        metrics[comparison_name(change.name, "diff_hi")] = change.high
+        metrics[comparison_name(change.name, "baseline")] = _digits(change.baseline)
+        metrics[comparison_name(change.name, "diff")] = _digits(change.difference)
+        metrics[comparison_name(change.name, "diff_lo")] = _digits(change.low)
+        metrics[comparison_name(change.name, "diff_hi")] = _digits(change.high)
     return metrics
 
 
@@ -64,9 +70,14 @@ def comparison_tags(changes: Sequence[MetricChange], baseline: str) -> dict[str,
 
 
 def described(current: str | None, report: str) -> str:
-    """The run's description with ``report`` in place of an earlier comparison's."""
+    """The run's description with ``report`` in place of an earlier comparison's.
+
+    Its brackets are escaped: MLflow's Markdown reads an interval followed by a percentage, ``[-0.81, +0.81] (+0.2%)``,
+    as a link.
+    """
     own = (current or "").split(REPORT_START, 1)[0]
-    return f"{own}{REPORT_START}{report}"
+    escaped = report.replace("[", "\\[").replace("]", "\\]")
+    return f"{own}{REPORT_START}{escaped}"
 
 
 def store_exists(config: Config) -> bool:
