@@ -149,6 +149,9 @@ def test_a_run_name_fits_the_runs_table_and_counts_what_it_leaves_out(project: P
     assert "dqn.lr=0.001058949546597122" in identity.tags(config)["changed"]
     monkeypatch.setenv("DVC_EXP_NAME", "gamma-095")
     assert identify(load_config(project / "params.yaml", ["dqn.gamma=0.95"]), project).name == "gamma=0.95 (gamma-095)"
+    # A leaf is enough when no other key that names runs has it (tracking's champion budget never names one).
+    longer = identify(load_config(project / "params.yaml", ["train.total_frames=8000"]), project)
+    assert longer.name == "total_frames=8000 (gamma-095)"
 
 
 @pytest.mark.slow

@@ -167,7 +167,7 @@ def _name(changes: dict[str, tuple[Any, Any]], config: Config, limit: int) -> st
     """``gamma=0.95, lr=0.002``, within ``limit`` characters: the changes that do not fit are counted (`` +2``)."""
     if not changes:
         return "baseline"
-    leaves = [key.rsplit(".", 1)[-1] for key in config.flat()]
+    leaves = [key.rsplit(".", 1)[-1] for key in config.flat() if _names_the_run(key, config)]  # a leaf names its key
     parts = []
     for key, (_, value) in changes.items():
         leaf = key.rsplit(".", 1)[-1]
