@@ -28,7 +28,7 @@ system:
 	sh tools/system_packages.sh
 
 run: setup
-	$(BIN)/dvc repro
+	$(BIN)/reservoir-dqn dvc repro  # DVC, with a failing stage's status and line last (commands/dvc_wrapper.py)
 
 test: setup system
 	$(BIN)/python -m pytest -n $(JOBS) --maxschedchunk 1 -m "not heavy"

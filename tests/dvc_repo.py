@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -133,8 +134,36 @@ def make_repo(destination: Path, **params: object) -> Path:
     return root
 
 
+def setup_prerequisites(root: Path) -> list[str]:
+    """The files ``make setup`` rebuilds the .venv after (its stamp's prerequisites in the Makefile)."""
+    rule = re.search(r"^\$\(STAMP\):(.*)$", (root / "Makefile").read_text(), flags=re.MULTILINE)
+    assert rule is not None, "the Makefile has no $(STAMP) rule"
+    return rule[1].split()
+
+
+def fresh_clone(origin: Path, destination: Path) -> Path:
+    """A user's ``git clone`` of ``origin``: what git holds (no DVC cache, MLflow store, models or checkpoints), with
+    the ``.venv`` that ``make setup`` makes (a link to this one, as :func:`make_repo`'s).
+
+    git gives every file the clone's time, which would make ``make run`` rebuild the .venv; the files the
+    .venv is built from keep the origin's times, as if ``make setup`` had run after the clone.
+    """
+    run(origin.parent, "git", "clone", "-q", str(origin), str(destination))
+    (destination / ".venv").symlink_to(Path(VENV_BIN).parent)
+    for name in setup_prerequisites(origin):
+        times = (origin / name).stat()
+        os.utime(destination / name, ns=(times.st_atime_ns, times.st_mtime_ns))
+    return destination
+
+
 def baseline_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny project after the README's first command (`make run`), its results committed on main.
+    """A user's fresh clone of the tiny project after the README's first command (`make run`), and nothing more.
+
+    Its origin is what the project's main holds: the tiny params with the results of their `make run` committed, as
+    the maintainers commit the default params' results. The clone holds what git gives a user; its `make run`
+    rebuilds the models, registers its own model version and leaves its results uncommitted, as a user's are (new
+    MLflow run ids and times: ``git status`` shows them and dvc.lock staged). Nothing is committed after it: a
+    command the README gives next must work in exactly this state.
 
     Built once per test session: under pytest-xdist the first worker builds it under a file
     lock in the session's shared temporary folder and the others use it. Tests work on a
@@ -142,16 +171,20 @@ def baseline_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     shared = tmp_path_factory.getbasetemp().parent if worker else tmp_path_factory.getbasetemp()
-    root, built = shared / "baseline" / "repo", shared / "baseline" / "built"
+    folder = shared / "baseline"
+    root, built = folder / "repo", folder / "built"
     with FileLock(str(shared / "baseline.lock")):
         if not built.exists():
-            if root.parent.exists():
-                shutil.rmtree(root.parent)  # a build that failed half-way
-            make_repo(root, **BASELINE)
-            setup = run(root, "make", "--question", "setup", check=False)
+            if folder.exists():
+                shutil.rmtree(folder)  # a build that failed half-way
+            origin = make_repo(folder / "origin", **BASELINE)
+            setup = run(origin, "make", "--question", "setup", check=False)
             assert setup.returncode == 0, "the .venv is older than requirements.lock: run `make setup` first"
+            run(origin, "make", "run")
+            commit(origin, "the tiny baseline's results, as main holds the default's")
+            fresh_clone(origin, root)
+            assert run(root, "make", "--question", "setup", check=False).returncode == 0
             run(root, "make", "run")
-            commit(root, "baseline results")
             built.touch()
     return root
 

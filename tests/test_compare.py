@@ -300,3 +300,53 @@ def test_the_ci_script_accepts_the_differences_a_change_lists(metrics_repo: Path
     assert (
         "accepted on purpose (--accept): `env.reservoir.capacity` 40 -> 50" in (metrics_repo / "report.md").read_text()
     )
+
+
+def test_with_tracking_on_the_judgement_is_left_on_the_change_run(project: Path) -> None:
+    """Per metric the baseline's mean, the difference with its interval and the verdict; the report on its page."""
+    from mlflow import MlflowClient
+
+    from reservoir_dqn.commands.compare import track_judgement
+    from reservoir_dqn.commands.verdict import judge, markdown_report
+    from reservoir_dqn.common.files import write_json
+    from reservoir_dqn.tracking import Tracking
+    from tests.conftest import training_json
+
+    config = load_config(project / "params.yaml", ["tracking.enabled=true"])
+    tracking = Tracking.connect(config)
+    run_ids = tracking.start_training({}, name="gamma=0.95")
+    tracking.finish()
+    write_json(project / "metrics/train.json", training_json(run_ids=run_ids))
+    baseline, change = evaluation(HEALTHY), evaluation([score + 0.05 for score in HEALTHY])
+    judgement = judge(baseline, change, config)
+    report = markdown_report("main", "the workspace", baseline, change, judgement, [])
+    for _ in range(2):  # a second comparison replaces the first
+        track_judgement(config, judgement, change, "main (0123456789)", None, report)
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    run = client.get_run(run_ids["parent"])
+    score = judgement.rows["score"]
+    assert run.data.metrics["score_diff"] == pytest.approx(score.difference, rel=1e-3)  # the report's 4 digits
+    assert (run.data.metrics["score_diff_lo"], run.data.metrics["score_diff_hi"]) == pytest.approx(
+        (score.ci_low, score.ci_high), rel=1e-3
+    )
+    assert run.data.metrics["score_baseline"] == pytest.approx(score.baseline.mean, rel=1e-3)
+    assert run.data.tags["score_verdict"] == score.verdict == "improvement"
+    assert run.data.tags["compared_to"] == "main (0123456789)" and "reliability_verdict" in run.data.tags
+    description = run.data.tags["mlflow.note.content"]
+    escaped = report.replace("[", "\\[").replace("]", "\\]")  # MLflow's Markdown would read "[a, b] (c)" as a link
+    assert description.count(escaped) == 1 and description.startswith("**unversioned params**")  # what the run is
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert "mlflow.sharedViewState.compared" in experiment.tags
+
+
+def test_with_tracking_on_and_no_store_compare_creates_none(project: Path) -> None:
+    from reservoir_dqn.commands.compare import track_judgement
+    from reservoir_dqn.commands.verdict import judge
+    from reservoir_dqn.common.files import write_json
+    from tests.conftest import training_json
+
+    config = load_config(project / "params.yaml", ["tracking.enabled=true"])
+    write_json(project / "metrics/train.json", training_json(run_ids={"parent": "0" * 32}))
+    judgement = judge(evaluation(HEALTHY), evaluation(HEALTHY), config)
+    track_judgement(config, judgement, evaluation(HEALTHY), "main (0123456789)", None, "report")
+    assert not (project / "mlflow.db").exists()

@@ -24,7 +24,7 @@ from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import profile
 from reservoir_dqn.tracking import Tracking, experiment_name, registered_model_name
 from reservoir_dqn.tracking.file_runs import FileRun
-from reservoir_dqn.tracking.naming import _changes, identify
+from reservoir_dqn.tracking.naming import NAME_LIMIT, _changes, identify
 from reservoir_dqn.tracking.outcomes import describe_experiment
 from reservoir_dqn.tracking.registry import _fluent_store
 from reservoir_dqn.tracking.runs import MlflowSink, PipelineRun
@@ -130,6 +130,28 @@ def test_a_run_is_named_by_what_changed_against_the_committed_params(project: Pa
     changed = identify(load_config(project / "params.yaml", ["dqn.gamma=0.95", "dqn.lr=0.002"]), project)
     assert changed.name == "gamma=0.95, lr=0.002"
     assert changed.changes["dqn.gamma"] == (0.995, 0.95) and "`dqn.gamma` 0.995 -> 0.95" in changed.description
+
+
+def test_a_run_name_fits_the_runs_table_and_counts_what_it_leaves_out(project: Path, monkeypatch) -> None:
+    """Names of at most NAME_LIMIT characters (MLflow's run-name column), floats to three digits; the description and
+    the ``changed`` tag keep every change in full."""
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run(["git", "add", "params.yaml"], cwd=project, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "p"], cwd=project, check=True)
+    tuned = ["dqn.batch_size=64", "dqn.lr=0.001058949546597122", "dqn.gamma=0.98767635401914", "dqn.tau=0.0399",
+             "dqn.reward_scale=0.00667", "dqn.n_steps=1"]  # fmt: skip
+    config = load_config(project / "params.yaml", tuned)
+    assert identify(config, project).name == "gamma=0.988, n_steps=1 +4"  # in params.yaml's order
+    monkeypatch.setenv("DVC_EXP_NAME", "tuned")
+    identity = identify(config, project)
+    assert identity.name == "gamma=0.988 +5 (tuned)" and len(identity.name) <= NAME_LIMIT
+    assert "`dqn.lr` 0.001 -> 0.001058949546597122" in identity.description
+    assert "dqn.lr=0.001058949546597122" in identity.tags(config)["changed"]
+    monkeypatch.setenv("DVC_EXP_NAME", "gamma-095")
+    assert identify(load_config(project / "params.yaml", ["dqn.gamma=0.95"]), project).name == "gamma=0.95 (gamma-095)"
+    # A leaf is enough when no other key that names runs has it (tracking's champion budget never names one).
+    longer = identify(load_config(project / "params.yaml", ["train.total_frames=8000"]), project)
+    assert longer.name == "total_frames=8000 (gamma-095)"
 
 
 @pytest.mark.slow

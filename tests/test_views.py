@@ -21,10 +21,21 @@ from reservoir_dqn.envs import PROFILES
 from reservoir_dqn.envs.reservoir.figures import reservoir_figures
 from reservoir_dqn.evaluation.report import tracked_metrics
 from reservoir_dqn.evaluation.results import Evaluation
-from reservoir_dqn.tracking.hparams import log_hparams
-from reservoir_dqn.tracking.sinks import TensorBoardSink
-from reservoir_dqn.tracking.views import FIXED_COLUMNS, header_width, key_metrics, key_view_state
-from reservoir_dqn.training.curves import PROGRESS
+from reservoir_dqn.tracking.comparisons import MetricChange, comparison_metrics, comparison_tags, described
+from reservoir_dqn.tracking.hparams import log_hparams, score_layout
+from reservoir_dqn.tracking.sinks import MEAN_OVER_AGENTS, TensorBoardSink
+from reservoir_dqn.tracking.views import (
+    COMPARED_VIEW,
+    FIXED_COLUMNS,
+    KEY_VIEW,
+    VIEW_TAG_PREFIX,
+    compared_view_state,
+    experiment_tags,
+    header_width,
+    key_metrics,
+    key_view_state,
+)
+from reservoir_dqn.training.curves import PROGRESS, VALIDATION
 from reservoir_dqn.training.summary import Training
 from tests.conftest import REPO, write_params
 
@@ -56,6 +67,67 @@ def test_the_key_view_orders_its_columns_by_meaning_and_shows_every_header_whole
     for column, name in zip(columns, key_metrics(RESERVOIR), strict=False):
         assert view["columnWidths"][column] >= header_width(name)
     assert sum(view["columnWidths"][column] for column in view["columnOrder"]) + 73 <= TABLE_PX  # + the checkboxes
+
+
+def test_the_compared_view_shows_the_baseline_the_difference_with_its_interval_and_the_verdict() -> None:
+    view = json.loads(compared_view_state(RESERVOIR))
+    assert view["selectedColumns"] == [
+        "metrics.`score_diff`",  # sorted by it: the largest improvement first
+        "metrics.`score`",
+        "tags.`compared_to`",
+        "metrics.`score_baseline`",
+        "metrics.`score_diff_lo`",
+        "metrics.`score_diff_hi`",
+        "tags.`score_verdict`",
+    ]
+    assert view["orderByKey"] == "metrics.`score_diff`" and "tags.compared_to LIKE '%'" in view["searchFilter"]
+    for column in view["selectedColumns"]:
+        assert view["columnWidths"][column] >= header_width(column.split("`")[1])
+    assert sum(view["columnWidths"][column] for column in view["columnOrder"]) + 73 <= TABLE_PX
+    tags = experiment_tags("7", RESERVOIR)
+    assert {VIEW_TAG_PREFIX + KEY_VIEW, VIEW_TAG_PREFIX + COMPARED_VIEW} <= set(tags)
+    assert f"viewStateShareKey={COMPARED_VIEW}" in tags["mlflow.note.content"]
+
+
+def test_a_comparison_is_logged_as_the_views_name_it_and_replaces_an_earlier_one() -> None:
+    change = MetricChange("score", 0.91, 0.03, 0.01, 0.05, "improvement")
+    assert comparison_metrics([change]) == {
+        "score_baseline": 0.91,
+        "score_diff": 0.03,
+        "score_diff_lo": 0.01,
+        "score_diff_hi": 0.05,
+    }
+    assert comparison_tags([change], "main (0123456789)") == {
+        "compared_to": "main (0123456789)",
+        "score_verdict": "improvement",
+    }
+    assert described(None, "| score | +0.01 [-0.8, +0.8] (+0.2%) |").endswith(
+        r"| score | +0.01 \[-0.8, +0.8\] (+0.2%) |"
+    )
+    first = described("**gamma=0.95**: what the run is.", "| metric | ... first |")
+    again = described(first, "| metric | ... second |")
+    assert again.startswith("**gamma=0.95**: what the run is.") and "first" not in again and again.endswith("second |")
+
+
+def test_the_run_folder_gets_the_validation_mean_and_the_test_results_at_the_trained_frames(
+    tmp_path: Path, project: Path
+) -> None:
+    assert (VALIDATION.name,) == MEAN_OVER_AGENTS
+    folder = tmp_path / "runs" / "reservoir" / "baseline [0123abcd]"
+    sink = TensorBoardSink(folder, agents=2)
+    for step, scores in ((400, [0.2, 0.4]), (800, [0.5, 0.7])):
+        sink.emit([Record.of(VALIDATION, step, {"return": [1.0, 3.0], "score": scores})], [])
+    sink.close()
+    evaluation = _committed_evaluation()
+    log_hparams(folder, load_config(project / "params.yaml"), evaluation, frames=800)
+    events = EventAccumulator(str(folder)).Reload()
+    line = [(event.step, round(event.value, 6)) for event in events.Scalars("reservoir/validation/score")]
+    assert line == [(400, 0.3), (800, 0.6)]  # the run's own line: the mean over its agents
+    assert [event.step for event in events.Scalars("reservoir/test/score")] == [800]  # where its line ends
+    chart = score_layout("reservoir", "score")["reservoir"]
+    ((title, (kind, tags)),) = chart.items()
+    assert kind == "Multiline" and tags[:2] == ["^reservoir/validation/score$", "^reservoir/test/score$"], title
+    assert events.PluginTagToContent("custom_scalars")
 
 
 def test_the_parent_run_names_its_metrics_as_dvc_does() -> None:

@@ -53,6 +53,10 @@ COMMANDS: dict[str, Command] = {
     "advise": Command(
         "reservoir_dqn.commands.advise", "this month's release, for a reservoir's state in an operator's terms"
     ),
+    "dvc": Command(
+        "reservoir_dqn.commands.dvc_wrapper",
+        "run DVC, checking params and records first and ending with a failed stage's status and line",
+    ),
     "record": Command(
         "reservoir_dqn.commands.record",
         "a user's gauge file made a record the reservoir runs on, and the command to run it",

@@ -8,7 +8,10 @@ revision, ``--change``). A workspace whose params.yaml or code did not produce i
 metrics are never paired with another's params.
 
 The parameters that differ from the baseline (``dvc params diff``) are listed under the
-table. Exit status: 0 no gated regression, 1 a regression, 3 the sides cannot be judged.
+table. With tracking on, the judgement is also left on the change's pipeline run
+(:mod:`reservoir_dqn.tracking.comparisons`: per metric the baseline's mean, the difference with
+its interval and the verdict, the report on the run's page); a store that fails costs a warning,
+never the verdict. Exit status: 0 no gated regression, 1 a regression, 3 the sides cannot be judged.
 """
 
 from __future__ import annotations
@@ -23,7 +26,17 @@ from typing import Any
 
 from reservoir_dqn.commands.exits import Exit
 from reservoir_dqn.commands.plumbing import StageFailed, run_stage
-from reservoir_dqn.commands.verdict import CannotJudge, exit_status, judge, markdown_report, parse_evaluation
+from reservoir_dqn.commands.verdict import (
+    CannotJudge,
+    Judgement,
+    compared_rows,
+    exit_status,
+    judge,
+    markdown_report,
+    parse_evaluation,
+    verdict_word,
+)
+from reservoir_dqn.common.errors import first_line
 from reservoir_dqn.common.files import write_text
 from reservoir_dqn.common.process import exit_process
 from reservoir_dqn.config import Config, ConfigError, add_config_arguments, config_from_args
@@ -145,6 +158,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     print(report)
     if args.output is not None:
         write_text(args.output, report)
+    if config.tracking.enabled:
+        track_judgement(config, judgement, change, f"{label} ({commit[:10]})", change_commit, report)
     status = exit_status(judgement)
     if status == Exit.REGRESSION:
         gated = judgement.gated
@@ -154,6 +169,50 @@ def run(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     return status
+
+
+def _change_run_ids(config: Config, change_commit: str | None) -> dict[str, str]:
+    """The MLflow runs of the change's training (its train.json's), or none when it names none."""
+    path = config.paths.train_metrics
+    if change_commit is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError:
+            return {}
+    else:
+        shown = subprocess.run(["git", "show", f"{change_commit}:{path}"], capture_output=True, text=True)
+        text = shown.stdout if shown.returncode == 0 else "{}"
+    try:
+        run_ids = json.loads(text).get("run_ids") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return {str(key): str(value) for key, value in run_ids.items()} if isinstance(run_ids, dict) else {}
+
+
+def track_judgement(
+    config: Config, judgement: Judgement, change: Evaluation, baseline: str, change_commit: str | None, report: str
+) -> None:
+    """Leave the judgement on the change's pipeline run (:mod:`reservoir_dqn.tracking.comparisons`); warn, never
+    fail, when that cannot be done."""
+    from reservoir_dqn.tracking import Tracking  # MLflow only when tracking is on
+    from reservoir_dqn.tracking.comparisons import MetricChange, log_comparison, store_exists
+    from reservoir_dqn.tracking.outcomes import describe_experiment
+    from reservoir_dqn.tracking.store import experiment_name
+
+    run_ids = _change_run_ids(config, change_commit)
+    if not run_ids.get("parent") or not store_exists(config):
+        return
+    changes = [
+        MetricChange(name, result.baseline.mean, result.difference, result.ci_low, result.ci_high,
+                     verdict_word(result, gated))
+        for name, result, gated in compared_rows(judgement)
+    ]  # fmt: skip
+    try:  # stdout is the report alone (CI posts it): what tracking says goes to stderr
+        tracking = Tracking.connect(config, experiment_name(change.env))
+        if log_comparison(tracking, run_ids, changes, baseline, report):
+            describe_experiment(tracking, change.headline)  # its views, the judgements' view among them
+    except Exception as error:  # noqa: BLE001 - the store never decides the gate
+        print(f"warning: the comparison was not tracked ({first_line(error)})", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -50,7 +50,7 @@ def run(argv: Sequence[str] | None = None) -> None:
             if (changed := snapshot.check_unchanged("evaluate", PARAMS)) is not None:
                 raise StageFailed(changed)
         metrics = tracked_metrics(evaluation, headline[TRAIN_MINUTES] or 0.0)
-        log_evaluation(tracking, evaluation, metrics, trained.tensorboard_dir)
+        log_evaluation(tracking, evaluation, metrics, trained.tensorboard_dir, trained.frames)
         published = (paths.eval_metrics, paths.summary, paths.eval_episodes, paths.policy_states)
         tracking.publish([(Path(path), None) for path in published])
     print(report(evaluation))

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from reservoir_dqn.commands.exits import Exit
+from reservoir_dqn.commands.failures import record_failure
 from reservoir_dqn.commands.workspace import failed_experiment_hint
 from reservoir_dqn.common.errors import ModelFileError, RunFailed, first_line
 from reservoir_dqn.common.process import Terminated, interruption, signals_raise
@@ -70,7 +71,9 @@ def run_stage(stage: Callable[[Sequence[str] | None], int | None], argv: Sequenc
     The body returns its own status (``None``: :attr:`Exit.OK`). An unexpected exception is a
     bug: its traceback is printed, then one line, and the status is :attr:`Exit.INTERNAL`.
     Inside a failed ``dvc exp run`` in the workspace, the line also says how to restore the
-    committed params (:func:`reservoir_dqn.commands.workspace.failed_experiment_hint`).
+    committed params (:func:`reservoir_dqn.commands.workspace.failed_experiment_hint`). Run by
+    ``reservoir-dqn dvc``, the failure is also recorded for it to repeat after DVC's lines
+    (:mod:`reservoir_dqn.commands.failures`).
     """
     _console_logging()
     try:
@@ -78,7 +81,9 @@ def run_stage(stage: Callable[[Sequence[str] | None], int | None], argv: Sequenc
             return int(stage(argv) or Exit.OK)
     except (Exception, KeyboardInterrupt, Terminated) as error:  # noqa: BLE001 - each kind gets its status
         status, line = _failure(error)
-    print(line + failed_experiment_hint(DEFAULT_PARAMS), file=sys.stderr)
+    line += failed_experiment_hint(DEFAULT_PARAMS)
+    print(line, file=sys.stderr)
+    record_failure(status, line)
     return status
 
 

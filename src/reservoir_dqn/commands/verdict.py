@@ -27,6 +27,7 @@ from typing import Any
 
 from reservoir_dqn.commands.exits import Exit
 from reservoir_dqn.config import Config, ConfigError
+from reservoir_dqn.evaluation.metric_names import held_out_name
 from reservoir_dqn.evaluation.results import Evaluation
 from reservoir_dqn.evaluation.statistics import Comparison, Summary, TooFewSeeds, compare
 
@@ -151,14 +152,28 @@ def _interval(summary: Summary) -> str:
     return text if summary.ci_low is None else f"{text} [{summary.ci_low:.4g}, {summary.ci_high:.4g}]"
 
 
+HELD_OUT_SCORE = held_out_name("score")  # the held-out score's row, named as MLflow names its value
 UNGATED_VERDICTS = {"regression": "lower", "improvement": "higher", "inconclusive": "no significant change"}
+
+
+def verdict_word(result: Comparison, gated: bool) -> str:
+    """The verdict as the report says it: the gate's own words for the gated metric, plain ones for the others."""
+    return result.verdict if gated else UNGATED_VERDICTS.get(result.verdict, result.verdict)
+
+
+def compared_rows(judgement: Judgement) -> list[tuple[str, Comparison, bool]]:
+    """Every row the report shows, as (name, comparison, gated): the headline metrics, then the held-out score."""
+    rows = [(name, result, name == judgement.metric) for name, result in judgement.rows.items()]
+    if judgement.held_out is not None:
+        rows.append((HELD_OUT_SCORE, judgement.held_out, False))
+    return rows
 
 
 def _row(name: str, result: Comparison, gated: bool) -> str:
     gate = f"-{result.tolerance:g}" if gated else "not gated"
     relative = f" ({result.difference / result.baseline.mean:+.1%})" if result.baseline.mean > 0 else ""
     difference = f"{result.difference:+.4g} [{result.ci_low:+.4g}, {result.ci_high:+.4g}]{relative}"
-    verdict = result.verdict if gated else UNGATED_VERDICTS.get(result.verdict, result.verdict)
+    verdict = verdict_word(result, gated)
     if gated and verdict in ("regression", "improvement"):
         verdict = f"**{verdict}**"
     return (
@@ -190,9 +205,8 @@ def markdown_report(
         "| metric | gate | baseline | change | difference | p | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
-    lines += [_row(name, result, name == judgement.metric) for name, result in judgement.rows.items()]
-    if judgement.held_out is not None:
-        lines.append(_row("held-out score", judgement.held_out, gated=False))
+    for name, result, gated in compared_rows(judgement):
+        lines.append(_row("held-out score" if name == HELD_OUT_SCORE else name, result, gated))
     lines.append("")
     if judgement.held_out_note:
         lines += [judgement.held_out_note, ""]

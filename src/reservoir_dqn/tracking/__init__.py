@@ -151,6 +151,10 @@ class Tracking:
         self.run.set_status("RUNNING")
         self.run.catch_up()
 
+    def find(self, run_ids: Mapping[str, str]) -> Run | None:
+        """The runs of ``run_ids`` as they are (no status changes), to annotate; ``None`` when not tracked here."""
+        return None if self.recorder is None or not run_ids else self._existing(run_ids, None)
+
     def tensorboard_dir(self, run_ids: dict[str, str]) -> Path:
         """``<root>/runs/<env>/<run name> [<id>]``: readable, and unique per pipeline execution."""
         tag = run_ids.get("parent", "")[:8] or os.environ.get("DVC_EXP_NAME") or "workspace"

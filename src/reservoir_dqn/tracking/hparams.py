@@ -23,10 +23,15 @@ What the tab shows is written here rather than left to ``SummaryWriter.add_hpara
 - A reservoir with a held-out record adds its figures as scalars beside them
   (``reservoir-delaware/test/held_out_score``), not as columns: the tab's columns are the
   same for every session, and most environments have no record.
+- The test results are scalars at the frames the tested networks trained for, where the run's
+  validation curve (the mean over its agents, :mod:`.sinks`) ends, not at step 0; the CUSTOM
+  SCALARS tab draws the validation score of the run and of each agent, and the test score, in
+  one chart per environment (:func:`score_layout`).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +45,7 @@ if TYPE_CHECKING:  # TensorBoard's modules are imported where the session is wri
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
+VALIDATION_GROUP = "validation"  # the training curves' group of the validation score (training.curves.VALIDATION)
 HPARAM_SECTIONS = ("seed", "env.name", "env.num_envs", "dqn.", "train.")
 # Settings of where and how fast a run goes, not of what it learns.
 PLUMBING = frozenset(
@@ -167,8 +173,19 @@ def _session(values: dict[str, HParamValue], trial: str) -> list[summary_pb2.Sum
     ]
 
 
-def log_hparams(folder: Path, config: Config, evaluation: Evaluation) -> None:
-    """Write the hparams session of one pipeline execution into its TensorBoard folder."""
+def score_layout(env: str, main: str) -> dict[str, dict[str, list[object]]]:
+    """The CUSTOM SCALARS tab's chart of ``env``: its validation ``main`` over frames (the run's and each agent's) and
+    its test ``main`` with the interval's ends, at the frames the networks trained for."""
+    validation, test = f"{env}/{VALIDATION_GROUP}/{main}", metric_tag(env, main, "mean")
+    tags = [validation, test, metric_tag(env, main, "ci_low"), metric_tag(env, main, "ci_high")]
+    return {env: {f"{main}: validation over frames, then test": ["Multiline", [f"^{re.escape(tag)}$" for tag in tags]]}}
+
+
+def log_hparams(folder: Path, config: Config, evaluation: Evaluation, frames: int = 0) -> None:
+    """Write the hparams session of one pipeline execution into its TensorBoard folder.
+
+    :param frames: how many frames each tested network trained for: the step of the test results.
+    """
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(log_dir=str(folder)) as writer:
@@ -178,7 +195,8 @@ def log_hparams(folder: Path, config: Config, evaluation: Evaluation) -> None:
             metric = evaluation.metric(name)
             for statistic, value in (("mean", metric.mean), ("ci_low", metric.ci_low), ("ci_high", metric.ci_high)):
                 if value is not None:
-                    writer.add_scalar(metric_tag(evaluation.env, name, statistic), value, global_step=0)
+                    writer.add_scalar(metric_tag(evaluation.env, name, statistic), value, global_step=frames)
         if evaluation.held_out is not None:  # scalars beside the test metrics; the tab's columns are every env's
             for name, value in evaluation.held_out.metrics().items():
-                writer.add_scalar(tensorboard_tag(evaluation.env, name), value, global_step=0)
+                writer.add_scalar(tensorboard_tag(evaluation.env, name), value, global_step=frames)
+        writer.add_custom_scalars(score_layout(evaluation.env, evaluation.headline[0]))

@@ -2,7 +2,10 @@
 
 A run is named by the parameters that differ from the committed ``params.yaml`` of its
 baseline (DVC's baseline revision for an experiment, else ``HEAD``): ``gamma=0.95``,
-``lr=0.001, n_steps=1``; ``baseline`` when nothing differs. The description lists the
+``lr=0.001, n_steps=1``; ``baseline`` when nothing differs; a DVC experiment's name follows
+in parentheses. A name fits MLflow's run-name column without wrapping (:data:`NAME_LIMIT`):
+values keep three significant digits (``lr=0.00106``), and changes that do not fit are
+counted (``gamma=0.988, n_steps=1 +4``). The description and the ``changed`` tag list the
 changes in full, with the budget and the seed count.
 """
 
@@ -50,6 +53,7 @@ class Tag(StrEnum):
     OPTUNA_STATE = "optuna_state"  # a trial: complete, pruned, killed, failed, invalid
     BEST_TRIAL = "best_trial"  # a study's run: its best trial's number
     CHAMPION_HISTORY = "champion_history"  # a registered model: the moves of 'champion' (JSON)
+    COMPARED_TO = "compared_to"  # a pipeline run that `compare` judged: its baseline (and <metric>_verdict tags)
 
 
 RUN_KIND = Tag.RUN_KIND  # the tag every run of this package carries: one of RunKind
@@ -67,7 +71,9 @@ class RunKind(StrEnum):
 
 # Sections whose keys change what is trained and measured (paths, tracking, compare and tune do not).
 TRAINING_SECTIONS = ("seed", "env", "dqn", "train", "evaluate")
-NAME_LIMIT = 60
+# Characters a run name may have: what MLflow's run-name column (views.FIXED_COLUMNS, 200 px) shows on one line.
+NAME_LIMIT = 32
+SIGNIFICANT_DIGITS = 3  # of a float in a name: lr=0.00106 (the description keeps every digit)
 
 
 @dataclass(frozen=True)
@@ -100,10 +106,9 @@ def identify(config: Config, root: Path) -> RunIdentity:
     baseline_rev = os.environ.get("DVC_EXP_BASELINE_REV") or _git(root, "rev-parse", "HEAD") or "unknown"
     baseline = _params_at(root, baseline_rev)
     changes = _changes(config, baseline) if baseline is not None else {}
-    name = _name(changes, config) if baseline is not None else "unversioned params"
     exp = os.environ.get("DVC_EXP_NAME")
-    if exp:
-        name = f"{name} ({exp})"
+    suffix = f" ({exp})" if exp else ""
+    name = (_name(changes, config, NAME_LIMIT - len(suffix)) if baseline is not None else "unversioned params") + suffix
     lines = [
         f"**{name}**: {config.env.name}, {config.train.seeds} seeds x {config.train.total_frames:,} frames each.",
         "",
@@ -158,20 +163,25 @@ def _differs(old: Any, new: Any) -> bool:
     return bool(old != new)
 
 
-def _name(changes: dict[str, tuple[Any, Any]], config: Config) -> str:
+def _name(changes: dict[str, tuple[Any, Any]], config: Config, limit: int) -> str:
+    """``gamma=0.95, lr=0.002``, within ``limit`` characters: the changes that do not fit are counted (`` +2``)."""
     if not changes:
         return "baseline"
-    leaves = [key.rsplit(".", 1)[-1] for key in config.flat()]
+    leaves = [key.rsplit(".", 1)[-1] for key in config.flat() if _names_the_run(key, config)]  # a leaf names its key
     parts = []
     for key, (_, value) in changes.items():
         leaf = key.rsplit(".", 1)[-1]
-        label = leaf if leaves.count(leaf) == 1 else key
-        parts.append(f"{label}={_short(value)}")
-    name = ", ".join(parts)
-    return name if len(name) <= NAME_LIMIT else name[: NAME_LIMIT - 3] + "..."
+        parts.append(f"{leaf if leaves.count(leaf) == 1 else key}={_short(value)}")
+    for shown in range(len(parts), 0, -1):
+        more = f" +{len(parts) - shown}" if shown < len(parts) else ""
+        name = ", ".join(parts[:shown]) + more
+        if len(name) <= limit:
+            return name
+    more = f" +{len(parts) - 1}" if len(parts) > 1 else ""
+    return parts[0][: max(limit - len(more) - 3, 1)] + "..." + more
 
 
 def _short(value: Any) -> str:
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(str(item) for item in value) + "]"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+        return "[" + ",".join(_short(item) for item in value) + "]"
+    return f"{value:.{SIGNIFICANT_DIGITS}g}" if isinstance(value, float) else str(value)

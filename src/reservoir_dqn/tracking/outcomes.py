@@ -27,18 +27,23 @@ log = logging.getLogger(__name__)
 
 
 def log_evaluation(
-    tracking: Tracking, evaluation: Evaluation, metrics: Mapping[str, float], tensorboard_dir: str | None
+    tracking: Tracking,
+    evaluation: Evaluation,
+    metrics: Mapping[str, float],
+    tensorboard_dir: str | None,
+    frames: int = 0,
 ) -> None:
     """Record an evaluation: the experiment's view, the parent run's ``metrics``, the baselines, the HPARAMS session.
 
     :param tensorboard_dir: the training's TensorBoard folder, relative to the project root (``None``: none).
+    :param frames: how many frames each tested network trained for (TensorBoard's step of the test results).
     """
     describe_experiment(tracking, evaluation.headline)
     if tracking.run is not None:
         tracking.run.log_metrics(dict(metrics))
         log_baselines(tracking, evaluation)
     if tracking.config.tracking.tensorboard and tensorboard_dir:
-        log_hparams(tracking.root / tensorboard_dir, tracking.config, evaluation)
+        log_hparams(tracking.root / tensorboard_dir, tracking.config, evaluation, frames)
 
 
 def describe_experiment(tracking: Tracking, headline: Sequence[str]) -> None:

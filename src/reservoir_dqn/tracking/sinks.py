@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # TensorBoard and pandas are imported only where they are use
     import pandas as pd
 
 ACTIONS = "policy/actions"  # TensorBoard histogram of the actions taken since the previous point
+# Per-agent groups whose mean over the agents the run's own folder also gets (training.curves.VALIDATION's name): the
+# run's line beside its agents', ending where the evaluate stage puts the test results (tracking.hparams).
+MEAN_OVER_AGENTS = ("validation",)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,10 @@ class TensorBoardSink:
     """Scalars and action histograms as TensorBoard event files, one run folder per agent (``seed-<k>``).
 
     Every tag starts with the environment (``reservoir/learning/td_loss``), so a chart never
-    mixes two environments. The writers queue events and background threads write them, so
+    mixes two environments. The groups of :data:`MEAN_OVER_AGENTS` also go, as the mean over
+    the agents that reported, to the run's own folder, where the test results follow them at
+    the frames the tested networks trained for: the validation score is a line per agent and
+    one for the run. The writers queue events and background threads write them, so
     logging never waits on the disk.
 
     :param folder: the run's folder, ``runs/<env>/<run name> [<id>]``.
@@ -109,6 +115,7 @@ class TensorBoardSink:
             SummaryWriter(log_dir=str(folder / f"seed-{index}"), max_queue=10_000, flush_secs=5)
             for index in range(agents)
         ]
+        self._run_writer = SummaryWriter(log_dir=str(folder), max_queue=10_000, flush_secs=5)
 
     def emit(self, records: Sequence[Record], histograms: Sequence[torch.Tensor]) -> None:
         step = 0
@@ -119,6 +126,10 @@ class TensorBoardSink:
                 for writer in targets:
                     for field, value in row.items():
                         writer.add_scalar(self.tag(record.group.key(field)), value, global_step=record.step)
+            if record.group.name in MEAN_OVER_AGENTS and record.group.per_agent and record.rows:
+                for field in record.group.fields:
+                    mean = sum(row[field] for _, row in record.rows) / len(record.rows)
+                    self._run_writer.add_scalar(self.tag(record.group.key(field)), mean, global_step=record.step)
         for writer, actions in zip(self._writers, histograms, strict=False):
             writer.add_histogram(self.tag(ACTIONS), actions, global_step=step, bins="auto")
 
@@ -127,5 +138,5 @@ class TensorBoardSink:
         return f"{self.prefix}/{name}"
 
     def close(self) -> None:
-        for writer in self._writers:
+        for writer in (*self._writers, self._run_writer):
             writer.close()
