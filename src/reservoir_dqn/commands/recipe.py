@@ -5,7 +5,7 @@ params.yaml keys and their values, with comments that say where each departs fro
 ``hyperparams/dqn.yml``. The command checks it against the current params.yaml (the values
 validate, the environment is supported) and prints it, so one line runs it::
 
-    .venv/bin/dvc exp run --temp --name acrobot $(.venv/bin/reservoir-dqn recipe Acrobot-v1)
+    .venv/bin/reservoir-dqn dvc exp run --temp --name acrobot $(.venv/bin/reservoir-dqn recipe Acrobot-v1)
 
 Without a name it lists the recipes.
 """

@@ -123,7 +123,7 @@ def held_out_years(record: Record, text: str, reservoir: ReservoirConfig) -> tup
 def experiment_line(name: str, settings: Mapping[str, object]) -> str:
     """The ``dvc exp run`` command that runs the reservoir ``settings`` describe (``-S key=value`` each)."""
     sets = " ".join(f"-S {shlex.quote(f'{key}={set_value(value)}')}" for key, value in settings.items())
-    return f".venv/bin/dvc exp run --temp --name {name} {sets}"
+    return f".venv/bin/reservoir-dqn dvc exp run --temp --name {name} {sets}"
 
 
 def _stage(path: Path) -> str:

@@ -99,7 +99,8 @@ def run(argv: Sequence[str] | None = None) -> None:
             raise StageFailed(str(error)) from None
         write_text(args.output, " ".join(overrides) + "\n")
         print(f"best of {len(study.trials)} trials: trial {study.best_trial.number}, objective {study.best_value:.4f}")
-        print(f"wrote {args.output}; reproduce it with the full budget: .venv/bin/dvc exp run $(cat {args.output})")
+        again = f".venv/bin/reservoir-dqn dvc exp run $(cat {args.output})"
+        print(f"wrote {args.output}; reproduce it with the full budget: {again}")
         return
     tracking = connect_tracking(config, study_experiment(name))
     describe_experiment(tracking, [metric.name for metric in env_profile.headline])

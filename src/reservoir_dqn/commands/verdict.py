@@ -208,6 +208,11 @@ def markdown_report(
     for name, result, gated in compared_rows(judgement):
         lines.append(_row("held-out score" if name == HELD_OUT_SCORE else name, result, gated))
     lines.append("")
+    if baseline.converged or change.converged:
+        lines += [
+            f"Training: baseline {baseline.converged or 'not said'}; change {change.converged or 'not said'}.",
+            "",
+        ]
     if judgement.held_out_note:
         lines += [judgement.held_out_note, ""]
     if judgement.accepted:

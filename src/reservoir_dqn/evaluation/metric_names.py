@@ -23,6 +23,7 @@ from __future__ import annotations
 STATISTICS = {"mean": "", "ci_low": "_lo", "ci_high": "_hi", "iqm": "_iqm"}
 TEST_GROUP = "test"  # TensorBoard's group of the test results: <env>/test/<name>
 TRAIN_MINUTES = "train_minutes"  # the training's wall time, beside the results
+CONVERGED = "converged_agents"  # how many agents' training converged (train.json's converged_at_frames)
 HELD_OUT = "held_out"  # the prefix of every figure of the held-out record (results.HeldOut.metrics)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from reservoir_dqn.evaluation.metric_names import TRAIN_MINUTES, best_snapshot_name, stat_name
+from reservoir_dqn.evaluation.metric_names import CONVERGED, TRAIN_MINUTES, best_snapshot_name, stat_name
 from reservoir_dqn.evaluation.results import NETWORKS, Continuous, Evaluation, HeldOut
 from reservoir_dqn.evaluation.scoring import EXACT_GAP, EXACT_RETURN, EXACT_Z, REGRET
 from reservoir_dqn.evaluation.statistics import Summary
@@ -12,8 +12,8 @@ from reservoir_dqn.evaluation.statistics import Summary
 
 def tracked_metrics(evaluation: Evaluation, train_minutes: float) -> dict[str, float]:
     """The parent run's metrics: each headline metric's mean, IQM and interval (final networks), the time, the
-    regret to the optimum and the exact gap where there are, and the held-out record's figures
-    where there is one (named as in ``summary.json``, :meth:`HeldOut.metrics`).
+    regret to the optimum and the exact gap where there are, how many agents converged, and the held-out record's
+    figures where there is one (named as in ``summary.json``, :meth:`HeldOut.metrics`).
 
     Named as in ``metrics/summary.json`` (``score``, ``score_lo``, ``score_hi``, ``score_iqm``, ...;
     :mod:`reservoir_dqn.tracking.views`). Rounded to 4 significant digits, so that MLflow's runs
@@ -29,6 +29,8 @@ def tracked_metrics(evaluation: Evaluation, train_minutes: float) -> dict[str, f
     metrics[best_snapshot_name(main)] = evaluation.metric(main, "best").mean
     metrics[TRAIN_MINUTES] = train_minutes
     metrics |= evaluation.optimum_metrics()
+    if evaluation.converged_at_frames is not None:
+        metrics[CONVERGED] = float(sum(frames is not None for frames in evaluation.converged_at_frames))
     if evaluation.held_out is not None:
         metrics |= evaluation.held_out.metrics()
     return {name: float(f"{value:.4g}") for name, value in metrics.items()}

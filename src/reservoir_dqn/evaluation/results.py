@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reservoir_dqn.evaluation.metric_names import held_out_name, stat_name
+from reservoir_dqn.evaluation.metric_names import CONVERGED, held_out_name, stat_name
 from reservoir_dqn.evaluation.scoring import EXACT_GAP, REGRET, Reference
 from reservoir_dqn.evaluation.statistics import Summary, summarize
 
@@ -213,6 +213,8 @@ class Evaluation:
         written before they were recorded).
     :ivar held_out: every policy replaying the held-out record (a record-driven reservoir
         with held-out years; else ``None``).
+    :ivar converged_at_frames: per agent, the frames at which its training converged (``None``: it had not);
+        ``None`` in files written before training said so.
     """
 
     env: str
@@ -228,6 +230,15 @@ class Evaluation:
     shipped_network: str
     conditions: dict[str, Any] | None
     held_out: HeldOut | None = None
+    converged_at_frames: tuple[int | None, ...] | None = None
+
+    @property
+    def converged(self) -> str:
+        """``3 of 5 agents converged`` (where the training said), else an empty string."""
+        frames = self.converged_at_frames
+        if frames is None:
+            return ""
+        return f"{sum(value is not None for value in frames)} of {len(frames)} agents converged"
 
     @classmethod
     def assemble(
@@ -298,6 +309,8 @@ class Evaluation:
         }
         values |= {stat_name(name): self.metric(name).mean for name in others}
         values |= self.optimum_metrics()
+        if self.converged_at_frames is not None:
+            values[CONVERGED] = float(sum(frames is not None for frames in self.converged_at_frames))
         if self.held_out is not None:
             values |= self.held_out.metrics()
         return values
@@ -336,6 +349,7 @@ class Evaluation:
             "baselines": self.baselines,
             "conditions": self.conditions,
             **({} if self.held_out is None else {"held_out": self.held_out.to_json()}),
+            **({} if self.converged_at_frames is None else {"converged_at_frames": list(self.converged_at_frames)}),
         }
 
     @classmethod
@@ -358,4 +372,5 @@ class Evaluation:
             shipped_network=str(data["shipped"]["network"]),
             conditions=data.get("conditions"),
             held_out=HeldOut.from_json(data["held_out"]) if "held_out" in data else None,
+            converged_at_frames=tuple(data["converged_at_frames"]) if "converged_at_frames" in data else None,
         )
