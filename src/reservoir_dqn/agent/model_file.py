@@ -44,7 +44,15 @@ def save_model(q_network: QValueActor, spec: NetworkSpec, path: Path) -> None:
         "spec": spec.as_dict(),
         "state_dict": {name: tensor.detach().cpu() for name, tensor in q_network.state_dict().items()},
     }
-    write_atomic(path, lambda temporary: torch.save(payload, temporary))
+    write_atomic(path, lambda temporary: _save(payload, temporary))
+
+
+def _save(payload: dict[str, object], path: Path) -> None:
+    """``torch.save`` through an open file: given a path, torch names the archive's folder after the file (here a
+    temporary name with the process id), so equal weights would give files that differ run to run (and DVC
+    would see a new model each time)."""
+    with path.open("wb") as file:
+        torch.save(payload, file)
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[QValueActor, NetworkSpec]:
