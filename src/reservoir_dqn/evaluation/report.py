@@ -126,7 +126,8 @@ def held_out_report(held_out: HeldOut, seeds: int) -> list[str]:
     for network, (value, low, high) in held_out.dqn_over_sdp.items():
         per_seed = ", ".join(f"{score:.3f}" for score in held_out.dqn_per_seed[network].per_seed)
         lines.append(
-            f"  DQN {network} over the Markov SDP: {value:.3f} [{low:.3f}, {high:.3f}]; per seed ({seeds}): {per_seed}"
+            f"  DQN {network} over the Markov SDP: {value:.3f} [{low:.3f}, {high:.3f}]; each seed's score against "
+            f"foresight ({seeds}): {per_seed}"
         )
     for network, summaries in held_out.dqn_performance.items():
         shown = [
