@@ -46,7 +46,7 @@ def test_dvc_tracks_a_few_headline_metrics(repo: Path) -> None:
     assert list(metrics) == ["metrics/summary.json"]
     names = set(metrics["metrics/summary.json"]["data"])
     assert names == {
-        *("score", "score_lo", "score_hi", "return", "reliability", "train_minutes"),
+        *("score", "score_lo", "score_hi", "return", "reliability", "train_minutes", "converged_agents"),
         *("regret", "regret_lo", "regret_hi", "exact_gap"),  # against the SDP optimum (results.Evaluation)
     }
 

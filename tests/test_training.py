@@ -76,7 +76,7 @@ def test_smoke_train_evaluate_plot_through_the_console_script_on_cartpole(projec
     main_metric = evaluation["dqn"]["final"]["score"]
     assert len(main_metric["per_seed"]) == 2 and main_metric["ci_low"] <= main_metric["mean"] <= main_metric["ci_high"]
     headline = json.loads((project / "metrics/summary.json").read_text())
-    assert set(headline) == {*evaluation["headline"], "score_lo", "score_hi", "train_minutes"}
+    assert set(headline) == {*evaluation["headline"], "score_lo", "score_hi", "train_minutes", "converged_agents"}
     assert (project / "models/model.pt").exists() and (project / "models/agents/final.pt").exists()
     assert len(list((project / "plots").glob("*.png"))) >= 2
     logs = _logs(project / "logs/train")
