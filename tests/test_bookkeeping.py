@@ -268,7 +268,7 @@ def test_only_the_newest_corrupt_checkpoint_is_kept(tmp_path: Path) -> None:
 
 @pytest.fixture
 def repo(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
-    """A copy of the tiny project after its first `dvc repro`, results committed (tests/test_pipeline.py's)."""
+    """A copy of the tiny project as a user has it after `make run` on a fresh clone (tests/test_pipeline.py's)."""
     return clone_repo(baseline_repo(tmp_path_factory), tmp_path / "repo")
 
 

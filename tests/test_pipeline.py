@@ -24,7 +24,7 @@ COMPARE = (sys.executable, "-m", "reservoir_dqn.commands.cli", "compare")
 
 @pytest.fixture
 def repo(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
-    """A copy of the tiny project after its first `dvc repro` (`make run`), results committed."""
+    """A copy of the tiny project as a user has it after `make run` on a fresh clone (nothing committed after it)."""
     return clone_repo(baseline_repo(tmp_path_factory), tmp_path / "repo")
 
 

@@ -184,7 +184,7 @@ def sh(repo: Path, command: str, check: bool = True, **extra: str) -> subprocess
 
 @pytest.fixture
 def repo(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
-    """A fresh clone after the README's first command (`make run`, tiny budget), results committed on main."""
+    """A fresh clone after the README's first command (`make run`, tiny budget), nothing committed after it."""
     return clone_repo(baseline_repo(tmp_path_factory), tmp_path / "repo")
 
 

@@ -27,7 +27,7 @@ def _teammate(origin: Path, folder: Path) -> Path:
 
 @pytest.fixture
 def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny project after its first `dvc repro`, results committed (each test works on a copy)."""
+    """The tiny project as a user has it after `make run` on a fresh clone (each test works on a copy)."""
     return baseline_repo(tmp_path_factory)
 
 

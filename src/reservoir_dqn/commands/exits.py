@@ -1,4 +1,4 @@
-"""The one table of exit statuses of every ``reservoir-dqn`` command (the README repeats it).
+"""The one table of exit statuses of every ``reservoir-dqn`` command (the exit-statuses reference is made from it).
 
 A script or CI job can tell every outcome apart: a verdict of the gate (0, 1, 3) is never
 confused with an error (2, 4, 70), and an error never looks like a regression. New
@@ -41,6 +41,6 @@ MEANINGS: dict[Exit, str] = {
 
 
 def markdown_table() -> str:
-    """The table as the README shows it."""
+    """The table as the exit-statuses reference shows it."""
     rows = [f"| {int(status)} | {status.name.lower()} | {MEANINGS[status]} |" for status in Exit]
     return "\n".join(["| status | name | meaning |", "|---|---|---|", *rows])

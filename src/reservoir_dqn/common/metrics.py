@@ -26,7 +26,7 @@ class MetricGroup:
     :param fields: metric names inside the namespace, in column order.
     :param per_agent: one value per agent (a CSV row and an MLflow child run per agent), or
         one value for the whole run (the parent run).
-    :param description: what a row means, for the reader of the CSV and the README.
+    :param description: what a row means, for the reader of the CSV and the metrics reference.
     """
 
     name: str

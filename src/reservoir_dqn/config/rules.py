@@ -1,5 +1,5 @@
 """Rules between the fields of one section, declared once: the section's validator checks them,
-and :func:`markdown_table` lists them, with each field's own bounds, as the README shows them.
+and :func:`markdown_table` lists them, with each field's own bounds, as the parameters reference shows them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ class Rule:
     """One rule between fields.
 
     :param keys: the fields it compares (names within the section).
-    :param text: the rule as the README lists it.
+    :param text: the rule as the parameters reference lists it.
     :param broken: the one-line message when a section breaks the rule, else None. The message
         writes each field as ``name (value)``, so the loader can show it with the full dotted key.
     """

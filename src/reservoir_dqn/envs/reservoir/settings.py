@@ -1,7 +1,7 @@
 """The reservoir's settings, ``env.reservoir``: its physics, its inflows and the rules between them.
 
 :class:`ReservoirConfig` is checked against the rules of :data:`RESERVOIR_RULES` (declared
-once: the validator checks them and the README's table lists them,
+once: the validator checks them and the parameters reference lists them,
 :mod:`reservoir_dqn.config.rules`). The reservoir's profile registers it as the settings
 section ``reservoir`` (:mod:`reservoir_dqn.envs`).
 """
@@ -136,7 +136,7 @@ def _unserved_month(config: ReservoirConfig) -> str | None:
 
 
 WEIGHTS = ("weight_energy", "weight_deficit", "weight_spill", "weight_violation")
-# The reservoir's rules between fields (each field's own bounds are on the field); the README lists both.
+# The reservoir's rules between fields (each field's own bounds are on the field); the parameters reference lists both.
 RESERVOIR_RULES = (
     rules.Rule(
         ("min_storage", "capacity"),
