@@ -14,9 +14,7 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,6 +27,7 @@ from reservoir_dqn.config import flatten, read_params
 from reservoir_dqn.tracking.champion import HISTORY_TAG
 from tests.conftest import wait_for
 from tests.dvc_repo import baseline_repo, clean_env, clone_repo, run
+from tests.servers import free_port, serves
 
 pytestmark = pytest.mark.slow
 
@@ -58,20 +57,6 @@ def sh(repo: Path, command: str, check: bool = True) -> subprocess.CompletedProc
     return run(repo, "bash", "-c", command, check=check, env=clean_env(repo))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _serves(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def test_make_run_leaves_only_the_pipelines_own_outputs_changed(repo: Path) -> None:
     """What `make run` changes in a fresh clone is its outputs (new run ids and times), exactly as dvc.lock records."""
     status = run(repo, "git", "status", "--porcelain", "--untracked-files=all").stdout.splitlines()
@@ -94,12 +79,12 @@ def test_after_make_run_promote_makes_the_first_champion_which_loads_and_serves(
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert "release_hm3" in loaded.stdout and "q_values" in loaded.stdout, loaded.stdout
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(["bash", "-c", SERVE.format(port=port)], cwd=repo, env=clean_env(repo),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)  # fmt: skip
     try:
-        assert wait_for(lambda: server.poll() is None and _serves(f"http://127.0.0.1:{port}/ping"), 120, 0.5)
+        assert wait_for(lambda: server.poll() is None and serves(f"http://127.0.0.1:{port}/ping"), 120, 0.5)
         body = json.dumps({"dataframe_records": [STATE]})
         (answer,) = json.loads(sh(repo, ASK.format(port=port, body=body)).stdout)["predictions"]
         assert answer["release_hm3"] in RELEASES and len(answer["q_values"]) == len(RELEASES)

@@ -17,7 +17,6 @@ import re
 import shlex
 import signal
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import optuna
@@ -32,6 +31,7 @@ from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import profile
 from tests.conftest import REPO, wait_for
 from tests.dvc_repo import QUEUE_POLL_S, baseline_repo, clean_env, clone_repo, run
+from tests.servers import serves
 
 pytestmark = pytest.mark.slow
 
@@ -235,14 +235,6 @@ def test_the_stages_run_one_by_one_and_the_plots_render(repo: Path) -> None:
     assert "main" in page and "workspace" in page
 
 
-def _serves(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize(("command", "url"), [(MLFLOW_UI, "http://127.0.0.1:5000/health"),
                                               (TENSORBOARD, "http://127.0.0.1:6006/data/runs")])  # fmt: skip
 def test_the_ui_commands_serve_the_runs(repo: Path, command: str, url: str) -> None:
@@ -253,7 +245,7 @@ def test_the_ui_commands_serve_the_runs(repo: Path, command: str, url: str) -> N
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)  # fmt: skip
     try:
-        assert wait_for(lambda: server.poll() is None and _serves(url), 90, 0.5), server.stderr
+        assert wait_for(lambda: server.poll() is None and serves(url), 90, 0.5), server.stderr
     finally:
         server.send_signal(signal.SIGINT)
         with contextlib.suppress(subprocess.TimeoutExpired):  # how fast it shuts down is not what this checks
@@ -276,7 +268,7 @@ def test_the_champion_loads_as_the_readme_shows(repo: Path) -> None:
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)  # fmt: skip
     try:
-        assert wait_for(lambda: server.poll() is None and _serves("http://127.0.0.1:5001/ping"), 120, 0.5)
+        assert wait_for(lambda: server.poll() is None and serves("http://127.0.0.1:5001/ping"), 120, 0.5)
         (answer,) = json.loads(sh(repo, ASK).stdout)["predictions"]
         assert answer["release_hm3"] in {0, 20, 30, 40, 50, 60, 80, 100, 120, 160, 200}
         assert len(answer["q_values"]) == 11
