@@ -116,6 +116,8 @@ NOT_RUN = {
     ".venv/bin/dvc remote modify team keyfile ~/.ssh/id_ed25519": "the same",
     "make bench": "a benchmark of about 40 minutes, not a test (bench/results/ holds its figures)",
     "make soak": "a 1,000,000-frame benchmark, not a test",
+    ".venv/bin/python -m bench.breakdown --repeats 3": "a benchmark of about 16 minutes, not a test "
+    "(bench/results/breakdown.md)",
     # `make docs` is written inline, not in a bash block: it serves until Ctrl-C (tests/test_docs.py builds the site)
     ".venv/bin/reservoir-dqn promote --back": "needs an earlier champion; tests/test_champion.py moves the alias "
     "forth and back through the same entry point on a hand-made registry",
