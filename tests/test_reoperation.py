@@ -109,11 +109,11 @@ def test_the_held_out_period_in_one_run_carries_storage_from_year_to_year() -> N
     # SOP is stationary, so the years chained are one run of the rule over 228 months from the initial storage.
     month = torch.arange(12 * years)
     storage = torch.tensor(float(CONFIG.initial_storage), dtype=torch.float64)
-    rewards = []
+    rewards, rule = [], RECORD_REPLAY.policies()["sop"]
     for t in range(12 * years):
         tensordict = TensorDict({"storage": storage.view(1), "month": ((month[t] + 9) % 12).view(1),
                                  "time_step": (month[t] % 12).view(1)}, batch_size=[1])  # fmt: skip
-        action = RECORD_REPLAY.policies()["sop"](tensordict)["action"]
+        action = rule(tensordict)["action"]
         outcome = MODEL.transition(storage, RECORD_REPLAY.whole.inflows[0, t], action[0], (month[t] + 9) % 12)
         rewards.append(float(outcome.reward))
         storage = outcome.next_storage

@@ -25,6 +25,7 @@ def run_episodes(
     policy: TensorDictModuleBase,
     slot_seeds: Sequence[int],
     prepare: Callable[[EnvBase], None] | None = None,
+    steps: int | None = None,
 ) -> Episodes:
     """Run ``policy`` greedily (exploration off) for one episode in each copy, copy ``i`` seeded ``slot_seeds[i]``.
 
@@ -33,6 +34,8 @@ def run_episodes(
 
     :param prepare: called on the environment before its first reset (the reservoir's
         re-operation sets the record's windows there).
+    :param steps: play only the first ``steps`` steps of each episode (the reservoir's continuous replay plays
+        a year of each).
     """
     rng = GlobalRNGState()
     saved = rng.state_dict()
@@ -41,23 +44,25 @@ def run_episodes(
         prepare(env)
     try:
         with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
-            steps = _first_episodes(env, policy, profile.episode_limit(config))
+            played = _first_episodes(env, policy, profile.episode_limit(config), steps)
     finally:
         env.close()
         rng.load_state_dict(saved)
-    done = steps["next", "done"].squeeze(-1)
-    # A step is valid until (and including) the first done flag of its environment.
+    done = played["next", "done"].squeeze(-1).clone()
+    # A step is valid until (and including) the first done flag of its environment (or the last step played).
+    done[:, -1] |= steps is not None
     valid = (done.long().cumsum(dim=1) - done.long()) == 0
-    steps.set("valid", valid)
+    played.set("valid", valid)
     last = done.float().argmax(dim=1)
     rows = torch.arange(len(slot_seeds))
-    returns = steps["next", "episode_reward"].squeeze(-1)[rows, last]
-    lengths = steps["next", "step_count"].squeeze(-1)[rows, last]
-    return Episodes(steps=steps, returns=returns, lengths=lengths)
+    returns = played["next", "episode_reward"].squeeze(-1)[rows, last]
+    lengths = played["next", "step_count"].squeeze(-1)[rows, last]
+    return Episodes(steps=played, returns=returns, lengths=lengths)
 
 
-def _first_episodes(env: EnvBase, policy: TensorDictModuleBase, limit: int) -> TensorDictBase:
-    """Step every copy (resetting those that finish) until each has finished one episode: ``[N, T]`` steps.
+def _first_episodes(env: EnvBase, policy: TensorDictModuleBase, limit: int, steps: int | None = None) -> TensorDictBase:
+    """Step every copy (resetting those that finish) until each has finished one episode: ``[N, T]`` steps
+    (with ``steps``: exactly that many).
 
     ``env.rollout(limit, policy, break_when_any_done=False)`` computes the same steps but
     always runs ``limit`` of them, long after short episodes ended (CartPole's random
@@ -65,13 +70,16 @@ def _first_episodes(env: EnvBase, policy: TensorDictModuleBase, limit: int) -> T
     steps, which gymnasium's vector env refuses.
     """
     tensordict = env.reset()
-    steps = []
+    played = []
     finished = torch.zeros(env.batch_size, dtype=torch.bool, device=env.device)
-    for _ in range(limit):
+    for _ in range(steps or limit):
         tensordict.update(policy(tensordict))
         step, tensordict = env.step_and_maybe_reset(tensordict)
-        steps.append(step)
+        played.append(step)
         finished |= step["next", "done"].reshape(env.batch_size)
-        if bool(finished.all()):
-            return torch.stack(steps, dim=1)
-    raise RuntimeError("an evaluation episode did not end within the episode limit")
+        if steps is None and bool(finished.all()):
+            break
+    else:
+        if steps is None:
+            raise RuntimeError("an evaluation episode did not end within the episode limit")
+    return torch.stack(played, dim=1)

@@ -133,8 +133,11 @@ class RecordReplay:
         carries the storage distribution forward)."""
         return random_rewards(self.model, self.windows.inflows.double(), self.windows.classes[:, -1])
 
-    def episodes(self, policy: TensorDictModuleBase, windows: Windows | None = None, copies: int = 1) -> Episodes:
-        """``policy`` replaying every window (default: all held-out ones), ``copies`` times over (agent-major)."""
+    def episodes(
+        self, policy: TensorDictModuleBase, windows: Windows | None = None, copies: int = 1, steps: int | None = None
+    ) -> Episodes:
+        """``policy`` replaying every window (default: all held-out ones), ``copies`` times over (agent-major);
+        ``steps``: only each window's first ``steps`` months."""
         tiled = (windows or self.windows).tile(copies)
 
         def replayed(env: EnvBase) -> None:
@@ -142,7 +145,7 @@ class RecordReplay:
             assert isinstance(base, DiscreteReservoirEnv)
             base.replay(tiled)
 
-        return run_episodes(self.profile, self.config, policy, [0] * len(tiled), prepare=replayed)
+        return run_episodes(self.profile, self.config, policy, [0] * len(tiled), prepare=replayed, steps=steps)
 
     def rewards(self, policy: TensorDictModuleBase, copies: int = 1) -> torch.Tensor:
         """``[copies, W, H]`` the monthly rewards of ``policy`` replaying every window (``copies`` stacked agents)."""
@@ -190,7 +193,7 @@ class RecordReplay:
         steps = []
         for year in range(self.period_years):
             first = MONTHS_PER_YEAR * year
-            # The year's months, then months of no inflow the episode never reaches (its first year is kept).
+            # The year's months, then months of no inflow the episode never reaches (it plays the first year).
             inflows = torch.zeros(1, horizon, dtype=period.inflows.dtype)
             inflows[0, :MONTHS_PER_YEAR] = period.inflows[0, first : first + MONTHS_PER_YEAR]
             classes = period.classes[:, first : first + horizon + 1]
@@ -198,9 +201,9 @@ class RecordReplay:
             window = Windows((period.starts[0],), (period.first_years[0] + year,), classes, inflows)
             if isinstance(policy, ForesightPolicy):
                 policy.offset = first
-            episodes = self.episodes(policy, window.tile(copies).starting_at(storages), 1)
-            steps.append(episodes.steps[:, :MONTHS_PER_YEAR])
-            storages = episodes.steps["next", "storage"][:, MONTHS_PER_YEAR - 1].double()
+            episodes = self.episodes(policy, window.tile(copies).starting_at(storages), 1, MONTHS_PER_YEAR)
+            steps.append(episodes.steps)
+            storages = episodes.steps["next", "storage"][:, -1].double()
         joined = tensordict.cat(steps, dim=1)
         rewards = joined["next", "reward"].squeeze(-1).double()
         return Episodes(joined, rewards.sum(dim=1), torch.full((copies,), joined.shape[1]))
