@@ -7,7 +7,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -33,6 +32,7 @@ from reservoir_dqn.tracking import Tracking, registered_model_name
 from reservoir_dqn.tracking.registry import ModelLogger
 from reservoir_dqn.tracking.served_policy import ARTIFACT, OnnxPolicy
 from tests.conftest import REPO, wait_for, write_params
+from tests.servers import free_port, serves
 
 FIELDS = ["storage_over_capacity", "sin_month", "cos_month", "months_left_over_horizon"]
 RELEASES_HM3 = {0.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0, 120.0, 160.0, 200.0}  # the release levels x 10 hm3
@@ -60,14 +60,6 @@ def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 @pytest.mark.slow
@@ -139,9 +131,7 @@ def test_the_exported_policy_is_registered_with_its_card_and_served_over_http(pr
     assert found["answer"][0]["release_hm3"] in RELEASES_HM3 and len(found["answer"][0]["q_values"]) == 11
 
     # `mlflow models serve` answers a real HTTP request with the release in hm3/month.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     bin_dir = str(Path(sys.executable).parent)  # mlflow starts uvicorn from PATH, as the README's command sets it
     command = ["mlflow", "models", "serve", "-m", f"models:/{name}/{version.version}", "--env-manager", "local"]
     server = subprocess.Popen(
@@ -152,7 +142,7 @@ def test_the_exported_policy_is_registered_with_its_card_and_served_over_http(pr
         start_new_session=True,
     )
     try:
-        assert wait_for(lambda: _answers(f"http://127.0.0.1:{port}/ping"), timeout=120, interval=0.5)
+        assert wait_for(lambda: serves(f"http://127.0.0.1:{port}/ping"), timeout=120, interval=0.5)
         states = [example, {**example, "storage_over_capacity": 0.1, "months_left_over_horizon": 0.5}]
         status, answer = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": states})
         assert status == 200, answer

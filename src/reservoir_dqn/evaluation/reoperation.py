@@ -49,9 +49,10 @@ def replay_baselines(record: HeldOutReplay) -> dict[str, np.ndarray]:
     return played | {"random": yearly(record.random_rewards(), year_of_month)}
 
 
-def _replay_references(record: HeldOutReplay) -> dict[str, Replayed]:
-    """Every reference policy the record names replayed, and ``random``: its exact rewards and measured criteria."""
-    replayed = {name: record.replay(policy) for name, policy in record.policies().items()}
+def _replay_references(record: HeldOutReplay, policies: Mapping[str, TensorDictModuleBase]) -> dict[str, Replayed]:
+    """Every reference policy (``policies``, the record's) replayed, and ``random``: its exact rewards and measured
+    criteria."""
+    replayed = {name: record.replay(policy) for name, policy in policies.items()}
     return replayed | {"random": record.random_performance()}
 
 
@@ -129,7 +130,8 @@ def evaluate_held_out(record: HeldOutReplay, networks: Mapping[str, tuple[Tensor
     policy replaying the held-out record, scored against its bound (``foresight``), with their performance
     criteria (their intervals over seeds kept in the range the record declares for each)."""
     year_of_month, labels = water_years(record.first_years, record.horizon)
-    references = _replay_references(record)
+    policies = record.policies()  # the SDPs' solutions and foresight's DP, computed once for both replays
+    references = _replay_references(record, policies)
     played = {name: yearly(replayed.rewards[0], year_of_month) for name, replayed in references.items()}
     replays = {network: record.replay(q_network, copies) for network, (q_network, copies) in networks.items()}
     agents = {network: yearly(replayed.rewards, year_of_month) for network, replayed in replays.items()}
@@ -187,14 +189,18 @@ def evaluate_held_out(record: HeldOutReplay, networks: Mapping[str, tuple[Tensor
             }
             for network, replayed in replays.items()
         },
-        continuous=_continuous(record, networks),
+        continuous=_continuous(record, policies, networks),
     )
 
 
-def _continuous(record: HeldOutReplay, networks: Mapping[str, tuple[TensorDictModuleBase, int]]) -> Continuous:
-    """Every policy operating the held-out period in one run: its score over the period (random 0, foresight 1)
-    and its criteria; the agents' summarised over seeds."""
-    references = {name: record.continuous(policy) for name, policy in record.policies().items()}
+def _continuous(
+    record: HeldOutReplay,
+    policies: Mapping[str, TensorDictModuleBase],
+    networks: Mapping[str, tuple[TensorDictModuleBase, int]],
+) -> Continuous:
+    """Every policy (the record's reference ``policies`` and the agents) operating the held-out period in one run:
+    its score over the period (random 0, foresight 1) and its criteria; the agents' summarised over seeds."""
+    references = {name: record.continuous(policy) for name, policy in policies.items()}
     references["random"] = record.continuous(None)
     random = float(references["random"].rewards.sum())
     span = float(references["foresight"].rewards.sum()) - random

@@ -255,6 +255,7 @@ class ReservoirProfile(EnvProfile):
         unit, levels = reservoir.unit_hm3, reservoir.release_levels
         steps, nxt = episodes.steps, episodes.steps["next"]
         demand = torch.tensor(reservoir.demand, dtype=torch.float64)
+        rewards = _reward_keys(config)
         rows = []
         for index in range(min(count, len(episodes))):
             for step in range(int(episodes.lengths[index])):
@@ -272,7 +273,7 @@ class ReservoirProfile(EnvProfile):
                 }
                 row |= {f"{key}_hm3": float(nxt[key][index, step]) * unit for key in ("storage", *FLOWS)}
                 row["energy_gwh"] = float(nxt["energy_gwh"][index, step])
-                row |= {key: float(nxt[key][index, step]) for key in _reward_keys(config)}
+                row |= {key: float(nxt[key][index, step]) for key in rewards}
                 row["reward"] = float(nxt["reward"][index, step])
                 rows.append(row)
         return rows

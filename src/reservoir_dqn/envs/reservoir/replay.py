@@ -21,6 +21,7 @@ The statistics over those replays (scores against foresight, the block bootstrap
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import tensordict
 import torch
@@ -35,7 +36,7 @@ from reservoir_dqn.envs.reservoir.baselines import SDPPolicy, StandardOperatingP
 from reservoir_dqn.envs.reservoir.env import DiscreteReservoirEnv
 from reservoir_dqn.envs.reservoir.inflows import without_persistence
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
-from reservoir_dqn.envs.reservoir.sdp import ForesightSolution, foresight, random_rewards, solve
+from reservoir_dqn.envs.reservoir.sdp import foresight, random_rewards, solve
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
 from reservoir_dqn.envs.reservoir.windows import HELD_OUT_PREFIX, Windows, find_windows, held_out_period
 from reservoir_dqn.envs.rollouts import run_episodes
@@ -50,14 +51,15 @@ DEFICIT = Metric("deficit_hm3", "unmet demand per window (hm3)", 0.0)
 class ForesightPolicy(TensorDictModuleBase):
     """Window ``i``'s foresight DP table, played in environment slot ``i``."""
 
-    def __init__(self, solution: ForesightSolution) -> None:
+    def __init__(self, table: torch.Tensor) -> None:
+        """:param table: ``[W, T, S]`` the release of each window, time step and storage
+        (:class:`~.sdp.ForesightSolution`'s ``policy``, or its months from some step on)."""
         super().__init__()
         self.in_keys, self.out_keys = ["time_step", "storage"], ["action"]
-        self.register_buffer("table", solution.policy)
-        self.offset = 0  # months of the table before the environment's first step (a continuous replay's year)
+        self.register_buffer("table", table)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        time_step = (tensordict.get("time_step") + self.offset).clamp(max=self.table.shape[1] - 1)
+        time_step = tensordict.get("time_step").clamp(max=self.table.shape[1] - 1)
         storage = tensordict.get("storage").round().long()
         window = torch.arange(self.table.shape[0])
         return tensordict.set("action", self.table[window, time_step, storage])
@@ -125,7 +127,7 @@ class RecordReplay:
             "sdp": SDPPolicy(reservoir_optimum(self.reservoir)),
             "sdp_independent": SDPPolicy(solve(independent)),
             "sop": StandardOperatingPolicy(model),
-            "foresight": ForesightPolicy(foresight(model, self.windows.inflows, self.windows.classes[:, -1])),
+            "foresight": ForesightPolicy(foresight(model, self.windows.inflows, self.windows.classes[:, -1]).policy),
         }
 
     def random_rewards(self) -> torch.Tensor:
@@ -176,18 +178,21 @@ class RecordReplay:
         months = MONTHS_PER_YEAR * years
         if policy is None:
             random = RandomPolicy(self.model.num_actions, RANDOM_SEED)
-            played = self._years(random, RANDOM_REPLAYS)
+            played = self._years(lambda first: random, RANDOM_REPLAYS)
             expected = random_rewards(self.model, inflows[:, :months].double())
             return Replayed(expected.unsqueeze(0), [self._per_year(played, years)], [{}])
-        if isinstance(policy, ForesightPolicy):
-            policy = ForesightPolicy(foresight(self.model, inflows[:, :months]))
-        played = self._years(policy, copies)
+        if isinstance(policy, ForesightPolicy):  # one DP over the whole period: each year plays its months of it
+            table = foresight(self.model, inflows[:, :months]).policy
+            played = self._years(lambda first: ForesightPolicy(table[:, first:]), copies)
+        else:
+            played = self._years(lambda first: policy, copies)
         parts = [played.part(copy, copy + 1) for copy in range(copies)]
         rewards = played.steps["next", "reward"].squeeze(-1).double().view(copies, 1, months)
         return Replayed(rewards, [self._per_year(part, years) for part in parts], [{} for _ in parts])
 
-    def _years(self, policy: TensorDictModuleBase, copies: int) -> Episodes:
-        """The held-out period's years played one after the other by ``copies`` slots (see :meth:`continuous`)."""
+    def _years(self, policy: Callable[[int], TensorDictModuleBase], copies: int) -> Episodes:
+        """The held-out period's years played one after the other by ``copies`` slots (see :meth:`continuous`);
+        ``policy(first)``: the policy of the year starting at the period's month ``first``."""
         horizon, period = self.horizon, self.whole
         storages = torch.full((copies,), float(self.reservoir.initial_storage), dtype=torch.float64)
         steps = []
@@ -199,9 +204,7 @@ class RecordReplay:
             classes = period.classes[:, first : first + horizon + 1]
             classes = torch.cat([classes, classes[:, -1:].expand(1, horizon + 1 - classes.shape[1])], dim=1)
             window = Windows((period.starts[0],), (period.first_years[0] + year,), classes, inflows)
-            if isinstance(policy, ForesightPolicy):
-                policy.offset = first
-            episodes = self.episodes(policy, window.tile(copies).starting_at(storages), 1, MONTHS_PER_YEAR)
+            episodes = self.episodes(policy(first), window.tile(copies).starting_at(storages), 1, MONTHS_PER_YEAR)
             steps.append(episodes.steps)
             storages = episodes.steps["next", "storage"][:, -1].double()
         joined = tensordict.cat(steps, dim=1)
@@ -255,7 +258,7 @@ class RecordReplay:
             "dqn": self.episodes(q_network, first, agents).part(agent, agent + 1),
             "sdp": self.episodes(SDPPolicy(reservoir_optimum(self.reservoir)), first),
             "foresight": self.episodes(
-                ForesightPolicy(foresight(self.model, first.inflows, first.classes[:, -1])), first
+                ForesightPolicy(foresight(self.model, first.inflows, first.classes[:, -1]).policy), first
             ),
         }
         return [

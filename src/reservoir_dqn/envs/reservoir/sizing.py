@@ -38,9 +38,10 @@ from typing import Any
 import numpy as np
 
 from reservoir_dqn.config import ConfigError
+from reservoir_dqn.envs.reservoir.baselines import reservoir_optimum
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.records import MONTHS, Record, load_record, record_version
-from reservoir_dqn.envs.reservoir.sdp import foresight, random_rewards, solve, table_returns
+from reservoir_dqn.envs.reservoir.sdp import foresight, random_rewards, table_returns
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
 from reservoir_dqn.envs.reservoir.windows import find_windows
 
@@ -174,5 +175,5 @@ def _sdp_over_foresight(config: ReservoirConfig, version: int) -> float | None:
     last = windows.classes[:, -1]
     bound = float(foresight(model, windows.inflows, last).returns.sum())
     random = float(random_rewards(model, windows.inflows.double(), last).sum())
-    optimum = float(table_returns(model, solve(model).policy, windows.inflows, windows.classes).sum())
+    optimum = float(table_returns(model, reservoir_optimum(config).policy, windows.inflows, windows.classes).sum())
     return (optimum - random) / (bound - random) if bound > random else 1.0

@@ -140,16 +140,13 @@ def check_held_out(config: ReservoirConfig) -> None:
     if split.held_out is None or window_starts(record, split, "held_out", config.horizon_months, config.start_month):
         return
     begin, end = split.held_out
-    fix = (
-        "hold out more years"
-        if settings.held_out is not None
-        else "fit fewer years, or the whole record (last_year empty)"
-    )
-    key = "held_out" if settings.held_out is not None else "last_year"
-    value = list(settings.held_out) if settings.held_out is not None else settings.last_year
+    if settings.held_out is not None:
+        setting, where, fix = f"held_out = {list(settings.held_out)}", "", "hold out more years"
+    else:
+        setting, where = f"last_year = {settings.last_year}", " after the fitting years"
+        fix = "fit fewer years, or the whole record (last_year empty)"
     raise RecordError(
-        f"env.reservoir.record.{key} = {value}: the {end - begin + 1} held-out months"
-        f"{' after the fitting years' if settings.held_out is None else ''} ({record.label(begin)} to "
+        f"env.reservoir.record.{setting}: the {end - begin + 1} held-out months{where} ({record.label(begin)} to "
         f"{record.label(end)}) hold no whole window of {config.horizon_months} months starting in month "
         f"{config.start_month + 1}: {fix}"
     )
@@ -158,8 +155,9 @@ def check_held_out(config: ReservoirConfig) -> None:
 def window_starts(
     record: Record, split: Split, part: Literal["training", "held_out"], horizon: int, start_month: int
 ) -> list[int]:
-    """The record indices where the ``part`` windows start (in ``start_month``): training windows whose months and
-    the month before all are fitting months, held-out ones inside the held-out months."""
+    """The record indices where the ``part`` windows start (in ``start_month``): training windows whose months are
+    all fitting months and whose month before (its class is the first state's) is not held out, held-out ones
+    inside the held-out months."""
     if part == "training":
         fitting = np.concatenate([[0], np.cumsum(split.fitting)])
         # Months ``start`` to ``start + horizon - 1`` all fitting, and the month before (its class) not held out.
