@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 from tensordict import TensorDict
-from torchrl.objectives import HardUpdate, SoftUpdate
+from torchrl.objectives import DQNLoss, HardUpdate, SoftUpdate
 
 from reservoir_dqn.agent import (
     NetworkSpec,
@@ -142,6 +142,45 @@ def test_double_dqn_values_the_online_networks_choice_with_the_target_network(do
     batch["action"] = torch.zeros(4, dtype=torch.long)  # prediction Q_online(s, 0) = 1
     per_transition = agent.compute_loss(batch)
     assert torch.allclose(per_transition, torch.full((4,), (1.0 - target) ** 2))
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [{}, {"double_dqn": "true"}, {"loss": "l2"}, {"head": "dueling"}, {"prioritized": "true"}, {"n_steps": 1}],
+)
+def test_the_loss_is_torchrls_dqn_loss_bit_for_bit(variant: dict[str, object]) -> None:
+    """StackedDQNLoss skips DQNLoss's TensorDict plumbing: its losses, td_error and gradients are DQNLoss's exactly."""
+    head = str(variant.pop("head", "plain"))
+    config = _dqn(**variant)
+    agent = make_agent(config, replace(SPEC, agents=3, head=head), seeds=[1, 2, 3])
+    reference = DQNLoss(
+        agent.q_network,
+        loss_function=agent.loss.loss_function,
+        delay_value=True,
+        double_dqn=config.double_dqn,
+        action_space=agent.q_network.spec,
+        reduction="none",
+    )
+    reference.make_value_estimator(gamma=config.gamma)
+    torch.manual_seed(0)
+    for target in agent.loss.target_value_network_params.values(True, True):  # targets apart from the online weights
+        target.data.add_(torch.randn_like(target) * 0.1)
+    reference.target_value_network_params.update_(agent.loss.target_value_network_params)
+    batch = torch.cat([_batch(16, terminated=bool(i % 2)) for i in range(3)])
+    batch["next", "reward"] = torch.randn(48, 1)
+    batch["steps_to_next_obs"] = torch.randint(1, 4, (48, 1))
+    if config.prioritized:
+        batch["priority_weight"] = torch.rand(48)
+    results = []
+    for loss in (agent.loss, reference):
+        sample = batch.clone()
+        agent.optimizer.zero_grad(set_to_none=True)
+        per_transition = loss(sample)["loss"]
+        per_transition.sum().backward()
+        results.append((per_transition, sample["td_error"], [p.grad.clone() for p in agent.q_network.parameters()]))
+    (ours, our_errors, our_grads), (theirs, their_errors, their_grads) = results
+    assert torch.equal(ours, theirs) and torch.equal(our_errors, their_errors)
+    assert all(torch.equal(mine, yours) for mine, yours in zip(our_grads, their_grads, strict=True))
 
 
 def test_gradients_are_clipped_per_agent_as_each_would_be_alone() -> None:
