@@ -80,6 +80,11 @@ RDB_RUN = (
     "-S 'env.reservoir.record.held_out=[1961,1972]' -S env.reservoir.unit_hm3=46.8 -S env.reservoir.weight_energy=0.214"
 )
 TRAIN = ".venv/bin/reservoir-dqn train --set dqn.gamma=0.95 --lr 3e-4 --seeds 2"
+FRONT = ".venv/bin/reservoir-dqn front"
+FRONT_DELAWARE = (
+    ".venv/bin/reservoir-dqn front $(.venv/bin/reservoir-dqn recipe reservoir-delaware) --no-agents "
+    "--out metrics/front-delaware.json --plot plots/front-delaware.png"
+)
 EVALUATE = ".venv/bin/reservoir-dqn evaluate"
 PLOT = ".venv/bin/reservoir-dqn plot"
 PLOTS_SHOW = ".venv/bin/dvc plots show --out dvc_plots"
@@ -144,7 +149,8 @@ NOT_RUN = {
 # MAKE_RUN is run by tests.dvc_repo.baseline_repo, which builds the project every test here starts from.
 RUN_HERE = (MAKE_RUN, TRY_CHANGE, COMPARE, CI_GATE, EXP_SHOW, QUEUE, QUEUE_START, QUEUE_STATUS, TRAIN, EVALUATE,
             PLOT, PLOTS_SHOW, PLOTS_DIFF, MLFLOW_UI, TENSORBOARD, TUNE, TUNE_BEST, RUN_BEST, PROMOTE,
-            SERVE, ASK, UNSUPPORTED, RECORD_ADD, RECORD_RUN, RDB_WHEEL, RDB_FILE, RDB_ADD, RDB_RUN)  # fmt: skip
+            SERVE, ASK, UNSUPPORTED, RECORD_ADD, RECORD_RUN, RDB_WHEEL, RDB_FILE, RDB_ADD, RDB_RUN, FRONT,
+            FRONT_DELAWARE)  # fmt: skip
 
 
 def documented_pages() -> list[Path]:
@@ -235,6 +241,16 @@ def test_the_stages_run_one_by_one_and_the_plots_render(repo: Path) -> None:
     assert (repo / "dvc_plots/index.html").read_text() != (repo / "dvc_plots_diff/index.html").read_text()
     page = (repo / "dvc_plots_diff/index.html").read_text()
     assert "main" in page and "workspace" in page
+
+
+def test_the_front_places_the_trained_agents_and_another_reservoirs_front_goes_beside_it(repo: Path) -> None:
+    printed = sh(repo, FRONT).stdout
+    front = json.loads((repo / "metrics/front.json").read_text())
+    assert len(front["agents"]) == 2 and front["certificate_share"] <= 1e-4, printed
+    assert (repo / "plots/front.png").stat().st_size > 10_000
+    sh(repo, FRONT_DELAWARE)
+    delaware = json.loads((repo / "metrics/front-delaware.json").read_text())
+    assert delaware["agents"] == [] and delaware["vertices"] != front["vertices"]
 
 
 @pytest.mark.parametrize(("command", "url"), [(MLFLOW_UI, "http://127.0.0.1:5000/health"),

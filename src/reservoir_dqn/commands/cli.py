@@ -53,6 +53,10 @@ COMMANDS: dict[str, Command] = {
     "advise": Command(
         "reservoir_dqn.commands.advise", "this month's release, for a reservoir's state in an operator's terms"
     ),
+    "front": Command(
+        "reservoir_dqn.commands.front",
+        "the exact front of energy against water supply, and where each agent sits on it",
+    ),
     "dvc": Command(
         "reservoir_dqn.commands.dvc_wrapper",
         "run DVC, checking params and records first and ending with a failed stage's status and line",

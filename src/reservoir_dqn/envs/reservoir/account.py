@@ -114,7 +114,7 @@ def account(model: ReservoirModel, solution: SDPSolution, policy: torch.Tensor) 
     rewards, next_storage = month_outcomes(model)
     optimal = solution.values[:-1]
     chosen = solution.q_values.gather(-1, policy.unsqueeze(-1)).squeeze(-1)
-    values = _evaluate(model, policy, rewards, next_storage, solution.values[-1])
+    values = evaluate(model, policy, rewards, next_storage, solution.values[-1])
     initial = solution.initial_classes
     return Account(
         policy=policy,
@@ -141,7 +141,7 @@ def _next_classes(model: ReservoirModel, month: int) -> tuple[torch.Tensor, torc
     )
 
 
-def _evaluate(
+def evaluate(
     model: ReservoirModel, policy: torch.Tensor, rewards: torch.Tensor, next_storage: torch.Tensor, end: torch.Tensor
 ) -> torch.Tensor:
     """``[H + 1, S, J]`` the policy's expected return-to-go: ``V_t(s, j) = sum_k P[j, k] [r + V_{t+1}(s', k)]``,

@@ -20,6 +20,7 @@ the default problem solves in milliseconds.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -52,18 +53,25 @@ class SDPSolution:
         return float((self.values[0, self.initial_storage] * self.initial_classes).sum())
 
 
-def month_outcomes(model: ReservoirModel) -> tuple[torch.Tensor, torch.Tensor]:
-    """One month's outcome from every storage, action and inflow class of every calendar month:
-    ``[12, S, A, K]`` rewards (float64) and next storages (indices)."""
+def month_fields(model: ReservoirModel, fields: Sequence[str]) -> dict[str, torch.Tensor]:
+    """``[12, S, A, K]`` each of ``fields`` (:class:`~.model.Outcome`'s, or ``reward``) for one month from every
+    storage, action and inflow class of every calendar month."""
     storage = torch.arange(model.num_storages, dtype=torch.float64).view(-1, 1, 1)
     action = torch.arange(model.num_actions).view(1, -1, 1)
-    rewards, next_storage = [], []
+    collected: dict[str, list[torch.Tensor]] = {field: [] for field in fields}
     for month in range(MONTHS):
         inflow = model.inflow_values[month].view(1, 1, -1)
         outcome = model.transition(storage, inflow, action, torch.tensor(month))
-        rewards.append(outcome.reward)
-        next_storage.append(outcome.next_storage.long())
-    return torch.stack(rewards), torch.stack(next_storage)
+        for field in fields:
+            collected[field].append(getattr(outcome, field))
+    return {field: torch.stack(values) for field, values in collected.items()}
+
+
+def month_outcomes(model: ReservoirModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """One month's outcome from every storage, action and inflow class of every calendar month:
+    ``[12, S, A, K]`` rewards (float64) and next storages (indices)."""
+    fields = month_fields(model, ("reward", "next_storage"))
+    return fields["reward"], fields["next_storage"].long()
 
 
 def solve(model: ReservoirModel) -> SDPSolution:

@@ -1,0 +1,154 @@
+"""``reservoir-dqn front``: the exact front of energy against water supply, and where each agent sits on it.
+
+Computes the reservoir's convex coverage set by SDP at the weights optimistic linear support
+picks, with its certificate (:mod:`reservoir_dqn.envs.reservoir.front`), evaluates every
+trained agent (``models/agents/final.pt``, when it was trained on this reservoir), the
+standard operating policy and the configured SDP optimum on it, exactly, and writes::
+
+    metrics/front.json   the vertices in engineering units, the certificate, each policy's point and losses
+    plots/front.png      the front as an operator reads it
+
+    .venv/bin/reservoir-dqn front
+    .venv/bin/reservoir-dqn front --set env.reservoir.weight_spill=2 --no-agents
+
+Each policy's losses are in reward units of the configured reward: at its own weight
+(``lam = 1/2``, the reward it was trained on; for the agents this is the SDP gap the exact
+account reports), and expected and largest over ``lam`` uniform on ``[0, 1]``, which say how
+far one policy is from serving every trade-off.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from reservoir_dqn.agent import load_model, stacked_mlp
+from reservoir_dqn.commands.plumbing import run_stage
+from reservoir_dqn.common.files import write_json
+from reservoir_dqn.config import Config, ConfigError, add_config_arguments, config_from_args
+from reservoir_dqn.envs import profile
+from reservoir_dqn.envs.reservoir.front import (
+    CONFIGURED,
+    Evaluator,
+    Front,
+    Point,
+    agent_points,
+    exact_front,
+    expected_utility_loss,
+    maximum_utility_loss,
+    sop_table,
+)
+from reservoir_dqn.envs.reservoir.front_figure import front_figure
+from reservoir_dqn.envs.reservoir.model import ReservoirModel
+from reservoir_dqn.envs.reservoir.profile import reservoir_settings
+
+
+def per_year(model: ReservoirModel, point: Point) -> dict[str, float]:
+    """A point's expected totals as yearly figures: GWh a year, hm3 a year."""
+    config = model.config
+    years = config.horizon_months / 12
+    energy, deficit, spill, violation = point.totals
+    return {
+        "energy_gwh_per_year": energy / years,
+        "deficit_hm3_per_year": deficit * config.unit_hm3 / years,
+        "spill_hm3_per_year": spill * config.unit_hm3 / years,
+        "violation_hm3_per_year": violation * config.unit_hm3 / years,
+    }
+
+
+def policy_entry(front: Front, model: ReservoirModel, point: Point) -> dict[str, float]:
+    """A policy's point and its utility losses against the front (reward units)."""
+    return per_year(model, point) | {
+        "utility_loss_at_configured": front.best(CONFIGURED) - point.utility(model, CONFIGURED),
+        "expected_utility_loss": expected_utility_loss(front, model, point),
+        "maximum_utility_loss": maximum_utility_loss(front, model, point),
+    }
+
+
+def report(
+    front: Front, model: ReservoirModel, agents: list[Point], sop: Point, model_file: str | None
+) -> dict[str, object]:
+    scale = max(1.0, abs(front.best(CONFIGURED)))
+    configured = max(front.vertices, key=lambda vertex: vertex.utility(model, CONFIGURED))
+    return {
+        "objectives": "energy (GWh a year, more is better) against supply deficit (hm3 a year, less is better)",
+        "scalarisation": "the reward with weight_energy x 2 lam and weight_deficit x 2 (1 - lam); spill and "
+        "violation keep their configured penalties; lam = 0.5 is the configured reward",
+        "vertices": [{"lam": vertex.weight, **per_year(model, vertex)} for vertex in front.vertices],
+        "corners": front.corners,
+        "certificate": front.certificate,
+        "certificate_share": front.certificate / scale,
+        "solves": front.solves,
+        "seconds": round(front.seconds, 2),
+        "configured_optimum": {
+            "lam": CONFIGURED,
+            "utility": front.best(CONFIGURED),
+            **per_year(model, configured),
+        },
+        "sop": policy_entry(front, model, sop),
+        "agents_model": model_file,
+        "agents": [policy_entry(front, model, point) for point in agents],
+    }
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="reservoir-dqn front", description="The exact front of energy against supply, and the agents on it."
+    )
+    parser.add_argument("--model", type=Path, help="the agents' model file (default: paths.agents/final.pt)")
+    parser.add_argument("--no-agents", action="store_true", help="the front, SOP and the SDP only")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="stop refining where no weight can gain more than this share of the configured optimum's utility",
+    )
+    parser.add_argument("--max-solves", type=int, default=1000, help="at most this many SDP solves (default 1000)")
+    parser.add_argument("--out", type=Path, default=Path("metrics/front.json"), help="where the JSON goes")
+    parser.add_argument("--plot", type=Path, help="where the figure goes (default: paths.plots/front.png)")
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    config: Config = config_from_args(args)
+    if profile(config.env).advisor(config.env) is None:
+        raise ConfigError(f"env.name: front needs a reservoir (reservoir or reservoir-<river>), not {config.env.name}")
+    if not 0.0 <= args.tolerance < 1.0:
+        raise ConfigError(f"--tolerance ({args.tolerance}) must lie in [0, 1)")
+    if args.max_solves < 3:
+        raise ConfigError(f"--max-solves ({args.max_solves}) must be at least 3 (both ends and the configured reward)")
+    reservoir = reservoir_settings(config.env)
+    if reservoir.end_value != "none":
+        raise ConfigError(
+            f"env.reservoir.end_value ({reservoir.end_value}): the front weighs what a horizon delivers, and the "
+            "end's water value is in reward units, not energy or supply; set env.reservoir.end_value=none"
+        )
+    model = ReservoirModel.from_config(reservoir)
+    agents: list[Point] = []
+    model_file = None
+    if not args.no_agents:
+        path = args.model or Path(config.paths.agents) / "final.pt"
+        if args.model is not None or path.exists():
+            network, spec = load_model(path)
+            if spec.env_name != config.env.name or spec.obs_dim != model.observation_size:
+                raise ConfigError(
+                    f"{path}: its agents were trained on {spec.env_name} ({spec.obs_dim} observations), not on this "
+                    f"reservoir ({config.env.name}, {model.observation_size}); give --model or --no-agents"
+                )
+            agents, model_file = agent_points(model, stacked_mlp(network), spec.agents), str(path)
+    front = exact_front(model, tolerance=args.tolerance, max_solves=args.max_solves)
+    sop = Evaluator(model).point(sop_table(model))
+    result = report(front, model, agents, sop, model_file)
+    write_json(args.out, result)
+    plot = args.plot or Path(config.paths.plots) / "front.png"
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    figure = front_figure(result, config.env.name)
+    figure.savefig(plot, dpi=110)
+    print(
+        f"front: {len(front.vertices)} vertices from {front.solves} SDP solves in {front.seconds:.1f} s, certificate "
+        f"{front.certificate:.3g} ({result['certificate_share']:.1e} of the configured optimum's utility); "
+        f"{len(agents)} agents placed; {args.out} and {plot}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_stage(run, argv)

@@ -1,0 +1,75 @@
+"""``front.png``: the exact front of energy against supply deficit, with the agents, SOP and the configured optimum.
+
+Left, the whole front; right, the neighbourhood of the configured optimum, where the agents
+trained on the configured reward land. Energy in GWh a year (up is better), deficit in hm3 a
+year (left is better); each agent's point is its greedy policy's exact expectation, and their
+mean carries a 95% t interval over seeds in each direction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from scipy import stats
+
+X, Y = "deficit_hm3_per_year", "energy_gwh_per_year"
+
+
+def front_figure(result: dict[str, Any], env_name: str) -> Figure:
+    figure, axes = plt.subplots(1, 2, figsize=(12.5, 5.2), layout="constrained")
+    for axis in axes:
+        _draw(axis, result)
+    _zoom(axes[1], result)
+    axes[0].set_title("the whole front")
+    axes[1].set_title("around the configured reward's optimum")
+    axes[0].legend(loc="lower right", fontsize=8)
+    share = result["certificate_share"]
+    figure.suptitle(
+        f"{env_name}: energy against water supply, the exact front ({len(result['vertices'])} vertices)\n"
+        f"certified: no weighting of the two can gain more than {100 * share:.2g}% of the configured optimum's "
+        "utility over it",
+        fontsize=11,
+    )
+    return figure
+
+
+def _draw(axis: Axes, result: dict[str, Any]) -> None:
+    vertices = result["vertices"]
+    axis.plot(
+        [v[X] for v in vertices], [v[Y] for v in vertices], "-o", color="black", markersize=3, linewidth=1,
+        label="exact front (between vertices: mixtures of the two policies)",
+    )  # fmt: skip
+    sop, best = result["sop"], result["configured_optimum"]
+    axis.plot(sop[X], sop[Y], "s", color="tab:orange", markersize=8, label="standard operating policy")
+    axis.plot(best[X], best[Y], "*", color="tab:green", markersize=14, label="SDP optimum of the configured reward")
+    agents = result["agents"]
+    if agents:
+        x, y = np.array([a[X] for a in agents]), np.array([a[Y] for a in agents])
+        axis.plot(x, y, "o", color="tab:blue", alpha=0.45, markersize=6, label=f"agents, final networks ({len(x)})")
+        axis.errorbar(
+            x.mean(), y.mean(), xerr=_half_width(x), yerr=_half_width(y), fmt="D", color="tab:blue", capsize=4,
+            markersize=6, label="their mean, 95% interval over seeds",
+        )  # fmt: skip
+    axis.set_xlabel("supply deficit, hm3 a year (less is better)")
+    axis.set_ylabel("hydropower, GWh a year (more is better)")
+    axis.grid(alpha=0.3)
+
+
+def _half_width(values: np.ndarray) -> float:
+    if len(values) < 2:
+        return 0.0
+    return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def _zoom(axis: Axes, result: dict[str, Any]) -> None:
+    """Frame the configured optimum and the agents, with a margin, and the front's vertices nearby."""
+    points = [result["configured_optimum"], *result["agents"]]
+    x, y = np.array([p[X] for p in points]), np.array([p[Y] for p in points])
+    span_x = max(float(np.ptp(x)), 0.02 * max(1.0, float(abs(x).max())), 0.5)
+    span_y = max(float(np.ptp(y)), 0.002 * float(abs(y).max()), 0.5)
+    axis.set_xlim(max(x.min() - 0.6 * span_x, -0.05 * span_x), x.max() + 0.6 * span_x)  # no deficit below 0
+    axis.set_ylim(y.min() - 0.6 * span_y, y.max() + 0.6 * span_y)

@@ -1,0 +1,138 @@
+"""The exact front of energy against supply (envs/reservoir/front.py) and ``reservoir-dqn front``."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reservoir_dqn.agent import NetworkSpec, make_q_network, stacked_mlp
+from reservoir_dqn.config import load_config
+from reservoir_dqn.envs.reservoir.account import account
+from reservoir_dqn.envs.reservoir.baselines import reservoir_optimum
+from reservoir_dqn.envs.reservoir.front import (
+    CONFIGURED,
+    Evaluator,
+    agent_points,
+    exact_front,
+    expected_utility_loss,
+    maximum_utility_loss,
+    sop_table,
+    weighted,
+)
+from reservoir_dqn.envs.reservoir.model import ReservoirModel
+from reservoir_dqn.envs.reservoir.sdp import solve
+from tests import delaware
+from tests.conftest import REPO
+
+# The illustrative reservoir over a year (independent inflows), and the Delaware recipe (a persistent chain).
+SHORT = load_config(REPO / "params.yaml", ["env.reservoir.horizon_months=12"]).env.reservoir
+CASES = {"independent": SHORT, "persistent": delaware.DELAWARE.reservoir.model_copy(update={"horizon_months": 12})}
+
+
+@pytest.fixture(
+    scope="module", params=["independent", pytest.param("persistent", marks=pytest.mark.slow)]
+)  # the persistent chain's front has hundreds of vertices: seconds
+def case(request: pytest.FixtureRequest):
+    model = ReservoirModel.from_config(CASES[request.param])
+    return model, exact_front(model, tolerance=1e-8)
+
+
+def test_no_weight_gains_more_than_the_certificate_over_the_front(case) -> None:
+    """Solved afresh at weights the search never chose, the SDP finds nothing the vertices do not already give."""
+    model, front = case
+    assert len(front.vertices) >= 2 and 0.0 <= front.certificate <= 1e-8 * 5000
+    for lam in torch.linspace(0.013, 0.987, 9).tolist():
+        gain = solve(weighted(model, lam)).expected_return - front.best(lam)
+        assert -1e-6 <= gain <= front.certificate + 1e-6
+
+
+def test_the_vertices_trade_energy_for_supply(case) -> None:
+    """From supply alone to energy alone, the vertices gain energy and give up supply."""
+    _, front = case
+    energy = [vertex.totals[0] for vertex in front.vertices]
+    deficit = [vertex.totals[1] for vertex in front.vertices]
+    assert energy[-1] > energy[0] and deficit[-1] > deficit[0]
+    assert front.corners == sorted(front.corners)
+    assert all(0.0 <= corner <= 1.0 for corner in front.corners)
+
+
+def test_the_configured_reward_is_the_front_at_one_half(case) -> None:
+    model, front = case
+    assert front.best(CONFIGURED) == pytest.approx(reservoir_optimum(model.config).expected_return, abs=1e-6)
+
+
+def test_an_agents_loss_at_its_own_weight_is_its_exact_accounts_gap(case) -> None:
+    model, front = case
+    spec = NetworkSpec(model.observation_size, model.num_actions, (16,), "reservoir", agents=2)
+    network = stacked_mlp(make_q_network(spec, seeds=[3, 4]))
+    points = agent_points(model, network, 2)
+    solution = reservoir_optimum(model.config)
+    for point in points:
+        gap = account(model, solution, point.policy).gap
+        assert front.best(CONFIGURED) - point.utility(model, CONFIGURED) == pytest.approx(gap, abs=1e-6)
+
+
+def test_the_utility_losses_are_the_integral_and_the_maximum_over_weights(case) -> None:
+    model, front = case
+    sop = Evaluator(model).point(sop_table(model))
+    grid = np.linspace(0.0, 1.0, 20_001)
+    lines = np.array([[v.utility(model, 1.0) - v.utility(model, 0.0), v.utility(model, 0.0)] for v in front.vertices])
+    best = (lines[:, :1] * grid + lines[:, 1:]).max(axis=0)  # u*: the vertices' upper envelope
+    losses = best - np.array([sop.utility(model, lam) for lam in grid])
+    assert expected_utility_loss(front, model, sop) == pytest.approx(float(np.trapezoid(losses, grid)), rel=1e-6)
+    assert maximum_utility_loss(front, model, sop) == pytest.approx(float(losses.max()), rel=1e-6)
+    assert all(maximum_utility_loss(front, model, vertex) >= -1e-9 for vertex in front.vertices)
+
+
+def test_a_tolerance_searches_less_and_its_certificate_bounds_every_gain() -> None:
+    model = ReservoirModel.from_config(SHORT)
+    exact, rough = exact_front(model, tolerance=0.0), exact_front(model, tolerance=1e-3)
+    assert rough.solves < exact.solves and rough.certificate > 0.0
+    for lam in torch.linspace(0.0, 1.0, 41).tolist():
+        assert exact.best(lam) - rough.best(lam) <= rough.certificate + 1e-9
+
+
+def test_the_end_value_is_refused() -> None:
+    with pytest.raises(ValueError, match="end_value"):
+        Evaluator(ReservoirModel.from_config(SHORT.model_copy(update={"end_value": "water_value"})))
+
+
+def _front(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reservoir_dqn.commands.cli", "front", "--params", str(REPO / "params.yaml"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_the_command_writes_the_front_and_its_figure(tmp_path: Path) -> None:
+    done = _front(tmp_path, "--set", "env.reservoir.horizon_months=12", "--no-agents")
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "metrics/front.json").read_text())
+    assert len(result["vertices"]) >= 2 and result["agents"] == []
+    assert result["certificate_share"] <= 1e-4
+    assert math.isclose(result["configured_optimum"]["lam"], 0.5)
+    assert (tmp_path / "plots/front.png").stat().st_size > 10_000
+    assert "vertices from" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [("env.reservoir.end_value=water_value", "end_value"), ("env.name=CartPole-v1", "env.name")],
+)
+def test_the_command_refuses_what_it_cannot_weigh_in_one_line(tmp_path: Path, setting: str, named: str) -> None:
+    extra = ["--set", "env.section=gym"] if "CartPole" in setting else []
+    done = _front(tmp_path, "--set", setting, *extra, "--no-agents")
+    assert done.returncode != 0
+    assert named in done.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "metrics").exists()
