@@ -216,27 +216,9 @@ class DiscreteReservoirEnv(EnvBase):
                 draws = [self._generators[int(slot)].random() for slot in slots]
                 chosen = torch.tensor([min(int(u * len(windows)), len(windows) - 1) for u in draws], dtype=torch.long)
             return windows.classes[chosen], windows.inflows[chosen]
-        classes = self._draw_classes(len(slots), [self._generators[int(slot)] for slot in slots])
+        classes = draw_classes(self.model, len(slots), [self._generators[int(slot)] for slot in slots])
         months = self.model.month(torch.arange(self.model.config.horizon_months)).expand(len(slots), -1)
         return classes, self.model.inflow_values[months, classes[:, 1:]]
-
-    def _draw_classes(self, count: int, generators: list[np.random.Generator]) -> torch.Tensor:
-        """``[count, H + 1]`` inflow classes of an episode drawn from the chain, one generator per episode."""
-        horizon = self.model.config.horizon_months
-        chain = self.model.chain
-        if not chain.persistent:  # one uniform per month, read as one of K equal bands
-            uniforms = np.stack([generator.random(horizon) for generator in generators])
-            choice = np.minimum((uniforms * chain.classes).astype(np.int64), chain.classes - 1)
-            return torch.from_numpy(np.pad(choice, ((0, 0), (1, 0))))
-        draws = torch.from_numpy(np.stack([generator.random(horizon + 1) for generator in generators]))
-        classes = torch.zeros(count, horizon + 1, dtype=torch.long)
-        before = int(self.model.month(torch.tensor(-1)))
-        classes[:, 0] = _inverse_cdf(chain.marginal[before].expand(count, -1), draws[:, 0])
-        for t in range(horizon):
-            previous_month = int(self.model.month(torch.tensor(t - 1)))
-            rows = chain.transitions[previous_month][classes[:, t]]
-            classes[:, t + 1] = _inverse_cdf(rows, draws[:, t + 1])
-        return classes
 
     def _last_class(self) -> torch.Tensor:
         """``[N]`` the class of the inflow each reservoir saw last (before the episode: the month before it)."""
@@ -315,6 +297,28 @@ class DiscreteReservoirEnv(EnvBase):
             batch_size=self.batch_size,
             device=self.device,
         )
+
+
+def draw_classes(model: ReservoirModel, count: int, generators: Sequence[np.random.Generator]) -> torch.Tensor:
+    """``[count, H + 1]`` inflow classes of an episode drawn from the chain, one generator per episode.
+
+    Column 0 is the class of the month before the episode, column ``t + 1`` that of step ``t``'s inflow.
+    """
+    horizon = model.config.horizon_months
+    chain = model.chain
+    if not chain.persistent:  # one uniform per month, read as one of K equal bands
+        uniforms = np.stack([generator.random(horizon) for generator in generators])
+        choice = np.minimum((uniforms * chain.classes).astype(np.int64), chain.classes - 1)
+        return torch.from_numpy(np.pad(choice, ((0, 0), (1, 0))))
+    draws = torch.from_numpy(np.stack([generator.random(horizon + 1) for generator in generators]))
+    classes = torch.zeros(count, horizon + 1, dtype=torch.long)
+    before = int(model.month(torch.tensor(-1)))
+    classes[:, 0] = _inverse_cdf(chain.marginal[before].expand(count, -1), draws[:, 0])
+    for t in range(horizon):
+        previous_month = int(model.month(torch.tensor(t - 1)))
+        rows = chain.transitions[previous_month][classes[:, t]]
+        classes[:, t + 1] = _inverse_cdf(rows, draws[:, t + 1])
+    return classes
 
 
 def _inverse_cdf(probabilities: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
