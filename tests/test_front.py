@@ -22,7 +22,9 @@ from reservoir_dqn.envs.reservoir.front import (
     agent_points,
     exact_front,
     expected_utility_loss,
+    hypervolume,
     maximum_utility_loss,
+    set_utility_losses,
     sop_table,
     weighted,
 )
@@ -89,6 +91,26 @@ def test_the_utility_losses_are_the_integral_and_the_maximum_over_weights(case) 
     assert expected_utility_loss(front, model, sop) == pytest.approx(float(np.trapezoid(losses, grid)), rel=1e-6)
     assert maximum_utility_loss(front, model, sop) == pytest.approx(float(losses.max()), rel=1e-6)
     assert all(maximum_utility_loss(front, model, vertex) >= -1e-9 for vertex in front.vertices)
+
+
+def test_a_sets_losses_are_its_best_members_and_the_front_itself_loses_nothing(case) -> None:
+    model, front = case
+    sop = Evaluator(model).point(sop_table(model))
+    alone = set_utility_losses(front, model, [sop])
+    assert alone[0] == pytest.approx(expected_utility_loss(front, model, sop), rel=1e-6)
+    assert alone[1] == pytest.approx(maximum_utility_loss(front, model, sop), rel=1e-6)
+    assert set_utility_losses(front, model, front.vertices) == pytest.approx((0.0, 0.0), abs=1e-6)
+    with_sop = set_utility_losses(front, model, [sop, front.vertices[0]])
+    assert with_sop[0] <= alone[0] and with_sop[1] <= alone[1]
+
+
+def test_the_hypervolume_is_the_staircase_the_points_dominate() -> None:
+    reference = (0.0, 10.0)
+    assert hypervolume([(2.0, 4.0)], reference) == pytest.approx(2.0 * 6.0)
+    # Two points trading off: their union, once; a dominated point and one beyond the reference add nothing.
+    staircase = 3.0 * (10.0 - 6.0) + 1.0 * (6.0 - 2.0)
+    assert hypervolume([(3.0, 6.0), (1.0, 2.0)], reference) == pytest.approx(staircase)
+    assert hypervolume([(3.0, 6.0), (1.0, 2.0), (0.5, 7.0), (-1.0, 1.0)], reference) == pytest.approx(staircase)
 
 
 def test_a_tolerance_searches_less_and_its_certificate_bounds_every_gain() -> None:

@@ -2,8 +2,9 @@
 
 Computes the reservoir's convex coverage set by SDP at the weights optimistic linear support
 picks, with its certificate (:mod:`reservoir_dqn.envs.reservoir.front`), evaluates every
-trained agent (``models/agents/final.pt``, when it was trained on this reservoir), the
-standard operating policy and the configured SDP optimum on it, exactly, and writes::
+trained agent (``models/agents/final.pt``, or the model files given, each trained for its own
+weighting), the standard operating policy and the configured SDP optimum on it, exactly, and
+writes::
 
     metrics/front.json   the vertices in engineering units, the certificate, each policy's point and losses
     plots/front.png      the front as an operator reads it
@@ -14,7 +15,10 @@ standard operating policy and the configured SDP optimum on it, exactly, and wri
 Each policy's losses are in reward units of the configured reward: at its own weight
 (``lam = 1/2``, the reward it was trained on; for the agents this is the SDP gap the exact
 account reports), and expected and largest over ``lam`` uniform on ``[0, 1]``, which say how
-far one policy is from serving every trade-off.
+far one policy is from serving every trade-off. With several model files, seed ``i``'s set is
+agent ``i`` of every file; each set is scored against the front by its expected and largest
+utility loss over ``lam`` and its hypervolume as a share of the front's, with a 95% interval over
+the seeds.
 """
 
 from __future__ import annotations
@@ -36,12 +40,15 @@ from reservoir_dqn.envs.reservoir.front import (
     agent_points,
     exact_front,
     expected_utility_loss,
+    hypervolume,
     maximum_utility_loss,
+    set_utility_losses,
     sop_table,
 )
 from reservoir_dqn.envs.reservoir.front_figure import front_figure
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.profile import reservoir_settings
+from reservoir_dqn.evaluation.statistics import t_interval
 
 
 def per_year(model: ReservoirModel, point: Point) -> dict[str, float]:
@@ -66,12 +73,12 @@ def policy_entry(front: Front, model: ReservoirModel, point: Point) -> dict[str,
     }
 
 
-def report(
-    front: Front, model: ReservoirModel, agents: list[Point], sop: Point, model_file: str | None
-) -> dict[str, object]:
+def report(front: Front, model: ReservoirModel, agents: dict[str, list[Point]], sop: Point) -> dict[str, object]:
+    """The front, SOP and every model file's agents, in engineering units with their losses; and, for the agents of
+    every file together, each seed's set scored against the front."""
     scale = max(1.0, abs(front.best(CONFIGURED)))
     configured = max(front.vertices, key=lambda vertex: vertex.utility(model, CONFIGURED))
-    return {
+    result: dict[str, object] = {
         "objectives": "energy (GWh a year, more is better) against supply deficit (hm3 a year, less is better)",
         "scalarisation": "the reward with weight_energy x 2 lam and weight_deficit x 2 (1 - lam); spill and "
         "violation keep their configured penalties; lam = 0.5 is the configured reward",
@@ -81,14 +88,52 @@ def report(
         "certificate_share": front.certificate / scale,
         "solves": front.solves,
         "seconds": round(front.seconds, 2),
-        "configured_optimum": {
-            "lam": CONFIGURED,
-            "utility": front.best(CONFIGURED),
-            **per_year(model, configured),
-        },
+        "configured_optimum": {"lam": CONFIGURED, "utility": front.best(CONFIGURED), **per_year(model, configured)},
         "sop": policy_entry(front, model, sop),
-        "agents_model": model_file,
-        "agents": [policy_entry(front, model, point) for point in agents],
+        "agents": [
+            {"model": path, "seed_index": index, **policy_entry(front, model, point)}
+            for path, points in agents.items()
+            for index, point in enumerate(points)
+        ],
+    }
+    if agents:
+        result["sets"] = set_scores(front, model, list(agents.values()))
+    return result
+
+
+def set_scores(front: Front, model: ReservoirModel, files: list[list[Point]]) -> dict[str, object]:
+    """Seed ``i``'s set is agent ``i`` of every model file: its expected and largest utility loss over ``lam`` and its
+    hypervolume as a share of the front's (energy against deficit, from the front's worst energy and deficit)."""
+    seeds = min(len(points) for points in files)
+    vertices = [per_year(model, vertex) for vertex in front.vertices]
+    reference = (min(v["energy_gwh_per_year"] for v in vertices), max(v["deficit_hm3_per_year"] for v in vertices))
+
+    def area(points: list[Point]) -> float:
+        yearly = [per_year(model, point) for point in points]
+        return hypervolume([(y["energy_gwh_per_year"], y["deficit_hm3_per_year"]) for y in yearly], reference)
+
+    whole = area(front.vertices)
+    expected, largest, ratio = [], [], []
+    for seed in range(seeds):
+        members = [points[seed] for points in files]
+        mean_loss, max_loss = set_utility_losses(front, model, members)
+        expected.append(mean_loss)
+        largest.append(max_loss)
+        ratio.append(area(members) / whole if whole > 0 else float("nan"))
+    return {
+        "members": len(files),
+        "expected_utility_loss": _spread(expected),
+        "maximum_utility_loss": _spread(largest),
+        "hypervolume_ratio": _spread(ratio),
+    }
+
+
+def _spread(values: list[float]) -> dict[str, object]:
+    interval = t_interval(values)
+    return {
+        "mean": sum(values) / len(values),
+        "interval_95": None if interval is None else list(interval),
+        "per_seed": values,
     }
 
 
@@ -96,7 +141,12 @@ def run(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="reservoir-dqn front", description="The exact front of energy against supply, and the agents on it."
     )
-    parser.add_argument("--model", type=Path, help="the agents' model file (default: paths.agents/final.pt)")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        nargs="+",
+        help="agents' model files, each trained for its own weighting (default: paths.agents/final.pt)",
+    )
     parser.add_argument("--no-agents", action="store_true", help="the front, SOP and the SDP only")
     parser.add_argument(
         "--tolerance",
@@ -123,21 +173,22 @@ def run(argv: Sequence[str] | None = None) -> None:
             "end's water value is in reward units, not energy or supply; set env.reservoir.end_value=none"
         )
     model = ReservoirModel.from_config(reservoir)
-    agents: list[Point] = []
-    model_file = None
+    agents: dict[str, list[Point]] = {}
     if not args.no_agents:
-        path = args.model or Path(config.paths.agents) / "final.pt"
-        if args.model is not None or path.exists():
+        paths = args.models or [Path(config.paths.agents) / "final.pt"]
+        for path in paths:
+            if args.models is None and not path.exists():
+                break  # nothing trained yet: the front alone
             network, spec = load_model(path)
             if spec.env_name != config.env.name or spec.obs_dim != model.observation_size:
                 raise ConfigError(
                     f"{path}: its agents were trained on {spec.env_name} ({spec.obs_dim} observations), not on this "
-                    f"reservoir ({config.env.name}, {model.observation_size}); give --model or --no-agents"
+                    f"reservoir ({config.env.name}, {model.observation_size}); give --models or --no-agents"
                 )
-            agents, model_file = agent_points(model, stacked_mlp(network), spec.agents), str(path)
+            agents[str(path)] = agent_points(model, stacked_mlp(network), spec.agents)
     front = exact_front(model, tolerance=args.tolerance, max_solves=args.max_solves)
     sop = Evaluator(model).point(sop_table(model))
-    result = report(front, model, agents, sop, model_file)
+    result = report(front, model, agents, sop)
     write_json(args.out, result)
     plot = args.plot or Path(config.paths.plots) / "front.png"
     plot.parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +197,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     print(
         f"front: {len(front.vertices)} vertices from {front.solves} SDP solves in {front.seconds:.1f} s, certificate "
         f"{front.certificate:.3g} ({result['certificate_share']:.1e} of the configured optimum's utility); "
-        f"{len(agents)} agents placed; {args.out} and {plot}"
+        f"{sum(len(points) for points in agents.values())} agents placed; {args.out} and {plot}"
     )
 
 

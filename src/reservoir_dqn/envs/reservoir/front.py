@@ -264,3 +264,30 @@ def expected_utility_loss(front: Front, model: ReservoirModel, point: Point) -> 
 def maximum_utility_loss(front: Front, model: ReservoirModel, point: Point) -> float:
     """``max_lam u*(lam) - u_pi(lam)``: convex less linear, so at 0, 1 or a corner."""
     return max(front.best(lam) - point.utility(model, lam) for lam in [0.0, *front.corners, 1.0])
+
+
+def set_utility_losses(
+    front: Front, model: ReservoirModel, points: list[Point], grid: int = 100_001
+) -> tuple[float, float]:
+    """A set of policies' expected and largest utility loss over ``lam`` uniform on ``[0, 1]``: at each ``lam`` the
+    set's best member against ``u*``, on a grid of ``grid`` weightings (both are piecewise linear; the grid's step
+    bounds the error by the lines' slopes times ``1 / (grid - 1)``)."""
+    lam = torch.linspace(0.0, 1.0, grid, dtype=torch.float64)
+    best = (front.lines[:, :1] * lam + front.lines[:, 1:]).max(dim=0).values
+    lines = torch.tensor(
+        [[p.utility(model, 1.0) - p.utility(model, 0.0), p.utility(model, 0.0)] for p in points], dtype=torch.float64
+    )
+    covered = (lines[:, :1] * lam + lines[:, 1:]).max(dim=0).values
+    loss = best - covered
+    return float(torch.trapezoid(loss, lam)), float(loss.max())
+
+
+def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """The area dominated by ``points`` (energy, deficit: more energy, less deficit) and bounded by ``reference``."""
+    kept = sorted((e, d) for e, d in points if e > reference[0] and d < reference[1])
+    area, deficit_floor = 0.0, reference[1]
+    for energy, deficit in reversed(kept):  # from the most energy down: each adds the strip its deficit opens
+        if deficit < deficit_floor:
+            area += (energy - reference[0]) * (deficit_floor - deficit)
+            deficit_floor = deficit
+    return area

@@ -8,6 +8,7 @@ mean carries a 95% t interval over seeds in each direction.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -46,13 +47,17 @@ def _draw(axis: Axes, result: dict[str, Any]) -> None:
     sop, best = result["sop"], result["configured_optimum"]
     axis.plot(sop[X], sop[Y], "s", color="tab:orange", markersize=8, label="standard operating policy")
     axis.plot(best[X], best[Y], "*", color="tab:green", markersize=14, label="SDP optimum of the configured reward")
-    agents = result["agents"]
-    if agents:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for agent in result["agents"]:
+        groups.setdefault(agent["model"], []).append(agent)
+    colours = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if c not in ("#ff7f0e", "#2ca02c")]
+    for (model, agents), colour in zip(groups.items(), colours * 4, strict=False):
         x, y = np.array([a[X] for a in agents]), np.array([a[Y] for a in agents])
-        axis.plot(x, y, "o", color="tab:blue", alpha=0.45, markersize=6, label=f"agents, final networks ({len(x)})")
+        name = Path(model).parent.name or model
+        axis.plot(x, y, "o", color=colour, alpha=0.45, markersize=6, label=f"{name}: final networks ({len(x)})")
         axis.errorbar(
-            x.mean(), y.mean(), xerr=_half_width(x), yerr=_half_width(y), fmt="D", color="tab:blue", capsize=4,
-            markersize=6, label="their mean, 95% interval over seeds",
+            x.mean(), y.mean(), xerr=_half_width(x), yerr=_half_width(y), fmt="D", color=colour, capsize=4,
+            markersize=6, label=f"{name}: mean, 95% interval over seeds",
         )  # fmt: skip
     axis.set_xlabel("supply deficit, hm3 a year (less is better)")
     axis.set_ylabel("hydropower, GWh a year (more is better)")

@@ -1,0 +1,183 @@
+"""Agents trained for several weightings of energy against supply, scored against the exact front (issue 43).
+
+Usage (from the repository root; about 8 minutes on 2 cores with the defaults)::
+
+    .venv/bin/python -m bench.front_sweep [--lams 0.2 0.35 0.5 0.65 0.8]
+
+For each ``lam``, the train stage of the default params with the reward of the front's
+scalarisation at ``lam`` (``weight_energy`` x ``2 lam``, ``weight_deficit`` x ``2 (1 - lam)``;
+``lam = 0.5`` is the default reward), 5 agents, tracking off, in a scratch project: what a DVC
+queue sweep over the two weights trains (``docs/how-to/trade-offs.md``). Then, on the default
+reservoir's exact front (:mod:`reservoir_dqn.envs.reservoir.front`): each agent's exact point, its
+utility loss at its own ``lam``, and, seed ``i``'s set being agent ``i`` of every ``lam``, the
+set's expected and largest utility loss over ``lam`` uniform on [0, 1] and its hypervolume as a
+share of the front's, with 95% t intervals over the seeds (``reservoir-dqn front --models``
+computes the same). Writes ``bench/results/front_sweep.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import QUIET, REPO, RESULTS, machine, write_results
+from reservoir_dqn.config import load_config
+
+DEFAULT_LAMS = (0.2, 0.35, 0.5, 0.65, 0.8)
+
+
+def weights(lam: float) -> list[str]:
+    reservoir = load_config(REPO / "params.yaml").env.reservoir
+    return [
+        f"env.reservoir.weight_energy={2 * lam * reservoir.weight_energy:.6g}",
+        f"env.reservoir.weight_deficit={2 * (1 - lam) * reservoir.weight_deficit:.6g}",
+    ]
+
+
+def train(folder: Path, lam: float) -> float:
+    """The train stage at ``lam`` in ``folder``; its wall seconds."""
+    folder.mkdir(parents=True)
+    shutil.copy(REPO / "params.yaml", folder / "params.yaml")
+    sets = [argument for value in [*QUIET, *weights(lam)] for argument in ("--set", value)]
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "reservoir_dqn.commands.cli", "train", *sets],
+        cwd=folder,
+        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+        check=True,
+        capture_output=True,
+    )
+    return time.perf_counter() - started
+
+
+def markdown(results: dict[str, Any]) -> str:
+    sets = results["sets"]
+
+    def spread(name: str, digits: int = 1) -> str:
+        entry = sets[name]
+        low, high = entry["interval_95"]
+        return f"{entry['mean']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+    lines = [
+        "# Agents for several weightings, against the exact front",
+        "",
+        f"Measured on {results['machine']['date']} with `.venv/bin/python -m bench.front_sweep` (2 cores): 5 agents "
+        "a weighting, the default params' budget (100,000 frames each), the front's scalarisation at each `lam` as "
+        "the reward; the default reservoir's exact front: "
+        f"{results['front']['vertices']} corners, certificate {results['front']['certificate_share']:.1e} of the "
+        "configured optimum's utility. Points are the final networks' exact expectations; intervals are 95% t "
+        "intervals over the 5 seeds.",
+        "",
+        "| lam | training (s) | energy, GWh a year | deficit, hm3 a year | spill, hm3 a year "
+        "| utility loss at its own lam (share of u*) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in results["lams"]:
+        lines.append(
+            f"| {row['lam']} | {row['train_s']:.0f} | {row['energy']} | {row['deficit']} | {row['spill']} "
+            f"| {row['own_loss_share']} |"
+        )
+    lines += [
+        "",
+        f"Seed i's set (agent i of each of the {sets['members']} weightings), against the front:",
+        "",
+        "| score | mean [95% CI] over the 5 seeds |",
+        "|---|---|",
+        f"| expected utility loss over lam uniform on [0, 1] (reward units) | {spread('expected_utility_loss')} |",
+        f"| largest utility loss over lam (reward units) | {spread('maximum_utility_loss')} |",
+        f"| hypervolume, share of the front's (energy against deficit) | {spread('hypervolume_ratio', 3)} |",
+        "",
+        f"For scale: the configured optimum's utility is {results['front']['configured_utility']:.0f} reward units.",
+        "",
+        "![The sweep's agents on the exact front](front_sweep.png)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _interval_text(values: list[float], digits: int) -> str:
+    from reservoir_dqn.evaluation.statistics import t_interval
+
+    mean = sum(values) / len(values)
+    low, high = t_interval(values) or (mean, mean)
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lams", type=float, nargs="+", default=list(DEFAULT_LAMS))
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="front-sweep-"))
+    try:
+        folders = {lam: scratch / f"lam-{lam}" for lam in args.lams}
+        seconds = {lam: train(folder, lam) for lam, folder in folders.items()}
+        models = [str(folder / "models/agents/final.pt") for folder in folders.values()]
+        out, plot = scratch / "front.json", RESULTS / "front_sweep.png"
+        subprocess.run(
+            [sys.executable, "-m", "reservoir_dqn.commands.cli", "front", "--params", str(REPO / "params.yaml"),
+             "--models", *models, "--out", str(out), "--plot", str(plot)],
+            cwd=scratch, check=True, capture_output=True,
+        )  # fmt: skip
+        front = json.loads(out.read_text())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    utility = front["configured_optimum"]["utility"]
+    rows = []
+    for lam, model in zip(args.lams, models, strict=True):
+        agents = [agent for agent in front["agents"] if agent["model"] == model]
+        own = _own_losses(lam, agents, front)
+        rows.append({
+            "lam": lam,
+            "train_s": seconds[lam],
+            "energy": _interval_text([a["energy_gwh_per_year"] for a in agents], 1),
+            "deficit": _interval_text([a["deficit_hm3_per_year"] for a in agents], 2),
+            "spill": _interval_text([a["spill_hm3_per_year"] for a in agents], 1),
+            "own_loss_share": _interval_text([loss / utility for loss in own], 4),
+            "agents": agents,
+        })  # fmt: skip
+    results = {
+        "machine": machine(),
+        "front": {
+            "vertices": len(front["vertices"]),
+            "certificate_share": front["certificate_share"],
+            "configured_utility": utility,
+        },
+        "lams": rows,
+        "sets": front["sets"],
+    }
+    write_results("front_sweep", results)
+    (RESULTS / "front_sweep.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+def _own_losses(lam: float, agents: list[dict[str, Any]], front: dict[str, Any]) -> list[float]:
+    """Each agent's utility loss at ``lam``: the front's best there less the agent's, from the yearly figures."""
+    config = load_config(REPO / "params.yaml").env.reservoir
+    years = config.horizon_months / 12
+
+    def utility(point: dict[str, Any]) -> float:
+        energy = point["energy_gwh_per_year"] * years
+        deficit, spill, violation = (
+            point[key] * years / config.unit_hm3
+            for key in ("deficit_hm3_per_year", "spill_hm3_per_year", "violation_hm3_per_year")
+        )
+        return (
+            2 * lam * config.weight_energy * energy
+            - 2 * (1 - lam) * config.weight_deficit * deficit
+            - config.weight_spill * spill
+            - config.weight_violation * violation
+        )
+
+    best = max(utility(vertex) for vertex in front["vertices"])
+    return [best - utility(agent) for agent in agents]
+
+
+if __name__ == "__main__":
+    main()
