@@ -139,11 +139,11 @@ def _front(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_command_writes_the_front_and_its_figure(tmp_path: Path) -> None:
     done = _front(tmp_path, "--set", "env.reservoir.horizon_months=12", "--no-agents")
     assert done.returncode == 0, done.stderr
-    result = json.loads((tmp_path / "metrics/front.json").read_text())
+    result = json.loads((tmp_path / "front/front.json").read_text())
     assert len(result["vertices"]) >= 2 and result["agents"] == []
     assert result["certificate_share"] <= 1e-4
     assert math.isclose(result["configured_optimum"]["lam"], 0.5)
-    assert (tmp_path / "plots/front.png").stat().st_size > 10_000
+    assert (tmp_path / "front/front.png").stat().st_size > 10_000
     assert "vertices from" in done.stdout
 
 
@@ -157,4 +157,4 @@ def test_the_command_refuses_what_it_cannot_weigh_in_one_line(tmp_path: Path, se
     done = _front(tmp_path, "--set", setting, *extra, "--no-agents")
     assert done.returncode != 0
     assert named in done.stderr.strip().splitlines()[-1]
-    assert not (tmp_path / "metrics").exists()
+    assert not (tmp_path / "front").exists()

@@ -83,7 +83,7 @@ TRAIN = ".venv/bin/reservoir-dqn train --set dqn.gamma=0.95 --lr 3e-4 --seeds 2"
 FRONT = ".venv/bin/reservoir-dqn front"
 FRONT_DELAWARE = (
     ".venv/bin/reservoir-dqn front $(.venv/bin/reservoir-dqn recipe reservoir-delaware) --no-agents "
-    "--out metrics/front-delaware.json --plot plots/front-delaware.png"
+    "--out front/delaware.json --plot front/delaware.png"
 )
 EVALUATE = ".venv/bin/reservoir-dqn evaluate"
 PLOT = ".venv/bin/reservoir-dqn plot"
@@ -245,11 +245,11 @@ def test_the_stages_run_one_by_one_and_the_plots_render(repo: Path) -> None:
 
 def test_the_front_places_the_trained_agents_and_another_reservoirs_front_goes_beside_it(repo: Path) -> None:
     printed = sh(repo, FRONT).stdout
-    front = json.loads((repo / "metrics/front.json").read_text())
+    front = json.loads((repo / "front/front.json").read_text())
     assert len(front["agents"]) == 2 and front["certificate_share"] <= 1e-4, printed
-    assert (repo / "plots/front.png").stat().st_size > 10_000
+    assert (repo / "front/front.png").stat().st_size > 10_000
     sh(repo, FRONT_DELAWARE)
-    delaware = json.loads((repo / "metrics/front-delaware.json").read_text())
+    delaware = json.loads((repo / "front/delaware.json").read_text())
     assert delaware["agents"] == [] and delaware["vertices"] != front["vertices"]
 
 

@@ -6,8 +6,10 @@ trained agent (``models/agents/final.pt``, or the model files given, each traine
 weighting), the standard operating policy and the configured SDP optimum on it, exactly, and
 writes::
 
-    metrics/front.json   the vertices in engineering units, the certificate, each policy's point and losses
-    plots/front.png      the front as an operator reads it
+    front/front.json   the vertices in engineering units, the certificate, each policy's point and losses
+    front/front.png    the front as an operator reads it
+
+(a folder of its own: no DVC stage writes there, and git ignores it)
 
     .venv/bin/reservoir-dqn front
     .venv/bin/reservoir-dqn front --set env.reservoir.weight_spill=2 --no-agents
@@ -155,8 +157,8 @@ def run(argv: Sequence[str] | None = None) -> None:
         help="stop refining where no weight can gain more than this share of the configured optimum's utility",
     )
     parser.add_argument("--max-solves", type=int, default=1000, help="at most this many SDP solves (default 1000)")
-    parser.add_argument("--out", type=Path, default=Path("metrics/front.json"), help="where the JSON goes")
-    parser.add_argument("--plot", type=Path, help="where the figure goes (default: paths.plots/front.png)")
+    parser.add_argument("--out", type=Path, default=Path("front/front.json"), help="the JSON (default: %(default)s)")
+    parser.add_argument("--plot", type=Path, default=Path("front/front.png"), help="the figure (default: %(default)s)")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     config: Config = config_from_args(args)
@@ -190,7 +192,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     sop = Evaluator(model).point(sop_table(model))
     result = report(front, model, agents, sop)
     write_json(args.out, result)
-    plot = args.plot or Path(config.paths.plots) / "front.png"
+    plot = args.plot
     plot.parent.mkdir(parents=True, exist_ok=True)
     figure = front_figure(result, config.env.name)
     figure.savefig(plot, dpi=110)
