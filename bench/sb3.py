@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.common import QUIET, REPO, RESULTS, machine, run_pipeline, spread, write_results
@@ -63,6 +66,8 @@ ZOO: dict[str, dict[str, Any]] = {
         "policy_kwargs": {"net_arch": [256, 256]},
     },
 }
+EPISODES = 50  # greedy episodes that value SB3's final agent, as many as our validation's (train.eval_episodes)
+EVAL_SEED = 1000  # their seeds: EVAL_SEED, EVAL_SEED + 1, ...
 # Rows: the recipes, and CartPole's recipe without its early stop (every agent trains all 50,000 frames, as SB3 does).
 FULL_BUDGET = " (no early stop)"
 DEFAULT = ("CartPole-v1", f"CartPole-v1{FULL_BUDGET}", "Acrobot-v1", "MountainCar-v0")
@@ -76,24 +81,60 @@ def sb3_settings(env_id: str, frames: int) -> dict[str, Any]:
     return settings
 
 
-def train_sb3(env_id: str, frames: int) -> None:
-    """One SB3 DQN agent on ``env_id`` for ``frames`` steps (the ``--sb3`` process)."""
+def train_sb3(env_id: str, frames: int, seed: int, model_path: str) -> None:
+    """One SB3 DQN agent on ``env_id`` for ``frames`` steps, saved to ``model_path`` (the ``--sb3`` process)."""
     import gymnasium
     import torch
     from stable_baselines3 import DQN
 
-    model = DQN("MlpPolicy", gymnasium.make(env_id), seed=0, verbose=0, **sb3_settings(env_id, frames))
+    model = DQN("MlpPolicy", gymnasium.make(env_id), seed=seed, verbose=0, **sb3_settings(env_id, frames))
     model.learn(total_timesteps=frames)
+    model.save(model_path)
     print(f"torch threads {torch.get_num_threads()}")
 
 
-def sb3_process(env_id: str, frames: int) -> float:
-    """Wall seconds of one ``--sb3`` process, start to exit."""
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "bench.sb3", "--sb3", env_id, str(frames)], cwd=REPO, check=True, capture_output=True
-    )
-    return time.perf_counter() - started
+def greedy_return_sb3(env_id: str, model_path: str, episodes: int = EPISODES) -> None:
+    """Print the mean return of a saved SB3 agent's greedy policy over ``episodes`` seeded episodes (``--sb3-eval``).
+
+    Run after the timed process, so the timing holds training only, as ours holds its periodic validation.
+    """
+    import gymnasium
+    from stable_baselines3 import DQN
+
+    model, env = DQN.load(model_path), gymnasium.make(env_id)
+    returns = []
+    for episode in range(episodes):
+        observation, _ = env.reset(seed=EVAL_SEED + episode)
+        total, finished = 0.0, False
+        while not finished:
+            action, _ = model.predict(observation, deterministic=True)
+            observation, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            finished = terminated or truncated
+        returns.append(total)
+    print(json.dumps({"greedy_return": sum(returns) / len(returns)}))
+
+
+def sb3_process(env_id: str, frames: int, seed: int) -> tuple[float, float]:
+    """Wall seconds of one ``--sb3`` process, start to exit, and its agent's final greedy return."""
+    with tempfile.TemporaryDirectory(prefix="sb3-") as scratch:
+        model_path = str(Path(scratch) / "model.zip")
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "bench.sb3", "--sb3", env_id, str(frames), str(seed), model_path],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+        wall = time.perf_counter() - started
+        evaluated = subprocess.run(
+            [sys.executable, "-m", "bench.sb3", "--sb3-eval", env_id, model_path],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    return wall, float(json.loads(evaluated.stdout.strip().splitlines()[-1])["greedy_return"])
 
 
 def compare(row: str, pairs: int) -> dict[str, Any]:
@@ -101,12 +142,15 @@ def compare(row: str, pairs: int) -> dict[str, Any]:
     env_id = row.removesuffix(FULL_BUDGET)
     recipe = overrides(env_id, REPO / "recipes") + (["train.stop_at_validation_return="] if row != env_id else [])
     frames = load_config(REPO / "params.yaml", recipe).train.total_frames  # the recipe's budget per agent
-    ours, theirs, collected = [], [], []
-    for _ in range(pairs):
-        run = run_pipeline([*QUIET, *recipe], evaluate=False)
+    ours, theirs, collected, our_returns, their_returns = [], [], [], [], []
+    for pair in range(pairs):
+        run = run_pipeline([*QUIET, *recipe, f"seed={pair}"], evaluate=False)
         collected.append(int(run.train["frames"]))  # fewer where the recipe stops early
         ours.append(run.wall_s)
-        theirs.append(sb3_process(env_id, frames))
+        our_returns += [round(agent["final_validation_return"], 1) for agent in run.train["agents"]]
+        wall, greedy = sb3_process(env_id, frames, seed=pair)
+        theirs.append(wall)
+        their_returns.append(round(greedy, 1))
     return {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "frames_per_agent": frames,
@@ -116,6 +160,8 @@ def compare(row: str, pairs: int) -> dict[str, Any]:
         "sb3_s": spread(theirs),
         "ratio": spread([a / b for a, b in zip(ours, theirs, strict=True)]),
         "ours_runs_s": [round(value, 1) for value in ours],
+        "ours_final_greedy_returns": our_returns,  # every agent of every run: its final network's validation return
+        "sb3_final_greedy_returns": their_returns,  # each run's agent, over EPISODES seeded episodes
         "sb3_runs_s": [round(value, 1) for value in theirs],
         "sb3_settings": sb3_settings(env_id, frames),
     }
@@ -133,8 +179,8 @@ def markdown(results: dict[str, Any]) -> str:
         "torch's default threads (2 here).",
         "",
         "| recipe | measured | frames per agent | ours: 5 agents (s) | SB3: 1 agent (s) | ours / SB3 "
-        "| per run: ours; SB3 (s) |",
-        "|---|---|---|---|---|---|---|",
+        "| per run: ours; SB3 (s) | final greedy return: ours, every agent; SB3, every run |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for env_id, row in results["recipes"].items():
         ours, theirs, ratio = row["ours_s"], row["sb3_s"], row["ratio"]
@@ -143,7 +189,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {ours['median']:.1f} [{ours['min']:.1f}-{ours['max']:.1f}] "
             f"| {theirs['median']:.1f} [{theirs['min']:.1f}-{theirs['max']:.1f}] "
             f"| {ratio['median']:.2f} [{ratio['min']:.2f}-{ratio['max']:.2f}] "
-            f"| {', '.join(map(str, row['ours_runs_s']))}; {', '.join(map(str, row['sb3_runs_s']))} |"
+            f"| {', '.join(map(str, row['ours_runs_s']))}; {', '.join(map(str, row['sb3_runs_s']))} "
+            f"| {_returns(row)} |"
         )
     lines += [
         "",
@@ -152,19 +199,36 @@ def markdown(results: dict[str, Any]) -> str:
         + ", ".join(
             f"{frames:,}" for frames in results["recipes"].get("CartPole-v1", {}).get("ours_frames_collected", [])
         )
-        + " frames per agent in its runs).",
+        + " frames per agent in its runs). Final greedy return: ours, each agent's final network over its last "
+        "validation (50 episodes on the validation seeds, `metrics/train.json`); SB3's, each run's final agent over "
+        f"{EPISODES} episodes seeded from {EVAL_SEED}, evaluated after the timed process. Run k of either trains with "
+        "seed k.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _returns(row: dict[str, Any]) -> str:
+    """The final networks' greedy returns: ours, median [min-max] over every agent; SB3's, each run's."""
+    ours, theirs = row.get("ours_final_greedy_returns"), row.get("sb3_final_greedy_returns")
+    if not ours or not theirs:
+        return "not measured"
+    return f"{statistics.median(ours):.1f} [{min(ours):.1f}-{max(ours):.1f}] over {len(ours)}; " + ", ".join(
+        f"{value:.1f}" for value in theirs
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="+", default=list(DEFAULT), choices=list(DEFAULT))
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--sb3", nargs=2, metavar=("ID", "FRAMES"), help=argparse.SUPPRESS)
+    parser.add_argument("--sb3", nargs=4, metavar=("ID", "FRAMES", "SEED", "MODEL"), help=argparse.SUPPRESS)
+    parser.add_argument("--sb3-eval", nargs=2, metavar=("ID", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sb3:
-        train_sb3(args.sb3[0], int(args.sb3[1]))
+        train_sb3(args.sb3[0], int(args.sb3[1]), int(args.sb3[2]), args.sb3[3])
+        return
+    if args.sb3_eval:
+        greedy_return_sb3(*args.sb3_eval)
         return
     import stable_baselines3
 

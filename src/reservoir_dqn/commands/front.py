@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
+
+import matplotlib.pyplot as plt
 
 from reservoir_dqn.agent import load_model, stacked_mlp
 from reservoir_dqn.commands.plumbing import run_stage
-from reservoir_dqn.common.files import write_json
+from reservoir_dqn.common.files import write_atomic, write_json
 from reservoir_dqn.config import Config, ConfigError, add_config_arguments, config_from_args
 from reservoir_dqn.envs import profile
 from reservoir_dqn.envs.reservoir.front import (
@@ -195,7 +198,8 @@ def run(argv: Sequence[str] | None = None) -> None:
     plot = args.plot
     plot.parent.mkdir(parents=True, exist_ok=True)
     figure = front_figure(result, config.env.name)
-    figure.savefig(plot, dpi=110)
+    write_atomic(plot, partial(figure.savefig, dpi=110, format="png"))
+    plt.close(figure)
     print(
         f"front: {len(front.vertices)} vertices from {front.solves} SDP solves in {front.seconds:.1f} s, certificate "
         f"{front.certificate:.3g} ({result['certificate_share']:.1e} of the configured optimum's utility); "
