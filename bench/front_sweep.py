@@ -30,23 +30,24 @@ from typing import Any
 
 from bench.common import QUIET, REPO, RESULTS, machine, write_results
 from reservoir_dqn.config import load_config
+from reservoir_dqn.envs.reservoir.profile import reservoir_settings
 
 DEFAULT_LAMS = (0.2, 0.35, 0.5, 0.65, 0.8)
 
 
 def weights(lam: float) -> list[str]:
-    reservoir = load_config(REPO / "params.yaml").env.reservoir
+    reservoir = reservoir_settings(load_config(REPO / "params.yaml").env)
     return [
         f"env.reservoir.weight_energy={2 * lam * reservoir.weight_energy:.6g}",
         f"env.reservoir.weight_deficit={2 * (1 - lam) * reservoir.weight_deficit:.6g}",
     ]
 
 
-def train(folder: Path, lam: float) -> float:
+def train(folder: Path, lam: float, extra: list[str]) -> float:
     """The train stage at ``lam`` in ``folder``; its wall seconds."""
     folder.mkdir(parents=True)
     shutil.copy(REPO / "params.yaml", folder / "params.yaml")
-    sets = [argument for value in [*QUIET, *weights(lam)] for argument in ("--set", value)]
+    sets = [argument for value in [*QUIET, *weights(lam), *extra] for argument in ("--set", value)]
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "reservoir_dqn.commands.cli", "train", *sets],
@@ -70,14 +71,14 @@ def markdown(results: dict[str, Any]) -> str:
         "# Agents for several weightings, against the exact front",
         "",
         f"Measured on {results['machine']['date']} with `.venv/bin/python -m bench.front_sweep` (2 cores): 5 agents "
-        "a weighting, the default params' budget (100,000 frames each), the front's scalarisation at each `lam` as "
+        f"a weighting, {results['frames']:,} frames each, the front's scalarisation at each `lam` as "
         "the reward; the default reservoir's exact front: "
         f"{results['front']['vertices']} corners, certificate {results['front']['certificate_share']:.1e} of the "
         "configured optimum's utility. Points are the final networks' exact expectations; intervals are 95% t "
         "intervals over the 5 seeds.",
         "",
         "| lam | training (s) | energy, GWh a year | deficit, hm3 a year | spill, hm3 a year "
-        "| utility loss at its own lam (share of u*) |",
+        "| utility loss at its own lam (share of the configured optimum's utility) |",
         "|---|---|---|---|---|---|",
     ]
     for row in results["lams"]:
@@ -103,21 +104,24 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _interval_text(values: list[float], digits: int) -> str:
+    """Mean [95% t interval], the interval stopped at 0: every figure here is a non-negative amount."""
     from reservoir_dqn.evaluation.statistics import t_interval
 
     mean = sum(values) / len(values)
     low, high = t_interval(values) or (mean, mean)
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+    return f"{mean:.{digits}f} [{max(low, 0.0):.{digits}f}, {high:.{digits}f}]"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lams", type=float, nargs="+", default=list(DEFAULT_LAMS))
+    parser.add_argument("--frames", type=int, help="frames per agent (default: params.yaml's; fewer for a quick look)")
     args = parser.parse_args()
+    extra = [] if args.frames is None else [f"train.total_frames={args.frames}"]
     scratch = Path(tempfile.mkdtemp(prefix="front-sweep-"))
     try:
         folders = {lam: scratch / f"lam-{lam}" for lam in args.lams}
-        seconds = {lam: train(folder, lam) for lam, folder in folders.items()}
+        seconds = {lam: train(folder, lam, extra) for lam, folder in folders.items()}
         models = [str(folder / "models/agents/final.pt") for folder in folders.values()]
         out, plot = scratch / "front.json", RESULTS / "front_sweep.png"
         subprocess.run(
@@ -144,6 +148,7 @@ def main() -> None:
         })  # fmt: skip
     results = {
         "machine": machine(),
+        "frames": args.frames or load_config(REPO / "params.yaml").train.total_frames,
         "front": {
             "vertices": len(front["vertices"]),
             "certificate_share": front["certificate_share"],
@@ -159,7 +164,7 @@ def main() -> None:
 
 def _own_losses(lam: float, agents: list[dict[str, Any]], front: dict[str, Any]) -> list[float]:
     """Each agent's utility loss at ``lam``: the front's best there less the agent's, from the yearly figures."""
-    config = load_config(REPO / "params.yaml").env.reservoir
+    config = reservoir_settings(load_config(REPO / "params.yaml").env)
     years = config.horizon_months / 12
 
     def utility(point: dict[str, Any]) -> float:

@@ -127,17 +127,18 @@ def set_scores(front: Front, model: ReservoirModel, files: list[list[Point]]) ->
         ratio.append(area(members) / whole if whole > 0 else float("nan"))
     return {
         "members": len(files),
-        "expected_utility_loss": _spread(expected),
-        "maximum_utility_loss": _spread(largest),
-        "hypervolume_ratio": _spread(ratio),
+        "expected_utility_loss": _spread(expected, 0.0),
+        "maximum_utility_loss": _spread(largest, 0.0),
+        "hypervolume_ratio": _spread(ratio, 0.0, 1.0),
     }
 
 
-def _spread(values: list[float]) -> dict[str, object]:
+def _spread(values: list[float], low: float, high: float = float("inf")) -> dict[str, object]:
+    """Mean, 95% t interval stopped at the score's range ``[low, high]``, and the per-seed values."""
     interval = t_interval(values)
     return {
         "mean": sum(values) / len(values),
-        "interval_95": None if interval is None else list(interval),
+        "interval_95": None if interval is None else [max(interval[0], low), min(interval[1], high)],
         "per_seed": values,
     }
 
