@@ -27,6 +27,8 @@ from reservoir_dqn.envs.reservoir.mo_gym import ENV_ID, ReservoirMOEnv
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # seconds each: make test runs them, make test-fast leaves them out
+
 PARAMS = str(REPO / "params.yaml")
 SHORT = ["env.reservoir.horizon_months=12"]
 STEPS = 50
