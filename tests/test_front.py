@@ -28,6 +28,7 @@ from reservoir_dqn.envs.reservoir.front import (
     sop_table,
     weighted,
 )
+from reservoir_dqn.envs.reservoir.front_figure import group_names
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.sdp import solve
 from tests import delaware
@@ -102,6 +103,14 @@ def test_a_sets_losses_are_its_best_members_and_the_front_itself_loses_nothing(c
     assert set_utility_losses(front, model, front.vertices) == pytest.approx((0.0, 0.0), abs=1e-6)
     with_sop = set_utility_losses(front, model, [sop, front.vertices[0]])
     assert with_sop[0] <= alone[0] and with_sop[1] <= alone[1]
+
+
+def test_the_figure_names_each_model_file_by_what_tells_it_apart() -> None:
+    assert group_names([]) == {}
+    assert group_names(["models/agents/final.pt"]) == {"models/agents/final.pt": "agents"}
+    sweep = [f"/tmp/sweep/lam-{lam}/models/agents/final.pt" for lam in (0.2, 0.5)]
+    assert group_names(sweep) == {sweep[0]: "lam-0.2", sweep[1]: "lam-0.5"}
+    assert group_names(["a/final.pt", "a/best.pt"]) == {"a/final.pt": "final.pt", "a/best.pt": "best.pt"}
 
 
 def test_the_hypervolume_is_the_staircase_the_points_dominate() -> None:

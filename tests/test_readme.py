@@ -143,6 +143,8 @@ NOT_RUN = {
     "tests/test_records.py checks is of the recipe as it stands, and test_training.py resumes the same reservoir",
     DECADES: "seven 5-seed trainings of minutes; test_the_decades_sweep_is_seven_valid_hold_outs checks DVC sweeps it "
     "into seven experiments whose params the stages accept",
+    ".venv/bin/python -m bench.front_sweep": "a benchmark of about 9 minutes (25 trainings at the default budget); "
+    "bench/results/front_sweep.md holds its figures, and tests/test_front.py scores sets of agents the same way",
     CROSS_VALIDATION: "a benchmark of a minute (bench/results/held_out_cv_*.md); the hold-outs it replays are the "
     "sweep's, checked by test_the_decades_sweep_is_seven_valid_hold_outs",
 }

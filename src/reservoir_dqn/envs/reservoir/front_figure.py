@@ -20,14 +20,27 @@ from scipy import stats
 X, Y = "deficit_hm3_per_year", "energy_gwh_per_year"
 
 
+GROUP_COLOURS = ("tab:blue", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
+
 def front_figure(result: dict[str, Any], env_name: str) -> Figure:
     figure, axes = plt.subplots(1, 2, figsize=(12.5, 5.2), layout="constrained")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for agent in result["agents"]:
+        groups.setdefault(agent["model"], []).append(agent)
+    names = group_names(list(groups))
     for axis in axes:
         _draw(axis, result)
+        for (model, agents), colour in zip(groups.items(), GROUP_COLOURS * 4, strict=False):
+            _agents(axis, agents, colour, names[model])
     _zoom(axes[1], result)
     axes[0].set_title("the whole front")
     axes[1].set_title("around the configured reward's optimum")
-    axes[0].legend(loc="lower right", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[0].legend(handles[:3], labels[:3], loc="lower right", fontsize=8)
+    if groups:
+        handles, labels = axes[1].get_legend_handles_labels()
+        axes[1].legend(handles[3:], labels[3:], loc="lower right", fontsize=8)
     share = result["certificate_share"]
     figure.suptitle(
         f"{env_name}: energy against water supply, the exact front ({len(result['vertices'])} vertices)\n"
@@ -36,6 +49,23 @@ def front_figure(result: dict[str, Any], env_name: str) -> Figure:
         fontsize=11,
     )
     return figure
+
+
+def group_names(models: list[str]) -> dict[str, str]:
+    """Each model file by what tells it from the others (``lam-0.2`` of ``.../lam-0.2/models/agents/final.pt``);
+    one file by its folder."""
+    parts = [Path(model).parts for model in models]
+    if not parts:
+        return {}
+    if len(parts) == 1:
+        return {models[0]: Path(models[0]).parent.name or models[0]}
+    prefix = 0
+    while all(len(p) > prefix and p[prefix] == parts[0][prefix] for p in parts):
+        prefix += 1
+    suffix = 0
+    while all(len(p) > prefix + suffix and p[-1 - suffix] == parts[0][-1 - suffix] for p in parts):
+        suffix += 1
+    return {model: "/".join(p[prefix : len(p) - suffix]) or model for model, p in zip(models, parts, strict=True)}
 
 
 def _draw(axis: Axes, result: dict[str, Any]) -> None:
@@ -47,21 +77,19 @@ def _draw(axis: Axes, result: dict[str, Any]) -> None:
     sop, best = result["sop"], result["configured_optimum"]
     axis.plot(sop[X], sop[Y], "s", color="tab:orange", markersize=8, label="standard operating policy")
     axis.plot(best[X], best[Y], "*", color="tab:green", markersize=14, label="SDP optimum of the configured reward")
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for agent in result["agents"]:
-        groups.setdefault(agent["model"], []).append(agent)
-    colours = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if c not in ("#ff7f0e", "#2ca02c")]
-    for (model, agents), colour in zip(groups.items(), colours * 4, strict=False):
-        x, y = np.array([a[X] for a in agents]), np.array([a[Y] for a in agents])
-        name = Path(model).parent.name or model
-        axis.plot(x, y, "o", color=colour, alpha=0.45, markersize=6, label=f"{name}: final networks ({len(x)})")
-        axis.errorbar(
-            x.mean(), y.mean(), xerr=_half_width(x), yerr=_half_width(y), fmt="D", color=colour, capsize=4,
-            markersize=6, label=f"{name}: mean, 95% interval over seeds",
-        )  # fmt: skip
     axis.set_xlabel("supply deficit, hm3 a year (less is better)")
     axis.set_ylabel("hydropower, GWh a year (more is better)")
     axis.grid(alpha=0.3)
+
+
+def _agents(axis: Axes, agents: list[dict[str, Any]], colour: str, name: str) -> None:
+    """One model file's agents: each final network's point, and their mean with its 95% interval over seeds."""
+    x, y = np.array([a[X] for a in agents]), np.array([a[Y] for a in agents])
+    axis.plot(x, y, "o", color=colour, alpha=0.45, markersize=6)
+    axis.errorbar(
+        x.mean(), y.mean(), xerr=_half_width(x), yerr=_half_width(y), fmt="D", color=colour, capsize=4,
+        markersize=6, label=f"{name}: {len(x)} agents' final networks, mean and 95% interval",
+    )  # fmt: skip
 
 
 def _half_width(values: np.ndarray) -> float:
