@@ -40,8 +40,9 @@ CASES = {"independent": SHORT, "persistent": delaware.DELAWARE.reservoir.model_c
 
 
 @pytest.fixture(
-    scope="module", params=["independent", pytest.param("persistent", marks=pytest.mark.slow)]
-)  # the persistent chain's front has hundreds of vertices: seconds
+    scope="module",
+    params=[pytest.param(name, marks=pytest.mark.slow) for name in CASES],
+)  # each front has hundreds of vertices at this tolerance: seconds (make test runs them, make test-fast leaves them out)
 def case(request: pytest.FixtureRequest):
     model = ReservoirModel.from_config(CASES[request.param])
     return model, exact_front(model, tolerance=1e-8)
@@ -122,6 +123,7 @@ def test_the_hypervolume_is_the_staircase_the_points_dominate() -> None:
     assert hypervolume([(3.0, 6.0), (1.0, 2.0), (0.5, 7.0), (-1.0, 1.0)], reference) == pytest.approx(staircase)
 
 
+@pytest.mark.slow
 def test_a_tolerance_searches_less_and_its_certificate_bounds_every_gain() -> None:
     model = ReservoirModel.from_config(SHORT)
     exact, rough = exact_front(model, tolerance=0.0), exact_front(model, tolerance=1e-3)
