@@ -42,7 +42,7 @@ CASES = {"independent": SHORT, "persistent": delaware.DELAWARE.reservoir.model_c
 @pytest.fixture(
     scope="module",
     params=[pytest.param(name, marks=pytest.mark.slow) for name in CASES],
-)  # each front has hundreds of vertices at this tolerance: seconds (make test runs them, make test-fast leaves them out)
+)  # hundreds of vertices at this tolerance: seconds (make test runs them, make test-fast leaves them out)
 def case(request: pytest.FixtureRequest):
     model = ReservoirModel.from_config(CASES[request.param])
     return model, exact_front(model, tolerance=1e-8)
