@@ -31,6 +31,7 @@ from typing import Any
 from bench.common import QUIET, REPO, RESULTS, machine, write_results
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs.reservoir.profile import reservoir_settings
+from reservoir_dqn.evaluation.statistics import summarize
 
 DEFAULT_LAMS = (0.2, 0.35, 0.5, 0.65, 0.8)
 
@@ -64,8 +65,7 @@ def markdown(results: dict[str, Any]) -> str:
 
     def spread(name: str, digits: int = 1) -> str:
         entry = sets[name]
-        low, high = entry["interval_95"]
-        return f"{entry['mean']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+        return f"{entry['mean']:.{digits}f} [{entry['ci_low']:.{digits}f}, {entry['ci_high']:.{digits}f}]"
 
     lines = [
         "# Agents for several weightings, against the exact front",
@@ -105,11 +105,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def _interval_text(values: list[float], digits: int) -> str:
     """Mean [95% t interval], the interval stopped at 0: every figure here is a non-negative amount."""
-    from reservoir_dqn.evaluation.statistics import t_interval
-
-    mean = sum(values) / len(values)
-    low, high = t_interval(values) or (mean, mean)
-    return f"{mean:.{digits}f} [{max(low, 0.0):.{digits}f}, {high:.{digits}f}]"
+    return summarize(values, low=0.0).text(digits)
 
 
 def main() -> None:

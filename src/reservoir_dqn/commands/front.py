@@ -53,7 +53,7 @@ from reservoir_dqn.envs.reservoir.front import (
 from reservoir_dqn.envs.reservoir.front_figure import front_figure
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.profile import reservoir_settings
-from reservoir_dqn.evaluation.statistics import t_interval
+from reservoir_dqn.evaluation.statistics import summarize
 
 
 def per_year(model: ReservoirModel, point: Point) -> dict[str, float]:
@@ -127,19 +127,9 @@ def set_scores(front: Front, model: ReservoirModel, files: list[list[Point]]) ->
         ratio.append(area(members) / whole if whole > 0 else float("nan"))
     return {
         "members": len(files),
-        "expected_utility_loss": _spread(expected, 0.0),
-        "maximum_utility_loss": _spread(largest, 0.0),
-        "hypervolume_ratio": _spread(ratio, 0.0, 1.0),
-    }
-
-
-def _spread(values: list[float], low: float, high: float = float("inf")) -> dict[str, object]:
-    """Mean, 95% t interval stopped at the score's range ``[low, high]``, and the per-seed values."""
-    interval = t_interval(values)
-    return {
-        "mean": sum(values) / len(values),
-        "interval_95": None if interval is None else [max(interval[0], low), min(interval[1], high)],
-        "per_seed": values,
+        "expected_utility_loss": summarize(expected, low=0.0).as_dict(),
+        "maximum_utility_loss": summarize(largest, low=0.0).as_dict(),
+        "hypervolume_ratio": summarize(ratio, low=0.0, high=1.0).as_dict(),
     }
 
 
