@@ -100,7 +100,7 @@ def test_a_networks_greedy_table_is_what_it_does_in_the_environment(case: str) -
         model.num_storages,
         model.chain.classes if case.startswith("persistent") else 1,
     )
-    played = run_agents(env_profile, env, q_network, agents=2, episodes=300, seed=9000)
+    played = run_agents(env_profile, env, q_network, agents=2, episodes=150, seed=9000)
     optimum = reservoir_optimum(env.reservoir)
     for agent, episodes in enumerate(played):
         steps = episodes.steps
