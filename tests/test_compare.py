@@ -93,6 +93,49 @@ def test_judge_calls_a_collapse_a_regression_and_the_report_says_so() -> None:
     assert "`dqn.lr` 0.001 -> 0.03" in report
 
 
+def _with_front(scores: list[float], losses: list[float]) -> Evaluation:
+    """An evaluation whose agents were placed on an exact front: each seed's mean utility loss, and thrice it as the
+    largest; the front's own figures beside them."""
+    data = json.loads(json.dumps(evaluation_json(scores, settings=SETTINGS)))
+    for network in ("final", "best"):
+        data["dqn"][network]["utility_loss_mean"] = summarize(losses, 0.0).as_dict()
+        data["dqn"][network]["utility_loss_max"] = summarize([3 * loss for loss in losses], 0.0).as_dict()
+    point = {"energy_gwh_per_year": 200.0, "deficit_hm3_per_year": 1.0}
+    entry = point | {"expected_utility_loss": 30.0, "maximum_utility_loss": 90.0}
+    data["trade_offs"] = {
+        "objectives": "energy against supply deficit",
+        "scalarisation": "lam",
+        "vertices": [{"lam": 0.0, **point}, {"lam": 1.0, **point}],
+        "corners": [0.5],
+        "certificate": 0.1,
+        "certificate_share": 5e-5,
+        "solves": 3,
+        "configured_optimum": {"lam": 0.5, "utility": 2000.0, **point},
+        "sop": entry,
+        "agents": {"final": [entry] * len(scores), "best": [entry] * len(scores)},
+    }
+    return Evaluation.from_json(data)
+
+
+def test_the_utility_losses_to_the_front_are_compared_ungated_where_both_sides_have_them() -> None:
+    from reservoir_dqn.commands.verdict import exit_status, judge, markdown_report
+
+    config = load_config(REPO / "params.yaml")
+    baseline, change = _with_front(HEALTHY, [30, 32, 35, 31, 33]), _with_front(HEALTHY, [60, 62, 65, 61, 63])
+    assert Evaluation.from_json(json.loads(json.dumps(change.to_json()))) == change
+    judgement = judge(baseline, change, config)
+    assert exit_status(judgement) == Exit.OK  # the score is gated, and it did not move
+    report = markdown_report("main", "the workspace", baseline, change, judgement, [])
+    rows = {line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| ")}
+    assert "not gated" in rows["utility_loss_mean"] and "higher" in rows["utility_loss_mean"]
+    assert "not gated" in rows["utility_loss_max"]
+    assert "utility_loss_mean" not in judge(evaluation(HEALTHY), change, config).rows  # one side has no front
+    figures = change.headline_metrics()
+    assert figures["utility_loss_mean"] == pytest.approx(62.2) and "utility_loss_mean_hi" in figures
+    assert figures["utility_loss_max"] == pytest.approx(3 * 62.2) and figures["front_certificate"] == 0.1
+    assert "front_certificate" not in evaluation(HEALTHY).headline_metrics()
+
+
 @pytest.mark.parametrize(
     ("change", "verdict", "status"),
     [

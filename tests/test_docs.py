@@ -21,7 +21,9 @@ from reservoir_dqn.config import Config, flatten, load_config
 from tests.conftest import REPO
 from tools import docs_reference
 
-slow = pytest.mark.slow  # builds the whole site (seconds per worker); the reference pages' generated parts are checked fast
+slow = (
+    pytest.mark.slow
+)  # builds the whole site (seconds per worker); the reference pages' generated parts are checked fast
 
 
 @pytest.fixture(scope="module")

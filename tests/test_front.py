@@ -14,6 +14,7 @@ import torch
 
 from reservoir_dqn.agent import NetworkSpec, make_q_network, stacked_mlp
 from reservoir_dqn.config import load_config
+from reservoir_dqn.envs import profile
 from reservoir_dqn.envs.reservoir.account import account
 from reservoir_dqn.envs.reservoir.baselines import reservoir_optimum
 from reservoir_dqn.envs.reservoir.front import (
@@ -31,6 +32,7 @@ from reservoir_dqn.envs.reservoir.front import (
 from reservoir_dqn.envs.reservoir.front_figure import group_names
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.sdp import solve
+from reservoir_dqn.evaluation.trade_offs import TradeOffs
 from tests import delaware
 from tests.conftest import REPO
 
@@ -104,6 +106,34 @@ def test_a_sets_losses_are_its_best_members_and_the_front_itself_loses_nothing(c
     assert set_utility_losses(front, model, front.vertices) == pytest.approx((0.0, 0.0), abs=1e-6)
     with_sop = set_utility_losses(front, model, [sop, front.vertices[0]])
     assert with_sop[0] <= alone[0] and with_sop[1] <= alone[1]
+
+
+def test_the_evaluation_places_each_networks_agents_on_the_front() -> None:
+    """What evaluate writes (eval.json's trade_offs, each agent's utility losses): the front the search finds, and
+    each agent's exact point on it; none where the episode's end has a water value."""
+    env = load_config(REPO / "params.yaml", ["env.reservoir.horizon_months=12"]).env
+    model = ReservoirModel.from_config(env.reservoir)
+    spec = NetworkSpec(model.observation_size, model.num_actions, (16,), "reservoir", agents=2)
+    networks = {
+        network: (stacked_mlp(make_q_network(spec, seeds=seeds)), 2)
+        for network, seeds in (("final", [3, 4]), ("best", [5, 6]))
+    }
+    described = profile(env).trade_offs(env, networks)
+    assert described is not None
+    trade_offs = TradeOffs.from_described(json.loads(json.dumps(described)))
+    front = exact_front(model)
+    assert [vertex["lam"] for vertex in trade_offs.vertices] == [vertex.weight for vertex in front.vertices]
+    assert trade_offs.certificate == front.certificate
+    for network, (q_values, count) in networks.items():
+        points = agent_points(model, q_values, count)
+        for entry, point in zip(trade_offs.agents[network], points, strict=True):
+            assert entry["expected_utility_loss"] == pytest.approx(expected_utility_loss(front, model, point))
+            assert entry["maximum_utility_loss"] == pytest.approx(maximum_utility_loss(front, model, point))
+            assert entry["energy_gwh_per_year"] == pytest.approx(point.totals[0])  # twelve months: one year
+    assert trade_offs.agents["final"] != trade_offs.agents["best"]
+    assert TradeOffs.from_json(json.loads(json.dumps(trade_offs.to_json()))) == trade_offs
+    water = env.model_copy(update={"reservoir": env.reservoir.model_copy(update={"end_value": "water_value"})})
+    assert profile(water).trade_offs(water, networks) is None
 
 
 def test_the_figure_names_each_model_file_by_what_tells_it_apart() -> None:

@@ -64,6 +64,8 @@ def test_no_interval_of_the_committed_evaluation_moves_none_exceeding_its_declar
         "violation_months",
         "spill_hm3",
         "energy_gwh",
+        "utility_loss_mean",
+        "utility_loss_max",
     }
     for summaries in evaluation.agents.values():
         for name, summary in summaries.items():

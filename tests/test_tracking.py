@@ -73,7 +73,7 @@ def test_a_pipeline_execution_is_a_parent_run_with_a_child_run_per_seed(project:
     # each headline metric, the best snapshots' score and the training time.
     summary = json.loads((project / "metrics/summary.json").read_text())
     assert set(summary) | {"score_iqm", "return_lo", "best_snapshot_score"} <= set(parent.data.metrics)
-    assert len(parent.data.metrics) == 19, sorted(parent.data.metrics)  # converged_agents among them
+    assert len(parent.data.metrics) == 24, sorted(parent.data.metrics)  # converged_agents, the front's 5 among them
     # The experiment's description links to a saved runs-table view whose columns are this run's key metrics.
     experiment = client.get_experiment(parent.info.experiment_id)
     assert f"viewStateShareKey={KEY_VIEW}" in experiment.tags["mlflow.note.content"]

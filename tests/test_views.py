@@ -19,6 +19,7 @@ from reservoir_dqn.common.metrics import Record
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import PROFILES
 from reservoir_dqn.envs.reservoir.figures import reservoir_figures
+from reservoir_dqn.envs.reservoir.front_figure import front_figure
 from reservoir_dqn.evaluation.report import tracked_metrics
 from reservoir_dqn.evaluation.results import Evaluation
 from reservoir_dqn.tracking.comparisons import MetricChange, comparison_metrics, comparison_tags, described
@@ -255,5 +256,7 @@ def test_no_figure_of_the_plot_stage_has_a_legend_over_its_axes(project: Path) -
             read_csv(REPO / "logs/policy_states.csv"),
         ),
     }
+    assert evaluation.trade_offs is not None
+    figures["front.png"] = front_figure(evaluation.trade_offs.figure_input(), config.env.name)
     faults = {name: problems for name, figure in figures.items() if (problems := _overlaps(figure))}
     assert not faults

@@ -316,6 +316,10 @@ def metrics() -> str:
         "## The held-out record",
         "",
         _doc(results.HeldOut.metrics),
+        "",
+        "## The trade-off's exact front",
+        "",
+        _doc(results.Evaluation.trade_off_metrics),
     ]
     groups: list[tuple[MetricGroup, str]] = []
     for module_name, module in sorted(sys.modules.items()):

@@ -38,15 +38,14 @@ from reservoir_dqn.common.files import write_atomic, write_json
 from reservoir_dqn.config import Config, ConfigError, add_config_arguments, config_from_args
 from reservoir_dqn.envs import profile
 from reservoir_dqn.envs.reservoir.front import (
-    CONFIGURED,
     Evaluator,
     Front,
     Point,
     agent_points,
+    describe,
     exact_front,
-    expected_utility_loss,
     hypervolume,
-    maximum_utility_loss,
+    per_year,
     set_utility_losses,
     sop_table,
 )
@@ -56,51 +55,10 @@ from reservoir_dqn.envs.reservoir.profile import reservoir_settings
 from reservoir_dqn.evaluation.statistics import summarize
 
 
-def per_year(model: ReservoirModel, point: Point) -> dict[str, float]:
-    """A point's expected totals as yearly figures: GWh a year, hm3 a year."""
-    config = model.config
-    years = config.horizon_months / 12
-    energy, deficit, spill, violation = point.totals
-    return {
-        "energy_gwh_per_year": energy / years,
-        "deficit_hm3_per_year": deficit * config.unit_hm3 / years,
-        "spill_hm3_per_year": spill * config.unit_hm3 / years,
-        "violation_hm3_per_year": violation * config.unit_hm3 / years,
-    }
-
-
-def policy_entry(front: Front, model: ReservoirModel, point: Point) -> dict[str, float]:
-    """A policy's point and its utility losses against the front (reward units)."""
-    return per_year(model, point) | {
-        "utility_loss_at_configured": front.best(CONFIGURED) - point.utility(model, CONFIGURED),
-        "expected_utility_loss": expected_utility_loss(front, model, point),
-        "maximum_utility_loss": maximum_utility_loss(front, model, point),
-    }
-
-
 def report(front: Front, model: ReservoirModel, agents: dict[str, list[Point]], sop: Point) -> dict[str, object]:
-    """The front, SOP and every model file's agents, in engineering units with their losses; and, for the agents of
-    every file together, each seed's set scored against the front."""
-    scale = max(1.0, abs(front.best(CONFIGURED)))
-    configured = max(front.vertices, key=lambda vertex: vertex.utility(model, CONFIGURED))
-    result: dict[str, object] = {
-        "objectives": "energy (GWh a year, more is better) against supply deficit (hm3 a year, less is better)",
-        "scalarisation": "the reward with weight_energy x 2 lam and weight_deficit x 2 (1 - lam); spill and "
-        "violation keep their configured penalties; lam = 0.5 is the configured reward",
-        "vertices": [{"lam": vertex.weight, **per_year(model, vertex)} for vertex in front.vertices],
-        "corners": front.corners,
-        "certificate": front.certificate,
-        "certificate_share": front.certificate / scale,
-        "solves": front.solves,
-        "seconds": round(front.seconds, 2),
-        "configured_optimum": {"lam": CONFIGURED, "utility": front.best(CONFIGURED), **per_year(model, configured)},
-        "sop": policy_entry(front, model, sop),
-        "agents": [
-            {"model": path, "seed_index": index, **policy_entry(front, model, point)}
-            for path, points in agents.items()
-            for index, point in enumerate(points)
-        ],
-    }
+    """The front, SOP and every model file's agents, in engineering units with their losses (:func:`describe`);
+    the time the front took; and, for the agents of every file together, each seed's set scored against the front."""
+    result: dict[str, object] = describe(front, model, sop, agents) | {"seconds": round(front.seconds, 2)}
     if agents:
         result["sets"] = set_scores(front, model, list(agents.values()))
     return result

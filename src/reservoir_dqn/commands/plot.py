@@ -315,6 +315,8 @@ def run(argv: Sequence[str] | None = None) -> None:
         if env_profile.optimum_baseline is not None and REGRET in evaluation.agents["final"]:
             figures["regret.png"] = regret(episodes, evaluation, env_profile.optimum_baseline)
         figures |= env_profile.figures(config.env, trajectories, episodes, states)
+        if evaluation.trade_offs is not None:
+            figures["front.png"] = env_profile.trade_off_figure(config.env, evaluation.trade_offs.figure_input())
         plots = Path(paths.plots)
         with OutputSet([plots]) as outputs:
             written = save_figures(figures, outputs.path(plots))

@@ -12,8 +12,9 @@ units (``compare.tolerance``). Its verdict comes from Welch's one-sided test of 
 hypothesis a user means (:func:`reservoir_dqn.evaluation.statistics.compare`): *regression* only when
 the data show, at ``compare.significance``, a drop larger than the tolerance
 (:func:`exit_status`: :attr:`Exit.REGRESSION`). The other headline metrics are shown with a
-plain one-sided test, ungated, and so is a record-driven reservoir's score on its held-out
-years (:func:`held_out_comparison` says why). ``reservoir-dqn compare``
+plain one-sided test, ungated, and so are the utility losses to an exact front (a reservoir's
+energy against supply) and a record-driven reservoir's score on its held-out years
+(:func:`held_out_comparison` says why). ``reservoir-dqn compare``
 (:mod:`reservoir_dqn.commands.compare`) finds the two sides in git and DVC and runs this.
 """
 
@@ -29,6 +30,7 @@ from reservoir_dqn.commands.exits import Exit
 from reservoir_dqn.config import Config, ConfigError
 from reservoir_dqn.evaluation.metric_names import held_out_name
 from reservoir_dqn.evaluation.results import Evaluation
+from reservoir_dqn.evaluation.scoring import UTILITY_LOSSES
 from reservoir_dqn.evaluation.statistics import Comparison, Summary, TooFewSeeds, compare
 
 FLOAT_AGREEMENT = 1e-9  # relative: a recorded float (the score's reference) that differs by less is equal
@@ -95,7 +97,8 @@ class Judgement:
 
 
 def judge(baseline: Evaluation, change: Evaluation, config: Config, accept: Sequence[str] = ()) -> Judgement:
-    """Compare every headline metric of the change with the baseline's, or raise :class:`CannotJudge`."""
+    """Compare every headline metric of the change with the baseline's, and the utility losses to an exact front
+    where both sides have them (never gated), or raise :class:`CannotJudge`."""
     settings = config.compare
     differences = condition_differences(baseline, change)
     refused = [difference for difference in differences if not _accepted(difference[0], accept)]
@@ -111,8 +114,8 @@ def judge(baseline: Evaluation, change: Evaluation, config: Config, accept: Sequ
         )
     rows: dict[str, Comparison] = {}
     try:
-        for name in change.headline:
-            if name in baseline.agents["final"]:
+        for name in (*change.headline, *UTILITY_LOSSES):
+            if name in baseline.agents["final"] and name in change.agents["final"]:
                 tolerance = settings.tolerance if name == settings.metric else 0.0
                 old, new = baseline.metric(name), change.metric(name)
                 compared = compare(old.per_seed, new.per_seed, tolerance, settings.significance)

@@ -276,6 +276,22 @@ class EnvProfile(ABC):
         """One row per state of an exact account: the policy's action, the optimum's, visits and loss."""
         return []
 
+    def trade_offs(
+        self, config: EnvConfig, networks: Mapping[str, tuple[Callable[[torch.Tensor], torch.Tensor], int]]
+    ) -> dict[str, Any] | None:
+        """The exact front of the objectives the reward trades, and where each network's agents sit on it.
+
+        :param networks: per network (``final``, ``best``), its stacked Q-values and how many agents it holds.
+        :returns: ``None`` where the environment has no exact front; else what :func:`.reservoir.front.describe`
+            returns, with one ``agents`` entry per network and agent (its ``model`` the network's name).
+        """
+        return None
+
+    def trade_off_figure(self, config: EnvConfig, trade_offs: dict[str, Any]) -> Figure:
+        """The figure of what :meth:`trade_offs` returned (only called where it returned one), its ``agents`` those
+        to draw, grouped by their ``model``."""
+        raise NotImplementedError(f"{type(self).__name__} has no exact front")
+
     # ----------------------------------------------------------------------- training
 
     @property

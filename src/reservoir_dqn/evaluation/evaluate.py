@@ -24,6 +24,8 @@ from reservoir_dqn.envs import EnvProfile, Episodes, profile
 from reservoir_dqn.evaluation.episodes import describe, exact_metrics, paired_regret, reference, run_agents
 from reservoir_dqn.evaluation.reoperation import evaluate_held_out
 from reservoir_dqn.evaluation.results import NETWORKS, Evaluation
+from reservoir_dqn.evaluation.scoring import UTILITY_LOSSES
+from reservoir_dqn.evaluation.trade_offs import TradeOffs
 
 
 def evaluate(
@@ -35,7 +37,9 @@ def evaluate(
 
     Where the profile names its optimal baseline, every policy's regret is measured against it scenario by
     scenario; where it is a finite MDP with a known optimum, every agent's greedy policy is accounted exactly
-    (:meth:`~reservoir_dqn.envs.EnvProfile.exact_accounts`) and checked against its Monte Carlo test mean."""
+    (:meth:`~reservoir_dqn.envs.EnvProfile.exact_accounts`) and checked against its Monte Carlo test mean; where
+    the reward trades objectives whose exact front the profile computes, every agent is placed on it
+    (:meth:`~reservoir_dqn.envs.EnvProfile.trade_offs`) and its utility losses join its metrics."""
     env_profile, settings = profile(config.env), config.evaluate
     networks = {network: load_model(agents_folder / f"{network}.pt") for network in NETWORKS}
     spec = networks["final"][1]
@@ -56,6 +60,15 @@ def evaluate(
         for network, (q_network, spec) in networks.items()
     }
 
+    trade_offs = env_profile.trade_offs(
+        test, {network: (stacked_mlp(q_network), spec.agents) for network, (q_network, spec) in networks.items()}
+    )
+    losses = (
+        {network: [entry for entry in trade_offs["agents"] if entry["model"] == network] for network in networks}
+        if trade_offs is not None
+        else {}
+    )
+
     def metrics(episodes: Episodes) -> dict[str, float]:
         described = describe(env_profile, test, episodes)
         values = {"score": float(score_reference.score(described["return"])), **described}
@@ -63,7 +76,10 @@ def evaluate(
 
     def agent_metrics(network: str, agent: int, episodes: Episodes) -> dict[str, float]:
         found = accounts[network]
-        return metrics(episodes) | (exact_metrics(found[agent], episodes) if found is not None else {})
+        values = metrics(episodes) | (exact_metrics(found[agent], episodes) if found is not None else {})
+        if network in losses:
+            values |= {name: losses[network][agent][key] for name, key in UTILITY_LOSSES.items()}
+        return values
 
     evaluation = Evaluation.assemble(
         env=config.env.name,
@@ -81,6 +97,8 @@ def evaluate(
         settings=env_profile.settings(config.env),
         ranges={metric.name: (metric.low, metric.high) for metric in env_profile.metrics},
     )
+    if trade_offs is not None:
+        evaluation = dataclasses.replace(evaluation, trade_offs=TradeOffs.from_described(trade_offs))
     evaluation, held_out_rows = _re_operate(config, env_profile, networks, evaluation)
     rows = [_episode_rows(config, "dqn", episodes, agent) for agent, episodes in enumerate(played["final"])]
     rows += [_episode_rows(config, name, episodes, None) for name, episodes in baseline_episodes.items()]

@@ -25,6 +25,7 @@ TEST_GROUP = "test"  # TensorBoard's group of the test results: <env>/test/<name
 TRAIN_MINUTES = "train_minutes"  # the training's wall time, beside the results
 CONVERGED = "converged_agents"  # how many agents' training converged (train.json's converged_at_frames)
 HELD_OUT = "held_out"  # the prefix of every figure of the held-out record (results.HeldOut.metrics)
+FRONT_CERTIFICATE = "front_certificate"  # the largest utility a weighting could gain over the exact front (results)
 
 
 def stat_name(metric: str, statistic: str = "mean") -> str:

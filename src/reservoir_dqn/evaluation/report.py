@@ -6,14 +6,23 @@ from collections.abc import Sequence
 
 from reservoir_dqn.evaluation.metric_names import CONVERGED, TRAIN_MINUTES, best_snapshot_name, stat_name
 from reservoir_dqn.evaluation.results import NETWORKS, Continuous, Evaluation, HeldOut
-from reservoir_dqn.evaluation.scoring import EXACT_GAP, EXACT_RETURN, EXACT_Z, REGRET
+from reservoir_dqn.evaluation.scoring import (
+    EXACT_GAP,
+    EXACT_RETURN,
+    EXACT_Z,
+    REGRET,
+    UTILITY_LOSS_MAX,
+    UTILITY_LOSS_MEAN,
+    UTILITY_LOSSES,
+)
 from reservoir_dqn.evaluation.statistics import Summary
 
 
 def tracked_metrics(evaluation: Evaluation, train_minutes: float) -> dict[str, float]:
     """The parent run's metrics: each headline metric's mean, IQM and interval (final networks), the time, the
-    regret to the optimum and the exact gap where there are, how many agents converged, and the held-out record's
-    figures where there is one (named as in ``summary.json``, :meth:`HeldOut.metrics`).
+    regret to the optimum and the exact gap where there are, how many agents converged, the held-out record's
+    figures where there is one (named as in ``summary.json``, :meth:`HeldOut.metrics`), and the trade-off's where
+    there is an exact front (:meth:`Evaluation.trade_off_metrics`).
 
     Named as in ``metrics/summary.json`` (``score``, ``score_lo``, ``score_hi``, ``score_iqm``, ...;
     :mod:`reservoir_dqn.tracking.views`). Rounded to 4 significant digits, so that MLflow's runs
@@ -33,6 +42,7 @@ def tracked_metrics(evaluation: Evaluation, train_minutes: float) -> dict[str, f
         metrics[CONVERGED] = float(sum(frames is not None for frames in evaluation.converged_at_frames))
     if evaluation.held_out is not None:
         metrics |= evaluation.held_out.metrics()
+    metrics |= evaluation.trade_off_metrics()
     return {name: float(f"{value:.4g}") for name, value in metrics.items()}
 
 
@@ -77,9 +87,27 @@ def report(evaluation: Evaluation) -> str:
         f"seed {evaluation.shipped_agent}'s {evaluation.shipped_network} network, the best on the validation seeds."
     )
     lines += optimum_report(evaluation)
+    lines += trade_off_report(evaluation)
     if evaluation.held_out is not None:
         lines += ["", *held_out_report(evaluation.held_out, evaluation.seeds)]
     return "\n".join(lines)
+
+
+def trade_off_report(evaluation: Evaluation) -> list[str]:
+    """Where the reward trades objectives with an exact front: its size and certificate, and what the final networks
+    and SOP lose to it over every weighting."""
+    trade_offs = evaluation.trade_offs
+    if trade_offs is None:
+        return []
+    final = evaluation.agents["final"]
+    return [
+        f"  Trade-off of energy against supply: the exact front has {len(trade_offs.vertices)} vertices, certified to "
+        f"{trade_offs.certificate:.3g} reward units; over weightings uniform in [0, 1] the DQN final networks lose "
+        f"{final[UTILITY_LOSS_MEAN].text()} of utility on average and {final[UTILITY_LOSS_MAX].text()} at most "
+        f"(SOP: {trade_offs.sop[UTILITY_LOSSES[UTILITY_LOSS_MEAN]]:,.1f} and "
+        f"{trade_offs.sop[UTILITY_LOSSES[UTILITY_LOSS_MAX]]:,.1f}; "
+        "plots/front.png)"
+    ]
 
 
 def optimum_report(evaluation: Evaluation) -> list[str]:

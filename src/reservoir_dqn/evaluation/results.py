@@ -16,8 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reservoir_dqn.evaluation.metric_names import CONVERGED, held_out_name, stat_name
-from reservoir_dqn.evaluation.scoring import EXACT_GAP, REGRET, Reference
+from reservoir_dqn.evaluation.scoring import (
+    EXACT_GAP,
+    REGRET,
+    UTILITY_LOSS_MAX,
+    UTILITY_LOSS_MEAN,
+    UTILITY_LOSSES,
+    Reference,
+)
 from reservoir_dqn.evaluation.statistics import Summary, summarize
+from reservoir_dqn.evaluation.trade_offs import TradeOffs
 
 NETWORKS = ("final", "best")
 
@@ -215,6 +223,8 @@ class Evaluation:
         with held-out years; else ``None``).
     :ivar converged_at_frames: per agent, the frames at which its training converged (``None``: it had not);
         ``None`` in files written before training said so.
+    :ivar trade_offs: the exact front of the reward's trade-off and the policies on it (an environment with one;
+        else, and in files written before it was measured, ``None``).
     """
 
     env: str
@@ -231,6 +241,7 @@ class Evaluation:
     conditions: dict[str, Any] | None
     held_out: HeldOut | None = None
     converged_at_frames: tuple[int | None, ...] | None = None
+    trade_offs: TradeOffs | None = None
 
     @property
     def converged(self) -> str:
@@ -313,7 +324,26 @@ class Evaluation:
             values[CONVERGED] = float(sum(frames is not None for frames in self.converged_at_frames))
         if self.held_out is not None:
             values |= self.held_out.metrics()
-        return values
+        return values | self.trade_off_metrics()
+
+    def trade_off_metrics(self) -> dict[str, float]:
+        """Where the evaluate stage placed the agents on an exact front of the reward's trade-off (the reservoir:
+        energy against supply deficit, ``plots/front.png``): the final networks' utility loss averaged over
+        weightings, with its interval over seeds (``utility_loss_mean``, ``_lo``, ``_hi``), and at the weighting where
+        it is largest (``utility_loss_max``), both in reward units; and the front's certificate
+        (``front_certificate``: the largest utility any weighting could still gain over it). Named here once for DVC
+        and MLflow; ``eval.json`` keeps the rest (the front's vertices, every agent's point), and ``compare`` shows
+        both losses, ungated."""
+        if self.trade_offs is None:
+            return {}
+        mean, largest = (self.agents["final"][name] for name in UTILITY_LOSSES)
+        values = {stat_name(UTILITY_LOSS_MEAN): mean.mean, stat_name(UTILITY_LOSS_MAX): largest.mean}
+        if mean.ci_low is not None and mean.ci_high is not None:
+            values |= {
+                stat_name(UTILITY_LOSS_MEAN, "ci_low"): mean.ci_low,
+                stat_name(UTILITY_LOSS_MEAN, "ci_high"): mean.ci_high,
+            }
+        return values | self.trade_offs.metrics()
 
     def optimum_metrics(self) -> dict[str, float]:
         """The final networks' paired regret with its interval over seeds (``regret``, ``_lo``, ``_hi``) and their
@@ -350,6 +380,7 @@ class Evaluation:
             "conditions": self.conditions,
             **({} if self.held_out is None else {"held_out": self.held_out.to_json()}),
             **({} if self.converged_at_frames is None else {"converged_at_frames": list(self.converged_at_frames)}),
+            **({} if self.trade_offs is None else {"trade_offs": self.trade_offs.to_json()}),
         }
 
     @classmethod
@@ -373,4 +404,5 @@ class Evaluation:
             conditions=data.get("conditions"),
             held_out=HeldOut.from_json(data["held_out"]) if "held_out" in data else None,
             converged_at_frames=tuple(data["converged_at_frames"]) if "converged_at_frames" in data else None,
+            trade_offs=TradeOffs.from_json(data["trade_offs"]) if "trade_offs" in data else None,
         )

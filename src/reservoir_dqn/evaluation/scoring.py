@@ -18,6 +18,11 @@ REGRET = "regret"  # the optimum's return minus the policy's on the same test sc
 REGRET_SE = "regret_se"  # its standard error over the agent's scenarios (the pairing removes their spread)
 EXACT_RETURN = "exact_return"  # the greedy policy's exact expected return (envs/account.py)
 EXACT_GAP = "exact_gap"  # the optimum's exact expected return minus it
+# Per-agent losses against an exact front of the reward's trade-off (envs/reservoir/front.py), in reward units: the
+# MORL field's expected and maximum utility loss, each metric's key in the front's entries beside it (UTILITY_LOSSES).
+UTILITY_LOSS_MEAN = "utility_loss_mean"  # the front's best utility less the policy's, averaged over weightings
+UTILITY_LOSS_MAX = "utility_loss_max"  # the same loss at the weighting where it is largest
+UTILITY_LOSSES = {UTILITY_LOSS_MEAN: "expected_utility_loss", UTILITY_LOSS_MAX: "maximum_utility_loss"}
 EXACT_Z = "exact_z"  # (exact return - Monte Carlo test mean) / the test mean's standard error
 
 

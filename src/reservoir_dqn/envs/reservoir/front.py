@@ -40,6 +40,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -291,3 +292,50 @@ def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float
             area += (energy - reference[0]) * (deficit_floor - deficit)
             deficit_floor = deficit
     return area
+
+
+def per_year(model: ReservoirModel, point: Point) -> dict[str, float]:
+    """A point's expected totals as yearly figures: GWh a year, hm3 a year."""
+    config = model.config
+    years = config.horizon_months / 12
+    energy, deficit, spill, violation = point.totals
+    return {
+        "energy_gwh_per_year": energy / years,
+        "deficit_hm3_per_year": deficit * config.unit_hm3 / years,
+        "spill_hm3_per_year": spill * config.unit_hm3 / years,
+        "violation_hm3_per_year": violation * config.unit_hm3 / years,
+    }
+
+
+def policy_entry(front: Front, model: ReservoirModel, point: Point) -> dict[str, float]:
+    """A policy's point in engineering units and its utility losses against the front (reward units): at the
+    configured reward (``lam = 1/2``), and expected and largest over ``lam`` uniform on ``[0, 1]``."""
+    return per_year(model, point) | {
+        "utility_loss_at_configured": front.best(CONFIGURED) - point.utility(model, CONFIGURED),
+        "expected_utility_loss": expected_utility_loss(front, model, point),
+        "maximum_utility_loss": maximum_utility_loss(front, model, point),
+    }
+
+
+def describe(front: Front, model: ReservoirModel, sop: Point, agents: dict[str, list[Point]]) -> dict[str, Any]:
+    """The front, SOP and each group's agents (a model file's, or a network's) in engineering units with their
+    losses: what ``front.json`` and the evaluation's trade-offs hold, and what ``front.png`` draws."""
+    scale = max(1.0, abs(front.best(CONFIGURED)))
+    configured = max(front.vertices, key=lambda vertex: vertex.utility(model, CONFIGURED))
+    return {
+        "objectives": "energy (GWh a year, more is better) against supply deficit (hm3 a year, less is better)",
+        "scalarisation": "the reward with weight_energy x 2 lam and weight_deficit x 2 (1 - lam); spill and "
+        "violation keep their configured penalties; lam = 0.5 is the configured reward",
+        "vertices": [{"lam": vertex.weight, **per_year(model, vertex)} for vertex in front.vertices],
+        "corners": front.corners,
+        "certificate": front.certificate,
+        "certificate_share": front.certificate / scale,
+        "solves": front.solves,
+        "configured_optimum": {"lam": CONFIGURED, "utility": front.best(CONFIGURED), **per_year(model, configured)},
+        "sop": policy_entry(front, model, sop),
+        "agents": [
+            {"model": group, "seed_index": index, **policy_entry(front, model, point)}
+            for group, points in agents.items()
+            for index, point in enumerate(points)
+        ],
+    }

@@ -36,11 +36,8 @@ def front_figure(result: dict[str, Any], env_name: str) -> Figure:
     _zoom(axes[1], result)
     axes[0].set_title("the whole front")
     axes[1].set_title("around the configured reward's optimum")
-    handles, labels = axes[0].get_legend_handles_labels()
-    axes[0].legend(handles[:3], labels[:3], loc="lower right", fontsize=8)
-    if groups:
-        handles, labels = axes[1].get_legend_handles_labels()
-        axes[1].legend(handles[3:], labels[3:], loc="lower right", fontsize=8)
+    handles, labels = axes[1].get_legend_handles_labels()  # one legend below both, covering no data
+    figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     share = result["certificate_share"]
     figure.suptitle(
         f"{env_name}: energy against water supply, the exact front ({len(result['vertices'])} vertices)\n"

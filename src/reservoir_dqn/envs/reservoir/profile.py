@@ -33,6 +33,7 @@ from reservoir_dqn.envs.reservoir.account import Account, account, greedy_tables
 from reservoir_dqn.envs.reservoir.advice import ReservoirAdvisor
 from reservoir_dqn.envs.reservoir.baselines import reservoir_baselines, reservoir_optimum
 from reservoir_dqn.envs.reservoir.env import DiscreteReservoirEnv
+from reservoir_dqn.envs.reservoir.front import Evaluator, agent_points, describe, exact_front, sop_table
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.replay import RecordReplay
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
@@ -50,6 +51,8 @@ RANGED = (
     Metric("violation_months", "months ending below the minimum operating storage, per episode", 0.0),
     Metric("spill_hm3", "spilled volume per episode (hm3)", 0.0),
     Metric("energy_gwh", "energy generated per episode (GWh)", 0.0),
+    Metric("utility_loss_mean", "mean utility lost to the exact front over weightings (reward units)", 0.0),
+    Metric("utility_loss_max", "largest utility lost to the exact front over weightings (reward units)", 0.0),
 )
 # Per-month flows of the training batches, in hm3 (energy in GWh): the reservoir/ namespace.
 FLOWS = ("inflow", "release", "spill", "deficit", "violation")
@@ -200,6 +203,25 @@ class ReservoirProfile(EnvProfile):
         reservoir = reservoir_settings(config)
         model, solution = ReservoirModel.from_config(reservoir), reservoir_optimum(reservoir)
         return [account(model, solution, table) for table in greedy_tables(model, q_values, agents)]
+
+    def trade_offs(
+        self, config: EnvConfig, networks: Mapping[str, tuple[Callable[[torch.Tensor], torch.Tensor], int]]
+    ) -> dict[str, Any] | None:
+        """Energy against supply (:mod:`.front`): the front at the ``front`` command's default tolerance, SOP, and
+        each network's agents; none where the episode's end has a water value (a reward that is neither)."""
+        reservoir = reservoir_settings(config)
+        if reservoir.end_value != "none":
+            return None
+        model = ReservoirModel.from_config(reservoir)
+        front = exact_front(model)
+        sop = Evaluator(model).point(sop_table(model))
+        agents = {network: agent_points(model, q_values, count) for network, (q_values, count) in networks.items()}
+        return describe(front, model, sop, agents)
+
+    def trade_off_figure(self, config: EnvConfig, trade_offs: dict[str, Any]) -> Figure:
+        from reservoir_dqn.envs.reservoir.front_figure import front_figure  # matplotlib only where figures are drawn
+
+        return front_figure(trade_offs, config.name)
 
     def state_rows(self, config: EnvConfig, account: Account) -> list[dict[str, Any]]:
         """Every (time step, storage, class) state: the policy's and the optimum's release targets in hm3/month,
