@@ -30,6 +30,8 @@ from typing import Any
 
 from bench.common import QUIET, REPO, RESULTS, machine, write_results
 from reservoir_dqn.config import load_config
+from reservoir_dqn.envs.reservoir.front import utility
+from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.profile import reservoir_settings
 from reservoir_dqn.evaluation.statistics import summarize
 
@@ -160,24 +162,15 @@ def main() -> None:
 
 def _own_losses(lam: float, agents: list[dict[str, Any]], front: dict[str, Any]) -> list[float]:
     """Each agent's utility loss at ``lam``: the front's best there less the agent's, from the yearly figures."""
-    config = reservoir_settings(load_config(REPO / "params.yaml").env)
-    years = config.horizon_months / 12
+    model = ReservoirModel.from_config(reservoir_settings(load_config(REPO / "params.yaml").env))
+    years, unit = model.config.horizon_months / 12, model.config.unit_hm3
 
-    def utility(point: dict[str, Any]) -> float:
-        energy = point["energy_gwh_per_year"] * years
-        deficit, spill, violation = (
-            point[key] * years / config.unit_hm3
-            for key in ("deficit_hm3_per_year", "spill_hm3_per_year", "violation_hm3_per_year")
-        )
-        return (
-            2 * lam * config.weight_energy * energy
-            - 2 * (1 - lam) * config.weight_deficit * deficit
-            - config.weight_spill * spill
-            - config.weight_violation * violation
-        )
+    def at_lam(point: dict[str, Any]) -> float:
+        flows = (point[f"{name}_hm3_per_year"] * years / unit for name in ("deficit", "spill", "violation"))
+        return utility(model, (point["energy_gwh_per_year"] * years, *flows), lam)
 
-    best = max(utility(vertex) for vertex in front["vertices"])
-    return [best - utility(agent) for agent in agents]
+    best = max(at_lam(vertex) for vertex in front["vertices"])
+    return [best - at_lam(agent) for agent in agents]
 
 
 if __name__ == "__main__":

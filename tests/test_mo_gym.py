@@ -20,7 +20,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env, data_equivalence
 
-from reservoir_dqn.config import ConfigError
+from reservoir_dqn.config import ConfigError, load_config
 from reservoir_dqn.envs.reservoir.env import DiscreteReservoirEnv
 from reservoir_dqn.envs.reservoir.front import exact_front
 from reservoir_dqn.envs.reservoir.mo_gym import ENV_ID, ReservoirMOEnv
@@ -124,3 +124,16 @@ def test_what_it_cannot_serve_is_refused_naming_the_setting(settings: list[str],
 def test_the_model_is_the_one_the_sdp_solves() -> None:
     env = ReservoirMOEnv(PARAMS, SHORT)
     assert env.model is ReservoirModel.from_config(env.model.config)
+
+
+def test_morl_baselines_envelope_trains_on_it_and_each_weightings_policy_is_placed_exactly() -> None:
+    """The peer of bench/morl_peer.py, on a tiny budget: morl-baselines (installed without the dependencies of its
+    other algorithms) imports, trains on the port, and its greedy policy at each weighting is evaluated exactly."""
+    from bench.morl_peer import DENSE, train_and_place
+
+    seconds, points = train_and_place(seed=0, frames=300)
+    horizon = load_config(REPO / "params.yaml").env.reservoir.horizon_months
+    assert seconds > 0 and set(DENSE) <= set(points)
+    for lam, point in points.items():
+        assert point.weight == lam and point.policy.shape[0] == horizon
+        assert point.totals[0] > 0  # energy: every policy of the port generates some

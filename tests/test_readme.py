@@ -145,6 +145,9 @@ NOT_RUN = {
     "into seven experiments whose params the stages accept",
     ".venv/bin/python -m bench.front_sweep": "a benchmark of about 9 minutes (25 trainings at the default budget); "
     "bench/results/front_sweep.md holds its figures, and tests/test_front.py scores sets of agents the same way",
+    ".venv/bin/python -m bench.morl_peer": "a benchmark of about 35 minutes (5 Envelope trainings of 100,000 "
+    "frames); bench/results/morl_peer.md holds its figures; tests/test_mo_gym.py runs the environment it trains on "
+    "through MO-Gymnasium's checks",
     CROSS_VALIDATION: "a benchmark of a minute (bench/results/held_out_cv_*.md); the hold-outs it replays are the "
     "sweep's, checked by test_the_decades_sweep_is_seven_valid_hold_outs",
 }

@@ -319,7 +319,7 @@ def metrics() -> str:
         "",
         "## The trade-off's exact front",
         "",
-        _doc(results.Evaluation.trade_off_metrics),
+        _doc(results.TradeOffs.metrics, first_paragraph=True),
     ]
     groups: list[tuple[MetricGroup, str]] = []
     for module_name, module in sorted(sys.modules.items()):

@@ -60,14 +60,10 @@ def evaluate(
         for network, (q_network, spec) in networks.items()
     }
 
-    trade_offs = env_profile.trade_offs(
+    described = env_profile.trade_offs(
         test, {network: (stacked_mlp(q_network), spec.agents) for network, (q_network, spec) in networks.items()}
     )
-    losses = (
-        {network: [entry for entry in trade_offs["agents"] if entry["model"] == network] for network in networks}
-        if trade_offs is not None
-        else {}
-    )
+    trade_offs = None if described is None else TradeOffs.from_described(described)
 
     def metrics(episodes: Episodes) -> dict[str, float]:
         described = describe(env_profile, test, episodes)
@@ -77,8 +73,8 @@ def evaluate(
     def agent_metrics(network: str, agent: int, episodes: Episodes) -> dict[str, float]:
         found = accounts[network]
         values = metrics(episodes) | (exact_metrics(found[agent], episodes) if found is not None else {})
-        if network in losses:
-            values |= {name: losses[network][agent][key] for name, key in UTILITY_LOSSES.items()}
+        if trade_offs is not None:
+            values |= {name: trade_offs.agents[network][agent][key] for name, key in UTILITY_LOSSES.items()}
         return values
 
     evaluation = Evaluation.assemble(
@@ -97,8 +93,7 @@ def evaluate(
         settings=env_profile.settings(config.env),
         ranges={metric.name: (metric.low, metric.high) for metric in env_profile.metrics},
     )
-    if trade_offs is not None:
-        evaluation = dataclasses.replace(evaluation, trade_offs=TradeOffs.from_described(trade_offs))
+    evaluation = dataclasses.replace(evaluation, trade_offs=trade_offs)
     evaluation, held_out_rows = _re_operate(config, env_profile, networks, evaluation)
     rows = [_episode_rows(config, "dqn", episodes, agent) for agent, episodes in enumerate(played["final"])]
     rows += [_episode_rows(config, name, episodes, None) for name, episodes in baseline_episodes.items()]

@@ -16,14 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reservoir_dqn.evaluation.metric_names import CONVERGED, held_out_name, stat_name
-from reservoir_dqn.evaluation.scoring import (
-    EXACT_GAP,
-    REGRET,
-    UTILITY_LOSS_MAX,
-    UTILITY_LOSS_MEAN,
-    UTILITY_LOSSES,
-    Reference,
-)
+from reservoir_dqn.evaluation.scoring import EXACT_GAP, REGRET, Reference
 from reservoir_dqn.evaluation.statistics import Summary, summarize
 from reservoir_dqn.evaluation.trade_offs import TradeOffs
 
@@ -327,23 +320,9 @@ class Evaluation:
         return values | self.trade_off_metrics()
 
     def trade_off_metrics(self) -> dict[str, float]:
-        """Where the evaluate stage placed the agents on an exact front of the reward's trade-off (the reservoir:
-        energy against supply deficit, ``plots/front.png``): the final networks' utility loss averaged over
-        weightings, with its interval over seeds (``utility_loss_mean``, ``_lo``, ``_hi``), and at the weighting where
-        it is largest (``utility_loss_max``), both in reward units; and the front's certificate
-        (``front_certificate``: the largest utility any weighting could still gain over it). Named here once for DVC
-        and MLflow; ``eval.json`` keeps the rest (the front's vertices, every agent's point), and ``compare`` shows
-        both losses, ungated."""
-        if self.trade_offs is None:
-            return {}
-        mean, largest = (self.agents["final"][name] for name in UTILITY_LOSSES)
-        values = {stat_name(UTILITY_LOSS_MEAN): mean.mean, stat_name(UTILITY_LOSS_MAX): largest.mean}
-        if mean.ci_low is not None and mean.ci_high is not None:
-            values |= {
-                stat_name(UTILITY_LOSS_MEAN, "ci_low"): mean.ci_low,
-                stat_name(UTILITY_LOSS_MEAN, "ci_high"): mean.ci_high,
-            }
-        return values | self.trade_offs.metrics()
+        """The trade-off's figures where the evaluate stage placed the agents on an exact front
+        (:meth:`TradeOffs.metrics`); else none."""
+        return {} if self.trade_offs is None else self.trade_offs.metrics(self.agents["final"])
 
     def optimum_metrics(self) -> dict[str, float]:
         """The final networks' paired regret with its interval over seeds (``regret``, ``_lo``, ``_hi``) and their

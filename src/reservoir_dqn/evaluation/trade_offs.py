@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from reservoir_dqn.evaluation.metric_names import FRONT_CERTIFICATE
+from reservoir_dqn.evaluation.metric_names import FRONT_CERTIFICATE, stat_name
+from reservoir_dqn.evaluation.scoring import UTILITY_LOSS_MAX, UTILITY_LOSS_MEAN
+from reservoir_dqn.evaluation.statistics import Summary
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,22 @@ class TradeOffs:
             agents.setdefault(entry["model"], []).append(values)
         return cls.from_json(described | {"agents": agents})
 
-    def metrics(self) -> dict[str, float]:
-        """The front's own figure that ``summary.json`` and MLflow carry: its certificate."""
-        return {FRONT_CERTIFICATE: self.certificate}
+    def metrics(self, final: dict[str, Summary]) -> dict[str, float]:
+        """The trade-off figures ``summary.json`` and MLflow carry: the final networks' utility
+        loss averaged over weightings, with its interval over seeds (``utility_loss_mean``, ``_lo``, ``_hi``), and
+        at the weighting where it is largest (``utility_loss_max``), both in reward units; and the front's
+        certificate (``front_certificate``: the largest utility any weighting could still gain over it). Named here
+        once for DVC and MLflow; ``eval.json`` keeps the rest (the front's vertices, every agent's point), and
+        ``compare`` shows both losses, ungated.
+
+        :param final: the final networks' metrics, summarised over seeds.
+        """
+        mean, largest = final[UTILITY_LOSS_MEAN], final[UTILITY_LOSS_MAX]
+        values = {stat_name(UTILITY_LOSS_MEAN): mean.mean, stat_name(UTILITY_LOSS_MAX): largest.mean}
+        if mean.ci_low is not None and mean.ci_high is not None:
+            values[stat_name(UTILITY_LOSS_MEAN, "ci_low")] = mean.ci_low
+            values[stat_name(UTILITY_LOSS_MEAN, "ci_high")] = mean.ci_high
+        return values | {FRONT_CERTIFICATE: self.certificate}
 
     def figure_input(self, network: str = "final") -> dict[str, Any]:
         """What :func:`~reservoir_dqn.envs.reservoir.front_figure.front_figure` draws: the front and one network's

@@ -47,8 +47,7 @@ import torch
 from reservoir_dqn.envs.reservoir.account import evaluate, greedy_tables
 from reservoir_dqn.envs.reservoir.baselines import StandardOperatingPolicy
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
-from reservoir_dqn.envs.reservoir.records import MONTHS
-from reservoir_dqn.envs.reservoir.sdp import month_fields, solve
+from reservoir_dqn.envs.reservoir.sdp import initial_classes, month_fields, solve
 
 # The expected totals each point reports: the two objectives first, then the safety terms.
 TOTALS = ("energy_gwh", "deficit", "spill", "violation")
@@ -129,10 +128,8 @@ class Evaluator:
         fields = month_fields(model, (*TOTALS, "next_storage"))
         self.next_storage = fields.pop("next_storage").long()
         self.components = fields
-        chain, config = model.chain, model.config
-        before = (config.start_month - 1) % MONTHS
-        self.initial = chain.marginal[before] if chain.persistent else torch.ones(1, dtype=torch.float64)
-        columns = chain.classes if chain.persistent else 1
+        self.initial = initial_classes(model)
+        columns = model.chain.classes if model.chain.persistent else 1
         self.end = torch.zeros(model.num_storages, columns, dtype=torch.float64)
 
     def totals(self, policy: torch.Tensor) -> tuple[float, ...]:

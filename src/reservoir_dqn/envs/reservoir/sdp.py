@@ -99,9 +99,15 @@ def solve(model: ReservoirModel) -> SDPSolution:
         values[t] = q_values[t].max(dim=-1).values
     # argmax returns the first maximum: among equally good releases, the smallest.
     policy = q_values.argmax(dim=-1)
+    return SDPSolution(values, policy, q_values, config.initial_storage, initial_classes(model))
+
+
+def initial_classes(model: ReservoirModel) -> torch.Tensor:
+    """``[J]`` the distribution of the inflow class of the month before the first (one column of 1 for
+    independent inflows): what every exact expectation from the initial storage weighs its columns by."""
+    chain, config = model.chain, model.config
     before = (config.start_month - 1) % MONTHS
-    initial = chain.marginal[before] if chain.persistent else torch.ones(1, dtype=torch.float64)
-    return SDPSolution(values, policy, q_values, config.initial_storage, initial)
+    return chain.marginal[before] if chain.persistent else torch.ones(1, dtype=torch.float64)
 
 
 @lru_cache(maxsize=8)
