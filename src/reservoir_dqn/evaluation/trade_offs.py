@@ -15,6 +15,9 @@ from reservoir_dqn.evaluation.metric_names import FRONT_CERTIFICATE, stat_name
 from reservoir_dqn.evaluation.scoring import UTILITY_LOSS_MAX, UTILITY_LOSS_MEAN
 from reservoir_dqn.evaluation.statistics import Summary
 
+# The trade-off's figures metrics/summary.json carries (DVC's columns); MLflow carries all of TradeOffs.metrics.
+TRADE_OFF_SUMMARY = (UTILITY_LOSS_MEAN, FRONT_CERTIFICATE)
+
 
 @dataclass(frozen=True)
 class TradeOffs:
@@ -52,12 +55,12 @@ class TradeOffs:
         return cls.from_json(described | {"agents": agents})
 
     def metrics(self, final: dict[str, Summary]) -> dict[str, float]:
-        """The trade-off figures ``summary.json`` and MLflow carry: the final networks' utility
-        loss averaged over weightings, with its interval over seeds (``utility_loss_mean``, ``_lo``, ``_hi``), and
-        at the weighting where it is largest (``utility_loss_max``), both in reward units; and the front's
-        certificate (``front_certificate``: the largest utility any weighting could still gain over it). Named here
-        once for DVC and MLflow; ``eval.json`` keeps the rest (the front's vertices, every agent's point), and
-        ``compare`` shows both losses, ungated.
+        """The trade-off figures MLflow carries (``summary.json``: the mean loss and the certificate): the final
+        networks' utility loss averaged over weightings, with its interval over seeds
+        (``utility_loss_mean``, ``_lo``, ``_hi``), and at the weighting where it is largest (``utility_loss_max``),
+        both in reward units; and the front's certificate (``front_certificate``: the largest utility any weighting
+        could still gain over it). Named here once for DVC and MLflow; ``eval.json`` keeps the rest (the front's
+        vertices, every agent's point), and ``compare`` shows both losses, ungated.
 
         :param final: the final networks' metrics, summarised over seeds.
         """
