@@ -52,7 +52,8 @@ REWARD_SCALE = 0.01  # params.yaml's dqn.reward_scale: Q-values of order 10, not
 
 def envelope_settings(seed: int) -> dict[str, Any]:
     """Envelope's arguments: ours where the two algorithms share a setting, the library's defaults otherwise."""
-    dqn = load_config(REPO / "params.yaml").dqn
+    config = load_config(REPO / "params.yaml")
+    dqn = config.dqn
     return {
         "learning_rate": dqn.lr,
         "initial_epsilon": dqn.eps_start,
@@ -62,7 +63,7 @@ def envelope_settings(seed: int) -> dict[str, Any]:
         "buffer_size": dqn.buffer_size,
         "net_arch": list(dqn.hidden_sizes),
         "batch_size": dqn.batch_size,
-        "learning_starts": load_config(REPO / "params.yaml").train.min_replay_size,
+        "learning_starts": config.train.min_replay_size,
         "gamma": dqn.gamma,
         "max_grad_norm": dqn.max_grad_norm,
         "homotopy_decay_steps": dqn.eps_decay_frames,
