@@ -21,6 +21,15 @@ from reservoir_dqn.config import load_config
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 QUIET = ["tracking.enabled=false", "tracking.tensorboard=false"]
+# Flat Brook (01440000), a hundredth of the Delaware, sized as `record add` sizes it, its drought of record held out.
+FLATBROOK = [
+    "env.name=reservoir-flatbrook",
+    "env.reservoir.record.column=01440000",
+    "env.reservoir.record.last_year=null",
+    "env.reservoir.record.held_out=[1961,1972]",
+    "env.reservoir.unit_hm3=1.04",
+    "env.reservoir.weight_energy=9.62",
+]
 
 
 def machine() -> dict[str, Any]:
@@ -75,6 +84,7 @@ def run_pipeline(overrides: Sequence[str], evaluate: bool = True) -> Run:
     """
     folder = Path(tempfile.mkdtemp(prefix="reservoir-dqn-bench-"))
     shutil.copy(REPO / "params.yaml", folder / "params.yaml")
+    (folder / "data").symlink_to(REPO / "data")  # the records a reservoir's params name
     sets = [argument for override in overrides for argument in ("--set", override)]
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     try:

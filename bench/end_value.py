@@ -13,21 +13,13 @@ and the SDP's expected return on the fitted chain. Writes ``bench/results/end_va
 
 from __future__ import annotations
 
-from bench.common import REPO, RESULTS, machine, write_results
+from bench.common import FLATBROOK, REPO, RESULTS, machine, write_results
 from reservoir_dqn.commands.recipe import overrides
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import profile
 from reservoir_dqn.envs.reservoir.baselines import reservoir_optimum
 from reservoir_dqn.evaluation.reoperation import bootstrap_weights, pooled, replay_baselines, water_years
 
-FLATBROOK = [
-    "env.name=reservoir-flatbrook",
-    "env.reservoir.record.column=01440000",
-    "env.reservoir.record.last_year=null",
-    "env.reservoir.record.held_out=[1961,1972]",
-    "env.reservoir.unit_hm3=1.04",
-    "env.reservoir.weight_energy=9.62",
-]
 CASES = {
     "Delaware recipe, 10-year windows after 2004": [],
     "Delaware recipe, 2-year windows (horizon_months=24)": ["env.reservoir.horizon_months=24"],

@@ -230,6 +230,8 @@ BAD_RESERVOIR = [
     ([f"{R}.inflow_cv=[-0.3,0.3,0.4,0.5,0.45,0.4,0.45,0.5,0.5,0.4,0.35,0.3]"], [f"{R}.inflow_cv.0 = -0.3"]),
     ([f"{R}.inflow_classes=1"], [f"{R}.inflow_classes = 1", "greater than or equal to 2"]),
     ([f"{R}.scenarios=record"], [f"{R}.scenarios (record) needs {R}.inflow_model (lognormal) to be record"]),
+    ([f"{R}.observe_last_flow=true"], [f"{R}.observe_last_flow (true) needs {R}.inflow_model (lognormal) to be"]),
+    ([f"{R}.bootstrap_block_years=0"], [f"{R}.bootstrap_block_years = 0", "greater than 0"]),
     ([f"{R}.inflow_model=markov"], [f'{R}.inflow_model = "markov"', "'lognormal' or 'record'"]),
     ([f"{R}.record.pseudocount=-1"], [f"{R}.record.pseudocount = -1", "greater than or equal to 0"]),
     ([f"{R}.weight_deficit=-3.0"], [f"{R}.weight_deficit = -3.0", "greater than or equal to 0"]),

@@ -148,6 +148,9 @@ NOT_RUN = {
     ".venv/bin/python -m bench.morl_peer": "a benchmark of about 35 minutes (5 Envelope trainings of 100,000 "
     "frames); bench/results/morl_peer.md holds its figures; tests/test_mo_gym.py runs the environment it trains on "
     "through MO-Gymnasium's checks",
+    ".venv/bin/python -m bench.held_out agents --jobs 2": "a benchmark of about 35 minutes (16 five-seed "
+    "trainings); bench/results/held_out_agents.md holds its figures, and tests/test_bootstrap.py and "
+    "tests/test_observe_flow.py check the sources of episodes and the observation it trains with",
     CROSS_VALIDATION: "a benchmark of a minute (bench/results/held_out_cv_*.md); the hold-outs it replays are the "
     "sweep's, checked by test_the_decades_sweep_is_seven_valid_hold_outs",
 }
@@ -264,15 +267,16 @@ def test_the_ui_commands_serve_the_runs(repo: Path, command: str, url: str) -> N
     assert command in readme_commands()
     # MLflow's job runner (three Huey consumers for GenAI jobs) is off, as in tests/servers.py: it serves no runs.
     env = clean_env(repo, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    server = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=repo, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)  # fmt: skip
+    log = repo / "server.log"  # a file, not a pipe nobody reads while it serves (a full pipe blocks the server)
+    with log.open("w") as stderr:
+        server = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=repo, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)  # fmt: skip
     try:
-        assert wait_for(lambda: server.poll() is None and serves(url), 90, 0.5), server.stderr
+        assert wait_for(lambda: server.poll() is None and serves(url), 90, 0.5), log.read_text()
     finally:
         server.send_signal(signal.SIGINT)
         with contextlib.suppress(subprocess.TimeoutExpired):  # how fast it shuts down is not what this checks
-            server.wait(30)
+            server.wait(5)
         with contextlib.suppress(ProcessLookupError):  # its workers too, so that no one keeps the port
             os.killpg(server.pid, signal.SIGKILL)
         server.wait(30)

@@ -37,6 +37,7 @@ class State:
     time_step: int
     storage: int
     inflow_class: int
+    last_inflow: float | None = None  # units; what an agent that observes the last flow sees (else its class's)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ def operator_state(
         inflow_class = model.chain.classify((month - 1) % 12, last_inflow_hm3 / config.unit_hm3)
     elif last_inflow_hm3 is not None:
         raise ConfigError("--last-inflow-hm3: the reservoir's inflows are independent draws; leave it out")
-    return State(time_step, round(storage_hm3 / config.unit_hm3), inflow_class)
+    last_inflow = None if last_inflow_hm3 is None else last_inflow_hm3 / config.unit_hm3
+    return State(time_step, round(storage_hm3 / config.unit_hm3), inflow_class, last_inflow)
 
 
 def _release(hm3_per_month: float) -> str:
@@ -118,6 +120,7 @@ class ReservoirAdvisor:
             torch.tensor([float(state.storage)], dtype=torch.float64),
             torch.tensor([state.time_step]),
             torch.tensor([state.inflow_class]),
+            None if state.last_inflow is None else torch.tensor([state.last_inflow], dtype=torch.float64),
         )
 
     def advice(self, state: State, q_values: torch.Tensor) -> Advice:

@@ -41,7 +41,8 @@ class DiscreteReservoirEnv(EnvBase):
     ## Observation Space
 
     ``observation`` is a float32 vector of shape ``(4,)``: ``(3,)`` when ``observe_time_left``
-    is off, one more with a persistent inflow model (``inflow_model: record``):
+    is off, one more with a persistent inflow model (``inflow_model: record``), and one more
+    with ``observe_last_flow``:
 
     | Num | Observation                                    | Min  | Max |
     |-----|------------------------------------------------|------|-----|
@@ -50,13 +51,18 @@ class DiscreteReservoirEnv(EnvBase):
     | 2   | cos(2 pi month / 12)                           | -1   | 1   |
     | 3   | months left / horizon_months                   | 0    | 1   |
     | 4   | last month's inflow class k as (k + 1/2) / K   | 0    | 1   |
+    | 5   | last month's inflow as its quantile, 2 Phi(z) - 1 | -1 | 1   |
 
     The months left make the observation the SDP's own state (time step, storage): without
     them the best policy the agent can represent is stationary in the month, and it cannot
     draw the reservoir down before the horizon as the optimum does. With a persistent inflow,
     the SDP's state also holds the class of the inflow the operator has just seen; it enters
     as the class's middle quantile, so that "a dry month for its season" reads the same in
-    every season and on every river.
+    every season and on every river. ``observe_last_flow`` adds the flow itself (row 5): its
+    quantile among that calendar month's fitting-year flows under a lognormal fit. On record
+    windows, bootstrap episodes and the held-out replay it is the real month's; on chain
+    episodes the class's value, so there (and in the exact account, which enumerates the
+    chain's states) the observation is still a function of the SDP's state.
 
     The output also carries, per reservoir, the month's physical quantities and reward
     components, the episode's running counts of months with a supply shortfall and with
@@ -87,7 +93,10 @@ class DiscreteReservoirEnv(EnvBase):
 
     ``scenarios: record`` (with ``inflow_model: record``): each episode is instead a window of
     the fitting years' actual record, drawn uniformly (:mod:`~reservoir_dqn.envs.reservoir.windows`;
-    inflows rounded to whole units, classes read from the real flows). :meth:`replay` makes
+    inflows rounded to whole units, classes read from the real flows). ``scenarios: bootstrap``:
+    blocks of ``bootstrap_block_years`` consecutive fitting water years, drawn with replacement
+    and joined; ``scenarios: mixture``: each episode a chain draw with probability
+    ``mixture_chain_share``, else a bootstrap one. :meth:`replay` makes
     slot ``i`` play a given window ``i`` (the held-out record's re-operation).
 
     Each reservoir slot has its own generator: slot ``i`` of an environment seeded ``s``
@@ -138,6 +147,7 @@ class DiscreteReservoirEnv(EnvBase):
         self._inflows = torch.zeros(num_envs, config.horizon_months, dtype=torch.float64)
         # Column t: the class of the inflow before step t (column 0: the month before the episode).
         self._classes = torch.zeros(num_envs, config.horizon_months + 1, dtype=torch.long)
+        self._before = torch.zeros(num_envs, dtype=torch.float64)  # the inflow of the month before the episode
         self._deficit_months = torch.zeros(num_envs, dtype=torch.float64)
         self._violation_months = torch.zeros(num_envs, dtype=torch.float64)
         self._generators = [np.random.default_rng(index) for index in range(num_envs)]
@@ -181,6 +191,7 @@ class DiscreteReservoirEnv(EnvBase):
             "time_step": self._time_step.clone(),
             "inflows": self._inflows.clone(),
             "classes": self._classes.clone(),
+            "before": self._before.clone(),
             "deficit_months": self._deficit_months.clone(),
             "violation_months": self._violation_months.clone(),
             "generators": [generator.bit_generator.state for generator in self._generators],
@@ -192,6 +203,11 @@ class DiscreteReservoirEnv(EnvBase):
             value = state[name]
             assert isinstance(value, torch.Tensor)
             setattr(self, f"_{name}", value.clone())
+        before = state.get("before")  # checkpoints older than observe_last_flow have none: the class's value
+        if isinstance(before, torch.Tensor):
+            self._before = before.clone()
+        else:
+            self._before = self.model.inflow_values[self.model.month(torch.tensor(-1)), self._classes[:, 0]]
         states = state["generators"]
         assert isinstance(states, list) and len(states) == self.num_envs
         for generator, generator_state in zip(self._generators, states, strict=True):
@@ -204,8 +220,9 @@ class DiscreteReservoirEnv(EnvBase):
             raise ValueError(f"{len(windows)} windows for {self.num_envs} reservoirs")
         self._replayed = windows
 
-    def _draw_episodes(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A whole episode for each slot being reset: ``[len(slots), H + 1]`` classes and ``[len(slots), H]`` inflows.
+    def _draw_episodes(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A whole episode for each slot being reset: ``[len(slots), H + 1]`` classes, ``[len(slots), H]`` inflows
+        and ``[len(slots)]`` the inflow of the month before.
 
         Column 0 of the classes is the month before the episode, column ``t + 1`` the inflow of step ``t``.
         """
@@ -215,10 +232,48 @@ class DiscreteReservoirEnv(EnvBase):
             if self._replayed is None:  # a training window, drawn uniformly by the slot's generator
                 draws = [self._generators[int(slot)].random() for slot in slots]
                 chosen = torch.tensor([min(int(u * len(windows)), len(windows) - 1) for u in draws], dtype=torch.long)
-            return windows.classes[chosen], windows.inflows[chosen]
+            classes = windows.classes[chosen]
+            before = self._class_value(classes[:, 0]) if windows.before is None else windows.before[chosen]
+            return classes, windows.inflows[chosen], before
+        if self.model.water_years is not None:  # bootstrap, or a mixture of it and the chain
+            return self._draw_bootstrap(slots)
+        return self._draw_chain(slots)
+
+    def _draw_chain(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         classes = draw_classes(self.model, len(slots), [self._generators[int(slot)] for slot in slots])
         months = self.model.month(torch.arange(self.model.config.horizon_months)).expand(len(slots), -1)
-        return classes, self.model.inflow_values[months, classes[:, 1:]]
+        return classes, self.model.inflow_values[months, classes[:, 1:]], self._class_value(classes[:, 0])
+
+    def _class_value(self, classes: torch.Tensor) -> torch.Tensor:
+        """The inflow of each class of the month before the episode (where no real flow is known)."""
+        return self.model.inflow_values[self.model.month(torch.tensor(-1)), classes]
+
+    def _draw_bootstrap(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each slot's episode from the bootstrap of water years, or (``scenarios: mixture``, with probability
+        ``mixture_chain_share``, one uniform of the slot's generator first) from the chain."""
+        config, years = self.model.config, self.model.water_years
+        assert years is not None
+        classes = torch.zeros(len(slots), config.horizon_months + 1, dtype=torch.long)
+        inflows = torch.zeros(len(slots), config.horizon_months, dtype=torch.float64)
+        before = torch.zeros(len(slots), dtype=torch.float64)
+        for row, slot in enumerate(slots.tolist()):
+            generator = self._generators[slot]
+            if config.scenarios == "mixture" and generator.random() < config.mixture_chain_share:
+                drawn = self._draw_chain(torch.tensor([slot]))
+                classes[row], inflows[row], before[row] = drawn[0][0], drawn[1][0], drawn[2][0]
+            else:
+                classes[row], inflows[row], before[row] = years.draw(generator, config.horizon_months)
+        return classes, inflows, before
+
+    def _observation(self, inflow_class: torch.Tensor) -> torch.Tensor:
+        last_inflow = self._last_inflow() if self.model.config.observe_last_flow else None
+        return self.model.observation(self._storage, self._time_step, inflow_class, last_inflow)
+
+    def _last_inflow(self) -> torch.Tensor:
+        """``[N]`` the inflow each reservoir saw last, units (before the episode: the month before it)."""
+        column = (self._time_step - 1).clamp(min=0, max=self.model.config.horizon_months - 1)
+        seen = self._inflows.gather(1, column.unsqueeze(1)).squeeze(1)
+        return torch.where(self._time_step > 0, seen, self._before)
 
     def _last_class(self) -> torch.Tensor:
         """``[N]`` the class of the inflow each reservoir saw last (before the episode: the month before it)."""
@@ -235,7 +290,7 @@ class DiscreteReservoirEnv(EnvBase):
             else:
                 self._storage[slots] = float(self.model.config.initial_storage)
             self._time_step[slots] = 0
-            self._classes[slots], self._inflows[slots] = self._draw_episodes(slots)
+            self._classes[slots], self._inflows[slots], self._before[slots] = self._draw_episodes(slots)
             self._deficit_months[slots] = 0.0
             self._violation_months[slots] = 0.0
         zeros = torch.zeros(self.num_envs, dtype=torch.float32)
@@ -244,7 +299,7 @@ class DiscreteReservoirEnv(EnvBase):
         info["storage"] = self._storage.float()
         return TensorDict(
             {
-                "observation": self.model.observation(self._storage, self._time_step, inflow_class),
+                "observation": self._observation(inflow_class),
                 "month": self.model.month(self._time_step),
                 "time_step": self._time_step.clone(),
                 "inflow_class": inflow_class,
@@ -284,7 +339,7 @@ class DiscreteReservoirEnv(EnvBase):
         } | ({"reward_end": end.float()} if "reward_end" in self.model.info_keys else {})
         return TensorDict(
             {
-                "observation": self.model.observation(self._storage, self._time_step, inflow_class),
+                "observation": self._observation(inflow_class),
                 "month": self.model.month(self._time_step),
                 "time_step": self._time_step.clone(),
                 "inflow_class": inflow_class,

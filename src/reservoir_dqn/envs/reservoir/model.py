@@ -14,12 +14,14 @@ from functools import lru_cache
 from statistics import NormalDist
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from reservoir_dqn.envs.reservoir.inflows import InflowChain, independent_chain, record_chain
 from reservoir_dqn.envs.reservoir.records import MONTHS, record_version
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
-from reservoir_dqn.envs.reservoir.windows import Windows, record_windows
+from reservoir_dqn.envs.reservoir.split import load_split
+from reservoir_dqn.envs.reservoir.windows import WaterYears, Windows, fitting_water_years, record_windows
 
 WATER_WEIGHT_N_PER_M3 = 9810.0  # rho * g: weight of one cubic metre of water, N/m3
 JOULES_PER_GWH = 3.6e12
@@ -85,8 +87,12 @@ class ReservoirModel:
 
     :ivar chain: the inflow classes and their persistence (:mod:`.inflows`).
     :ivar training_windows: the fitting years' windows the episodes replay (``scenarios: record``), else ``None``.
+    :ivar water_years: the fitting water years the bootstrap joins (``scenarios: bootstrap`` and ``mixture``), else
+        ``None``.
     :ivar release_levels: ``[A]`` release target of each action, units per month.
     :ivar demand: ``[12]`` water-supply demand, units per month.
+    :ivar flow_moments: ``[12, 2]`` mean and standard deviation of the log of each calendar month's fitting-year
+        inflows in whole units (``observe_last_flow``), else ``None``.
     """
 
     config: ReservoirConfig
@@ -94,6 +100,8 @@ class ReservoirModel:
     release_levels: torch.Tensor
     demand: torch.Tensor
     training_windows: Windows | None = None
+    water_years: WaterYears | None = None
+    flow_moments: torch.Tensor | None = None
 
     @classmethod
     def from_config(cls, config: ReservoirConfig) -> ReservoirModel:
@@ -166,11 +174,18 @@ class ReservoirModel:
 
     @property
     def observation_size(self) -> int:
-        return 3 + int(self.config.observe_time_left) + int(self.chain.persistent)
+        return 3 + int(self.config.observe_time_left) + int(self.chain.persistent) + int(self.config.observe_last_flow)
 
-    def observation(self, storage: torch.Tensor, time_step: torch.Tensor, inflow_class: torch.Tensor) -> torch.Tensor:
+    def observation(
+        self,
+        storage: torch.Tensor,
+        time_step: torch.Tensor,
+        inflow_class: torch.Tensor,
+        last_inflow: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``[storage / capacity, sin(2 pi month / 12), cos(2 pi month / 12)(, months left / horizon)
-        (, last month's inflow class as its middle quantile (k + 1/2) / K)]``, float32."""
+        (, last month's inflow class as its middle quantile (k + 1/2) / K)(, last month's inflow as its quantile,
+        :meth:`flow_quantile`)]``, float32. Without ``last_inflow`` (units) the class's value stands in for it."""
         c = self.config
         angle = 2.0 * math.pi * self.month(time_step).double() / MONTHS
         features = [storage / c.capacity, torch.sin(angle), torch.cos(angle)]
@@ -178,7 +193,20 @@ class ReservoirModel:
             features.append((c.horizon_months - time_step).double() / c.horizon_months)
         if self.chain.persistent:
             features.append((inflow_class.double() + 0.5) / self.chain.classes)
+        if c.observe_last_flow:
+            before = self.month(time_step - 1)
+            flow = self.inflow_values[before, inflow_class] if last_inflow is None else last_inflow.double()
+            features.append(self.flow_quantile(flow, before))
         return torch.stack(features, dim=-1).float()
+
+    def flow_quantile(self, flow: torch.Tensor, month: torch.Tensor) -> torch.Tensor:
+        """``2 Phi(z) - 1`` in ``[-1, 1]``: ``flow`` (units) in ``month`` as its quantile among that calendar
+        month's fitting-year flows under a lognormal fit (a dry month below 0, a wet one above; 0 is the median)."""
+        assert self.flow_moments is not None, "observe_last_flow is off"
+        moments = self.flow_moments[month]
+        z = (torch.log(flow.clamp(min=0.5)) - moments[..., 0]) / moments[..., 1]
+        quantile: torch.Tensor = 2.0 * torch.special.ndtr(z) - 1.0
+        return quantile
 
 
 @lru_cache(maxsize=8)
@@ -196,6 +224,20 @@ def _model(config: ReservoirConfig, record_version: int | None) -> ReservoirMode
         config=config,
         chain=chain,
         training_windows=record_windows(config, chain, "training") if config.scenarios == "record" else None,
+        water_years=fitting_water_years(config, chain) if config.scenarios in ("bootstrap", "mixture") else None,
+        flow_moments=_flow_moments(config) if config.observe_last_flow else None,
         release_levels=torch.tensor(config.release_levels, dtype=torch.float64),
         demand=torch.tensor(config.demand, dtype=torch.float64),
     )
+
+
+def _flow_moments(config: ReservoirConfig) -> torch.Tensor:
+    """``[12, 2]`` the mean and standard deviation of ``log(max(inflow, 0.5))`` of each calendar month's fitting
+    months, inflows rounded to whole units as the episodes have them."""
+    record, split = load_split(config)
+    flows = np.log(np.maximum(np.round(record.volumes_hm3 / config.unit_hm3), 0.5))
+    moments = torch.zeros(MONTHS, 2, dtype=torch.float64)
+    for month in range(MONTHS):
+        values = flows[split.fitting & (record.calendar_months == month)]
+        moments[month] = torch.tensor([values.mean(), max(float(values.std()), 1e-6)])
+    return moments

@@ -77,7 +77,13 @@ def reservoir_settings(config: EnvConfig) -> ReservoirConfig:
 
 
 # Settings added after evaluations recorded their conditions, and the value at which they change nothing.
-ADDED_SINCE: tuple[tuple[tuple[str, ...], Any], ...] = ((("end_value",), "none"), (("record", "held_out"), None))
+ADDED_SINCE: tuple[tuple[tuple[str, ...], Any], ...] = (
+    (("end_value",), "none"),
+    (("record", "held_out"), None),
+    (("bootstrap_block_years",), 3),  # these two change nothing under scenarios chain or record
+    (("mixture_chain_share",), 0.5),
+    (("observe_last_flow",), False),
+)
 
 
 class ReservoirProfile(EnvProfile):
@@ -192,6 +198,8 @@ class ReservoirProfile(EnvProfile):
             fields["months_left_over_horizon"] = (0.0, 1.0)
         if ReservoirModel.from_config(reservoir).chain.persistent:
             fields["last_inflow_class_quantile"] = (0.0, 1.0)
+        if reservoir.observe_last_flow:
+            fields["last_inflow_quantile"] = (-1.0, 1.0)
         return fields
 
     def grid_observations(self, config: EnvConfig) -> torch.Tensor:

@@ -92,9 +92,26 @@ class ReservoirConfig(Section):
         "chain fitted to the record (the inflow class then is part of the state and the observation)."
     )
     record: RecordConfig = Field(description="The record the chain is fitted to (used when inflow_model is record).")
-    scenarios: Literal["chain", "record"] = Field(
+    scenarios: Literal["chain", "record", "bootstrap", "mixture"] = Field(
         description="With inflow_model record, where training and validation episodes come from: chain (draws "
-        "from the fitted chain, the model the SDP solves) or record (windows of the fitting years' own record)."
+        "from the fitted chain, the model the SDP solves), record (windows of the fitting years' own record), "
+        "bootstrap (the fitting years' water years in blocks of bootstrap_block_years consecutive ones, drawn "
+        "with replacement and joined) or mixture (each episode a chain draw with probability "
+        "mixture_chain_share, else a bootstrap one)."
+    )
+    bootstrap_block_years: PositiveInt = Field(
+        description="Consecutive water years per block of the bootstrap (scenarios bootstrap and mixture): "
+        "longer blocks keep more of the record's multi-year persistence (droughts), shorter ones make more "
+        "distinct episodes."
+    )
+    mixture_chain_share: float = Field(
+        ge=0.0, le=1.0, description="With scenarios mixture, the probability that an episode is a chain draw."
+    )
+    observe_last_flow: bool = Field(
+        description="With inflow_model record, the agent also observes last month's actual inflow, as its quantile "
+        "among that calendar month's fitting-year flows under a lognormal fit (2 Phi(z) - 1, in [-1, 1]). Where "
+        "only the class is known (chain episodes, the exact account, the policy maps, the front) the class's "
+        "value stands in for the flow, so there the observation is still a function of the SDP's state."
     )
     end_value: Literal["none", "water_value"] = Field(
         description="What the storage left at the end of an episode is worth. none: nothing (the MDP ends there, "
@@ -179,11 +196,20 @@ RESERVOIR_RULES = (
         ),
     ),
     rules.Rule(
-        ("scenarios", "inflow_model"),
-        "`scenarios: record` needs `inflow_model: record`",
+        ("observe_last_flow", "inflow_model"),
+        "`observe_last_flow` needs `inflow_model: record`",
         lambda c: (
-            f"scenarios ({c.scenarios}) needs inflow_model (lognormal) to be record: the windows are the record's"
-            if c.scenarios == "record" and c.inflow_model != "record"
+            f"observe_last_flow (true) needs inflow_model ({c.inflow_model}) to be record: the flows are the record's"
+            if c.observe_last_flow and c.inflow_model != "record"
+            else None
+        ),
+    ),
+    rules.Rule(
+        ("scenarios", "inflow_model"),
+        "`scenarios` other than `chain` needs `inflow_model: record`",
+        lambda c: (
+            f"scenarios ({c.scenarios}) needs inflow_model (lognormal) to be record: the episodes are the record's"
+            if c.scenarios != "chain" and c.inflow_model != "record"
             else None
         ),
     ),

@@ -18,6 +18,16 @@ time (:mod:`.split`), as hydrologists validate a model on years it was not calib
 A real flow meets the whole-unit storage grid by rounding each month's inflow to the nearest
 unit (the mass balance stays exact); its class is read from the real flow against the chain's
 class edges.
+
+Beside whole windows, agents may learn from a **moving-block bootstrap of water years**
+(``scenarios: bootstrap``, :class:`WaterYears`): an episode joins blocks of
+``bootstrap_block_years`` consecutive fitting water years (each from ``start_month``), drawn
+with replacement, so that sixty fitting years make many more distinct decades than their fifty
+overlapping windows, while a block keeps the record's persistence within it (a multi-year
+drought stays whole). Künsch (1989) and Vogel and Shallcross (1996, "The moving blocks
+bootstrap versus parametric time series models", Water Resources Research) resample
+streamflow this way. Where two blocks meet, the first state's class is read from the month
+the agent has just seen: the last of the block before.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ import numpy as np
 import torch
 
 from reservoir_dqn.envs.reservoir.inflows import InflowChain
-from reservoir_dqn.envs.reservoir.records import Record, RecordError
+from reservoir_dqn.envs.reservoir.records import MONTHS, Record, RecordError
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
 from reservoir_dqn.envs.reservoir.split import Split, load_split
 
@@ -45,6 +55,8 @@ class Windows:
     :ivar classes: ``[W, H + 1]`` inflow class before each step (column 0: the month before the window).
     :ivar inflows: ``[W, H]`` each month's inflow, rounded to whole storage units.
     :ivar storages: ``[W]`` each window's storage at its start, in units; ``None``: the initial storage.
+    :ivar before: ``[W]`` the inflow of the month before each window, whole units (what ``observe_last_flow``
+        shows at its first step); ``None``: its class's value.
     """
 
     starts: tuple[str, ...]
@@ -52,6 +64,7 @@ class Windows:
     classes: torch.Tensor
     inflows: torch.Tensor
     storages: torch.Tensor | None = None
+    before: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -59,8 +72,9 @@ class Windows:
     def head(self, count: int) -> Windows:
         """The first ``count`` windows."""
         storages = None if self.storages is None else self.storages[:count]
+        before = None if self.before is None else self.before[:count]
         return Windows(
-            self.starts[:count], self.first_years[:count], self.classes[:count], self.inflows[:count], storages
+            self.starts[:count], self.first_years[:count], self.classes[:count], self.inflows[:count], storages, before
         )
 
     def tile(self, copies: int) -> Windows:
@@ -71,11 +85,12 @@ class Windows:
             self.classes.repeat(copies, 1),
             self.inflows.repeat(copies, 1),
             None if self.storages is None else self.storages.repeat(copies),
+            None if self.before is None else self.before.repeat(copies),
         )
 
     def starting_at(self, storages: torch.Tensor) -> Windows:
         """The windows, each starting with storage ``storages[i]`` (units)."""
-        return Windows(self.starts, self.first_years, self.classes, self.inflows, storages)
+        return Windows(self.starts, self.first_years, self.classes, self.inflows, storages, self.before)
 
 
 def record_windows(config: ReservoirConfig, chain: InflowChain, part: Literal["training", "held_out"]) -> Windows:
@@ -115,6 +130,7 @@ def _cut(record: Record, chain: InflowChain, starts: list[int], length: int, uni
         first_years=tuple(int(record.years[start]) for start in starts),
         classes=classes,
         inflows=inflows,
+        before=torch.from_numpy(np.round(flows[[start - 1 for start in starts]])),
     )
 
 
@@ -172,3 +188,68 @@ def window_starts(
         begin, end = split.held_out
         candidates = list(range(max(begin, 1), end - horizon + 2))
     return [index for index in candidates if int(record.calendar_months[index]) == start_month]
+
+
+@dataclass(frozen=True)
+class WaterYears:
+    """The fitting years' water years (each twelve months from ``start_month``), the blocks a bootstrap joins.
+
+    :ivar classes: ``[Y, 13]`` the class before each month of each water year (column 0: the month before it).
+    :ivar inflows: ``[Y, 12]`` each month's inflow, rounded to whole storage units.
+    :ivar block_starts: the water years a block of ``block_years`` may start at: its years are consecutive in the
+        record and all fitting.
+    :ivar block_years: water years per block.
+    :ivar before: ``[Y]`` the inflow of the month before each water year, whole units.
+    """
+
+    classes: torch.Tensor
+    inflows: torch.Tensor
+    block_starts: tuple[int, ...]
+    block_years: int
+    before: torch.Tensor
+
+    def draw(self, generator: np.random.Generator, horizon: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One episode of ``horizon`` months: ``[H + 1]`` classes, ``[H]`` inflows and the inflow before it, as a
+        window has them.
+
+        Blocks are drawn uniformly among :attr:`block_starts` (one ``integers`` draw each) and joined
+        until the horizon is covered; the last is cut at it.
+        """
+        months = self.block_years * MONTHS
+        blocks = -(-horizon // months)
+        starts = generator.integers(len(self.block_starts), size=blocks)
+        years = [self.block_starts[int(start)] + offset for start in starts for offset in range(self.block_years)]
+        inflows = self.inflows[years].reshape(-1)[:horizon]
+        # The class before month t + 1 is the class of month t's inflow: column 12 of a year is its last month's.
+        after = self.classes[years, 1:].reshape(-1)[:horizon]
+        return torch.cat([self.classes[years[0], :1], after]), inflows, self.before[years[0]]
+
+
+def fitting_water_years(config: ReservoirConfig, chain: InflowChain) -> WaterYears:
+    """The water years of ``config.record``'s fitting months (see :class:`WaterYears`); too few for one block is a
+    :class:`RecordError` naming the setting."""
+    record, split = load_split(config)
+    block = config.bootstrap_block_years
+    # A water year is fitting when its months and the month before it (its first class) are all fitting months.
+    fitting = np.concatenate([[0], np.cumsum(split.fitting)])
+    starts = [
+        start
+        for start in range(1, len(record) - MONTHS + 1)
+        if int(record.calendar_months[start]) == config.start_month
+        and fitting[start + MONTHS] - fitting[start - 1] == MONTHS + 1
+    ]
+    consecutive = [
+        index
+        for index in range(len(starts) - block + 1)
+        if starts[index + block - 1] - starts[index] == (block - 1) * MONTHS
+    ]
+    if not consecutive:
+        settings = config.record
+        raise RecordError(
+            f"env.reservoir.bootstrap_block_years = {block}: record {settings.path} ({settings.column}) has "
+            f"{len(starts)} fitting water years from month {config.start_month + 1}, and no {block} consecutive "
+            "ones: shorten the blocks or fit more years"
+        )
+    years = _cut(record, chain, starts, MONTHS, config.unit_hm3)
+    assert years.before is not None
+    return WaterYears(years.classes, years.inflows, tuple(consecutive), block, years.before)
