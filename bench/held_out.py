@@ -14,14 +14,15 @@ foresight (random 0, foresight 1), with the block-bootstrap interval of
 Writes ``bench/results/held_out.{json,md}``.
 
 The agents against the SDP on the held-out record, per river, size and training source
-(about 3 minutes a run on 2 cores; 20 runs, two at a time, about 35 minutes)::
+(about 3 minutes a run on 2 cores; 24 runs, two at a time, about 40 minutes)::
 
     .venv/bin/python -m bench.held_out agents --jobs 2
     .venv/bin/python -m bench.held_out agents --cases delaware-10 --scenarios chain,bootstrap
 
 Each case (:data:`CASES`: the Delaware recipe at 40% of a mean year's flow, at 10% and at 80%
 (storage that carries water over years), Flat Brook with its drought of record held out, and the
-recipe with ``observe_last_flow``: the agent also sees last month's actual inflow) is
+recipe with ``observe_last_flow``: the agent also sees last month's actual inflow; and the small
+reservoir trained until its agents converge) is
 trained with the recipe's settings (5 seeds, 150,000 frames each, tracking off) on each source of
 episodes (``env.reservoir.scenarios``: chain, record, bootstrap, mixture) and evaluated as a user runs
 the stages. Per run: the final networks' and best snapshots' scores on the chain's test scenarios
@@ -131,6 +132,14 @@ CASES = {
     "delaware-80": ["env.reservoir.capacity=80", "env.reservoir.min_storage=16", "env.reservoir.initial_storage=48"],
     "flatbrook-1961": FLATBROOK,  # a hundredth of the Delaware, sized by record add, its drought of record held out
     "delaware-40+flow": ["env.reservoir.observe_last_flow=true"],  # the recipe, the agent seeing last month's flow
+    # The small reservoir trained until every agent has converged, 450,000 frames at most.
+    "delaware-10+converged": [
+        "env.reservoir.capacity=10",
+        "env.reservoir.min_storage=2",
+        "env.reservoir.initial_storage=6",
+        "train.until_converged=true",
+        "train.total_frames=450000",
+    ],
 }
 SCENARIOS = ("chain", "record", "bootstrap", "mixture")
 AGENTS = RESULTS / "held_out_agents.json"
@@ -158,6 +167,7 @@ def agents_run(case: str, scenarios: str) -> dict[str, Any]:
         "sdp": sdp,
         "windows": [held["windows"][0], held["windows"][-1]],
         "converged_at_frames": [agent.get("converged_at_frames") for agent in train["agents"]],
+        "stopped_at_frames": [agent.get("stopped_at_frames") for agent in train["agents"]],
         "frames": train["frames"],
     }
 
