@@ -18,6 +18,8 @@ The agents against the SDP on the held-out record, per river, size and training 
 
     .venv/bin/python -m bench.held_out agents --jobs 2
     .venv/bin/python -m bench.held_out agents --cases delaware-10 --scenarios chain,bootstrap
+    .venv/bin/python -m bench.held_out agents --cases delaware-10 --scenarios chain --sets dqn.double_dqn=true \
+        --label double
 
 Each case (:data:`CASES`: the Delaware recipe at 40% of a mean year's flow, at 10% and at 80%
 (storage that carries water over years), Flat Brook with its drought of record held out, and the
@@ -38,6 +40,7 @@ import argparse
 import json
 import statistics
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -145,13 +148,14 @@ SCENARIOS = ("chain", "record", "bootstrap", "mixture")
 AGENTS = RESULTS / "held_out_agents.json"
 
 
-def agents_run(case: str, scenarios: str) -> dict[str, Any]:
-    """Train and evaluate one case on one source of episodes; what the table shows of it."""
+def agents_run(case: str, scenarios: str, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """Train and evaluate one case on one source of episodes (and ``extra`` settings); what the table shows of it."""
     sets = [
         *QUIET,
         *overrides("reservoir-delaware", REPO / "recipes"),
         *CASES[case],
         f"env.reservoir.scenarios={scenarios}",
+        *extra,
     ]
     run = run_pipeline(sets)
     evaluation, train = run.eval, run.train
@@ -167,6 +171,10 @@ def agents_run(case: str, scenarios: str) -> dict[str, Any]:
         "sdp": sdp,
         "windows": [held["windows"][0], held["windows"][-1]],
         "converged_at_frames": [agent.get("converged_at_frames") for agent in train["agents"]],
+        "validation": {
+            "final": [agent["final_validation_score"] for agent in train["agents"]],
+            "best": [agent["best_validation_score"] for agent in train["agents"]],
+        },
         "stopped_at_frames": [agent.get("stopped_at_frames") for agent in train["agents"]],
         "frames": train["frames"],
     }
@@ -187,12 +195,15 @@ def agents_markdown(data: dict[str, Any]) -> str:
         "- **held-out / SDP**: the final networks' held-out score (mean of seeds) over the Markov SDP's, with its 95% "
         "moving-block bootstrap interval over water years (goal: mean >= 0.97, lower end >= 0.95); **seeds over "
         "SDP**: how many seeds' held-out scores exceed the SDP's;",
+        "- **validation**: the final networks' last validation scores during training (on episodes of the training "
+        "source, validation seeds; the only validation the pipeline has, so the one a choice may rest on);",
         "- **converged**: agents whose validation plateaued (`train.plateau_*`), with the frames of the plateau's "
         "best.",
         "",
-        "| case | learns from | test final: min / median | test best: min / median | held-out / SDP, final "
-        "| held-out / SDP, best | seeds over SDP | Markov SDP held-out | converged (frames) | s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| case | learns from | validation final: median | test final: min / median "
+        "| test best: min / median | held-out / SDP, final | held-out / SDP, best | seeds over SDP "
+        "| Markov SDP held-out | converged (frames) | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, row in data["runs"].items():
         case, scenarios = key.split("/")
@@ -201,8 +212,10 @@ def agents_markdown(data: dict[str, Any]) -> str:
         converged = [frames for frames in row["converged_at_frames"] if frames is not None]
         frames = ", ".join(f"{value // 1000}k" for value in converged) or "-"
         over_seeds = sum(score > row["sdp"] for score in row["held_out"]["final"])
+        validation = row.get("validation")  # rows measured before it was kept have none
+        validated = f"{statistics.median(validation['final']):.3f}" if validation else "-"
         lines.append(
-            f"| {case} | {scenarios} | {min(final):.3f} / {statistics.median(final):.3f} "
+            f"| {case} | {scenarios} | {validated} | {min(final):.3f} / {statistics.median(final):.3f} "
             f"| {min(best):.3f} / {statistics.median(best):.3f} "
             f"| {over['final']['ratio']:.3f} [{over['final']['low']:.3f}, {over['final']['high']:.3f}] "
             f"| {over['best']['ratio']:.3f} [{over['best']['low']:.3f}, {over['best']['high']:.3f}] "
@@ -216,7 +229,7 @@ def agents_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def agents(cases: list[str], scenarios: list[str], jobs: int) -> None:
+def agents(cases: list[str], scenarios: list[str], jobs: int, extra: Sequence[str] = (), label: str = "") -> None:
     data = json.loads(AGENTS.read_text()) if AGENTS.exists() else {"runs": {}}
     data["machine"] = machine()
     pairs = [(case, source) for case in cases for source in scenarios]
@@ -224,9 +237,9 @@ def agents(cases: list[str], scenarios: list[str], jobs: int) -> None:
 
     def one(pair: tuple[str, str]) -> None:
         print(f"{pair[0]} / {pair[1]} ...", flush=True)
-        result = agents_run(*pair)
+        result = agents_run(*pair, extra)
         with writing:  # one run's results at a time
-            data["runs"][f"{pair[0]}/{pair[1]}"] = result
+            data["runs"][f"{pair[0]}{label and '+' + label}/{pair[1]}"] = result
             write_results("held_out_agents", data)
             (RESULTS / "held_out_agents.md").write_text(agents_markdown(data))
         print(f"{pair[0]} / {pair[1]}: {json.dumps(result['over_sdp']['final'])}", flush=True)
@@ -243,9 +256,13 @@ def main() -> None:
     runs.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     runs.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated sources of episodes")
     runs.add_argument("--jobs", type=int, default=1, help="runs at a time (each trains on one core)")
+    runs.add_argument("--sets", nargs="*", default=[], help="more KEY=VALUE settings for every run (with --label)")
+    runs.add_argument("--label", default="", help="appended to each case's name in the table, for --sets")
     args = parser.parse_args()
     if args.command == "agents":
-        agents(args.cases.split(","), args.scenarios.split(","), args.jobs)
+        if args.sets and not args.label:
+            parser.error("--sets needs a --label to name its rows")
+        agents(args.cases.split(","), args.scenarios.split(","), args.jobs, args.sets, args.label)
     else:
         baselines()
 
