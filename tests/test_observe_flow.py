@@ -5,13 +5,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from reservoir_dqn.commands.recipe import overrides
 from reservoir_dqn.envs.baselines import RandomPolicy
 from reservoir_dqn.envs.reservoir.advice import ReservoirAdvisor
 from reservoir_dqn.envs.reservoir.env import DiscreteReservoirEnv
+from reservoir_dqn.envs.reservoir.mo_gym import ReservoirMOEnv
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
+from reservoir_dqn.envs.reservoir.replay import RecordReplay
 from reservoir_dqn.envs.reservoir.split import load_split
-from reservoir_dqn.envs.reservoir.windows import record_windows
-from tests.delaware import CONFIG, DELAWARE, MODEL, PROFILE
+from reservoir_dqn.envs.reservoir.windows import held_out_period, record_windows
+from tests.conftest import REPO
+from tests.delaware import CONFIG, DELAWARE, MODEL, PROFILE, RECORD
 
 FLOW = CONFIG.model_copy(update={"observe_last_flow": True})
 FLOW_MODEL = ReservoirModel.from_config(FLOW)
@@ -84,3 +88,59 @@ def test_the_exported_fields_name_the_flow() -> None:
     fields = PROFILE.observation_fields(config, FLOW_MODEL.observation_size)
     assert fields[-1] == "last_inflow_quantile" and len(fields) == FLOW_MODEL.observation_size
     assert PROFILE.observation_bounds(config, FLOW_MODEL.observation_size)[-1] == (-1.0, 1.0)
+
+
+def test_a_windows_flow_before_is_the_records_month_before_and_copies_keep_it() -> None:
+    record, _ = load_split(FLOW)
+    windows = record_windows(FLOW, FLOW_MODEL.chain, "held_out")
+    first = [record.label(index) for index in range(len(record))].index(windows.starts[0])
+    assert windows.before is not None
+    assert float(windows.before[0]) == round(float(record.volumes_hm3[first - 1]) / FLOW.unit_hm3)
+    assert float(windows.before[1]) == round(float(record.volumes_hm3[first + 11]) / FLOW.unit_hm3)
+    tiled = windows.tile(2).starting_at(torch.zeros(2 * len(windows)))
+    assert tiled.before is not None and torch.equal(tiled.before, windows.before.repeat(2))
+
+
+def test_a_bootstrap_episode_starts_from_the_flow_before_its_first_year() -> None:
+    config = FLOW.model_copy(update={"scenarios": "bootstrap"})
+    model = ReservoirModel.from_config(config)
+    years = model.water_years
+    assert years is not None
+    record, split = load_split(config)
+    starts = [i for i in range(1, len(record) - 11) if split.fitting[i - 1 : i + 12].all()]
+    starts = [i for i in starts if int(record.calendar_months[i]) == config.start_month]
+    expected = torch.tensor([round(float(record.volumes_hm3[i - 1]) / config.unit_hm3) for i in starts])
+    assert torch.equal(years.before, expected.double())
+    env = DiscreteReservoirEnv(config, 3)
+    env.seed_slots([4, 5, 6])
+    reset = env.reset()
+    for slot in range(3):  # the first year of each episode: the one whose inflows its first twelve months are
+        (first,) = [
+            i for i, year in enumerate(years.inflows) if torch.equal(year, env.get_state()["inflows"][slot, :12])
+        ]
+        month = model.month(torch.tensor(-1))
+        assert torch.isclose(reset["observation"][slot, -1], model.flow_quantile(years.before[first], month).float())
+
+
+def test_the_held_out_years_in_one_run_see_each_years_flow_before() -> None:
+    config = DELAWARE.model_copy(update={"reservoir": FLOW})
+    period = held_out_period(FLOW, FLOW_MODEL.chain)
+    replay = RecordReplay(PROFILE, config, FLOW, record_windows(FLOW, FLOW_MODEL.chain, "held_out"), period)
+    steps = replay._years(lambda first: RandomPolicy(MODEL.num_actions, 0), 1).steps
+    month = FLOW_MODEL.month(torch.tensor(-1))
+    assert period.before is not None
+    for year in range(3):
+        before = period.before[0] if year == 0 else period.inflows[0, 12 * year - 1]
+        assert torch.isclose(steps["observation"][0, 12 * year, -1], FLOW_MODEL.flow_quantile(before, month).float())
+
+
+def test_the_multi_objective_port_bounds_the_flow_in_minus_one_to_one() -> None:
+    sets = [*overrides("reservoir-delaware", REPO / "recipes"), f"env.reservoir.record.path={RECORD}"]
+    env = ReservoirMOEnv(REPO / "params.yaml", [*sets, "env.reservoir.observe_last_flow=true"])
+    observation, _ = env.reset(seed=3)
+    seen = [observation]
+    for _ in range(FLOW.horizon_months - 1):
+        observation, *_ = env.step(env.action_space.sample())
+        seen.append(observation)
+    assert all(env.observation_space.contains(value) for value in seen)
+    assert min(float(value[-1]) for value in seen) < 0.0  # a dry month for its season: below the median

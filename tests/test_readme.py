@@ -148,7 +148,7 @@ NOT_RUN = {
     ".venv/bin/python -m bench.morl_peer": "a benchmark of about 35 minutes (5 Envelope trainings of 100,000 "
     "frames); bench/results/morl_peer.md holds its figures; tests/test_mo_gym.py runs the environment it trains on "
     "through MO-Gymnasium's checks",
-    ".venv/bin/python -m bench.held_out agents --jobs 2": "a benchmark of about 40 minutes (24 five-seed "
+    ".venv/bin/python -m bench.held_out agents --jobs 2": "a benchmark of about 55 minutes (32 five-seed "
     "trainings); bench/results/held_out_agents.md holds its figures, and tests/test_bootstrap.py and "
     "tests/test_observe_flow.py check the sources of episodes and the observation it trains with",
     CROSS_VALIDATION: "a benchmark of a minute (bench/results/held_out_cv_*.md); the hold-outs it replays are the "

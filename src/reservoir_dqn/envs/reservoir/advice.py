@@ -90,7 +90,8 @@ def operator_state(
         inflow_class = model.chain.classify((month - 1) % 12, last_inflow_hm3 / config.unit_hm3)
     elif last_inflow_hm3 is not None:
         raise ConfigError("--last-inflow-hm3: the reservoir's inflows are independent draws; leave it out")
-    last_inflow = None if last_inflow_hm3 is None else last_inflow_hm3 / config.unit_hm3
+    # In whole units, as the episodes' flows are (and as the flow's quantile was fitted).
+    last_inflow = None if last_inflow_hm3 is None else float(round(last_inflow_hm3 / config.unit_hm3))
     return State(time_step, round(storage_hm3 / config.unit_hm3), inflow_class, last_inflow)
 
 

@@ -77,8 +77,10 @@ class ReservoirMOEnv(gymnasium.Env[np.ndarray, np.int64]):
         self.model = ReservoirModel.from_config(reservoir)
         self.render_mode = render_mode
         size = self.model.observation_size
-        low = np.array([0.0, -1.0, -1.0] + [0.0] * (size - 3), dtype=np.float32)
-        self.observation_space = Box(low, np.ones(size, dtype=np.float32), dtype=np.float32)
+        low = [0.0, -1.0, -1.0] + [0.0] * (size - 3)
+        if reservoir.observe_last_flow:  # the last field, the flow's quantile, lies in [-1, 1]
+            low[-1] = -1.0
+        self.observation_space = Box(np.array(low, dtype=np.float32), np.ones(size, dtype=np.float32), dtype=np.float32)
         self.action_space = Discrete(self.model.num_actions)
         steps = month_fields(self.model, ("reward_energy", "reward_deficit", "reward_spill", "reward_violation"))
         every = torch.stack(objective_vector(*steps.values()), dim=-1).reshape(-1, len(OBJECTIVES))
