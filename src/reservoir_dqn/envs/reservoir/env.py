@@ -204,10 +204,7 @@ class DiscreteReservoirEnv(EnvBase):
             assert isinstance(value, torch.Tensor)
             setattr(self, f"_{name}", value.clone())
         before = state.get("before")  # checkpoints older than observe_last_flow have none: the class's value
-        if isinstance(before, torch.Tensor):
-            self._before = before.clone()
-        else:
-            self._before = self.model.inflow_values[self.model.month(torch.tensor(-1)), self._classes[:, 0]]
+        self._before = before.clone() if isinstance(before, torch.Tensor) else self._class_value(self._classes[:, 0])
         states = state["generators"]
         assert isinstance(states, list) and len(states) == self.num_envs
         for generator, generator_state in zip(self._generators, states, strict=True):
@@ -232,9 +229,7 @@ class DiscreteReservoirEnv(EnvBase):
             if self._replayed is None:  # a training window, drawn uniformly by the slot's generator
                 draws = [self._generators[int(slot)].random() for slot in slots]
                 chosen = torch.tensor([min(int(u * len(windows)), len(windows) - 1) for u in draws], dtype=torch.long)
-            classes = windows.classes[chosen]
-            before = self._class_value(classes[:, 0]) if windows.before is None else windows.before[chosen]
-            return classes, windows.inflows[chosen], before
+            return windows.classes[chosen], windows.inflows[chosen], windows.before[chosen]
         if self.model.water_years is not None:  # bootstrap, or a mixture of it and the chain
             return self._draw_bootstrap(slots)
         return self._draw_chain(slots)

@@ -38,7 +38,7 @@ from reservoir_dqn.config import ConfigError, load_config
 from reservoir_dqn.envs.reservoir.env import draw_classes
 from reservoir_dqn.envs.reservoir.front import exact_front
 from reservoir_dqn.envs.reservoir.model import Outcome, ReservoirModel
-from reservoir_dqn.envs.reservoir.profile import reservoir_settings
+from reservoir_dqn.envs.reservoir.profile import ReservoirProfile, reservoir_settings
 from reservoir_dqn.envs.reservoir.sdp import month_fields
 
 ENV_ID = "reservoir_dqn/Reservoir-v0"
@@ -77,10 +77,10 @@ class ReservoirMOEnv(gymnasium.Env[np.ndarray, np.int64]):
         self.model = ReservoirModel.from_config(reservoir)
         self.render_mode = render_mode
         size = self.model.observation_size
-        low = [0.0, -1.0, -1.0] + [0.0] * (size - 3)
-        if reservoir.observe_last_flow:  # the last field, the flow's quantile, lies in [-1, 1]
-            low[-1] = -1.0
-        self.observation_space = Box(np.array(low, dtype=np.float32), np.ones(size, dtype=np.float32), dtype=np.float32)
+        low, high = zip(*ReservoirProfile(config.env.name).observation_bounds(config.env, size), strict=True)
+        self.observation_space = Box(
+            np.array(low, dtype=np.float32), np.array(high, dtype=np.float32), dtype=np.float32
+        )
         self.action_space = Discrete(self.model.num_actions)
         steps = month_fields(self.model, ("reward_energy", "reward_deficit", "reward_spill", "reward_violation"))
         every = torch.stack(objective_vector(*steps.values()), dim=-1).reshape(-1, len(OBJECTIVES))

@@ -203,8 +203,8 @@ class RecordReplay:
             inflows[0, :MONTHS_PER_YEAR] = period.inflows[0, first : first + MONTHS_PER_YEAR]
             classes = period.classes[:, first : first + horizon + 1]
             classes = torch.cat([classes, classes[:, -1:].expand(1, horizon + 1 - classes.shape[1])], dim=1)
-            before = period.before if first == 0 or period.before is None else period.inflows[:, first - 1]
-            window = Windows((period.starts[0],), (period.first_years[0] + year,), classes, inflows, before=before)
+            before = period.before if first == 0 else period.inflows[:, first - 1]
+            window = Windows((period.starts[0],), (period.first_years[0] + year,), classes, inflows, before)
             episodes = self.episodes(policy(first), window.tile(copies).starting_at(storages), 1, MONTHS_PER_YEAR)
             steps.append(episodes.steps)
             storages = episodes.steps["next", "storage"][:, -1].double()

@@ -54,17 +54,17 @@ class Windows:
     :ivar first_years: each window's first calendar year (its water years follow on).
     :ivar classes: ``[W, H + 1]`` inflow class before each step (column 0: the month before the window).
     :ivar inflows: ``[W, H]`` each month's inflow, rounded to whole storage units.
-    :ivar storages: ``[W]`` each window's storage at its start, in units; ``None``: the initial storage.
     :ivar before: ``[W]`` the inflow of the month before each window, whole units (what ``observe_last_flow``
-        shows at its first step); ``None``: its class's value.
+        shows at its first step).
+    :ivar storages: ``[W]`` each window's storage at its start, in units; ``None``: the initial storage.
     """
 
     starts: tuple[str, ...]
     first_years: tuple[int, ...]
     classes: torch.Tensor
     inflows: torch.Tensor
+    before: torch.Tensor
     storages: torch.Tensor | None = None
-    before: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -72,9 +72,13 @@ class Windows:
     def head(self, count: int) -> Windows:
         """The first ``count`` windows."""
         storages = None if self.storages is None else self.storages[:count]
-        before = None if self.before is None else self.before[:count]
         return Windows(
-            self.starts[:count], self.first_years[:count], self.classes[:count], self.inflows[:count], storages, before
+            self.starts[:count],
+            self.first_years[:count],
+            self.classes[:count],
+            self.inflows[:count],
+            self.before[:count],
+            storages,
         )
 
     def tile(self, copies: int) -> Windows:
@@ -84,13 +88,13 @@ class Windows:
             self.first_years * copies,
             self.classes.repeat(copies, 1),
             self.inflows.repeat(copies, 1),
+            self.before.repeat(copies),
             None if self.storages is None else self.storages.repeat(copies),
-            None if self.before is None else self.before.repeat(copies),
         )
 
     def starting_at(self, storages: torch.Tensor) -> Windows:
         """The windows, each starting with storage ``storages[i]`` (units)."""
-        return Windows(self.starts, self.first_years, self.classes, self.inflows, storages, self.before)
+        return Windows(self.starts, self.first_years, self.classes, self.inflows, self.before, storages)
 
 
 def record_windows(config: ReservoirConfig, chain: InflowChain, part: Literal["training", "held_out"]) -> Windows:
@@ -251,5 +255,4 @@ def fitting_water_years(config: ReservoirConfig, chain: InflowChain) -> WaterYea
             "ones: shorten the blocks or fit more years"
         )
     years = _cut(record, chain, starts, MONTHS, config.unit_hm3)
-    assert years.before is not None
     return WaterYears(years.classes, years.inflows, tuple(consecutive), block, years.before)
