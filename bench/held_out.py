@@ -25,7 +25,8 @@ Each case (:data:`CASES`: the Delaware recipe at 40% of a mean year's flow, at 1
 (storage that carries water over years), Flat Brook with its drought of record held out, and the
 recipe with ``observe_last_flow``: the agent also sees last month's actual inflow; and the small
 reservoir trained until its agents converge; and the recipe and the small reservoir with 1990-2004 held out
-instead, a validation set of real years that never touches 2005-2024) is
+instead, a validation set of real years that never touches 2005-2024; and the two with those years as the train
+stage's validation years, ``record.validation``, so that training itself validates on them) is
 trained with the recipe's settings (5 seeds, 150,000 frames each, tracking off) on each source of
 episodes (``env.reservoir.scenarios``: chain, record, bootstrap, mixture) and evaluated as a user runs
 the stages. Per run: the final networks' and best snapshots' scores on the chain's test scenarios
@@ -145,6 +146,16 @@ CASES = {
         "env.reservoir.initial_storage=6",
         "env.reservoir.record.held_out=[1990,2004]",
     ],
+    # Validation years in the train stage (record.validation): 1990-10 to 2004-09 kept out of the fit and the
+    # training episodes, and training validates on their five windows (its best snapshots, convergence); the
+    # held-out years stay 2005-2024.
+    "delaware-40+validation-years": ["env.reservoir.record.validation=[1990,2003]"],
+    "delaware-10+validation-years": [
+        "env.reservoir.capacity=10",
+        "env.reservoir.min_storage=2",
+        "env.reservoir.initial_storage=6",
+        "env.reservoir.record.validation=[1990,2003]",
+    ],
     # The small reservoir trained until every agent has converged, 450,000 frames at most.
     "delaware-10+converged": [
         "env.reservoir.capacity=10",
@@ -206,8 +217,9 @@ def agents_markdown(data: dict[str, Any]) -> str:
         "- **held-out / SDP**: the final networks' held-out score (mean of seeds) over the Markov SDP's, with its 95% "
         "moving-block bootstrap interval over water years (goal: mean >= 0.97, lower end >= 0.95); **seeds over "
         "SDP**: how many seeds' held-out scores exceed the SDP's;",
-        "- **validation**: the final networks' last validation scores during training (on episodes of the training "
-        "source, validation seeds; the only validation the pipeline has, so the one a choice may rest on);",
+        "- **validation**: the final networks' last validation scores during training: on episodes of the training "
+        "source (validation seeds), or, in a `+validation-years` case, on the record's windows of 1990-10 to 2004-09 "
+        "(`record.validation`, kept out of the fit and the training episodes; 1 = the Markov SDP there);",
         "- **converged**: agents whose validation plateaued (`train.plateau_*`), with the frames of the plateau's "
         "best.",
         "",

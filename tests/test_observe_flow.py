@@ -13,7 +13,7 @@ from reservoir_dqn.envs.reservoir.mo_gym import ReservoirMOEnv
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.replay import RecordReplay
 from reservoir_dqn.envs.reservoir.split import load_split
-from reservoir_dqn.envs.reservoir.windows import held_out_period, record_windows
+from reservoir_dqn.envs.reservoir.windows import record_windows, whole_period
 from tests.conftest import REPO
 from tests.delaware import CONFIG, DELAWARE, MODEL, PROFILE, RECORD
 
@@ -124,7 +124,7 @@ def test_a_bootstrap_episode_starts_from_the_flow_before_its_first_year() -> Non
 
 def test_the_held_out_years_in_one_run_see_each_years_flow_before() -> None:
     config = DELAWARE.model_copy(update={"reservoir": FLOW})
-    period = held_out_period(FLOW, FLOW_MODEL.chain)
+    period = whole_period(FLOW, FLOW_MODEL.chain, "held_out")
     replay = RecordReplay(PROFILE, config, FLOW, record_windows(FLOW, FLOW_MODEL.chain, "held_out"), period)
     steps = replay._years(lambda first: RandomPolicy(MODEL.num_actions, 0), 1).steps
     month = FLOW_MODEL.month(torch.tensor(-1))

@@ -98,6 +98,7 @@ def run(argv: Sequence[str] | None = None) -> None:
         f"{result.spec.agents} agents trained; agent {result.shipped_agent} validated best and is shipped "
         f"to {paths.model}; every agent's networks in {paths.agents}/, the summary in {paths.train_metrics}"
     )
+    print(f"validated on {result.summary.validation_reference.episodes}")
     print(result.summary.convergence())
 
 

@@ -330,6 +330,11 @@ class EnvProfile(ABC):
         """The held-out years of a real record, for re-operation (``None``: the environment has none)."""
         return None
 
+    def validation_years(self, config: EnvConfig) -> HeldOutReplay | None:
+        """Years of a real record kept out of training for its validation (``None``: training validates on seeded
+        episodes of its own environment, :mod:`reservoir_dqn.training.validation`)."""
+        return None
+
     def advisor(self, config: EnvConfig) -> Advisor | None:
         """Advice on one state in an operator's terms (``None``: the environment offers none)."""
         return None

@@ -7,7 +7,8 @@ For every batch:
 3. anneal epsilon, the learning rate and prioritized replay's beta by frames collected;
 4. once the buffer is warm, ``updates_per_batch`` optimiser steps, all agents in one;
 5. gather the training curves, and emit them at each log point;
-6. every ``eval_interval_frames``: greedy validation of every agent on the validation seeds;
+6. every ``eval_interval_frames``: greedy validation of every agent (:mod:`.validation`: seeded
+   episodes, or a record's validation years);
    keep each agent's best snapshot; an agent that reached ``stop_at_validation_return``
    keeps its network from then on (the others go on);
 7. every ``checkpoint_interval_frames``: a checkpoint.
@@ -37,8 +38,7 @@ from reservoir_dqn.agent import Agent, NetworkSpec, anneal, select_agents
 from reservoir_dqn.agent.dqn import learn
 from reservoir_dqn.common.metrics import Record, Sink
 from reservoir_dqn.common.process import raise_pending
-from reservoir_dqn.config import VALIDATION_SEED_BASE, TrainConfig
-from reservoir_dqn.evaluation.episodes import run_agents
+from reservoir_dqn.config import TrainConfig
 from reservoir_dqn.training.curves import VALIDATION, Interval
 from reservoir_dqn.training.replay import anneal_beta
 from reservoir_dqn.training.session import Progress, Session
@@ -144,7 +144,7 @@ def _learn(session: Session, interval: Interval) -> None:
 
 
 def _validate(session: Session) -> Record:
-    """Greedy episodes of every agent's averaged weights on the validation seeds; snapshots and early stops."""
+    """Greedy episodes of every agent's averaged weights on the validation set; snapshots and early stops."""
     config, progress, agent = session.config, session.progress, session.agent
     # A stopped agent's network no longer changes: only the others play.
     active = [index for index, stopped in enumerate(progress.stopped_frames) if stopped is None]
@@ -153,11 +153,8 @@ def _validate(session: Session) -> Record:
         network = select_agents(network, session.spec, active)[0]
     returns = torch.full((agent.agents,), torch.nan, dtype=torch.float64)
     if active:
-        episodes = run_agents(
-            session.profile, config.env, network, len(active), config.train.eval_episodes, VALIDATION_SEED_BASE
-        )
-        returns[active] = torch.stack([result.returns.double().mean() for result in episodes])
-    scores = session.reference.score(returns)
+        returns[active] = session.validation.play(network, len(active))
+    scores = session.validation.reference.score(returns)
     assert isinstance(scores, torch.Tensor)
     target, solved = config.train.stop_at_validation_return, session.profile.solved_return
     elapsed = round(progress.train_seconds + progress.eval_seconds, 2)
@@ -283,7 +280,9 @@ def _result(session: Session) -> TrainResult:
         shipped_agent=shipped,
         shipped_network="best" if select_best else "final",
         validation_reference=ValidationReference(
-            random_return=session.reference.random_return, optimum_return=session.reference.optimum_return
+            random_return=session.validation.reference.random_return,
+            optimum_return=session.validation.reference.optimum_return,
+            episodes=session.validation.episodes,
         ),
         agents=[
             AgentTraining(

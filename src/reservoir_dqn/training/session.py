@@ -28,10 +28,8 @@ from reservoir_dqn.agent import Agent, NetworkSpec, make_agent
 from reservoir_dqn.agent.dqn import TransitionWriter
 from reservoir_dqn.agent.streams import RandomStreams
 from reservoir_dqn.common.metrics import MetricGroup
-from reservoir_dqn.config import TRAIN_SEED_LIMIT, VALIDATION_SEED_BASE, Config
+from reservoir_dqn.config import TRAIN_SEED_LIMIT, Config
 from reservoir_dqn.envs import EnvProfile, profile
-from reservoir_dqn.evaluation.episodes import reference
-from reservoir_dqn.evaluation.scoring import Reference
 from reservoir_dqn.training.checkpoints import (
     Checkpointer,
     CorruptCheckpoint,
@@ -42,6 +40,7 @@ from reservoir_dqn.training.checkpoints import (
 from reservoir_dqn.training.collection import Rollout
 from reservoir_dqn.training.curves import LEARNING, PROGRESS, VALIDATION
 from reservoir_dqn.training.replay import make_replay_buffer
+from reservoir_dqn.training.validation import ValidationSet, validation_set
 
 BUFFER_CHECKPOINT_AUTO_LIMIT = 1_000_000  # 'auto' saves the replay buffer up to this many transitions in all
 
@@ -96,7 +95,7 @@ class Session:
     best: QValueActor  # each agent's best-validated averaged weights
     stopped: QValueActor  # the weights of agents that stopped early, as they were then
     progress: Progress
-    reference: Reference  # the score's reference on the validation seeds
+    validation: ValidationSet  # what every agent is validated on, and the score's reference there
     checkpoint: Checkpoint
     checkpoints: Checkpointer | None  # where the checkpoints go; None: nowhere (a tuning trial)
     resumed_from: int = 0
@@ -203,9 +202,7 @@ def _build(config: Config, device: torch.device, checkpoints: Checkpointer | Non
     buffer = make_replay_buffer(config.dqn, agents, device, seeds)
     writer = TransitionWriter(buffer, agents, config.dqn.n_steps, config.dqn.gamma, config.dqn.reward_scale)
     rollout = Rollout(env, agent.policy, config.train.frames_per_batch // envs, env_profile)
-    validation, _ = reference(
-        env_profile, config.env, spec.num_actions, config.train.eval_episodes, VALIDATION_SEED_BASE
-    )
+    validation = validation_set(env_profile, config, spec.num_actions)
     progress = Progress(
         last_return=[float("nan")] * agents,
         last_score=[float("nan")] * agents,

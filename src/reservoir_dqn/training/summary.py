@@ -40,6 +40,7 @@ class ValidationReference(_Record):
 
     random_return: float
     optimum_return: float
+    episodes: str | None = None  # what they are (training.validation); None: a file from before it was recorded
 
 
 class Training(_Record):

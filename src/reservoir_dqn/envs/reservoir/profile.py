@@ -80,6 +80,7 @@ def reservoir_settings(config: EnvConfig) -> ReservoirConfig:
 ADDED_SINCE: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("end_value",), "none"),
     (("record", "held_out"), None),
+    (("record", "validation"), None),
     (("bootstrap_block_years",), 3),  # these two change nothing under scenarios chain or record
     (("mixture_chain_share",), 0.5),
     (("observe_last_flow",), False),
@@ -318,6 +319,13 @@ class ReservoirProfile(EnvProfile):
     def held_out(self, config: EnvConfig) -> RecordReplay | None:
         """A record-driven reservoir's held-out windows (:mod:`.replay`); ``None`` for synthetic inflows."""
         return RecordReplay.of(self, config, reservoir_settings(config))
+
+    def validation_years(self, config: EnvConfig) -> RecordReplay | None:
+        """A record-driven reservoir's validation windows (``record.validation``); ``None`` without them."""
+        reservoir = reservoir_settings(config)
+        if reservoir.record.validation is None:
+            return None
+        return RecordReplay.of(self, config, reservoir, "validation")
 
     def advisor(self, config: EnvConfig) -> ReservoirAdvisor:
         return ReservoirAdvisor(reservoir_settings(config))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import tensordict
 import torch
@@ -38,7 +39,7 @@ from reservoir_dqn.envs.reservoir.inflows import without_persistence
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.sdp import foresight, random_rewards, solve
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
-from reservoir_dqn.envs.reservoir.windows import HELD_OUT_PREFIX, Windows, find_windows, held_out_period
+from reservoir_dqn.envs.reservoir.windows import HELD_OUT_PREFIX, Windows, find_windows, whole_period
 from reservoir_dqn.envs.rollouts import run_episodes
 
 MONTHS_PER_YEAR = 12
@@ -77,13 +78,22 @@ class RecordReplay:
         self.model = ReservoirModel.from_config(reservoir)
 
     @classmethod
-    def of(cls, profile: EnvProfile, config: EnvConfig, reservoir: ReservoirConfig) -> RecordReplay | None:
-        """The replay of a record-driven reservoir's held-out windows (``None``: no record, or no held-out years)."""
+    def of(
+        cls,
+        profile: EnvProfile,
+        config: EnvConfig,
+        reservoir: ReservoirConfig,
+        part: Literal["validation", "held_out"] = "held_out",
+    ) -> RecordReplay | None:
+        """The replay of a record-driven reservoir's held-out (or validation) windows (``None``: no record, or no
+        such years)."""
         if reservoir.inflow_model != "record":
             return None
         chain = ReservoirModel.from_config(reservoir).chain
-        windows = find_windows(reservoir, chain, "held_out")
-        return None if windows is None else cls(profile, config, reservoir, windows, held_out_period(reservoir, chain))
+        windows = find_windows(reservoir, chain, part)
+        if windows is None:
+            return None
+        return cls(profile, config, reservoir, windows, whole_period(reservoir, chain, part))
 
     @property
     def criteria(self) -> dict[str, tuple[float, float]]:

@@ -47,10 +47,18 @@ class RecordConfig(Section):
         "replays them. Empty: the months after last_year."
     )
 
+    validation: Annotated[tuple[Annotated[int, Strict()], Annotated[int, Strict()]], Strict(False)] | None = Field(
+        description="Validation years [first, last] inside first_year to last_year, each from its start_month for "
+        "twelve months: kept out of the chain's fit and the agents' episodes, and training validates on their "
+        "windows of the record (scored against the Markov SDP there), so the best snapshots, convergence and the "
+        "tuner choose on real years nobody trained on. Empty: training validates on episodes of its own source."
+    )
+
     @model_validator(mode="after")
     def _ordered(self) -> RecordConfig:
-        if self.held_out is not None and self.held_out[0] > self.held_out[1]:
-            raise ValueError(f"held_out ({list(self.held_out)}): the first year comes after the last")
+        for name, years in (("held_out", self.held_out), ("validation", self.validation)):
+            if years is not None and years[0] > years[1]:
+                raise ValueError(f"{name} ({list(years)}): the first year comes after the last")
         return self
 
     pseudocount: float = Field(

@@ -13,7 +13,11 @@ time (:mod:`.split`), as hydrologists validate a model on years it was not calib
 - **fitting** months: the years ``record.first_year`` to ``record.last_year``, less the
   held-out years. The chain is fitted on them (on the transitions between two of them), and
   an agent may learn from their windows (``env.reservoir.scenarios: record``), which lie
-  wholly inside them (the month before included).
+  wholly inside them (the month before included);
+- **validation** years (``record.validation``, optional): fitting years set aside from the fit
+  and from every training episode, whose windows training validates on, so that its best
+  snapshots, its convergence and the tuner choose on real years nobody trained on, and the
+  held-out years are touched only to report.
 
 A real flow meets the whole-unit storage grid by rounding each month's inflow to the nearest
 unit (the mass balance stays exact); its class is read from the real flow against the chain's
@@ -43,6 +47,7 @@ from reservoir_dqn.envs.reservoir.records import MONTHS, Record, RecordError
 from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
 from reservoir_dqn.envs.reservoir.split import Split, load_split
 
+Part = Literal["training", "validation", "held_out"]
 HELD_OUT_PREFIX = "held-out "  # the held-out record's trajectory rows: policy "held-out dqn", "held-out sdp", ...
 
 
@@ -97,7 +102,7 @@ class Windows:
         return Windows(self.starts, self.first_years, self.classes, self.inflows, self.before, storages)
 
 
-def record_windows(config: ReservoirConfig, chain: InflowChain, part: Literal["training", "held_out"]) -> Windows:
+def record_windows(config: ReservoirConfig, chain: InflowChain, part: Part) -> Windows:
     """The ``part`` windows of ``config.record`` (see the module's docstring); none is a :class:`RecordError`."""
     windows = find_windows(config, chain, part)
     if windows is None:
@@ -105,12 +110,14 @@ def record_windows(config: ReservoirConfig, chain: InflowChain, part: Literal["t
         raise RecordError(
             f"record {settings.path} ({settings.column}): no {part.replace('_', '-')} window of "
             f"{config.horizon_months} months starting in month {config.start_month + 1}"
-            + (" (the fitting years hold fewer)" if part == "training" else " after the fitting years")
+            + {"training": " (the fitting years hold fewer)", "validation": " in the validation years"}.get(
+                part, " after the fitting years"
+            )
         )
     return windows
 
 
-def find_windows(config: ReservoirConfig, chain: InflowChain, part: Literal["training", "held_out"]) -> Windows | None:
+def find_windows(config: ReservoirConfig, chain: InflowChain, part: Part) -> Windows | None:
     """The ``part`` windows of ``config.record``, or ``None`` when the record holds none."""
     record, split = load_split(config)
     horizon = config.horizon_months
@@ -138,25 +145,35 @@ def _cut(record: Record, chain: InflowChain, starts: list[int], length: int, uni
     )
 
 
-def held_out_period(config: ReservoirConfig, chain: InflowChain) -> Windows:
-    """The whole held-out period as one window: from its first window's start, its whole years (for the
-    continuous replay; the record must have a held-out window, :func:`find_windows`)."""
+def whole_period(config: ReservoirConfig, chain: InflowChain, part: Literal["validation", "held_out"]) -> Windows:
+    """The whole held-out (or validation) period as one window: from its first window's start, its whole years (for
+    the continuous replay; the record must have such a window, :func:`find_windows`)."""
     record, split = load_split(config)
-    starts = window_starts(record, split, "held_out", config.horizon_months, config.start_month)
-    assert split.held_out is not None and starts
+    starts = window_starts(record, split, part, config.horizon_months, config.start_month)
+    bounds = split.held_out if part == "held_out" else split.validation
+    assert bounds is not None and starts
     first = starts[0]
-    length = (split.held_out[1] - first + 1) // 12 * 12
+    length = (bounds[1] - first + 1) // 12 * 12
     return _cut(record, chain, [first], length, config.unit_hm3)
 
 
 def check_held_out(config: ReservoirConfig) -> None:
-    """Refuse a split whose held-out months hold no whole held-out window (they would be skipped without a word).
+    """Refuse a split whose validation or held-out months hold no whole window (they would be skipped without a word).
 
     No held-out month is no hold-out (a record fitted whole, ``held_out`` empty); some months
     but no whole window is a :class:`RecordError` naming the years.
     """
     settings = config.record
     record, split = load_split(config)
+    if split.validation is not None and not window_starts(
+        record, split, "validation", config.horizon_months, config.start_month
+    ):
+        begin, end = split.validation
+        raise RecordError(
+            f"env.reservoir.record.validation = {list(settings.validation or ())}: its {end - begin + 1} months "
+            f"({record.label(begin)} to {record.label(end)}) hold no whole window of {config.horizon_months} months "
+            f"starting in month {config.start_month + 1}: validate on more years"
+        )
     if split.held_out is None or window_starts(record, split, "held_out", config.horizon_months, config.start_month):
         return
     begin, end = split.held_out
@@ -172,25 +189,21 @@ def check_held_out(config: ReservoirConfig) -> None:
     )
 
 
-def window_starts(
-    record: Record, split: Split, part: Literal["training", "held_out"], horizon: int, start_month: int
-) -> list[int]:
+def window_starts(record: Record, split: Split, part: Part, horizon: int, start_month: int) -> list[int]:
     """The record indices where the ``part`` windows start (in ``start_month``): training windows whose months are
-    all fitting months and whose month before (its class is the first state's) is not held out, held-out ones
-    inside the held-out months."""
+    all fitting months and whose month before (its class is the first state's) is neither held out nor a validation
+    month, validation and held-out ones inside their months."""
     if part == "training":
         fitting = np.concatenate([[0], np.cumsum(split.fitting)])
         # Months ``start`` to ``start + horizon - 1`` all fitting, and the month before (its class) not held out.
         candidates = [
             start
             for start in range(1, len(record) - horizon + 1)
-            if fitting[start + horizon] - fitting[start] == horizon and not split.is_held_out(start - 1)
+            if fitting[start + horizon] - fitting[start] == horizon and not split.is_set_aside(start - 1)
         ]
-    elif split.held_out is None:
-        candidates = []
     else:
-        begin, end = split.held_out
-        candidates = list(range(max(begin, 1), end - horizon + 2))
+        bounds = split.held_out if part == "held_out" else split.validation
+        candidates = [] if bounds is None else list(range(max(bounds[0], 1), bounds[1] - horizon + 2))
     return [index for index in candidates if int(record.calendar_months[index]) == start_month]
 
 
