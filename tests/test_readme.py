@@ -139,6 +139,9 @@ NOT_RUN = {
     },
     DELAWARE_RECORD + " -S env.reservoir.scenarios=record": "the same, learning from the record's windows; "
     "tests/test_reoperation.py trains and evaluates such a reservoir on a tiny budget",
+    DELAWARE.replace("--name delaware", "--name delaware-validation")
+    + " -S 'env.reservoir.record.validation=[1990,2003]'": "the same, validating on the record's 1990-2004 windows; "
+    "tests/test_validation_years.py trains such a reservoir on a tiny budget",
     DELAWARE: "a 5-seed training of minutes; examples/reservoir-delaware/ holds the evaluation it measured, which "
     "tests/test_records.py checks is of the recipe as it stands, and test_training.py resumes the same reservoir",
     DECADES: "seven 5-seed trainings of minutes; test_the_decades_sweep_is_seven_valid_hold_outs checks DVC sweeps it "
