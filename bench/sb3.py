@@ -4,6 +4,7 @@ Usage (from the repository root; about 40 minutes on 2 cores with 3 pairs)::
 
     .venv/bin/python -m bench.sb3                                   # CartPole-v1, Acrobot-v1, MountainCar-v0
     .venv/bin/python -m bench.sb3 --recipes CartPole-v1 --pairs 3
+    .venv/bin/python -m bench.sb3 --recipes Acrobot-v1 --sets 'dqn.hidden_sizes=[64,64]' --label 64x64
 
 Ours: ``reservoir-dqn train`` with the recipe (``recipes/<id>.yaml``), tracking off, all 5
 agents in one process, as :mod:`bench.recipes` runs it. SB3's: ``stable_baselines3.DQN``
@@ -13,7 +14,8 @@ process of its own (``python -m bench.sb3 --sb3 ID FRAMES``), torch's default th
 rl-zoo3's exploration lasts ``exploration_fraction`` of *its* ``n_timesteps``; the fraction is
 rescaled so that it lasts as many steps over the recipe's frames. The two processes alternate,
 pair by pair, so that drift of the machine's speed falls on both; each figure is the median
-over the pairs, with the ratio ours / SB3 taken pair by pair. Writes
+over the pairs, with the ratio ours / SB3 taken pair by pair. ``--sets`` adds settings to our
+runs (a variant of the recipe, its row named ``<recipe>+<label>``). Writes
 ``bench/results/sb3.{json,md}``. SB3 is a benchmark-only dependency (pinned in
 requirements.lock).
 """
@@ -137,10 +139,12 @@ def sb3_process(env_id: str, frames: int, seed: int) -> tuple[float, float]:
     return wall, float(json.loads(evaluated.stdout.strip().splitlines()[-1])["greedy_return"])
 
 
-def compare(row: str, pairs: int) -> dict[str, Any]:
-    """``pairs`` alternating runs of our recipe (5 agents) and SB3 (1 agent) on the recipe's frames per agent."""
+def compare(row: str, pairs: int, extra: list[str] | None = None) -> dict[str, Any]:
+    """``pairs`` alternating runs of our recipe (5 agents, with ``extra`` settings) and SB3 (1 agent) on the recipe's
+    frames per agent."""
     env_id = row.removesuffix(FULL_BUDGET)
     recipe = overrides(env_id, REPO / "recipes") + (["train.stop_at_validation_return="] if row != env_id else [])
+    recipe += extra or []
     frames = load_config(REPO / "params.yaml", recipe).train.total_frames  # the recipe's budget per agent
     ours, theirs, collected, our_returns, their_returns = [], [], [], [], []
     for pair in range(pairs):
@@ -164,6 +168,7 @@ def compare(row: str, pairs: int) -> dict[str, Any]:
         "sb3_final_greedy_returns": their_returns,  # each run's agent, over EPISODES seeded episodes
         "sb3_runs_s": [round(value, 1) for value in theirs],
         "sb3_settings": sb3_settings(env_id, frames),
+        "ours_sets": extra or [],
     }
 
 
@@ -207,6 +212,12 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _order(name: str) -> tuple[int, str]:
+    """Rows in :data:`DEFAULT`'s order, each recipe's variants after it."""
+    base = name.split("+")[0]
+    return (DEFAULT.index(base) if base in DEFAULT else len(DEFAULT), name)
+
+
 def _returns(row: dict[str, Any]) -> str:
     """The final networks' greedy returns: ours, median [min-max] over every agent; SB3's, each run's."""
     ours, theirs = row.get("ours_final_greedy_returns"), row.get("sb3_final_greedy_returns")
@@ -221,6 +232,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="+", default=list(DEFAULT), choices=list(DEFAULT))
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--sets", nargs="*", default=[], metavar="KEY=VALUE", help="added to our runs (a variant)")
+    parser.add_argument("--label", default="", help="the variant's name: its rows are <recipe>+<label>")
     parser.add_argument("--sb3", nargs=4, metavar=("ID", "FRAMES", "SEED", "MODEL"), help=argparse.SUPPRESS)
     parser.add_argument("--sb3-eval", nargs=2, metavar=("ID", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -237,16 +250,13 @@ def main() -> None:
     if path.exists():
         previous = json.loads(path.read_text())
         earlier = {name: {"date": previous["machine"]["date"], **row} for name, row in previous["recipes"].items()}
-    measured = {env_id: compare(env_id, args.pairs) for env_id in args.recipes}
+    suffix = f"+{args.label}" if args.label else ""
+    measured = {env_id + suffix: compare(env_id, args.pairs, args.sets) for env_id in args.recipes}
     results = {
         "machine": machine(),
         "pairs": args.pairs,
         "sb3_version": stable_baselines3.__version__,
-        "recipes": {
-            env_id: measured.get(env_id) or earlier[env_id]
-            for env_id in DEFAULT
-            if env_id in measured or env_id in earlier
-        },
+        "recipes": {name: measured.get(name) or earlier[name] for name in sorted({*earlier, *measured}, key=_order)},
     }
     write_results("sb3", results)
     (RESULTS / "sb3.md").write_text(markdown(results))
