@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 from bench.common import QUIET, REPO, RESULTS, machine, run_pipeline, write_results
@@ -59,13 +60,14 @@ def markdown(results: dict[str, Any]) -> str:
         "# Recipes: 5 seeds each",
         "",
         f"Measured on {results['machine']['cpu']} ({results['machine']['cores']} cores) with "
-        "`.venv/bin/python -m bench.recipes`; one run of each recipe (5 agents), tracking off.",
+        "`.venv/bin/python -m bench.recipes` (a row per recipe, on the date it was last measured); one run of each "
+        "recipe (5 agents), tracking off.",
         "Test returns over the evaluation stage's 100 episodes per agent; intervals are 95% Student-t over seeds.",
         "rl-zoo3: its published DQN figure (benchmark.md, one run; context, not like-for-like).",
         "",
-        "| recipe | frames per agent | final networks: mean [95% CI] | final, per seed | solved (final) "
+        "| recipe | measured | frames per agent | final networks: mean [95% CI] | final, per seed | solved (final) "
         "| best snapshots: mean | validation first at threshold: frames (s) | train process s | rl-zoo3 DQN |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in results["recipes"].items():
         final, best, zoo = row["final"], row["best"], row["zoo"]
@@ -75,7 +77,7 @@ def markdown(results: dict[str, Any]) -> str:
         )
         zoo_text = f"{zoo['mean']:.1f} +- {zoo['std']:.1f} ({zoo['timesteps']:,} steps)" if zoo else "-"
         lines.append(
-            f"| {name} (threshold {row['threshold']:g}) | {row['frames_per_agent']:,} "
+            f"| {name} (threshold {row['threshold']:g}) | {row.get('date', '-')} | {row['frames_per_agent']:,} "
             f"| {final['mean']:.1f} [{final['ci'][0]:.1f}, {final['ci'][1]:.1f}] "
             f"| {', '.join(f'{value:.1f}' for value in final['per_seed'])} "
             f"| {row['final_solved_seeds']} of {len(final['per_seed'])} | {best['mean']:.1f} | {solved} "
@@ -94,10 +96,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", default=",".join(DEFAULT), help="comma-separated recipe names")
     args = parser.parse_args()
-    results: dict[str, Any] = {"machine": machine(), "recipes": {}}
+    path = RESULTS / "recipes.json"
+    earlier: dict[str, Any] = {}  # rows of recipes not re-run stay, with the date they were measured
+    if path.exists():
+        previous = json.loads(path.read_text())
+        earlier = {name: {"date": previous["machine"]["date"], **row} for name, row in previous["recipes"].items()}
+    results: dict[str, Any] = {"machine": machine(), "recipes": dict(earlier)}
     for name in args.recipes.split(","):
         print(f"{name} ...", flush=True)
-        results["recipes"][name] = recipe(name)
+        results["recipes"][name] = {"date": time.strftime("%Y-%m-%d %H:%M"), **recipe(name)}
         print(json.dumps(results["recipes"][name]), flush=True)
     write_results("recipes", results)
     (RESULTS / "recipes.md").write_text(markdown(results))
