@@ -2,7 +2,7 @@
 
 Usage (from the repository root; about 25 minutes on 2 cores with the defaults)::
 
-    .venv/bin/python -m bench.breakdown [--repeats 3] [--cases reservoir cartpole acrobot]
+    .venv/bin/python -m bench.breakdown [--repeats 3] [--cases reservoir cartpole acrobot] [--name breakdown]
 
 Each case is the train stage run as a user runs it, in a fresh process in a scratch copy of
 the parameters (tracking as params.yaml has it): the default reservoir (5 agents, 100,000
@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="added to every case")
+    parser.add_argument("--name", default="breakdown", help="writes bench/results/NAME.{json,md}")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
     for case in args.cases:
@@ -287,10 +288,11 @@ def main(argv: list[str] | None = None) -> None:
             "achieved_flops": achieved,
             "plain_flops": plain_torch_flops(sizes, spec["batch"], spec["agents"], spec["threads"]),
         }
-    data = {"machine": machine(), "repeats": args.repeats, "cases": results}
-    write_results("breakdown", data)
+    command = ".venv/bin/python -m bench.breakdown " + " ".join(sys.argv[1:] if argv is None else argv)
+    data = {"machine": machine(), "repeats": args.repeats, "cases": results, "command": command.strip()}
+    write_results(args.name, data)
     text = report(data)
-    (RESULTS / "breakdown.md").write_text(text)
+    (RESULTS / f"{args.name}.md").write_text(text)
     print(text)
 
 
@@ -298,7 +300,7 @@ def report(data: dict[str, Any]) -> str:
     lines = [
         "# Where a training's time goes",
         "",
-        f"Measured with `.venv/bin/python -m bench.breakdown --repeats {data['repeats']}` on "
+        f"Measured with `{data.get('command', '.venv/bin/python -m bench.breakdown')}` on "
         f"{data['machine']['date']} ({data['machine']['cores']} cores): whole `reservoir-dqn train` "
         "processes, each part's exclusive time, median over the processes (seconds, and share of the wall time). "
         "See `bench/breakdown.py` for what each part holds.",

@@ -205,10 +205,14 @@ def markdown(results: dict[str, Any]) -> str:
             f"{frames:,}" for frames in results["recipes"].get("CartPole-v1", {}).get("ours_frames_collected", [])
         )
         + " frames per agent in its runs). Final greedy return: ours, each agent's final network over its last "
-        "validation (50 episodes on the validation seeds, `metrics/train.json`); SB3's, each run's final agent over "
-        f"{EPISODES} episodes seeded from {EVAL_SEED}, evaluated after the timed process. Run k of either trains with "
-        "seed k.",
+        "validation (the recipe's `train.eval_episodes` on the validation seeds, `metrics/train.json`); SB3's, each "
+        f"run's final agent over {EPISODES} episodes seeded from {EVAL_SEED}, evaluated after the timed process. Run "
+        "k of either trains with seed k.",
     ]
+    variants = {name: row["ours_sets"] for name, row in results["recipes"].items() if row.get("ours_sets")}
+    if variants:
+        lines += ["", "Variants (`--sets`, added to our runs of the recipe as it was then):"]
+        lines += [f"- {name}: `{' '.join(sets)}`" for name, sets in variants.items()]
     return "\n".join(lines) + "\n"
 
 
