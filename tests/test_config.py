@@ -231,6 +231,7 @@ BAD_RESERVOIR = [
     ([f"{R}.inflow_classes=1"], [f"{R}.inflow_classes = 1", "greater than or equal to 2"]),
     ([f"{R}.scenarios=record"], [f"{R}.scenarios (record) needs {R}.inflow_model (lognormal) to be record"]),
     ([f"{R}.observe_last_flow=true"], [f"{R}.observe_last_flow (true) needs {R}.inflow_model (lognormal) to be"]),
+    ([f"{R}.record.validation=[1990,2003]"], ["record.validation ([1990, 2003]) needs env.reservoir.inflow_model"]),
     ([f"{R}.bootstrap_block_years=0"], [f"{R}.bootstrap_block_years = 0", "greater than 0"]),
     ([f"{R}.inflow_model=markov"], [f'{R}.inflow_model = "markov"', "'lognormal' or 'record'"]),
     ([f"{R}.record.pseudocount=-1"], [f"{R}.record.pseudocount = -1", "greater than or equal to 0"]),

@@ -12,6 +12,7 @@ import torch
 from reservoir_dqn.commands.recipe import overrides
 from reservoir_dqn.config import ConfigError, load_config
 from reservoir_dqn.envs.reservoir.baselines import SDPPolicy, reservoir_optimum
+from reservoir_dqn.envs.reservoir.inflows import fit_chain
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.records import RecordError
 from reservoir_dqn.envs.reservoir.split import load_split
@@ -121,3 +122,41 @@ def test_training_validates_every_agent_on_the_validation_years(tmp_path) -> Non
     for agent in summary.agents:  # the final validation is the final networks' score on those windows
         assert agent.final_validation_return == pytest.approx(float(returns[agent.seed_index]), rel=1e-9)
         assert agent.final_validation_score == pytest.approx(float(reference.score(returns[agent.seed_index])))
+
+
+def test_validation_years_inside_the_record_leak_into_no_fit_window_or_bootstrap_year() -> None:
+    """1960-1975 (1960-10 to 1976-09): fitting months on both sides, so a training window or water year could start
+    right after them and read their last month as its first class."""
+    inside = _with(validation=(1960, 1975)).model_copy(update={"observe_last_flow": True})
+    model = ReservoirModel.from_config(inside)
+    record, split = load_split(inside)
+    begin, end = split.validation  # type: ignore[misc]
+    assert (record.label(begin), record.label(end)) == ("1960-10", "1976-09")
+    for start in record_windows(inside, model.chain, "training").starts:
+        first = (int(start[:4]) - record.first[0]) * 12 + int(start[5:]) - record.first[1]
+        assert first + inside.horizon_months - 1 < begin or first - 1 > end, start
+    years = fitting_water_years(inside.model_copy(update={"scenarios": "bootstrap"}), model.chain)
+    flows = np.round(record.volumes_hm3 / inside.unit_hm3)
+    after = tuple(flows[end + 1 : end + 13].tolist())  # 1976-10: its month before is a validation month
+    assert after not in {tuple(year.tolist()) for year in years.inflows}
+    assert len(years.inflows) == 59 - 16 - 1
+    kept = split.fitting
+    linked = np.diff(np.flatnonzero(kept)) == 1
+    assert int((~linked).sum()) == 1  # the chain is not linked across the validation years
+    volumes = record.volumes_hm3[kept] / inside.unit_hm3
+    expected = fit_chain(volumes, record.calendar_months[kept], inside.inflow_classes, 0.0, linked)
+    assert torch.equal(model.chain.transitions, expected.transitions)
+    logs = np.log(np.maximum(flows, 0.5))
+    assert model.flow_moments is not None
+    for month in range(12):
+        values = logs[kept & (record.calendar_months == month)]
+        assert float(model.flow_moments[month, 0]) == pytest.approx(values.mean(), abs=1e-12)
+
+
+def test_a_validation_window_never_starts_from_a_held_out_month() -> None:
+    """Held out 1950-1959 (to 1960-09), validation 1960-1975: the window from 1960-10 would read Sep 1960's class."""
+    config = _with(held_out=(1950, 1959), validation=(1960, 1975))
+    model = ReservoirModel.from_config(config)
+    starts = record_windows(config, model.chain, "validation").starts
+    assert starts[0] == "1961-10" and len(starts) == 6
+    assert record_windows(config, model.chain, "held_out").starts == ("1950-10",)

@@ -81,7 +81,7 @@ def fitting_years(record: Record, held_out: int, reservoir: ReservoirConfig) -> 
     last_whole = int(record.years[-1]) - (int(record.calendar_months[-1]) != 11)
     last = last_whole - held_out
     horizon, start = reservoir.horizon_months, reservoir.start_month
-    years = {"first_year": first, "last_year": last, "held_out": None}
+    years = {"first_year": first, "last_year": last, "held_out": None, "validation": None}
     split = record_split(record, reservoir.record.model_copy(update=years), start)
     if not window_starts(record, split, "training", horizon, start):
         raise ConfigError(
@@ -105,7 +105,9 @@ def held_out_years(record: Record, text: str, reservoir: ReservoirConfig) -> tup
     held_out = (int(match[1]), int(match[2]))
     first = int(record.years[0]) + (record.first[1] != 1)
     last = int(record.years[-1]) - (int(record.calendar_months[-1]) != 11)
-    settings = reservoir.record.model_copy(update={"first_year": first, "last_year": last, "held_out": held_out})
+    settings = reservoir.record.model_copy(
+        update={"first_year": first, "last_year": last, "held_out": held_out, "validation": None}
+    )
     try:
         split = record_split(record, settings, reservoir.start_month)
     except RecordError as error:

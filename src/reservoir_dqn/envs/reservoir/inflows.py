@@ -165,4 +165,7 @@ def _years(settings: RecordConfig) -> str:
     first = settings.first_year if settings.first_year is not None else "the first"
     last = settings.last_year if settings.last_year is not None else "the last"
     held_out = f", less the held-out {settings.held_out[0]}-{settings.held_out[1]}" if settings.held_out else ""
-    return f"years {first} to {last}{held_out}"
+    validation = ""
+    if settings.validation is not None:
+        validation = f", less the validation {settings.validation[0]}-{settings.validation[1]}"
+    return f"years {first} to {last}{held_out}{validation}"

@@ -213,6 +213,16 @@ RESERVOIR_RULES = (
         ),
     ),
     rules.Rule(
+        ("record.validation", "inflow_model"),
+        "`record.validation` needs `inflow_model: record`",
+        lambda c: (
+            f"record.validation ({list(c.record.validation)}) needs inflow_model ({c.inflow_model}) to be record: "
+            "the validation years are the record's"
+            if c.record.validation is not None and c.inflow_model != "record"
+            else None
+        ),
+    ),
+    rules.Rule(
         ("scenarios", "inflow_model"),
         "`scenarios` other than `chain` needs `inflow_model: record`",
         lambda c: (

@@ -192,7 +192,7 @@ def check_held_out(config: ReservoirConfig) -> None:
 def window_starts(record: Record, split: Split, part: Part, horizon: int, start_month: int) -> list[int]:
     """The record indices where the ``part`` windows start (in ``start_month``): training windows whose months are
     all fitting months and whose month before (its class is the first state's) is neither held out nor a validation
-    month, validation and held-out ones inside their months."""
+    month, validation ones inside their months with the month before not held out, held-out ones inside theirs."""
     if part == "training":
         fitting = np.concatenate([[0], np.cumsum(split.fitting)])
         # Months ``start`` to ``start + horizon - 1`` all fitting, and the month before (its class) not held out.
@@ -201,8 +201,12 @@ def window_starts(record: Record, split: Split, part: Part, horizon: int, start_
             for start in range(1, len(record) - horizon + 1)
             if fitting[start + horizon] - fitting[start] == horizon and not split.is_set_aside(start - 1)
         ]
+    elif part == "validation":  # the month before (its class) may be a fitting month, never a held-out one
+        bounds = split.validation
+        candidates = [] if bounds is None else list(range(max(bounds[0], 1), bounds[1] - horizon + 2))
+        candidates = [start for start in candidates if not split.is_held_out(start - 1)]
     else:
-        bounds = split.held_out if part == "held_out" else split.validation
+        bounds = split.held_out
         candidates = [] if bounds is None else list(range(max(bounds[0], 1), bounds[1] - horizon + 2))
     return [index for index in candidates if int(record.calendar_months[index]) == start_month]
 
