@@ -142,6 +142,9 @@ NOT_RUN = {
     DELAWARE.replace("--name delaware", "--name delaware-validation")
     + " -S 'env.reservoir.record.validation=[1990,2003]'": "the same, validating on the record's 1990-2004 windows; "
     "tests/test_validation_years.py trains such a reservoir on a tiny budget",
+    ".venv/bin/reservoir-dqn front --held-out --no-agents $(.venv/bin/reservoir-dqn recipe reservoir-delaware)": (
+        "tests/test_held_out_front.py runs it on the recipe with a coarser grid of weights"
+    ),
     DELAWARE: "a 5-seed training of minutes; examples/reservoir-delaware/ holds the evaluation it measured, which "
     "tests/test_records.py checks is of the recipe as it stands, and test_training.py resumes the same reservoir",
     DECADES: "seven 5-seed trainings of minutes; test_the_decades_sweep_is_seven_valid_hold_outs checks DVC sweeps it "

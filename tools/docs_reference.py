@@ -47,6 +47,7 @@ FIGURES = {
     "figures/trajectory.png": "examples/reservoir-delaware/trajectory.png",
     "figures/seeds.png": "bench/results/seeds.png",
     "figures/soak.png": "bench/results/soak.png",
+    "figures/held_out_front.png": "bench/results/held_out_front.png",
 }
 
 

@@ -9,10 +9,16 @@ writes::
     front/front.json   the vertices in engineering units, the certificate, each policy's point and losses
     front/front.png    the front as an operator reads it
 
+With ``--held-out`` (a reservoir on a river's record), the same trade-off on the held-out
+years instead (:mod:`reservoir_dqn.envs.reservoir.held_out_front`): the foresight front of those
+years, the Markov SDP solved at the same weights and replayed on them, SOP and the agents,
+into ``front/held_out_front.json`` and ``front/held_out_front.png``.
+
 (a folder of its own: no DVC stage writes there, and git ignores it)
 
     .venv/bin/reservoir-dqn front
     .venv/bin/reservoir-dqn front --set env.reservoir.weight_spill=2 --no-agents
+    .venv/bin/reservoir-dqn front --held-out $(.venv/bin/reservoir-dqn recipe reservoir-delaware)
 
 Each policy's losses are in reward units of the configured reward: at its own weight
 (``lam = 1/2``, the reward it was trained on; for the agents this is the SDP gap the exact
@@ -26,9 +32,11 @@ the seeds.
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 
@@ -49,9 +57,11 @@ from reservoir_dqn.envs.reservoir.front import (
     set_utility_losses,
     sop_table,
 )
-from reservoir_dqn.envs.reservoir.front_figure import front_figure
+from reservoir_dqn.envs.reservoir.front_figure import front_figure, held_out_front_figure
+from reservoir_dqn.envs.reservoir.held_out_front import held_out_front
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.profile import reservoir_settings
+from reservoir_dqn.envs.reservoir.replay import RecordReplay
 from reservoir_dqn.evaluation.statistics import summarize
 
 
@@ -109,8 +119,11 @@ def run(argv: Sequence[str] | None = None) -> None:
         help="stop refining where no weight can gain more than this share of the configured optimum's utility",
     )
     parser.add_argument("--max-solves", type=int, default=1000, help="at most this many SDP solves (default 1000)")
-    parser.add_argument("--out", type=Path, default=Path("front/front.json"), help="the JSON (default: %(default)s)")
-    parser.add_argument("--plot", type=Path, default=Path("front/front.png"), help="the figure (default: %(default)s)")
+    parser.add_argument(
+        "--held-out", action="store_true", help="the trade-off on the held-out record, against foresight's front"
+    )
+    parser.add_argument("--out", type=Path, help="the JSON (default: front/front.json, or held_out_front.json)")
+    parser.add_argument("--plot", type=Path, help="the figure (default: front/front.png, or held_out_front.png)")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     config: Config = config_from_args(args)
@@ -127,24 +140,18 @@ def run(argv: Sequence[str] | None = None) -> None:
             "end's water value is in reward units, not energy or supply; set env.reservoir.end_value=none"
         )
     model = ReservoirModel.from_config(reservoir)
+    if args.held_out:
+        held_out(config, args, model)
+        return
     agents: dict[str, list[Point]] = {}
     if not args.no_agents:
-        paths = args.models or [Path(config.paths.agents) / "final.pt"]
-        for path in paths:
-            if args.models is None and not path.exists():
-                break  # nothing trained yet: the front alone
-            network, spec = load_model(path)
-            if spec.env_name != config.env.name or spec.obs_dim != model.observation_size:
-                raise ConfigError(
-                    f"{path}: its agents were trained on {spec.env_name} ({spec.obs_dim} observations), not on this "
-                    f"reservoir ({config.env.name}, {model.observation_size}); give --models or --no-agents"
-                )
+        for path, network, spec in _model_files(config, args.models, model):
             agents[str(path)] = agent_points(model, stacked_mlp(network), spec.agents)
     front = exact_front(model, tolerance=args.tolerance, max_solves=args.max_solves)
     sop = Evaluator(model).point(sop_table(model))
     result = report(front, model, agents, sop)
-    write_json(args.out, result)
-    plot = args.plot
+    write_json(args.out or Path("front/front.json"), result)
+    plot = args.plot or Path("front/front.png")
     plot.parent.mkdir(parents=True, exist_ok=True)
     figure = front_figure(result, config.env.name)
     write_atomic(plot, partial(figure.savefig, dpi=110, format="png"))
@@ -152,7 +159,49 @@ def run(argv: Sequence[str] | None = None) -> None:
     print(
         f"front: {len(front.vertices)} vertices from {front.solves} SDP solves in {front.seconds:.1f} s, certificate "
         f"{front.certificate:.3g} ({result['certificate_share']:.1e} of the configured optimum's utility); "
-        f"{sum(len(points) for points in agents.values())} agents placed; {args.out} and {plot}"
+        f"{sum(len(points) for points in agents.values())} agents placed; {args.out or 'front/front.json'} and {plot}"
+    )
+
+
+def _model_files(config: Config, models: list[Path] | None, model: ReservoirModel) -> list[tuple[Path, Any, Any]]:
+    """Each model file given (default: the trained agents' final networks, if any), loaded, checked against the
+    reservoir: ``(path, network, spec)``."""
+    loaded = []
+    for path in models or [Path(config.paths.agents) / "final.pt"]:
+        if models is None and not path.exists():
+            break  # nothing trained yet: the front alone
+        network, spec = load_model(path)
+        if spec.env_name != config.env.name or spec.obs_dim != model.observation_size:
+            raise ConfigError(
+                f"{path}: its agents were trained on {spec.env_name} ({spec.obs_dim} observations), not on this "
+                f"reservoir ({config.env.name}, {model.observation_size}); give --models or --no-agents"
+            )
+        loaded.append((path, network, spec))
+    return loaded
+
+
+def held_out(config: Config, args: argparse.Namespace, model: ReservoirModel) -> None:
+    """``--held-out``: the trade-off on the held-out years (see the module's docstring)."""
+    replay = profile(config.env).held_out(config.env)
+    if not isinstance(replay, RecordReplay):
+        raise ConfigError(
+            f"--held-out: {config.env.name} has no held-out record (env.reservoir.inflow_model "
+            f"{reservoir_settings(config.env).inflow_model}); use a reservoir on a river's record"
+        )
+    files = [] if args.no_agents else _model_files(config, args.models, model)
+    started = time.perf_counter()
+    result = held_out_front(replay, {str(path): (network, spec.agents) for path, network, spec in files})
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    out, plot = args.out or Path("front/held_out_front.json"), args.plot or Path("front/held_out_front.png")
+    write_json(out, result)
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    figure = held_out_front_figure(result, config.env.name)
+    write_atomic(plot, partial(figure.savefig, dpi=110, format="png"))
+    plt.close(figure)
+    print(
+        f"held-out front: foresight and the Markov SDP at {len(result['foresight'])} weights on "
+        f"{len(result['windows'])} held-out windows in {result['seconds']:.1f} s; "
+        f"{sum(len(points) for points in result['agents'].values())} agents placed; {out} and {plot}"
     )
 
 
