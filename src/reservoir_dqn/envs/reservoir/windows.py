@@ -195,7 +195,7 @@ def window_starts(record: Record, split: Split, part: Part, horizon: int, start_
     month, validation ones inside their months with the month before not held out, held-out ones inside theirs."""
     if part == "training":
         fitting = np.concatenate([[0], np.cumsum(split.fitting)])
-        # Months ``start`` to ``start + horizon - 1`` all fitting, and the month before (its class) not held out.
+        # Months ``start`` to ``start + horizon - 1`` all fitting, and the month before (its class) not set aside.
         candidates = [
             start
             for start in range(1, len(record) - horizon + 1)
