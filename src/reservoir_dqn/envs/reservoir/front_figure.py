@@ -107,25 +107,26 @@ def _zoom(axis: Axes, result: dict[str, Any]) -> None:
 
 def held_out_front_figure(result: dict[str, Any], env_name: str) -> Figure:
     """``held_out_front.png``: the foresight front of the held-out years, the Markov SDP at the same weights, SOP
-    and each model file's agents (:mod:`.held_out_front`); right, the neighbourhood of the configured SDP and the
-    agents."""
+    and each model file's agents (:mod:`.held_out_front`); right, the neighbourhood of the configured weight's
+    foresight and SDP points and the agents. Points another weight's point beats on both axes are not drawn."""
     figure, axes = plt.subplots(1, 2, figsize=(12.5, 5.6), layout="constrained")
-    bound, sdp = result["foresight"], result["sdp"]
-    configured = min(sdp, key=lambda point: abs(point["lam"] - 0.5))
+    bound, sdp = undominated(result["foresight"]), undominated(result["sdp"])
+    configured = {name: min(result[name], key=lambda point: abs(point["lam"] - 0.5)) for name in ("foresight", "sdp")}
     names = group_names(list(result["agents"]))
     for axis in axes:
         axis.plot(
             [p[X] for p in bound], [p[Y] for p in bound], "-o", color="black", markersize=3, linewidth=1,
-            label=f"foresight: knowing these years' inflows ({len(bound)} weights)",
+            label=f"foresight: knowing these years' inflows (its best at {len(result['foresight'])} weights)",
         )  # fmt: skip
         axis.plot(
             [p[X] for p in sdp], [p[Y] for p in sdp], "--^", color="tab:green", markersize=4, linewidth=1,
             label="Markov SDP at the same weights (the fitted model's front, on these years)",
         )  # fmt: skip
-        axis.plot(
-            configured[X], configured[Y], "*", color="tab:green", markersize=14,
-            label="Markov SDP, the configured reward",
-        )  # fmt: skip
+        for name, colour, label in (("foresight", "black", "foresight"), ("sdp", "tab:green", "Markov SDP")):
+            point = configured[name]
+            axis.plot(
+                point[X], point[Y], "*", color=colour, markersize=14, label=f"{label}, the configured reward"
+            )  # fmt: skip
         sop = result["sop"]
         axis.plot(sop[X], sop[Y], "s", color="tab:orange", markersize=8, label="standard operating policy")
         for (model, agents), colour in zip(result["agents"].items(), GROUP_COLOURS * 4, strict=False):
@@ -133,17 +134,29 @@ def held_out_front_figure(result: dict[str, Any], env_name: str) -> Figure:
         axis.set_xlabel("supply deficit, hm3 a year (less is better)")
         axis.set_ylabel("hydropower, GWh a year (more is better)")
         axis.grid(alpha=0.3)
-    _zoom(
-        axes[1], {"configured_optimum": configured, "agents": [a for group in result["agents"].values() for a in group]}
-    )
+    agents = [agent for group in result["agents"].values() for agent in group]
+    _zoom(axes[1], {"configured_optimum": configured["sdp"], "agents": [configured["foresight"], *agents]})
     axes[0].set_title("every policy")
-    axes[1].set_title("around the configured reward's SDP")
+    axes[1].set_title("around the configured reward")
     handles, labels = axes[1].get_legend_handles_labels()  # one legend below both, covering no data
     figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     first, last = result["windows"][0], result["windows"][-1]
     figure.suptitle(
         f"{env_name}: energy against water supply on the held-out record\n"
-        f"{len(result['windows'])} windows starting {first} to {last}, means over the windows",
+        f"{len(result['windows'])} overlapping windows starting {first} to {last}, means over the windows",
         fontsize=11,
     )
     return figure
+
+
+def undominated(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points no other point beats on both axes (more energy and less deficit, one strictly), by deficit."""
+    kept = [
+        point
+        for point in points
+        if not any(
+            other[Y] >= point[Y] and other[X] <= point[X] and (other[Y] > point[Y] or other[X] < point[X])
+            for other in points
+        )
+    ]
+    return sorted(kept, key=lambda point: (point[X], point[Y]))

@@ -1,18 +1,20 @@
 """The trade-off on the held-out record: where the agents and the SDP land against what those years allowed.
 
 On the fitted chain the front is exact (:mod:`.front`). On real years the bound is foresight:
-for each weight ``lam`` (the same scalarisation, :func:`.front.weighted`), the deterministic DP
-that knows every held-out window's inflows (:func:`.sdp.foresight`) maximises each window's
-scalarised return, so the windows' mean of its energy and deficit is a point of the front of
-those years: no policy, knowing or not, does better on both at once. Beside it, the Markov SDP
+for each weight ``lam`` (the same scalarisation, :func:`.front.weighted`: spill and violation
+keep their configured penalties), the deterministic DP that knows every held-out window's
+inflows (:func:`.sdp.foresight`) maximises each window's scalarised return, so no policy,
+knowing or not, earns more of that scalarised return on those windows. Its energy and deficit
+are where that best lies; a point that another weight's point beats on both (at ``lam = 0``
+energy carries no weight, so its ties fall anywhere) is kept in the JSON and left off the
+drawn curve. Beside it, the Markov SDP
 solved at each ``lam`` and replayed on the same windows (the model's front, lived on real
 years), the standard operating policy, and each agent, every figure the mean over the windows
 in GWh and hm3 a year, and each point's scalarised return per window at its weight (the
 configured reward's terms, energy and deficit weighted as the front weighs them).
 
 The weights are a grid, not optimistic linear support: between two grid points the foresight
-front is drawn as the segment between them, which the true front may bulge above, so the
-drawn front is a lower bound of the real one between its points.
+curve is drawn as the segment between them, which the true front may bulge above.
 """
 
 from __future__ import annotations
