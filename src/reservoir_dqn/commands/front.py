@@ -39,8 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from torchrl.modules import QValueActor
 
-from reservoir_dqn.agent import load_model, stacked_mlp
+from reservoir_dqn.agent import NetworkSpec, load_model, stacked_mlp
 from reservoir_dqn.commands.plumbing import run_stage
 from reservoir_dqn.common.files import write_atomic, write_json
 from reservoir_dqn.config import Config, ConfigError, add_config_arguments, config_from_args
@@ -150,20 +152,26 @@ def run(argv: Sequence[str] | None = None) -> None:
     front = exact_front(model, tolerance=args.tolerance, max_solves=args.max_solves)
     sop = Evaluator(model).point(sop_table(model))
     result = report(front, model, agents, sop)
-    write_json(args.out or Path("front/front.json"), result)
-    plot = args.plot or Path("front/front.png")
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    figure = front_figure(result, config.env.name)
-    write_atomic(plot, partial(figure.savefig, dpi=110, format="png"))
-    plt.close(figure)
+    out, plot = args.out or Path("front/front.json"), args.plot or Path("front/front.png")
+    _write(result, front_figure(result, config.env.name), out, plot)
     print(
         f"front: {len(front.vertices)} vertices from {front.solves} SDP solves in {front.seconds:.1f} s, certificate "
         f"{front.certificate:.3g} ({result['certificate_share']:.1e} of the configured optimum's utility); "
-        f"{sum(len(points) for points in agents.values())} agents placed; {args.out or 'front/front.json'} and {plot}"
+        f"{sum(len(points) for points in agents.values())} agents placed; {out} and {plot}"
     )
 
 
-def _model_files(config: Config, models: list[Path] | None, model: ReservoirModel) -> list[tuple[Path, Any, Any]]:
+def _write(result: dict[str, Any], figure: Figure, out: Path, plot: Path) -> None:
+    """The JSON to ``out``, the figure to ``plot`` (a PNG), each atomically; the figure is closed."""
+    write_json(out, result)
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(plot, partial(figure.savefig, dpi=110, format="png"))
+    plt.close(figure)
+
+
+def _model_files(
+    config: Config, models: list[Path] | None, model: ReservoirModel
+) -> list[tuple[Path, QValueActor, NetworkSpec]]:
     """Each model file given (default: the trained agents' final networks, if any), loaded, checked against the
     reservoir: ``(path, network, spec)``."""
     loaded = []
@@ -193,11 +201,7 @@ def held_out(config: Config, args: argparse.Namespace, model: ReservoirModel) ->
     result = held_out_front(replay, {str(path): (network, spec.agents) for path, network, spec in files})
     result["seconds"] = round(time.perf_counter() - started, 2)
     out, plot = args.out or Path("front/held_out_front.json"), args.plot or Path("front/held_out_front.png")
-    write_json(out, result)
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    figure = held_out_front_figure(result, config.env.name)
-    write_atomic(plot, partial(figure.savefig, dpi=110, format="png"))
-    plt.close(figure)
+    _write(result, held_out_front_figure(result, config.env.name), out, plot)
     print(
         f"held-out front: foresight and the Markov SDP at {len(result['foresight'])} weights on "
         f"{len(result['windows'])} held-out windows in {result['seconds']:.1f} s; "
