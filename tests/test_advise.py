@@ -56,7 +56,7 @@ def test_advice_is_the_policys_and_the_optimums_release_in_that_state(
     column = state.inflow_class if case == "delaware" else 0
     levels = model.release_levels * unit
     policy, best = int(table[state.time_step, 25, column]), int(solution.policy[state.time_step, 25, column])
-    assert f"shipped policy:     release {float(levels[policy]):,.0f} hm3/month" in out
+    assert f"given model:        release {float(levels[policy]):,.0f} hm3/month" in out  # --model: not the shipped one
     assert f"SDP optimum:        release {float(levels[best]):,.0f} hm3/month" in out
     lost = float(solution.values[state.time_step, 25, column] - solution.q_values[state.time_step, 25, column, policy])
     assert (f"loses {lost:,.2f}" in out) if lost > 1e-9 else ("optimal here" in out)

@@ -53,6 +53,8 @@ def test_export_writes_a_policy_onnx_runtime_runs_as_torch_does(project: Path, t
     np.testing.assert_allclose(q_values, expected_q.numpy(), atol=1e-5)
     np.testing.assert_array_equal(release, expected_release.numpy())
     assert set(release.tolist()) <= set(json.loads(metadata["release_hm3"]))
+    # no Python stack in the file: the same policy gives the same bytes from any checkout
+    assert b"stack_trace" not in path.read_bytes() and b"network.py" not in path.read_bytes()
 
 
 def test_the_check_runs_without_torch_and_catches_a_file_that_disagrees(project: Path, tiny_config: Config) -> None:

@@ -149,6 +149,8 @@ NOT_RUN = {
     "tests/test_records.py checks is of the recipe as it stands, and test_training.py resumes the same reservoir",
     DECADES: "seven 5-seed trainings of minutes; test_the_decades_sweep_is_seven_valid_hold_outs checks DVC sweeps it "
     "into seven experiments whose params the stages accept",
+    ".venv/bin/reservoir-dqn front --pick 0.3": "tests/test_front_pick.py runs it on a two-year horizon, advises with "
+    "its model file and places it on the front",
     ".venv/bin/python -m bench.front_sweep": "a benchmark of about 9 minutes (25 trainings at the default budget); "
     "bench/results/front_sweep.md holds its figures, and tests/test_front.py scores sets of agents the same way",
     ".venv/bin/python -m bench.morl_peer": "a benchmark of about 35 minutes (5 Envelope trainings of 100,000 "

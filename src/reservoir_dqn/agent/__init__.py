@@ -9,6 +9,7 @@
 - :mod:`.dqn`: the algorithm, top to bottom: n-step transitions, loss, optimiser, target and
   averaged weights;
 - :mod:`.streams`: each agent's own random streams;
+- :mod:`.table`: a solved policy's Q-table in a network's place (a front point that ships);
 - :mod:`.model_file`: the weights and their spec on disk.
 
 Batches are laid out agent-major (agent 0's rows, then agent 1's, ...) everywhere:
@@ -20,20 +21,32 @@ May import: envs, config, common (``tests/test_house.py`` checks every layer).
 from reservoir_dqn.agent.dqn import Agent, clip_grad_norm_per_agent, make_agent, update
 from reservoir_dqn.agent.head import HEADS, register_head
 from reservoir_dqn.agent.model_file import load_model, save_model, select_agents
-from reservoir_dqn.agent.network import OBSERVATION_KEY, NetworkSpec, StackedMLP, make_q_network, stacked_mlp
+from reservoir_dqn.agent.network import (
+    OBSERVATION_KEY,
+    NetworkSpec,
+    StackedMLP,
+    make_q_network,
+    q_module,
+    stacked_mlp,
+)
 from reservoir_dqn.agent.schedules import anneal
+from reservoir_dqn.agent.table import Axis, PolicyTable, TableSpec
 
 __all__ = [
     "HEADS",
     "OBSERVATION_KEY",
     "Agent",
+    "Axis",
     "NetworkSpec",
+    "PolicyTable",
     "StackedMLP",
+    "TableSpec",
     "anneal",
     "clip_grad_norm_per_agent",
     "load_model",
     "make_agent",
     "make_q_network",
+    "q_module",
     "register_head",
     "save_model",
     "select_agents",

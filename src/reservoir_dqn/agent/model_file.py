@@ -2,7 +2,9 @@
 
 Format ``reservoir_dqn.model`` version 3: ``{"format", "version", "spec", "state_dict"}``
 written by ``torch.save`` and read with ``weights_only=True``. A spec without ``head``
-(written before heads were named) is a plain network.
+(written before heads were named) is a plain network. Version 4 is the same with a solved
+policy's Q-table (the spec's ``table``, :mod:`.table`) in place of the network: a network's
+file stays version 3, so a reader that knows only networks refuses a table in one line.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from reservoir_dqn.common.files import write_atomic
 
 MODEL_FORMAT = "reservoir_dqn.model"
 MODEL_FORMAT_VERSION = 3
+TABLE_FORMAT_VERSION = 4  # a file holding a Q-table (NetworkSpec.table)
 
 
 def select_agents(q_network: QValueActor, spec: NetworkSpec, indices: Sequence[int]) -> tuple[QValueActor, NetworkSpec]:
@@ -40,7 +43,7 @@ def save_model(q_network: QValueActor, spec: NetworkSpec, path: Path) -> None:
     """Write weights and network description to ``path`` atomically."""
     payload = {
         "format": MODEL_FORMAT,
-        "version": MODEL_FORMAT_VERSION,
+        "version": MODEL_FORMAT_VERSION if spec.table is None else TABLE_FORMAT_VERSION,
         "spec": spec.as_dict(),
         "state_dict": {name: tensor.detach().cpu() for name, tensor in q_network.state_dict().items()},
     }
@@ -69,12 +72,20 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[QValueAc
         raise ModelFileError(f"{path}: refused to load model file ({first_line(error)})") from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path}: not a reservoir_dqn model file")
-    if payload.get("version") != MODEL_FORMAT_VERSION:
-        raise ModelFileError(f"{path}: model file format {payload.get('version')}, expected {MODEL_FORMAT_VERSION}")
+    if payload.get("version") not in (MODEL_FORMAT_VERSION, TABLE_FORMAT_VERSION):
+        raise ModelFileError(
+            f"{path}: model file format {payload.get('version')}, expected {MODEL_FORMAT_VERSION} (a network) or "
+            f"{TABLE_FORMAT_VERSION} (a Q-table)"
+        )
     try:
         spec = NetworkSpec.from_dict(payload["spec"])
     except (KeyError, TypeError, ValueError) as error:
         raise ModelFileError(f"{path}: model file's network description is unusable ({first_line(error)})") from None
+    if (spec.table is None) != (payload["version"] == MODEL_FORMAT_VERSION):
+        raise ModelFileError(f"{path}: model file format {payload['version']} does not match what it holds")
     q_network = make_q_network(spec, device)
-    q_network.load_state_dict(payload["state_dict"])
+    try:
+        q_network.load_state_dict(payload["state_dict"])
+    except (KeyError, RuntimeError) as error:
+        raise ModelFileError(f"{path}: model file's weights do not fit its description ({first_line(error)})") from None
     return q_network, spec

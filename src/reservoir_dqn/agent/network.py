@@ -4,7 +4,8 @@
 weights), the architecture included: ``hidden_sizes`` and ``head``, the output head by name.
 ``plain`` is the MLP's last linear layer (Mnih et al., 2015); each other head is a module of
 its own (a :class:`~.head.StackedHead`) registered in :data:`~.head.HEADS`, so a DQN variant's
-network is one module and one name (:mod:`.dueling`).
+network is one module and one name (:mod:`.dueling`). A spec with a ``table`` describes a solved
+policy's Q-table instead (:mod:`.table`), which goes wherever a network goes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torchrl.modules import QValueActor
 
 import reservoir_dqn.agent.dueling  # noqa: F401 - registers the dueling head
 from reservoir_dqn.agent.head import HEADS, PLAIN, Layer
+from reservoir_dqn.agent.table import PolicyTable, TableSpec
 
 OBSERVATION_KEY = "observation"
 
@@ -32,7 +34,8 @@ class NetworkSpec:
     ``obs_scale`` multiplies each observation entry before the first layer (the environment
     profile's observation scale), so the network takes raw observations. ``head`` names the
     output head (``plain`` or one of :data:`HEADS`); files written before it existed hold
-    plain networks.
+    plain networks. ``table``: not a network but a solved policy's Q-table (:class:`~.table.PolicyTable`,
+    one agent, no hidden layers).
     """
 
     obs_dim: int
@@ -42,8 +45,10 @@ class NetworkSpec:
     obs_scale: tuple[float, ...] | None = None
     agents: int = 1
     head: str = PLAIN
+    table: TableSpec | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        table = {} if self.table is None else {"table": self.table.as_dict()}  # a network's spec is as it always was
         return {
             "obs_dim": self.obs_dim,
             "num_actions": self.num_actions,
@@ -52,12 +57,13 @@ class NetworkSpec:
             "obs_scale": None if self.obs_scale is None else list(self.obs_scale),
             "agents": self.agents,
             "head": self.head,
-        }
+        } | table
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> NetworkSpec:
         scale = raw.get("obs_scale")
         head = str(raw.get("head", PLAIN))
+        table = raw.get("table")
         if head not in HEADS:
             raise ValueError(f"unknown Q-network head {head!r} (registered: {', '.join(HEADS.names())})")
         return cls(
@@ -68,6 +74,7 @@ class NetworkSpec:
             obs_scale=None if scale is None else tuple(float(value) for value in scale),
             agents=int(raw["agents"]),
             head=head,
+            table=None if table is None else TableSpec.from_dict(table),
         )
 
 
@@ -85,6 +92,7 @@ class StackedMLP(torch.nn.Module):
     def __init__(self, spec: NetworkSpec, generators: Sequence[torch.Generator] | None = None) -> None:
         super().__init__()
         self.agents = spec.agents
+        self.obs_dim = spec.obs_dim
         head = HEADS.get(spec.head)
         plain = head is None
         sizes = [spec.obs_dim, *spec.hidden_sizes, *([spec.num_actions] if plain else [])]
@@ -122,14 +130,26 @@ class StackedMLP(torch.nn.Module):
 def make_q_network(
     spec: NetworkSpec, device: torch.device | str = "cpu", seeds: Sequence[int] | None = None
 ) -> QValueActor:
-    """The agents' Q-networks as one greedy :class:`QValueActor`; agent ``i`` initialised from ``seeds[i]``."""
-    generators = None if seeds is None else [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-    network = StackedMLP(spec, generators).to(device)
+    """The agents' Q-networks as one greedy :class:`QValueActor`; agent ``i`` initialised from ``seeds[i]``.
+    A spec with a ``table`` gives its :class:`~.table.PolicyTable` (all zeros until its values are loaded)."""
+    network: torch.nn.Module
+    if spec.table is not None:
+        network = PolicyTable(spec.table, spec.num_actions, spec.obs_dim).to(device)
+    else:
+        generators = None if seeds is None else [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+        network = StackedMLP(spec, generators).to(device)
     return QValueActor(network, in_keys=[OBSERVATION_KEY], spec=Categorical(spec.num_actions, device=device))
 
 
-def stacked_mlp(q_network: QValueActor) -> StackedMLP:
-    """The :class:`StackedMLP` inside a Q-network actor."""
+def q_module(q_network: QValueActor) -> StackedMLP | PolicyTable:
+    """The module inside a Q-network actor: observations to Q-values, a trained network's or a solved table's."""
     module = q_network.module[0].module
+    assert isinstance(module, StackedMLP | PolicyTable)
+    return module
+
+
+def stacked_mlp(q_network: QValueActor) -> StackedMLP:
+    """The :class:`StackedMLP` inside a Q-network actor (what training updates)."""
+    module = q_module(q_network)
     assert isinstance(module, StackedMLP)
     return module

@@ -49,7 +49,8 @@ def run(argv: Sequence[str] | None = None) -> None:
         )
     state = advisor.state(args.storage_hm3, args.month, args.months_left, args.last_inflow_hm3)
     advice = advise(advisor, args.model or Path(config.paths.model), config.env.name, state)
-    print(advisor.report(advice, args.storage_hm3, args.last_inflow_hm3))
+    name = "shipped policy" if args.model is None else "given model"
+    print(advisor.report(advice, args.storage_hm3, args.last_inflow_hm3, name))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

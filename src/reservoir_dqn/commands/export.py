@@ -26,7 +26,6 @@ real state (the first observation of a seeded episode), its description the mode
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,11 +40,11 @@ from reservoir_dqn.evaluation.results import Evaluation
 from reservoir_dqn.release.card import Release, model_card
 from reservoir_dqn.release.export import (
     TOLERANCE,
-    bounds_metadata,
     check,
     check_observations,
     export,
     initial_observation,
+    policy_metadata,
 )
 from reservoir_dqn.release.policy import OperatorPolicy
 from reservoir_dqn.tracking.naming import Tag
@@ -88,16 +87,10 @@ def run(argv: Sequence[str] | None = None) -> None:
     if spec.env_name != config.env.name:
         raise StageFailed(f"{paths.model} holds an agent trained on {spec.env_name} but env.name is {config.env.name}")
     env_profile = profile(config.env)
-    output, values = env_profile.action_meaning(config.env, spec.num_actions)
+    shipped = f"agent {trained.shipped_agent}, {trained.shipped_network} network"
+    output, values, metadata = policy_metadata(config, spec, shipped)
     policy = OperatorPolicy(q_network, values)
     fields = env_profile.observation_fields(config.env, spec.obs_dim)
-    metadata = {
-        "env": config.env.name,
-        "observation": json.dumps(list(fields)),
-        "observation_bounds": bounds_metadata(env_profile.observation_bounds(config.env, spec.obs_dim)),
-        output: json.dumps([float(value) for value in values]),
-        "shipped": f"agent {trained.shipped_agent}, {trained.shipped_network} network",
-    }
     observations = check_observations(config, spec)
     checked = "states of the grid" if env_profile.grid_observations(config.env) is not None else "observations"
     evaluation = evaluation_of(config, trained)

@@ -14,10 +14,16 @@ years instead (:mod:`reservoir_dqn.envs.reservoir.held_out_front`): the foresigh
 years, the Markov SDP solved at the same weights and replayed on them, SOP and the agents,
 into ``front/held_out_front.json`` and ``front/held_out_front.png``.
 
+With ``--pick LAM``, the front's optimum at the weighting ``lam`` also becomes a policy that ships
+(:mod:`reservoir_dqn.release.front_pick`): a model file, its checked ONNX and its maps in
+``front/pick-LAM/``, which ``advise --model`` and ``front --models`` take as they take an agent's;
+``front.json`` records it under ``picked`` and the figure marks it.
+
 (a folder of its own: no DVC stage writes there, and git ignores it)
 
     .venv/bin/reservoir-dqn front
     .venv/bin/reservoir-dqn front --set env.reservoir.weight_spill=2 --no-agents
+    .venv/bin/reservoir-dqn front --pick 0.3
     .venv/bin/reservoir-dqn front --held-out $(.venv/bin/reservoir-dqn recipe reservoir-delaware)
 
 Each policy's losses are in reward units of the configured reward: at its own weight
@@ -32,6 +38,7 @@ the seeds.
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -42,10 +49,10 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from torchrl.modules import QValueActor
 
-from reservoir_dqn.agent import NetworkSpec, load_model, stacked_mlp
+from reservoir_dqn.agent import NetworkSpec, load_model, q_module
 from reservoir_dqn.commands.plumbing import run_stage
 from reservoir_dqn.common.files import write_atomic, write_json
-from reservoir_dqn.config import Config, ConfigError, add_config_arguments, config_from_args
+from reservoir_dqn.config import DEFAULT_PARAMS, Config, ConfigError, add_config_arguments, config_from_args
 from reservoir_dqn.envs import profile
 from reservoir_dqn.envs.reservoir.front import (
     Evaluator,
@@ -65,6 +72,7 @@ from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.profile import reservoir_settings
 from reservoir_dqn.envs.reservoir.replay import RecordReplay
 from reservoir_dqn.evaluation.statistics import summarize
+from reservoir_dqn.release.front_pick import write_pick
 
 
 def report(front: Front, model: ReservoirModel, agents: dict[str, list[Point]], sop: Point) -> dict[str, object]:
@@ -124,6 +132,13 @@ def run(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--held-out", action="store_true", help="the trade-off on the held-out record, against foresight's front"
     )
+    parser.add_argument(
+        "--pick",
+        type=float,
+        metavar="LAM",
+        help="also write the front's optimum at this weighting as a policy: model file, ONNX, maps (see --pick-to)",
+    )
+    parser.add_argument("--pick-to", type=Path, help="the pick's folder (default: front/pick-LAM)")
     parser.add_argument("--out", type=Path, help="the JSON (default: front/front.json, or held_out_front.json)")
     parser.add_argument("--plot", type=Path, help="the figure (default: front/front.png, or held_out_front.png)")
     add_config_arguments(parser)
@@ -141,6 +156,12 @@ def run(argv: Sequence[str] | None = None) -> None:
             f"env.reservoir.end_value ({reservoir.end_value}): the front weighs what a horizon delivers, and the "
             "end's water value is in reward units, not energy or supply; set env.reservoir.end_value=none"
         )
+    if args.pick is not None and (args.held_out or not 0.0 <= args.pick <= 1.0):
+        raise ConfigError(
+            f"--pick ({args.pick}) must lie in [0, 1], the weighting lam of energy against supply"
+            if not args.held_out
+            else "--pick picks a point of the exact front, not of the held-out one: leave out --held-out"
+        )
     model = ReservoirModel.from_config(reservoir)
     if args.held_out:
         held_out(config, args, model)
@@ -148,10 +169,14 @@ def run(argv: Sequence[str] | None = None) -> None:
     agents: dict[str, list[Point]] = {}
     if not args.no_agents:
         for path, network, spec in _model_files(config, args.models, model):
-            agents[str(path)] = agent_points(model, stacked_mlp(network), spec.agents)
+            agents[str(path)] = agent_points(model, q_module(network), spec.agents)
     front = exact_front(model, tolerance=args.tolerance, max_solves=args.max_solves)
     sop = Evaluator(model).point(sop_table(model))
     result = report(front, model, agents, sop)
+    folder, picked = None, {}
+    if args.pick is not None:
+        folder = args.pick_to or Path(f"front/pick-{args.pick:g}")
+        picked = result["picked"] = write_pick(config, model, front, args.pick, folder)
     out, plot = args.out or Path("front/front.json"), args.plot or Path("front/front.png")
     _write(result, front_figure(result, config.env.name), out, plot)
     print(
@@ -159,6 +184,31 @@ def run(argv: Sequence[str] | None = None) -> None:
         f"{front.certificate:.3g} ({result['certificate_share']:.1e} of the configured optimum's utility); "
         f"{sum(len(points) for points in agents.values())} agents placed; {out} and {plot}"
     )
+    if folder is not None:
+        print(picked_lines(picked, folder, model, args))
+
+
+def picked_lines(picked: dict[str, Any], folder: Path, model: ReservoirModel, args: argparse.Namespace) -> str:
+    """What ``--pick`` prints: the point, what it gives up in the configured reward, the files and what to run next
+    (``advise`` at half the active storage, with this command's parameters)."""
+    share = 1.0 - picked["configured_return"] / picked["configured_optimum_return"]
+    half = model.config.capacity * model.config.unit_hm3 / 2
+    state = f"--storage-hm3 {half:g} --month Jun"
+    if model.chain.persistent:  # the policy reads last month's class: May's middle class, in hm3
+        may = float(model.inflow_values[4, model.chain.classes // 2]) * model.config.unit_hm3
+        state += f" --last-inflow-hm3 {may:.0f}"
+    given = [] if args.params == DEFAULT_PARAMS else ["--params", str(args.params)]
+    settings = shlex.join([*given, *(part for setting in args.overrides for part in ("-S", setting))])
+    return "\n".join([
+        f"picked lam {picked['lam']:g}: {picked['energy_gwh_per_year']:,.1f} GWh a year, "
+        f"{picked['deficit_hm3_per_year']:,.2f} hm3 a year of deficit, {picked['spill_hm3_per_year']:,.0f} hm3 a year "
+        f"spilled; in the configured reward it earns {picked['configured_return']:,.1f} of the configured optimum's "
+        f"{picked['configured_optimum_return']:,.1f} ({share:.2%} less)",
+        f"  {folder}/: model.pt, policy.onnx (ONNX Runtime gives its release on all {picked['onnx_checked_states']:,} "
+        "states), policy_map.png, policy_disagreement.png, value_lost.png, pick.json",
+        f"  advise with it: .venv/bin/reservoir-dqn advise --model {shlex.quote(str(folder / 'model.pt'))} "
+        f"{state}" + (f" {settings}" if settings else ""),
+    ])  # fmt: skip
 
 
 def _write(result: dict[str, Any], figure: Figure, out: Path, plot: Path) -> None:

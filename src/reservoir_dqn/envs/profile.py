@@ -159,8 +159,8 @@ class Advisor(Protocol):
     def advice(self, state: Any, q_values: torch.Tensor) -> Any:
         """A policy's greedy choice in ``state`` from its ``[actions]`` Q-values, beside the optimum's."""
 
-    def report(self, advice: Any, storage_hm3: float, last_inflow_hm3: float | None) -> str:
-        """What an operator reads of ``advice``."""
+    def report(self, advice: Any, storage_hm3: float, last_inflow_hm3: float | None, name: str) -> str:
+        """What an operator reads of ``advice``, the policy called ``name``."""
 
 
 class EnvProfile(ABC):

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from reservoir_dqn.agent import load_model, stacked_mlp
+from reservoir_dqn.agent import load_model, q_module
 from reservoir_dqn.common.errors import ModelFileError
 from reservoir_dqn.envs.profile import Advisor
 
@@ -22,5 +22,5 @@ def advise(advisor: Advisor, model_path: Path, env_name: str, state: Any) -> Any
     if spec.env_name != env_name or spec.obs_dim != advisor.observation_size:
         raise ModelFileError(f"{model_path}: a model of {spec.env_name} with {spec.obs_dim} inputs, not of {env_name}")
     with torch.no_grad():
-        q_values = stacked_mlp(q_network)(advisor.observation(state))[0]
+        q_values = q_module(q_network)(advisor.observation(state))[0]
     return advisor.advice(state, q_values)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx_ir
 import torch
 
 from reservoir_dqn.agent import NetworkSpec
@@ -82,9 +83,26 @@ def bounds_metadata(bounds: Sequence[tuple[float, float]]) -> str:
     return json.dumps([[value if math.isfinite(value) else None for value in pair] for pair in bounds])
 
 
+def policy_metadata(config: Config, spec: NetworkSpec, shipped: str) -> tuple[str, torch.Tensor, dict[str, str]]:
+    """What an exported policy's file says of itself: the output's name, each action's value in the environment's
+    units, and the metadata (the environment, the observation's fields and bounds, the actions' values, ``shipped``:
+    which policy this is)."""
+    env_profile = profile(config.env)
+    output, values = env_profile.action_meaning(config.env, spec.num_actions)
+    fields = env_profile.observation_fields(config.env, spec.obs_dim)
+    metadata = {
+        "env": config.env.name,
+        "observation": json.dumps(list(fields)),
+        "observation_bounds": bounds_metadata(env_profile.observation_bounds(config.env, spec.obs_dim)),
+        output: json.dumps([float(value) for value in values]),
+        "shipped": shipped,
+    }
+    return output, values, metadata
+
+
 def export(policy: OperatorPolicy, path: Path, output: str, metadata: dict[str, str]) -> None:
     """Write ``policy`` as ONNX to ``path``, its batch size free, the weights inside the file."""
-    example = torch.zeros(2, policy.q_values.weights[0].shape[1])
+    example = torch.zeros(2, policy.q_values.obs_dim)
     batch = torch.export.Dim("batch", min=1)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed": not ours to use
     with warnings.catch_warnings():
@@ -100,6 +118,11 @@ def export(policy: OperatorPolicy, path: Path, output: str, metadata: dict[str, 
             verbose=False,
         )
     assert program is not None
+    # The exporter records each node's Python stack (file paths, line numbers) in the file: the same policy would
+    # give other bytes from another checkout or after an unrelated edit, and DVC would see a new model.
+    for node in onnx_ir.traversal.RecursiveGraphIterator(program.model.graph):
+        for key in [key for key in node.metadata_props if key.startswith("pkg.torch.onnx.")]:
+            del node.metadata_props[key]
     for key, value in metadata.items():
         program.model.metadata_props[key] = value
     program.save(str(path), external_data=False)

@@ -11,11 +11,12 @@ import copy
 import torch
 from torchrl.modules import QValueActor
 
-from reservoir_dqn.agent import stacked_mlp
+from reservoir_dqn.agent import q_module
 
 
 class OperatorPolicy(torch.nn.Module):
-    """One trained agent as an operator runs it: raw observations in; its action's value and the Q-values out.
+    """One trained agent (or a solved policy's Q-table) as an operator runs it: raw observations in; its action's
+    value and the Q-values out.
 
     ``action_values[a]`` is what action ``a`` means in the environment's own units (the
     reservoir's release target in hm3 per month; elsewhere the action's index), so the output
@@ -26,7 +27,7 @@ class OperatorPolicy(torch.nn.Module):
 
     def __init__(self, q_network: QValueActor, action_values: torch.Tensor) -> None:
         super().__init__()
-        self.q_values = copy.deepcopy(stacked_mlp(q_network)).cpu().eval()
+        self.q_values = copy.deepcopy(q_module(q_network)).cpu().eval()
         self.register_buffer("action_values", action_values.detach().float().cpu())
         self.eval()
 

@@ -139,8 +139,11 @@ class ReservoirAdvisor:
             q_values=tuple(float(value) for value in q_values),
         )
 
-    def report(self, advice: Advice, storage_hm3: float, last_inflow_hm3: float | None) -> str:
-        """What an operator reads: the state as the model reads it, both releases, and the value at stake."""
+    def report(
+        self, advice: Advice, storage_hm3: float, last_inflow_hm3: float | None, name: str = "shipped policy"
+    ) -> str:
+        """What an operator reads: the state as the model reads it, both releases (the policy's called ``name``),
+        and the value at stake."""
         config, model = self.config, self.model
         state, unit = advice.state, config.unit_hm3
         month = calendar.month_name[int(model.month(torch.tensor(state.time_step))) + 1]
@@ -158,7 +161,7 @@ class ReservoirAdvisor:
         demand = config.demand[int(model.month(torch.tensor(state.time_step)))] * unit
         lines += [
             f"  demand this month:  {demand:,.0f} hm3",
-            f"  shipped policy:     {_release(advice.release_hm3)}",
+            f"  {name + ':':<19} {_release(advice.release_hm3)}",
             f"  SDP optimum:        {_release(advice.sdp_release_hm3)}",
         ]
         if advice.value_lost > 1e-9:

@@ -74,6 +74,11 @@ def _draw(axis: Axes, result: dict[str, Any]) -> None:
     sop, best = result["sop"], result["configured_optimum"]
     axis.plot(sop[X], sop[Y], "s", color="tab:orange", markersize=8, label="standard operating policy")
     axis.plot(best[X], best[Y], "*", color="tab:green", markersize=14, label="SDP optimum of the configured reward")
+    if (picked := result.get("picked")) is not None:
+        axis.plot(
+            picked[X], picked[Y], "P", color="tab:purple", markersize=11,
+            label=f"picked: the optimum at lam {picked['lam']:g} (front --pick)",
+        )  # fmt: skip
     axis.set_xlabel("supply deficit, hm3 a year (less is better)")
     axis.set_ylabel("hydropower, GWh a year (more is better)")
     axis.grid(alpha=0.3)
@@ -97,7 +102,7 @@ def _half_width(values: np.ndarray) -> float:
 
 def _zoom(axis: Axes, result: dict[str, Any]) -> None:
     """Frame the configured optimum and the agents, with a margin, and the front's vertices nearby."""
-    points = [result["configured_optimum"], *result["agents"]]
+    points = [result["configured_optimum"], *result["agents"], *([result["picked"]] if "picked" in result else [])]
     x, y = np.array([p[X] for p in points]), np.array([p[Y] for p in points])
     span_x = max(float(np.ptp(x)), 0.02 * max(1.0, float(abs(x).max())), 0.5)
     span_y = max(float(np.ptp(y)), 0.002 * float(abs(y).max()), 0.5)

@@ -16,6 +16,8 @@ month and calendar months:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -27,14 +29,28 @@ from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
 MONTHS = 12
 
 
-def policy_figures(config: ReservoirConfig, states: pd.DataFrame) -> dict[str, Figure]:
+@dataclass(frozen=True)
+class Names:
+    """What the figures call the policy and the optimum it is measured against."""
+
+    policy: str = "DQN (shipped agent)"  # a map's panel
+    short: str = "DQN"  # a colour bar's label, the costliest states' lines
+    subject: str = "the shipped agent"  # in the titles' sentences
+    again: str = "the agent"  # the subject, named again
+    optimum: str = "SDP optimum"
+
+
+SHIPPED = Names()
+
+
+def policy_figures(config: ReservoirConfig, states: pd.DataFrame, names: Names = SHIPPED) -> dict[str, Figure]:
     """The three figures of the per-state table ``states`` (none when it is empty)."""
     if states.empty:
         return {}
     return {
-        "policy_map.png": policy_map(config, states),
-        "policy_disagreement.png": disagreement(config, states),
-        "value_lost.png": value_lost(config, states),
+        "policy_map.png": policy_map(config, states, names),
+        "policy_disagreement.png": disagreement(config, states, names),
+        "value_lost.png": value_lost(config, states, names),
     }
 
 
@@ -57,8 +73,8 @@ def _storage_extent(config: ReservoirConfig, first: float, last: float) -> tuple
     return (first - 0.5, last + 0.5, -half, config.capacity * config.unit_hm3 + half)
 
 
-def policy_map(config: ReservoirConfig, states: pd.DataFrame) -> Figure:
-    """Release target by storage and month in three water years: the shipped agent's above the optimum's."""
+def policy_map(config: ReservoirConfig, states: pd.DataFrame, names: Names = SHIPPED) -> Figure:
+    """Release target by storage and month in three water years: the policy's above the optimum's."""
     rows, which = _at_typical_class(states)
     horizon = int(states["time_step"].max()) + 1
     years = horizon // MONTHS
@@ -70,7 +86,7 @@ def policy_map(config: ReservoirConfig, states: pd.DataFrame) -> Figure:
     for column, year in enumerate(chosen):
         steps = rows[(rows["time_step"] >= year * MONTHS) & (rows["time_step"] < (year + 1) * MONTHS)]
         months = steps.drop_duplicates("time_step").sort_values("time_step")["month"].tolist()
-        for line, (key, who) in enumerate((("release_hm3", "DQN (shipped agent)"), ("sdp_release_hm3", "SDP optimum"))):
+        for line, (key, who) in enumerate((("release_hm3", names.policy), ("sdp_release_hm3", names.optimum))):
             ax = axes[line, column]
             image = ax.imshow(
                 _grid(steps, key), origin="lower", aspect="auto", cmap="viridis", norm=norm,
@@ -90,8 +106,8 @@ def policy_map(config: ReservoirConfig, states: pd.DataFrame) -> Figure:
     return figure
 
 
-def disagreement(config: ReservoirConfig, states: pd.DataFrame) -> Figure:
-    """The agent's release target minus the optimum's over the horizon, faded where the agent seldom goes."""
+def disagreement(config: ReservoirConfig, states: pd.DataFrame, names: Names = SHIPPED) -> Figure:
+    """The policy's release target minus the optimum's over the horizon, faded where the policy seldom goes."""
     frame = states.assign(
         difference=states["release_hm3"] - states["sdp_release_hm3"],
         weighted=(states["release_hm3"] - states["sdp_release_hm3"]) * states["visits"],
@@ -121,20 +137,20 @@ def disagreement(config: ReservoirConfig, states: pd.DataFrame) -> Figure:
     starts = [step for step in range(horizon) if months[step] == months[0]]
     ax.set_xticks(starts, [f"{months[0]}\nyear {index + 1}" for index in range(len(starts))])
     ax.axhline(config.min_storage * config.unit_hm3, color="black", lw=0.8, ls="--", label="minimum operating storage")
-    figure.colorbar(image, ax=ax, label="DQN release target minus SDP's, hm³/month")
+    figure.colorbar(image, ax=ax, label=f"{names.short} release target minus SDP's, hm³/month")
     agree = float((frame["difference"] == 0).mul(frame["visits"]).sum() / frame["visits"].sum())
     ax.set(
         xlabel="month of the horizon",
         ylabel="storage at the start of the month, hm³",
-        title="Where the shipped agent's rule departs from the optimum's (red: it releases more, blue: less)\n"
-        "faded where the agent seldom or never is that month; it picks the optimum's release in "
+        title=f"Where {names.subject}'s rule departs from the optimum's (red: it releases more, blue: less)\n"
+        f"faded where {names.again} seldom or never is that month; it picks the optimum's release in "
         f"{agree:.1%} of the months it operates (visit-weighted)",
     )
     ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), fontsize=8, frameon=False)
     return figure
 
 
-def value_lost(config: ReservoirConfig, states: pd.DataFrame) -> Figure:
+def value_lost(config: ReservoirConfig, states: pd.DataFrame, names: Names = SHIPPED) -> Figure:
     """The exact gap to the optimum, by calendar month, by storage, and its costliest states."""
     frame = states.assign(expected=states["visits"] * states["value_lost"])
     gap = float(frame["expected"].sum())
@@ -156,7 +172,7 @@ def value_lost(config: ReservoirConfig, states: pd.DataFrame) -> Figure:
     lines = [
         f"{row.month} of year {int(row.time_step) // MONTHS + 1}, {row.storage_hm3:,.0f} hm³"
         + ("" if str(row.inflow_class) == "-" else f", class {row.inflow_class}")
-        + f": {row.expected:,.2f} (DQN {row.release_hm3:,.0f}, SDP {row.sdp_release_hm3:,.0f} hm³)"
+        + f": {row.expected:,.2f} ({names.short} {row.release_hm3:,.0f}, SDP {row.sdp_release_hm3:,.0f} hm³)"
         for row in top.itertuples()
     ]
     share = float(top["expected"].sum()) / gap if gap > 0 else 0.0
@@ -164,8 +180,8 @@ def value_lost(config: ReservoirConfig, states: pd.DataFrame) -> Figure:
     top_ax.set_title(f"the {len(top)} costliest states ({share:.0%} of the gap)", fontsize=10)
     top_ax.text(0.0, 0.95, "\n".join(lines), va="top", fontsize=8.5, family="monospace", transform=top_ax.transAxes)
     figure.suptitle(
-        f"Where the shipped agent loses value, exactly: {gap:,.2f} of expected return per episode "
-        "(the optimum's minus the agent's)\neach state's share is the probability the agent is there times "
+        f"Where {names.subject} loses value, exactly: {gap:,.2f} of expected return per episode "
+        f"(the optimum's minus {names.again}'s)\neach state's share is the probability {names.again} is there times "
         "V* - Q*(its release) (the performance-difference identity)"
     )
     return figure
