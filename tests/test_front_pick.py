@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reservoir_dqn.agent import load_model, make_q_network, q_module, save_model
+from reservoir_dqn.agent import check_table, load_model, make_q_network, q_module, save_model
 from reservoir_dqn.agent.model_file import MODEL_FORMAT_VERSION, TABLE_FORMAT_VERSION
 from reservoir_dqn.commands import front
 from reservoir_dqn.common.errors import ModelFileError
@@ -20,12 +20,19 @@ from reservoir_dqn.envs.reservoir.account import greedy_tables, grid_observation
 from reservoir_dqn.envs.reservoir.front import weighted
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.sdp import solve
-from reservoir_dqn.release.front_pick import table_policy
+from reservoir_dqn.release.front_pick import table_policy, table_spec
 from tests import delaware
 from tests.conftest import REPO
 
 SHORT = load_config(REPO / "params.yaml", ["env.reservoir.horizon_months=12"]).env.reservoir
-CASES = {"independent": SHORT, "persistent": delaware.CONFIG.model_copy(update={"horizon_months": 24})}
+CASES = {
+    "independent": SHORT,
+    "independent, from April": SHORT.model_copy(update={"start_month": 3}),
+    "persistent": delaware.CONFIG.model_copy(update={"horizon_months": 24}),
+    "persistent, seeing last month's flow": delaware.CONFIG.model_copy(
+        update={"horizon_months": 24, "observe_last_flow": True}
+    ),
+}
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -46,7 +53,7 @@ def test_the_table_reads_an_operators_storage_at_the_nearest_grid_point() -> Non
     q_network, _ = table_policy(model, 0.5, "reservoir")
     table = q_module(q_network)
     on_grid = model.observation(torch.tensor([10.0]), torch.tensor([3]), torch.tensor([0]))
-    near = model.observation(torch.tensor([10.3]), torch.tensor([3]), torch.tensor([0]))
+    near = model.observation(torch.tensor([9.6]), torch.tensor([3]), torch.tensor([0]))  # rounded, not floored
     beyond = model.observation(torch.tensor([99.0]), torch.tensor([3]), torch.tensor([0]))
     full = model.observation(torch.tensor([float(model.config.capacity)]), torch.tensor([3]), torch.tensor([0]))
     assert torch.equal(table(near), table(on_grid)) and torch.equal(table(beyond), table(full))
@@ -67,6 +74,16 @@ def test_a_table_round_trips_through_its_model_file_and_a_network_stays_format_3
     assert payload["version"] == MODEL_FORMAT_VERSION and "table" not in payload["spec"]
 
 
+def test_a_table_of_another_grid_is_refused_where_it_would_misread_states(tmp_path: Path) -> None:
+    model = ReservoirModel.from_config(SHORT)
+    _, spec = table_policy(model, 0.2, "reservoir")
+    check_table(spec, table_spec(model), tmp_path / "pick.pt")  # its own grid: accepted
+    for other in ({"horizon_months": 24}, {"start_month": 0}, {"capacity": 60}):
+        expected = table_spec(ReservoirModel.from_config(SHORT.model_copy(update=other)))
+        with pytest.raises(ModelFileError, match="another grid"):
+            check_table(spec, expected, tmp_path / "pick.pt")
+
+
 def test_a_table_file_that_says_it_is_a_network_is_refused(tmp_path: Path) -> None:
     model = ReservoirModel.from_config(SHORT)
     q_network, spec = table_policy(model, 0.2, "reservoir")
@@ -80,6 +97,11 @@ def test_a_table_file_that_says_it_is_a_network_is_refused(tmp_path: Path) -> No
     torch.save(payload, tmp_path / "cut.pt")
     with pytest.raises(ModelFileError, match="do not fit"):
         load_model(tmp_path / "cut.pt")
+    payload = torch.load(tmp_path / "pick.pt", weights_only=True)
+    payload["spec"]["table"]["axes"][0]["feature"] = spec.obs_dim
+    torch.save(payload, tmp_path / "outside.pt")
+    with pytest.raises(ModelFileError, match="outside"):
+        load_model(tmp_path / "outside.pt")
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -125,6 +147,12 @@ def test_a_picked_point_is_written_exported_mapped_and_advised(tmp_path: Path) -
     agent = json.loads((tmp_path / "front/front.json").read_text())["agents"][0]
     assert math.isclose(agent["utility_loss_at_configured"], picked["utility_loss_at_configured"], abs_tol=1e-9)
 
+    # under another horizon its indices would be other states: refused in one line
+    other = ("--set", "env.reservoir.horizon_months=36")
+    misread = _cli(tmp_path, "advise", "--model", str(folder / "model.pt"), "--storage-hm3", "100", "--month", "Jun",
+                   *other)  # fmt: skip
+    assert misread.returncode != 0 and "another grid" in misread.stderr.strip().splitlines()[-1]
+
 
 @pytest.mark.parametrize(
     ("args", "named"),
@@ -132,6 +160,10 @@ def test_a_picked_point_is_written_exported_mapped_and_advised(tmp_path: Path) -
         (("--pick", "1.5"), "--pick"),
         (("--pick", "0.5", "--held-out"), "--held-out"),
         (("--pick", "0.5", "--set", "env.reservoir.observe_time_left=false"), "observe_time_left"),
+        (("--pick-to", "somewhere"), "--pick-to"),
+        (("--pick", "0.5", "--pick-to", "."), "--pick-to"),
+        (("--pick", "0.5", "--pick-to", "notes.txt"), "--pick-to"),
+        (("--pick", "0.5", "--pick-to", "front"), "--pick-to"),
     ],
 )
 def test_a_pick_it_cannot_make_is_refused_in_one_line_writing_nothing(
@@ -142,9 +174,13 @@ def test_a_pick_it_cannot_make_is_refused_in_one_line_writing_nothing(
     named: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "front").mkdir()
+    (tmp_path / "front/front.json").write_text("{}")  # a front's folder, holding no pick.json
     status = front.main(
         ["--no-agents", *args, "--params", str(REPO / "params.yaml"), "-S", "env.reservoir.horizon_months=12"]
     )
     error = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(error) == 1 and named in error[0]
-    assert not (tmp_path / "front").exists()
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "front/front.json").read_text() == "{}"
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["front", "front.json", "notes.txt"]

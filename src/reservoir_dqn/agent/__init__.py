@@ -20,7 +20,7 @@ May import: envs, config, common (``tests/test_house.py`` checks every layer).
 
 from reservoir_dqn.agent.dqn import Agent, clip_grad_norm_per_agent, make_agent, update
 from reservoir_dqn.agent.head import HEADS, register_head
-from reservoir_dqn.agent.model_file import load_model, save_model, select_agents
+from reservoir_dqn.agent.model_file import check_table, load_model, save_model, select_agents
 from reservoir_dqn.agent.network import (
     OBSERVATION_KEY,
     NetworkSpec,
@@ -42,6 +42,7 @@ __all__ = [
     "StackedMLP",
     "TableSpec",
     "anneal",
+    "check_table",
     "clip_grad_norm_per_agent",
     "load_model",
     "make_agent",

@@ -17,6 +17,7 @@ import torch
 from torchrl.modules import QValueActor
 
 from reservoir_dqn.agent.network import NetworkSpec, make_q_network
+from reservoir_dqn.agent.table import TableSpec
 from reservoir_dqn.common.errors import ModelFileError, first_line
 from reservoir_dqn.common.files import write_atomic
 
@@ -89,3 +90,14 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[QValueAc
     except (KeyError, RuntimeError) as error:
         raise ModelFileError(f"{path}: model file's weights do not fit its description ({first_line(error)})") from None
     return q_network, spec
+
+
+def check_table(spec: NetworkSpec, expected: TableSpec | None, path: Path) -> None:
+    """Refuse (:class:`ModelFileError`) a model file holding a Q-table other than ``expected``, the one the states of
+    the environment in use read as (a table's indices mean other states under another horizon or start month); a
+    network passes."""
+    if spec.table is not None and spec.table != expected:
+        here = f" ({expected.grid})" if expected is not None else ""
+        raise ModelFileError(
+            f"{path}: a Q-table solved on another grid ({spec.table.grid or 'not described'}), not this one's{here}"
+        )

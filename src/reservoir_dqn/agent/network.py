@@ -74,7 +74,7 @@ class NetworkSpec:
             obs_scale=None if scale is None else tuple(float(value) for value in scale),
             agents=int(raw["agents"]),
             head=head,
-            table=None if table is None else TableSpec.from_dict(table),
+            table=None if table is None else TableSpec.from_dict(table, int(raw["obs_dim"])),
         )
 
 

@@ -37,9 +37,12 @@ class Axis:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """The table's state axes, in the table's order; the actions are the last dimension."""
+    """The table's state axes, in the table's order (the actions are the last dimension), and ``grid``: the solver's
+    words for the grid it solved on, which a user of the table compares with its own (an axis reads indices, not
+    what they mean: the same indices under another horizon or start month are other states)."""
 
     axes: tuple[Axis, ...]
+    grid: str = ""
 
     @property
     def states(self) -> int:
@@ -49,14 +52,16 @@ class TableSpec:
         return count
 
     def as_dict(self) -> dict[str, Any]:
-        return {"axes": [axis.as_dict() for axis in self.axes]}
+        return {"axes": [axis.as_dict() for axis in self.axes], "grid": self.grid}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> TableSpec:
+    def from_dict(cls, raw: dict[str, Any], obs_dim: int) -> TableSpec:
         axes = tuple(Axis.from_dict(axis) for axis in raw["axes"])
         if not axes or any(axis.size < 1 for axis in axes):
             raise ValueError("a Q-table needs at least one axis, each of at least one point")
-        return cls(axes)
+        if any(axis.feature is not None and not 0 <= axis.feature < obs_dim for axis in axes):
+            raise ValueError(f"a Q-table's axis reads a feature outside the {obs_dim} observed")
+        return cls(axes, str(raw.get("grid", "")))
 
 
 class PolicyTable(torch.nn.Module):

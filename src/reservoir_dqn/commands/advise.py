@@ -25,7 +25,10 @@ from pathlib import Path
 from reservoir_dqn.commands.plumbing import run_stage
 from reservoir_dqn.config import Config, ConfigError, add_config_arguments, config_from_args
 from reservoir_dqn.envs import profile
+from reservoir_dqn.envs.reservoir.model import ReservoirModel
+from reservoir_dqn.envs.reservoir.profile import reservoir_settings
 from reservoir_dqn.release.advice import advise
+from reservoir_dqn.release.front_pick import table_spec
 
 
 def run(argv: Sequence[str] | None = None) -> None:
@@ -48,7 +51,8 @@ def run(argv: Sequence[str] | None = None) -> None:
             f"env.name: advise operates a reservoir (reservoir or reservoir-<river>), not {config.env.name}"
         )
     state = advisor.state(args.storage_hm3, args.month, args.months_left, args.last_inflow_hm3)
-    advice = advise(advisor, args.model or Path(config.paths.model), config.env.name, state)
+    model = ReservoirModel.from_config(reservoir_settings(config.env))
+    advice = advise(advisor, args.model or Path(config.paths.model), config.env.name, state, table_spec(model))
     name = "shipped policy" if args.model is None else "given model"
     print(advisor.report(advice, args.storage_hm3, args.last_inflow_hm3, name))
 

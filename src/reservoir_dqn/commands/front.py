@@ -49,9 +49,9 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from torchrl.modules import QValueActor
 
-from reservoir_dqn.agent import NetworkSpec, load_model, q_module
+from reservoir_dqn.agent import NetworkSpec, check_table, load_model, q_module
 from reservoir_dqn.commands.plumbing import run_stage
-from reservoir_dqn.common.files import write_atomic, write_json
+from reservoir_dqn.common.files import OutputSet, write_atomic, write_json
 from reservoir_dqn.config import DEFAULT_PARAMS, Config, ConfigError, add_config_arguments, config_from_args
 from reservoir_dqn.envs import profile
 from reservoir_dqn.envs.reservoir.front import (
@@ -71,8 +71,9 @@ from reservoir_dqn.envs.reservoir.held_out_front import held_out_front
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.profile import reservoir_settings
 from reservoir_dqn.envs.reservoir.replay import RecordReplay
+from reservoir_dqn.envs.reservoir.settings import ReservoirConfig
 from reservoir_dqn.evaluation.statistics import summarize
-from reservoir_dqn.release.front_pick import write_pick
+from reservoir_dqn.release.front_pick import NEEDS_TIME_LEFT, table_spec, write_pick
 
 
 def report(front: Front, model: ReservoirModel, agents: dict[str, list[Point]], sop: Point) -> dict[str, object]:
@@ -156,12 +157,7 @@ def run(argv: Sequence[str] | None = None) -> None:
             f"env.reservoir.end_value ({reservoir.end_value}): the front weighs what a horizon delivers, and the "
             "end's water value is in reward units, not energy or supply; set env.reservoir.end_value=none"
         )
-    if args.pick is not None and (args.held_out or not 0.0 <= args.pick <= 1.0):
-        raise ConfigError(
-            f"--pick ({args.pick}) must lie in [0, 1], the weighting lam of energy against supply"
-            if not args.held_out
-            else "--pick picks a point of the exact front, not of the held-out one: leave out --held-out"
-        )
+    folder = _pick_folder(args, reservoir)
     model = ReservoirModel.from_config(reservoir)
     if args.held_out:
         held_out(config, args, model)
@@ -173,12 +169,14 @@ def run(argv: Sequence[str] | None = None) -> None:
     front = exact_front(model, tolerance=args.tolerance, max_solves=args.max_solves)
     sop = Evaluator(model).point(sop_table(model))
     result = report(front, model, agents, sop)
-    folder, picked = None, {}
-    if args.pick is not None:
-        folder = args.pick_to or Path(f"front/pick-{args.pick:g}")
-        picked = result["picked"] = write_pick(config, model, front, args.pick, folder)
     out, plot = args.out or Path("front/front.json"), args.plot or Path("front/front.png")
-    _write(result, front_figure(result, config.env.name), out, plot)
+    picked: dict[str, Any] = {}
+    with OutputSet([out, plot, *([folder] if folder is not None else [])]) as outputs:  # all of them, or none
+        if folder is not None:
+            staged = outputs.path(folder)
+            staged.mkdir()
+            picked = result["picked"] = write_pick(config, model, front, args.pick + 0.0, staged)
+        _write(result, front_figure(result, config.env.name), outputs.path(out), outputs.path(plot))
     print(
         f"front: {len(front.vertices)} vertices from {front.solves} SDP solves in {front.seconds:.1f} s, certificate "
         f"{front.certificate:.3g} ({result['certificate_share']:.1e} of the configured optimum's utility); "
@@ -188,10 +186,32 @@ def run(argv: Sequence[str] | None = None) -> None:
         print(picked_lines(picked, folder, model, args))
 
 
+def _pick_folder(args: argparse.Namespace, reservoir: ReservoirConfig) -> Path | None:
+    """Where ``--pick`` writes (``None`` without it), every reason to refuse it checked before any work: a ``lam``
+    outside ``[0, 1]``, ``--held-out``, a reservoir whose observation hides the months left, and a ``--pick-to``
+    that names something other than a new folder or an earlier pick's (which is replaced whole)."""
+    if args.pick is None:
+        if args.pick_to is not None:
+            raise ConfigError("--pick-to names the folder of --pick LAM: give --pick too")
+        return None
+    if args.held_out:
+        raise ConfigError("--pick picks a point of the exact front, not of the held-out one: leave out --held-out")
+    if not 0.0 <= args.pick <= 1.0:
+        raise ConfigError(f"--pick ({args.pick}) must lie in [0, 1], the weighting lam of energy against supply")
+    if not reservoir.observe_time_left:
+        raise ConfigError(NEEDS_TIME_LEFT)
+    folder: Path = args.pick_to or Path(f"front/pick-{args.pick + 0.0:g}")
+    if (folder.exists() and not (folder / "pick.json").is_file()) or not folder.resolve().name:
+        raise ConfigError(
+            f"--pick-to {folder}: it exists and is not an earlier pick's folder (no pick.json), and the pick "
+            "replaces its folder whole; name a new folder"
+        )
+    return folder
+
+
 def picked_lines(picked: dict[str, Any], folder: Path, model: ReservoirModel, args: argparse.Namespace) -> str:
     """What ``--pick`` prints: the point, what it gives up in the configured reward, the files and what to run next
     (``advise`` at half the active storage, with this command's parameters)."""
-    share = 1.0 - picked["configured_return"] / picked["configured_optimum_return"]
     half = model.config.capacity * model.config.unit_hm3 / 2
     state = f"--storage-hm3 {half:g} --month Jun"
     if model.chain.persistent:  # the policy reads last month's class: May's middle class, in hm3
@@ -202,8 +222,9 @@ def picked_lines(picked: dict[str, Any], folder: Path, model: ReservoirModel, ar
     return "\n".join([
         f"picked lam {picked['lam']:g}: {picked['energy_gwh_per_year']:,.1f} GWh a year, "
         f"{picked['deficit_hm3_per_year']:,.2f} hm3 a year of deficit, {picked['spill_hm3_per_year']:,.0f} hm3 a year "
-        f"spilled; in the configured reward it earns {picked['configured_return']:,.1f} of the configured optimum's "
-        f"{picked['configured_optimum_return']:,.1f} ({share:.2%} less)",
+        f"spilled; in the configured reward it earns {picked['configured_return']:,.1f}, "
+        f"{picked['configured_optimum_return'] - picked['configured_return']:,.2f} less than the configured optimum "
+        f"({picked['configured_optimum_return']:,.1f})",
         f"  {folder}/: model.pt, policy.onnx (ONNX Runtime gives its release on all {picked['onnx_checked_states']:,} "
         "states), policy_map.png, policy_disagreement.png, value_lost.png, pick.json",
         f"  advise with it: .venv/bin/reservoir-dqn advise --model {shlex.quote(str(folder / 'model.pt'))} "
@@ -234,6 +255,7 @@ def _model_files(
                 f"{path}: its agents were trained on {spec.env_name} ({spec.obs_dim} observations), not on this "
                 f"reservoir ({config.env.name}, {model.observation_size}); give --models or --no-agents"
             )
+        check_table(spec, table_spec(model), path)
         loaded.append((path, network, spec))
     return loaded
 

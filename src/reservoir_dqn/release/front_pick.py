@@ -22,25 +22,23 @@ left (``observe_time_left``): the SDP's rule changes as the horizon's end nears.
 
 from __future__ import annotations
 
+import calendar
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
-import pandas as pd
 import torch
 from torchrl.modules import QValueActor
 
 from reservoir_dqn.agent import Axis, NetworkSpec, PolicyTable, TableSpec, make_q_network, q_module, save_model
 from reservoir_dqn.common.errors import ConfigError, RunFailed
-from reservoir_dqn.common.files import OutputSet, write_atomic, write_json
+from reservoir_dqn.common.files import write_atomic, write_json
 from reservoir_dqn.config import Config
 from reservoir_dqn.envs import profile
 from reservoir_dqn.envs.reservoir.account import account, greedy_tables
 from reservoir_dqn.envs.reservoir.baselines import reservoir_optimum
 from reservoir_dqn.envs.reservoir.front import Evaluator, Front, policy_entry, weighted
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
-from reservoir_dqn.envs.reservoir.policy_figures import Names, policy_figures
 from reservoir_dqn.envs.reservoir.profile import reservoir_settings
 from reservoir_dqn.envs.reservoir.sdp import solve
 from reservoir_dqn.release.export import TOLERANCE, check, check_observations, export, policy_metadata
@@ -49,29 +47,35 @@ from reservoir_dqn.release.policy import OperatorPolicy
 STORAGE_FEATURE, TIME_LEFT_FEATURE, CLASS_FEATURE = 0, 3, 4  # in ReservoirModel.observation, months left shown
 
 
+def table_spec(model: ReservoirModel) -> TableSpec:
+    """The Q-table over ``(time step, storage, last month's class)`` of ``model``'s grid, read off its observation."""
+    config = model.config
+    horizon, classes = config.horizon_months, model.chain.classes
+    axes = (
+        Axis(horizon, TIME_LEFT_FEATURE, scale=-float(horizon), offset=float(horizon)),  # months left -> time step
+        Axis(model.num_storages, STORAGE_FEATURE, scale=float(config.capacity)),
+        Axis(classes, CLASS_FEATURE, scale=float(classes), offset=-0.5) if model.chain.persistent else Axis(1),
+    )
+    columns = f"{classes} inflow classes" if model.chain.persistent else "independent inflows"
+    grid = (
+        f"{horizon} months from {calendar.month_abbr[config.start_month + 1]}, "
+        f"{model.num_storages} storages of {config.unit_hm3:g} hm3, {columns}"
+    )
+    return TableSpec(axes, grid)
+
+
 def table_policy(model: ReservoirModel, lam: float, env_name: str) -> tuple[QValueActor, NetworkSpec]:
     """The SDP optimum at ``lam`` as a one-agent Q-network whose module is a :class:`~reservoir_dqn.agent.PolicyTable`
     over ``(time step, storage, last month's class)``."""
-    config = model.config
-    if not config.observe_time_left:
-        raise ConfigError(
-            "env.reservoir.observe_time_left is false: a front point's policy changes with the months left, which "
-            "such an observation does not show; set env.reservoir.observe_time_left=true to pick one"
-        )
+    if not model.config.observe_time_left:
+        raise ConfigError(NEEDS_TIME_LEFT)
     solution = solve(weighted(model, lam))
-    horizon, capacity = config.horizon_months, config.capacity
-    classes = model.chain.classes
-    axes = (
-        Axis(horizon, TIME_LEFT_FEATURE, scale=-float(horizon), offset=float(horizon)),  # months left -> time step
-        Axis(model.num_storages, STORAGE_FEATURE, scale=float(capacity)),
-        Axis(classes, CLASS_FEATURE, scale=float(classes), offset=-0.5) if model.chain.persistent else Axis(1),
-    )
     spec = NetworkSpec(
         obs_dim=model.observation_size,
         num_actions=model.num_actions,
         hidden_sizes=(),
         env_name=env_name,
-        table=TableSpec(axes),
+        table=table_spec(model),
     )
     q_network = make_q_network(spec)
     advantages = solution.q_values - solution.values[:-1].unsqueeze(-1)  # <= 0; exactly 0 where the SDP's release
@@ -82,25 +86,34 @@ def table_policy(model: ReservoirModel, lam: float, env_name: str) -> tuple[QVal
     return q_network, spec
 
 
+NEEDS_TIME_LEFT = (
+    "env.reservoir.observe_time_left is false: a front point's policy changes with the months left, which such an "
+    "observation does not show; set env.reservoir.observe_time_left=true to pick one"
+)
+
+
 def write_pick(config: Config, model: ReservoirModel, front: Front, lam: float, folder: Path) -> dict[str, Any]:
-    """Every file of the pick at ``lam`` into ``folder`` (replaced as a whole, or left as it was); its ``pick.json``."""
-    if not 0.0 <= lam <= 1.0:
-        raise ConfigError(f"--pick ({lam}) must lie in [0, 1]: the weighting lam of energy against supply")
+    """Every file of the pick at ``lam`` into the new, empty ``folder`` (the caller replaces the previous pick with it
+    as a whole); what ``pick.json`` holds."""
+    import matplotlib.pyplot as plt  # matplotlib and pandas only where the maps are drawn (advise reads table_spec)
+    import pandas as pd
+
+    from reservoir_dqn.envs.reservoir.policy_figures import Names, policy_figures
+
     q_network, spec = table_policy(model, lam, config.env.name)
     table = greedy_tables(model, q_module(q_network), 1)[0]  # the SDP's policy at lam, read back through the table
     point = Evaluator(model).point(table, lam)
-    configured = reservoir_optimum(model.config)
-    gap = account(model, configured, table)
-    summary = {
-        "lam": lam,
-        **policy_entry(front, model, point),
-        "utility_loss_at_lam": front.best(lam) - point.utility(model, lam),
-        "configured_return": gap.policy_return,
-        "configured_optimum_return": gap.optimum_return,
-    }
+    gap = account(model, reservoir_optimum(model.config), table)
     output, values, metadata = policy_metadata(config, spec, f"the exact front's optimum at lam {lam:g}")
     operator = OperatorPolicy(q_network, values)
-    rows = pd.DataFrame(profile(config.env).state_rows(config.env, gap))
+    save_model(q_network, spec, folder / "model.pt")
+    export(operator, folder / "policy.onnx", output, metadata)
+    result = check(folder / "policy.onnx", operator, check_observations(config, spec))
+    if not result.passed:
+        raise RunFailed(
+            f"the pick's ONNX policy disagrees with torch's: {result.same_action} of {result.observations} "
+            f"actions agree, Q-values within {result.max_q_error:.2g} (at most {TOLERANCE:g}); nothing was written"
+        )
     names = Names(
         policy=f"front pick, lam {lam:g}",
         short="pick",
@@ -108,20 +121,17 @@ def write_pick(config: Config, model: ReservoirModel, front: Front, lam: float, 
         again="the pick",
         optimum="SDP optimum, configured weights",
     )
-    with OutputSet([folder]) as outputs:
-        staged = outputs.path(folder)
-        staged.mkdir()
-        save_model(q_network, spec, staged / "model.pt")
-        export(operator, staged / "policy.onnx", output, metadata)
-        result = check(staged / "policy.onnx", operator, check_observations(config, spec))
-        if not result.passed:
-            raise RunFailed(
-                f"the pick's ONNX policy disagrees with torch's: {result.same_action} of {result.observations} "
-                f"actions agree, Q-values within {result.max_q_error:.2g} (at most {TOLERANCE:g}); nothing was written"
-            )
-        for name, figure in policy_figures(reservoir_settings(config.env), rows, names).items():
-            write_atomic(staged / name, partial(figure.savefig, dpi=110, format="png"))
-            plt.close(figure)
-        summary["onnx_checked_states"] = result.observations
-        write_json(staged / "pick.json", summary)
+    rows = pd.DataFrame(profile(config.env).state_rows(config.env, gap))
+    for name, figure in policy_figures(reservoir_settings(config.env), rows, names).items():
+        write_atomic(folder / name, partial(figure.savefig, dpi=110, format="png"))
+        plt.close(figure)
+    summary = {
+        "lam": lam,
+        **policy_entry(front, model, point),
+        "utility_loss_at_lam": front.best(lam) - point.utility(model, lam),
+        "configured_return": gap.policy_return,
+        "configured_optimum_return": gap.optimum_return,
+        "onnx_checked_states": result.observations,
+    }
+    write_json(folder / "pick.json", summary)
     return summary
