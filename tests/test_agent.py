@@ -128,20 +128,37 @@ def test_loss_function_is_selectable(loss: str, expected: float) -> None:
     assert torch.allclose(per_transition, torch.full((8,), expected))
 
 
+def _online_and_target(agent, online: list[float], target: list[float]) -> None:
+    """The online network answers ``online`` in every state, the target network ``target``."""
+    _constant_values(agent.q_network, online)
+    target_network = copy.deepcopy(agent.q_network)
+    _constant_values(target_network, target)
+    targets = agent.loss.target_value_network_params.flatten_keys(".")
+    for name, source in target_network.named_parameters():
+        targets[name].data.copy_(source.detach())
+
+
 @pytest.mark.parametrize(("double", "target"), [(False, 5.0), (True, 3.0)])
 def test_double_dqn_values_the_online_networks_choice_with_the_target_network(double: bool, target: float) -> None:
     """Online Q = [1, 2] prefers action 1; target Q = [5, 3]. DQN bootstraps max = 5, double DQN Q_target(1) = 3."""
     agent = make_agent(_dqn(double_dqn=str(double).lower(), loss="l2", gamma=1.0), replace(SPEC, agents=1))
-    _constant_values(agent.q_network, [1.0, 2.0])
-    target_network = copy.deepcopy(agent.q_network)
-    _constant_values(target_network, [5.0, 3.0])
-    targets = agent.loss.target_value_network_params.flatten_keys(".")
-    for name, source in target_network.named_parameters():
-        targets[name].data.copy_(source.detach())
+    _online_and_target(agent, [1.0, 2.0], [5.0, 3.0])
     batch = _batch(4, reward=0.0)
     batch["action"] = torch.zeros(4, dtype=torch.long)  # prediction Q_online(s, 0) = 1
     per_transition = agent.compute_loss(batch)
     assert torch.allclose(per_transition, torch.full((4,), (1.0 - target) ** 2))
+
+
+@pytest.mark.parametrize(("action", "target"), [(0, 5.0), (1, 5.0 - 0.5 * (5.0 - 3.0))])
+def test_advantage_learning_lowers_the_target_by_alpha_times_the_actions_gap(action: int, target: float) -> None:
+    """Target Q = [5, 3] in s_t and s_t+1: the DQN target is 5; advantage learning at alpha 0.5 takes off half of the
+    taken action's gap to the best under the target network (0 for action 0, 2 for action 1)."""
+    agent = make_agent(_dqn(advantage_learning=0.5, loss="l2", gamma=1.0), replace(SPEC, agents=1))
+    _online_and_target(agent, [1.0, 2.0], [5.0, 3.0])
+    batch = _batch(4, reward=0.0)
+    batch["action"] = torch.full((4,), action, dtype=torch.long)
+    per_transition = agent.compute_loss(batch)
+    assert torch.allclose(per_transition, torch.full((4,), (1.0 + action - target) ** 2))
 
 
 @pytest.mark.parametrize(

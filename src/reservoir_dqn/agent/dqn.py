@@ -16,7 +16,8 @@ the training loop (:mod:`reservoir_dqn.training.loop`) runs them:
 2. :func:`learn` samples each agent's own rows of the replay buffer;
 3. :func:`update`: ``DQNLoss`` computes the target ``y = R_t + gamma^k (1 - terminated)
    Q_target(s_t+k, a*)``, with ``a*`` the target network's greedy action (or, with
-   ``dqn.double_dqn``, the online network's) and the Huber or squared TD loss per transition;
+   ``dqn.double_dqn``, the online network's), less ``alpha`` times the taken action's gap to the
+   best (``dqn.advantage_learning``), and the Huber or squared TD loss per transition;
 4. one Adam step on the sum of the agents' mean losses, each agent's gradient clipped alone;
 5. the target weights follow (a hard copy every ``target_update_interval`` updates, or
    Polyak averaging at ``tau``) and so do the averaged weights that are validated and shipped;
@@ -94,7 +95,12 @@ class StackedDQNLoss(DQNLoss):
     two or three network calls (a copy of the batch, ``step_mdp``, the parameters swapped into
     the module and back): on the default batch a call takes 0.97 ms against ``DQNLoss``'s 1.54
     (``bench/results/speed.md``).
+
+    With ``advantage_learning`` ``alpha > 0`` (``dqn.advantage_learning``) the target is advantage learning's
+    (Baird, 1999; Bellemare et al., 2016): ``y - alpha (max_b Q_target(s_t, b) - Q_target(s_t, a_t))``.
     """
+
+    advantage_learning: float = 0.0
 
     def forward(self, tensordict: TensorDictBase) -> TensorDict:
         network = stacked_mlp(self.value_network)
@@ -114,6 +120,9 @@ class StackedDQNLoss(DQNLoss):
                 gamma = gamma ** steps.view_as(reward)
             not_terminated = (~tensordict.get(("next", estimator.tensor_keys.terminated))).int()
             target = (reward + gamma * not_terminated * next_value).squeeze(-1)
+            if self.advantage_learning:  # widen the gaps: less alpha times the taken action's gap, target network's
+                here = torch.func.functional_call(network, self._target_tensors(), (tensordict.get("observation"),))
+                target = target - self.advantage_learning * (here.max(-1).values - here.gather(-1, action).squeeze(-1))
             tensordict.set(keys.priority, (predicted - target).pow(2).unsqueeze(-1), inplace=True)
         loss = distance_loss(predicted, target, self.loss_function)
         weights = None
@@ -187,6 +196,7 @@ def make_agent(
         reduction="none",
     )
     loss.make_value_estimator(gamma=config.gamma)
+    loss.advantage_learning = config.advantage_learning
     target_updater: TargetNetUpdater
     if config.target_update == "hard":
         target_updater = HardUpdate(loss, value_network_update_interval=config.target_update_interval)

@@ -69,6 +69,13 @@ class DQNConfig(Section):
     )
     loss: Literal["huber", "l2"] = Field(description="TD-error loss: 'huber' (smooth L1) or 'l2'.")
     double_dqn: bool = Field(description="Select next actions with the online network (double DQN).")
+    advantage_learning: float = Field(
+        ge=0.0,
+        lt=1.0,
+        description="Advantage learning's alpha (Baird, 1999; Bellemare et al., 2016): the TD target less alpha times "
+        "the taken action's gap to the best under the target network, which widens the gaps between actions' values "
+        "(0: plain DQN).",
+    )
     target_update: Literal["hard", "soft"] = Field(description="'hard': periodic copy; 'soft': Polyak averaging.")
     target_update_interval: PositiveInt = Field(description="Optimiser updates between hard target copies.")
     tau: float = Field(gt=0.0, le=1.0, description="Polyak rate of the soft target update.")
