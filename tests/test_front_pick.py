@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 
 from reservoir_dqn.agent import check_table, load_model, make_q_network, q_module, save_model
 from reservoir_dqn.agent.model_file import MODEL_FORMAT_VERSION, TABLE_FORMAT_VERSION
-from reservoir_dqn.commands import front
+from reservoir_dqn.commands import advise, front
 from reservoir_dqn.common.errors import ModelFileError
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs.reservoir.account import greedy_tables, grid_observations
@@ -104,31 +103,32 @@ def test_a_table_file_that_says_it_is_a_network_is_refused(tmp_path: Path) -> No
         load_model(tmp_path / "outside.pt")
 
 
-def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reservoir_dqn.commands.cli", *args, "--params", str(REPO / "params.yaml")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
+def _cli(capsys: pytest.CaptureFixture[str], main: Callable[[list[str]], int], *args: str) -> tuple[int, str, str]:
+    """A command run in this process (the imports are paid once), its status, output and errors."""
+    status = main([*args, "--params", str(REPO / "params.yaml")])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
 
 
 @pytest.mark.slow
-def test_a_picked_point_is_written_exported_mapped_and_advised(tmp_path: Path) -> None:
+def test_a_picked_point_is_written_exported_mapped_and_advised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``front --pick`` writes the point's model file, checked ONNX and maps; ``advise`` and ``front --models``
     take the model file as they take a trained agent's."""
+    monkeypatch.chdir(tmp_path)
     short = ("--set", "env.reservoir.horizon_months=24")
-    done = _cli(tmp_path, "front", "--no-agents", "--pick", "0.2", *short)
-    assert done.returncode == 0, done.stderr
+    status, printed, errors = _cli(capsys, front.main, "--no-agents", "--pick", "0.2", *short)
+    assert status == 0, errors
     folder = tmp_path / "front/pick-0.2"
     names = {"model.pt", "policy.onnx", "policy_map.png", "policy_disagreement.png", "value_lost.png", "pick.json"}
     assert {path.name for path in folder.iterdir()} == names
     picked = json.loads((folder / "pick.json").read_text())
-    front = json.loads((tmp_path / "front/front.json").read_text())
+    result = json.loads((tmp_path / "front/front.json").read_text())
     # the optimum at its own weight: no vertex of the front beats it, and it beats them by at most the certificate
-    assert -front["certificate"] - 1e-9 <= picked["utility_loss_at_lam"] <= 1e-9
+    assert -result["certificate"] - 1e-9 <= picked["utility_loss_at_lam"] <= 1e-9
     assert picked["utility_loss_at_configured"] > 0 and picked["onnx_checked_states"] == 24 * 41
-    assert front["picked"] == picked and "picked lam 0.2" in done.stdout
+    assert result["picked"] == picked and "picked lam 0.2" in printed
 
     # advise: the release the SDP at lam 0.2 takes, where it differs from the configured optimum's
     model = ReservoirModel.from_config(SHORT.model_copy(update={"horizon_months": 24}))
@@ -136,22 +136,22 @@ def test_a_picked_point_is_written_exported_mapped_and_advised(tmp_path: Path) -
     t, s, _ = (pick != best).nonzero()[0].tolist()
     month = int(model.month(torch.tensor(t))) + 1
     levels = [level * model.config.unit_hm3 for level in model.config.release_levels]
-    advised = _cli(tmp_path, "advise", "--model", str(folder / "model.pt"), "--storage-hm3", str(s * 10.0),
-                   "--month", str(month), "--months-left", str(24 - t), *short)  # fmt: skip
-    assert advised.returncode == 0, advised.stderr
-    assert f"given model:        release {levels[pick[t, s, 0]]:,.0f} hm3" in advised.stdout
-    assert f"SDP optimum:        release {levels[best[t, s, 0]]:,.0f} hm3" in advised.stdout
+    state = ("--storage-hm3", str(s * 10.0), "--month", str(month), "--months-left", str(24 - t))
+    status, printed, errors = _cli(capsys, advise.main, "--model", str(folder / "model.pt"), *state, *short)
+    assert status == 0, errors
+    assert f"given model:        release {levels[pick[t, s, 0]]:,.0f} hm3" in printed
+    assert f"SDP optimum:        release {levels[best[t, s, 0]]:,.0f} hm3" in printed
 
-    placed = _cli(tmp_path, "front", "--models", str(folder / "model.pt"), *short)
-    assert placed.returncode == 0, placed.stderr
+    status, _, errors = _cli(capsys, front.main, "--models", str(folder / "model.pt"), *short)
+    assert status == 0, errors
     agent = json.loads((tmp_path / "front/front.json").read_text())["agents"][0]
     assert math.isclose(agent["utility_loss_at_configured"], picked["utility_loss_at_configured"], abs_tol=1e-9)
 
     # under another horizon its indices would be other states: refused in one line
     other = ("--set", "env.reservoir.horizon_months=36")
-    misread = _cli(tmp_path, "advise", "--model", str(folder / "model.pt"), "--storage-hm3", "100", "--month", "Jun",
-                   *other)  # fmt: skip
-    assert misread.returncode != 0 and "another grid" in misread.stderr.strip().splitlines()[-1]
+    status, _, errors = _cli(capsys, advise.main, "--model", str(folder / "model.pt"), "--storage-hm3", "100",
+                             "--month", "Jun", *other)  # fmt: skip
+    assert status != 0 and "another grid" in errors.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize(
