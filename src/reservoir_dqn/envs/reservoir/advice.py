@@ -139,9 +139,7 @@ class ReservoirAdvisor:
             q_values=tuple(float(value) for value in q_values),
         )
 
-    def report(
-        self, advice: Advice, storage_hm3: float, last_inflow_hm3: float | None, name: str = "shipped policy"
-    ) -> str:
+    def report(self, advice: Advice, storage_hm3: float, last_inflow_hm3: float | None, name: str) -> str:
         """What an operator reads: the state as the model reads it, both releases (the policy's called ``name``),
         and the value at stake."""
         config, model = self.config, self.model
