@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 import torch
 
 from reservoir_dqn.agent import NetworkSpec, make_q_network, stacked_mlp
+from reservoir_dqn.commands import front as front_command
 from reservoir_dqn.config import load_config
 from reservoir_dqn.envs import profile
 from reservoir_dqn.envs.reservoir.account import account
@@ -167,25 +166,30 @@ def test_the_end_value_is_refused() -> None:
         Evaluator(ReservoirModel.from_config(SHORT.model_copy(update={"end_value": "water_value"})))
 
 
-def _front(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reservoir_dqn.commands.cli", "front", "--params", str(REPO / "params.yaml"), *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
+def _front(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str, str]:
+    """``reservoir-dqn front --params params.yaml ARGS`` in ``tmp_path``, run in this process (the console script
+    is this function: tests/test_first_hour.py runs the console scripts themselves)."""
+    monkeypatch.chdir(tmp_path)
+    status = front_command.main([*args, "--params", str(REPO / "params.yaml")])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
 
 
 @pytest.mark.slow
-def test_the_command_writes_the_front_and_its_figure(tmp_path: Path) -> None:
-    done = _front(tmp_path, "--set", "env.reservoir.horizon_months=12", "--no-agents")
-    assert done.returncode == 0, done.stderr
+def test_the_command_writes_the_front_and_its_figure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, printed, errors = _front(tmp_path, monkeypatch, capsys, "--set", "env.reservoir.horizon_months=12",
+                                     "--no-agents")  # fmt: skip
+    assert status == 0, errors
     result = json.loads((tmp_path / "front/front.json").read_text())
     assert len(result["vertices"]) >= 2 and result["agents"] == []
     assert result["certificate_share"] <= 1e-4
     assert math.isclose(result["configured_optimum"]["lam"], 0.5)
     assert (tmp_path / "front/front.png").stat().st_size > 10_000
-    assert "vertices from" in done.stdout
+    assert "vertices from" in printed
 
 
 @pytest.mark.slow
@@ -193,9 +197,11 @@ def test_the_command_writes_the_front_and_its_figure(tmp_path: Path) -> None:
     ("setting", "named"),
     [("env.reservoir.end_value=water_value", "end_value"), ("env.name=CartPole-v1", "env.name")],
 )
-def test_the_command_refuses_what_it_cannot_weigh_in_one_line(tmp_path: Path, setting: str, named: str) -> None:
+def test_the_command_refuses_what_it_cannot_weigh_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], setting: str, named: str
+) -> None:
     extra = ["--set", "env.section=gym"] if "CartPole" in setting else []
-    done = _front(tmp_path, "--set", setting, *extra, "--no-agents")
-    assert done.returncode != 0
-    assert named in done.stderr.strip().splitlines()[-1]
+    status, _, errors = _front(tmp_path, monkeypatch, capsys, "--set", setting, *extra, "--no-agents")
+    assert status != 0
+    assert named in errors.strip().splitlines()[-1]
     assert not (tmp_path / "front").exists()

@@ -26,6 +26,7 @@ def run_episodes(
     slot_seeds: Sequence[int],
     prepare: Callable[[EnvBase], None] | None = None,
     steps: int | None = None,
+    env: EnvBase | None = None,
 ) -> Episodes:
     """Run ``policy`` greedily (exploration off) for one episode in each copy, copy ``i`` seeded ``slot_seeds[i]``.
 
@@ -36,17 +37,22 @@ def run_episodes(
         re-operation sets the record's windows there).
     :param steps: play only the first ``steps`` steps of each episode (the reservoir's continuous replay plays
         a year of each).
+    :param env: an environment made by ``profile.make(config, slot_seeds)`` to play in (and leave open) instead of
+        a new one: the continuous replay plays its years one after the other in one environment, each prepared
+        afresh (a TorchRL environment's specs cost more to build than a year of steps).
     """
     rng = GlobalRNGState()
     saved = rng.state_dict()
-    env = profile.make(config, slot_seeds)
+    own = env is None
+    played_in = profile.make(config, slot_seeds) if env is None else env
     if prepare is not None:
-        prepare(env)
+        prepare(played_in)
     try:
         with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
-            played = _first_episodes(env, policy, profile.episode_limit(config), steps)
+            played = _first_episodes(played_in, policy, profile.episode_limit(config), steps)
     finally:
-        env.close()
+        if own:
+            played_in.close()
         rng.load_state_dict(saved)
     done = played["next", "done"].squeeze(-1).clone()
     # A step is valid until (and including) the first done flag of its environment (or the last step played).

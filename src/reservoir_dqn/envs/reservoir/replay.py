@@ -146,10 +146,16 @@ class RecordReplay:
         return random_rewards(self.model, self.windows.inflows.double(), self.windows.classes[:, -1])
 
     def episodes(
-        self, policy: TensorDictModuleBase, windows: Windows | None = None, copies: int = 1, steps: int | None = None
+        self,
+        policy: TensorDictModuleBase,
+        windows: Windows | None = None,
+        copies: int = 1,
+        steps: int | None = None,
+        env: EnvBase | None = None,
     ) -> Episodes:
         """``policy`` replaying every window (default: all held-out ones), ``copies`` times over (agent-major);
-        ``steps``: only each window's first ``steps`` months."""
+        ``steps``: only each window's first ``steps`` months; ``env``: played in this environment of as many
+        slots (:meth:`make`), else a new one."""
         tiled = (windows or self.windows).tile(copies)
 
         def replayed(env: EnvBase) -> None:
@@ -157,7 +163,12 @@ class RecordReplay:
             assert isinstance(base, DiscreteReservoirEnv)
             base.replay(tiled)
 
-        return run_episodes(self.profile, self.config, policy, [0] * len(tiled), prepare=replayed, steps=steps)
+        seeds = [0] * len(tiled)
+        return run_episodes(self.profile, self.config, policy, seeds, prepare=replayed, steps=steps, env=env)
+
+    def make(self, slots: int) -> EnvBase:
+        """An environment of ``slots`` reservoirs to replay windows in (:meth:`episodes`' ``env``)."""
+        return self.profile.make(self.config, [0] * slots)
 
     def rewards(self, policy: TensorDictModuleBase, copies: int = 1) -> torch.Tensor:
         """``[copies, W, H]`` the monthly rewards of ``policy`` replaying every window (``copies`` stacked agents)."""
@@ -202,22 +213,28 @@ class RecordReplay:
 
     def _years(self, policy: Callable[[int], TensorDictModuleBase], copies: int) -> Episodes:
         """The held-out period's years played one after the other by ``copies`` slots (see :meth:`continuous`);
-        ``policy(first)``: the policy of the year starting at the period's month ``first``."""
+        ``policy(first)``: the policy of the year starting at the period's month ``first``. One environment
+        plays every year (a year's replay is a window per slot, from the storage the last one left)."""
         horizon, period = self.horizon, self.whole
         storages = torch.full((copies,), float(self.reservoir.initial_storage), dtype=torch.float64)
         steps = []
-        for year in range(self.period_years):
-            first = MONTHS_PER_YEAR * year
-            # The year's months, then months of no inflow the episode never reaches (it plays the first year).
-            inflows = torch.zeros(1, horizon, dtype=period.inflows.dtype)
-            inflows[0, :MONTHS_PER_YEAR] = period.inflows[0, first : first + MONTHS_PER_YEAR]
-            classes = period.classes[:, first : first + horizon + 1]
-            classes = torch.cat([classes, classes[:, -1:].expand(1, horizon + 1 - classes.shape[1])], dim=1)
-            before = period.before if first == 0 else period.inflows[:, first - 1]
-            window = Windows((period.starts[0],), (period.first_years[0] + year,), classes, inflows, before)
-            episodes = self.episodes(policy(first), window.tile(copies).starting_at(storages), 1, MONTHS_PER_YEAR)
-            steps.append(episodes.steps)
-            storages = episodes.steps["next", "storage"][:, -1].double()
+        env = self.make(copies)
+        try:
+            for year in range(self.period_years):
+                first = MONTHS_PER_YEAR * year
+                # The year's months, then months of no inflow the episode never reaches (it plays the first year).
+                inflows = torch.zeros(1, horizon, dtype=period.inflows.dtype)
+                inflows[0, :MONTHS_PER_YEAR] = period.inflows[0, first : first + MONTHS_PER_YEAR]
+                classes = period.classes[:, first : first + horizon + 1]
+                classes = torch.cat([classes, classes[:, -1:].expand(1, horizon + 1 - classes.shape[1])], dim=1)
+                before = period.before if first == 0 else period.inflows[:, first - 1]
+                window = Windows((period.starts[0],), (period.first_years[0] + year,), classes, inflows, before)
+                played = window.tile(copies).starting_at(storages)
+                episodes = self.episodes(policy(first), played, 1, MONTHS_PER_YEAR, env=env)
+                steps.append(episodes.steps)
+                storages = episodes.steps["next", "storage"][:, -1].double()
+        finally:
+            env.close()
         joined = tensordict.cat(steps, dim=1)
         rewards = joined["next", "reward"].squeeze(-1).double()
         return Episodes(joined, rewards.sum(dim=1), torch.full((copies,), joined.shape[1]))
