@@ -208,9 +208,12 @@ def agents_markdown(data: dict[str, Any]) -> str:
         "Measured with `.venv/bin/python -m bench.held_out agents --jobs 2` (rows added later with its `--cases` and "
         f"`--scenarios`; the last run on {data['machine']['date']}) "
         f"({data['machine']['cpu']}, {data['machine']['cores']} cores). Each row: the recipe `reservoir-delaware`'s "
-        "settings (5 seeds, 150,000 frames each, the default DQN) with the case's, the source's and (for a name with a "
-        "`+label` of `--sets`) the variant's settings, trained and evaluated as a user runs the stages, tracking off; "
-        "`delaware-10+converged` trains until its agents converge, 450,000 frames at most.",
+        "settings (5 seeds, 150,000 frames each) with the case's, the source's and (for a name with a `+label` of "
+        "`--sets`) the variant's settings, trained and evaluated as a user runs the stages, tracking off; "
+        "`delaware-10+converged` trains until its agents converge, 450,000 frames at most. Each row's settings are "
+        "its `sets` in the JSON: the recipe as it was when the row was measured. Until 2026-12-07 the recipe's "
+        "learning rate was constant (the default DQN); since, it decays to a tenth over the run, so the rows "
+        "measured before then with `+lr-decay` are the recipe as it now stands.",
         "",
         "- **test, final / best**: the final networks' and best snapshots' scores on the chain's 100 test scenarios "
         "(0 random, 1 the SDP optimum): min and median over seeds (goal: min >= 0.95, median >= 0.98);",

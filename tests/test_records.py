@@ -192,9 +192,18 @@ def test_with_independent_classes_the_persistent_solver_is_the_independent_one()
     assert bool((ignoring.policy == ignoring.policy[..., :1]).all())
 
 
-def test_the_committed_example_evaluation_is_of_the_recipe_as_it_stands() -> None:
-    """The committed example evaluation was measured under the recipe's settings: a changed recipe needs a new one."""
-    conditions = json.loads((REPO / "examples/reservoir-delaware/eval.json").read_text())["conditions"]
-    shipped = load_config(REPO / "params.yaml", overrides("reservoir-delaware", REPO / "recipes")).env
+@pytest.mark.parametrize(("folder", "extra"), [("", []), ("scenarios-record", ["env.reservoir.scenarios=record"])])
+def test_the_committed_example_evaluation_is_of_the_recipe_as_it_stands(folder: str, extra: list[str]) -> None:
+    """The committed examples were trained and evaluated under the recipe's settings (the chain's, and the record's
+    windows): a changed recipe, its learner's settings included, needs new ones."""
+    example = REPO / "examples/reservoir-delaware" / folder
+    conditions = json.loads((example / "eval.json").read_text())["conditions"]
+    recipe = overrides("reservoir-delaware", REPO / "recipes")
+    shipped = load_config(REPO / "params.yaml", [*recipe, *extra]).env
     settings = profile(shipped).settings(shipped)
     assert {key: conditions[key] for key in settings} == settings
+    trained = json.loads((example / "train.json").read_text())["params"]
+    for override in [*recipe, *extra]:
+        key, value = override.split("=", 1)
+        if not key.startswith("env.reservoir."):  # the reservoir's settings: the conditions above
+            assert str(trained[key]) == value, f"{key}: the example has {trained[key]}, the recipe {value}"
