@@ -201,6 +201,13 @@ def agents_run(case: str, scenarios: str, extra: Sequence[str] = ()) -> dict[str
     }
 
 
+def learning_rate(sets: Sequence[str]) -> str:
+    """How a run's learning rate moved, from its settings (the last ``dqn.lr_end_factor`` wins, as in ``-S``)."""
+    ends = [float(value.split("=", 1)[1]) for value in sets if value.startswith("dqn.lr_end_factor=")]
+    end = ends[-1] if ends else 1.0
+    return "constant" if end == 1.0 else f"decays to {end:.3g} of it"
+
+
 def agents_markdown(data: dict[str, Any]) -> str:
     lines = [
         "# The agents against the Markov SDP on the held-out record",
@@ -211,9 +218,9 @@ def agents_markdown(data: dict[str, Any]) -> str:
         "settings (5 seeds, 150,000 frames each) with the case's, the source's and (for a name with a `+label` of "
         "`--sets`) the variant's settings, trained and evaluated as a user runs the stages, tracking off; "
         "`delaware-10+converged` trains until its agents converge, 450,000 frames at most. Each row's settings are "
-        "its `sets` in the JSON: the recipe as it was when the row was measured. Until 2026-12-07 the recipe's "
-        "learning rate was constant (the default DQN); since, it decays to a tenth over the run, so the rows "
-        "measured before then with `+lr-decay` are the recipe as it now stands.",
+        "its `sets` in the JSON: the recipe as it was when the row was measured (a rerun replaces the row). Until "
+        "commit e09ce85 the recipe's learning rate was constant (the default DQN); since, it decays to a tenth over "
+        "the run: the column **learning rate** reads it from each row's `sets`.",
         "",
         "- **test, final / best**: the final networks' and best snapshots' scores on the chain's 100 test scenarios "
         "(0 random, 1 the SDP optimum): min and median over seeds (goal: min >= 0.95, median >= 0.98);",
@@ -226,10 +233,10 @@ def agents_markdown(data: dict[str, Any]) -> str:
         "- **converged**: agents whose validation plateaued (`train.plateau_*`), with the frames of the plateau's "
         "best.",
         "",
-        "| case | learns from | validation final: median | test final: min / median "
+        "| case | learns from | learning rate | validation final: median | test final: min / median "
         "| test best: min / median | held-out / SDP, final | held-out / SDP, best | seeds over SDP "
         "| Markov SDP held-out | converged (frames) | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, row in data["runs"].items():
         case, scenarios = key.split("/")
@@ -241,7 +248,8 @@ def agents_markdown(data: dict[str, Any]) -> str:
         validation = row.get("validation")  # rows measured before it was kept have none
         validated = f"{statistics.median(validation['final']):.3f}" if validation else "-"
         lines.append(
-            f"| {case} | {scenarios} | {validated} | {min(final):.3f} / {statistics.median(final):.3f} "
+            f"| {case} | {scenarios} | {learning_rate(row['sets'])} | {validated} "
+            f"| {min(final):.3f} / {statistics.median(final):.3f} "
             f"| {min(best):.3f} / {statistics.median(best):.3f} "
             f"| {over['final']['ratio']:.3f} [{over['final']['low']:.3f}, {over['final']['high']:.3f}] "
             f"| {over['best']['ratio']:.3f} [{over['best']['low']:.3f}, {over['best']['high']:.3f}] "

@@ -33,25 +33,26 @@ def run_episodes(
     Leaves every global random generator as it found it, so an evaluation in the middle of
     training changes nothing of the training.
 
-    :param prepare: called on the environment before its first reset (the reservoir's
+    :param prepare: called on the environment before the episodes' reset (the reservoir's
         re-operation sets the record's windows there).
     :param steps: play only the first ``steps`` steps of each episode (the reservoir's continuous replay plays
         a year of each).
-    :param env: an environment made by ``profile.make(config, slot_seeds)`` to play in (and leave open) instead of
-        a new one: the continuous replay plays its years one after the other in one environment, each prepared
-        afresh (a TorchRL environment's specs cost more to build than a year of steps).
+    :param env: an environment of ``len(slot_seeds)`` copies to play in, and leave open, instead of a new one
+        seeded ``slot_seeds`` (which then only count the copies). Its episodes continue its generators from
+        earlier calls, so only a ``prepare`` that decides each episode whole (a replayed window) repeats what a
+        new environment would play: the continuous replay plays its years one after the other in one
+        environment (a TorchRL environment's specs cost more to build than a year of steps).
     """
     rng = GlobalRNGState()
     saved = rng.state_dict()
-    own = env is None
     played_in = profile.make(config, slot_seeds) if env is None else env
-    if prepare is not None:
-        prepare(played_in)
     try:
+        if prepare is not None:
+            prepare(played_in)
         with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
             played = _first_episodes(played_in, policy, profile.episode_limit(config), steps)
     finally:
-        if own:
+        if env is None:
             played_in.close()
         rng.load_state_dict(saved)
     done = played["next", "done"].squeeze(-1).clone()

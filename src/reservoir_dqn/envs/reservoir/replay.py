@@ -158,8 +158,8 @@ class RecordReplay:
         slots (:meth:`make`), else a new one."""
         tiled = (windows or self.windows).tile(copies)
 
-        def replayed(env: EnvBase) -> None:
-            base = env.base_env
+        def replayed(played_in: EnvBase) -> None:
+            base = played_in.base_env
             assert isinstance(base, DiscreteReservoirEnv)
             base.replay(tiled)
 
