@@ -182,6 +182,16 @@ def wait_for(condition: Callable[[], object], timeout: float = 300.0, interval: 
     return False
 
 
+def run_command(
+    capsys: pytest.CaptureFixture[str], main: Callable[[list[str]], int], *args: str
+) -> tuple[int, str, str]:
+    """A command's ``main`` run in this process on the repository's params.yaml (the imports are paid once): its
+    status, output and errors. The console scripts themselves are run by tests/test_first_hour.py."""
+    status = main([*args, "--params", str(REPO / "params.yaml")])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
 def write_params(path: Path, **overrides: object) -> None:
     """The repository's params.yaml, its layout and comments kept, with TINY and ``overrides`` set.
 

@@ -33,7 +33,7 @@ from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.sdp import solve
 from reservoir_dqn.evaluation.trade_offs import TradeOffs
 from tests import delaware
-from tests.conftest import REPO
+from tests.conftest import REPO, run_command
 
 # The illustrative reservoir over a year (independent inflows), and the Delaware recipe (a persistent chain).
 SHORT = load_config(REPO / "params.yaml", ["env.reservoir.horizon_months=12"]).env.reservoir
@@ -169,12 +169,9 @@ def test_the_end_value_is_refused() -> None:
 def _front(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
 ) -> tuple[int, str, str]:
-    """``reservoir-dqn front --params params.yaml ARGS`` in ``tmp_path``, run in this process (the console script
-    is this function: tests/test_first_hour.py runs the console scripts themselves)."""
+    """``reservoir-dqn front ARGS`` in ``tmp_path``, run in this process."""
     monkeypatch.chdir(tmp_path)
-    status = front_command.main([*args, "--params", str(REPO / "params.yaml")])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+    return run_command(capsys, front_command.main, *args)
 
 
 @pytest.mark.slow

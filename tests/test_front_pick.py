@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.sdp import solve
 from reservoir_dqn.release.front_pick import table_policy, table_spec
 from tests import delaware
-from tests.conftest import REPO
+from tests.conftest import REPO, run_command
 
 SHORT = load_config(REPO / "params.yaml", ["env.reservoir.horizon_months=12"]).env.reservoir
 CASES = {
@@ -103,13 +102,6 @@ def test_a_table_file_that_says_it_is_a_network_is_refused(tmp_path: Path) -> No
         load_model(tmp_path / "outside.pt")
 
 
-def _cli(capsys: pytest.CaptureFixture[str], main: Callable[[list[str]], int], *args: str) -> tuple[int, str, str]:
-    """A command run in this process (the imports are paid once), its status, output and errors."""
-    status = main([*args, "--params", str(REPO / "params.yaml")])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
 @pytest.mark.slow
 def test_a_picked_point_is_written_exported_mapped_and_advised(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -118,7 +110,7 @@ def test_a_picked_point_is_written_exported_mapped_and_advised(
     take the model file as they take a trained agent's."""
     monkeypatch.chdir(tmp_path)
     short = ("--set", "env.reservoir.horizon_months=24")
-    status, printed, errors = _cli(capsys, front.main, "--no-agents", "--pick", "0.2", *short)
+    status, printed, errors = run_command(capsys, front.main, "--no-agents", "--pick", "0.2", *short)
     assert status == 0, errors
     folder = tmp_path / "front/pick-0.2"
     names = {"model.pt", "policy.onnx", "policy_map.png", "policy_disagreement.png", "value_lost.png", "pick.json"}
@@ -137,19 +129,19 @@ def test_a_picked_point_is_written_exported_mapped_and_advised(
     month = int(model.month(torch.tensor(t))) + 1
     levels = [level * model.config.unit_hm3 for level in model.config.release_levels]
     state = ("--storage-hm3", str(s * 10.0), "--month", str(month), "--months-left", str(24 - t))
-    status, printed, errors = _cli(capsys, advise.main, "--model", str(folder / "model.pt"), *state, *short)
+    status, printed, errors = run_command(capsys, advise.main, "--model", str(folder / "model.pt"), *state, *short)
     assert status == 0, errors
     assert f"given model:        release {levels[pick[t, s, 0]]:,.0f} hm3" in printed
     assert f"SDP optimum:        release {levels[best[t, s, 0]]:,.0f} hm3" in printed
 
-    status, _, errors = _cli(capsys, front.main, "--models", str(folder / "model.pt"), *short)
+    status, _, errors = run_command(capsys, front.main, "--models", str(folder / "model.pt"), *short)
     assert status == 0, errors
     agent = json.loads((tmp_path / "front/front.json").read_text())["agents"][0]
     assert math.isclose(agent["utility_loss_at_configured"], picked["utility_loss_at_configured"], abs_tol=1e-9)
 
     # under another horizon its indices would be other states: refused in one line
     other = ("--set", "env.reservoir.horizon_months=36")
-    status, _, errors = _cli(capsys, advise.main, "--model", str(folder / "model.pt"), "--storage-hm3", "100",
+    status, _, errors = run_command(capsys, advise.main, "--model", str(folder / "model.pt"), "--storage-hm3", "100",
                              "--month", "Jun", *other)  # fmt: skip
     assert status != 0 and "another grid" in errors.strip().splitlines()[-1]
 

@@ -135,7 +135,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument(
         "--pick",
-        type=float,
+        type=_weighting,
         metavar="LAM",
         help="also write the front's optimum at this weighting as a policy: model file, ONNX, maps (see --pick-to)",
     )
@@ -175,7 +175,7 @@ def run(argv: Sequence[str] | None = None) -> None:
         if folder is not None:
             staged = outputs.path(folder)
             staged.mkdir()
-            picked = result["picked"] = write_pick(config, model, front, args.pick + 0.0, staged)
+            picked = result["picked"] = write_pick(config, model, front, args.pick, staged)
         _write(result, front_figure(result, config.env.name), outputs.path(out), outputs.path(plot))
     print(
         f"front: {len(front.vertices)} vertices from {front.solves} SDP solves in {front.seconds:.1f} s, certificate "
@@ -184,6 +184,11 @@ def run(argv: Sequence[str] | None = None) -> None:
     )
     if folder is not None:
         print(picked_lines(picked, folder, model, args))
+
+
+def _weighting(text: str) -> float:
+    """``--pick``'s value: a float, -0 read as 0 (one weighting, one folder name and label)."""
+    return float(text) + 0.0
 
 
 def _pick_folder(args: argparse.Namespace, reservoir: ReservoirConfig) -> Path | None:
@@ -200,7 +205,7 @@ def _pick_folder(args: argparse.Namespace, reservoir: ReservoirConfig) -> Path |
         raise ConfigError(f"--pick ({args.pick}) must lie in [0, 1], the weighting lam of energy against supply")
     if not reservoir.observe_time_left:
         raise ConfigError(NEEDS_TIME_LEFT)
-    folder: Path = args.pick_to or Path(f"front/pick-{args.pick + 0.0:g}")
+    folder: Path = args.pick_to or Path(f"front/pick-{args.pick:g}")
     if (folder.exists() and not (folder / "pick.json").is_file()) or not folder.resolve().name:
         raise ConfigError(
             f"--pick-to {folder}: it exists and is not an earlier pick's folder (no pick.json), and the pick "
