@@ -2,7 +2,7 @@
 
 Usage (from the repository root; about 8 minutes on 2 cores with the defaults)::
 
-    .venv/bin/python -m bench.front_sweep [--lams 0.2 0.35 0.5 0.65 0.8]
+    .venv/bin/python -m bench.front_sweep [--lams 0.2 0.35 0.5 0.65 0.8] [--frames N --name NAME]
 
 For each ``lam``, the train stage of the default params with the reward of the front's
 scalarisation at ``lam`` (``weight_energy`` x ``2 lam``, ``weight_deficit`` x ``2 (1 - lam)``;
@@ -12,7 +12,8 @@ reservoir's exact front (:mod:`reservoir_dqn.envs.reservoir.front`): each agent'
 utility loss at its own ``lam``, and, seed ``i``'s set being agent ``i`` of every ``lam``, the
 set's expected and largest utility loss over ``lam`` uniform on [0, 1] and its hypervolume as a
 share of the front's, with 95% t intervals over the seeds (``reservoir-dqn front --models``
-computes the same). Writes ``bench/results/front_sweep.{json,md,png}``.
+computes the same). Writes ``bench/results/front_sweep.{json,md,png}`` (``--name``: another name, for
+a sweep at another budget beside the default's: ``bench.morl_peer`` compares its peer with both).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Agents for several weightings, against the exact front",
         "",
-        f"Measured on {results['machine']['date']} with `.venv/bin/python -m bench.front_sweep` (2 cores): 5 agents "
+        f"Measured on {results['machine']['date']} with `.venv/bin/python -m bench.front_sweep{results['options']}` "
+        "(2 cores): 5 agents "
         f"a weighting, {results['frames']:,} frames each, the front's scalarisation at each `lam` as "
         "the reward; the default reservoir's exact front: "
         f"{results['front']['vertices']} corners, certificate {results['front']['certificate_share']:.1e} of the "
@@ -100,7 +102,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"For scale: the configured optimum's utility is {results['front']['configured_utility']:.0f} reward units.",
         "",
-        "![The sweep's agents on the exact front](front_sweep.png)",
+        f"![The sweep's agents on the exact front]({results['name']}.png)",
     ]
     return "\n".join(lines) + "\n"
 
@@ -114,6 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lams", type=float, nargs="+", default=list(DEFAULT_LAMS))
     parser.add_argument("--frames", type=int, help="frames per agent (default: params.yaml's; fewer for a quick look)")
+    parser.add_argument("--name", default="front_sweep", help="the results' file name (default: %(default)s)")
     args = parser.parse_args()
     extra = [] if args.frames is None else [f"train.total_frames={args.frames}"]
     scratch = Path(tempfile.mkdtemp(prefix="front-sweep-"))
@@ -121,7 +124,7 @@ def main() -> None:
         folders = {lam: scratch / f"lam-{lam}" for lam in args.lams}
         seconds = {lam: train(folder, lam, extra) for lam, folder in folders.items()}
         models = [str(folder / "models/agents/final.pt") for folder in folders.values()]
-        out, plot = scratch / "front.json", RESULTS / "front_sweep.png"
+        out, plot = scratch / "front.json", RESULTS / f"{args.name}.png"
         subprocess.run(
             [sys.executable, "-m", "reservoir_dqn.commands.cli", "front", "--params", str(REPO / "params.yaml"),
              "--models", *models, "--out", str(out), "--plot", str(plot)],
@@ -144,8 +147,12 @@ def main() -> None:
             "own_loss_share": _interval_text([loss / utility for loss in own], 4),
             "agents": agents,
         })  # fmt: skip
+    given = (("frames", args.frames), ("name", None if args.name == "front_sweep" else args.name))
+    options = "".join(f" --{option} {value}" for option, value in given if value is not None)  # the command, to repeat
     results = {
         "machine": machine(),
+        "name": args.name,
+        "options": options,
         "frames": args.frames or load_config(REPO / "params.yaml").train.total_frames,
         "front": {
             "vertices": len(front["vertices"]),
@@ -155,8 +162,8 @@ def main() -> None:
         "lams": rows,
         "sets": front["sets"],
     }
-    write_results("front_sweep", results)
-    (RESULTS / "front_sweep.md").write_text(markdown(results))
+    write_results(args.name, results)
+    (RESULTS / f"{args.name}.md").write_text(markdown(results))
     print(markdown(results))
 
 

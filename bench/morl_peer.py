@@ -2,7 +2,7 @@
 
 Usage (from the repository root; about 35 minutes on 2 cores with the defaults)::
 
-    .venv/bin/python -m bench.morl_peer [--seeds 5] [--frames 100000] [--workers 2]
+    .venv/bin/python -m bench.morl_peer [--seeds 5] [--frames 100000] [--workers 2] [--rescore]
 
 The peer: :class:`morl_baselines.multi_policy.envelope.envelope.Envelope` (Yang, Sun and Narasimhan,
 2019), one network that takes the weighting as input, trained on ``reservoir_dqn/Reservoir-v0``
@@ -25,6 +25,11 @@ policies at the sweep's 5 weightings) by expected and largest utility loss over 
 [0, 1] and hypervolume as a share of the front's, with 95% t intervals over seeds; and the same for
 its policies at 21 weightings, what one conditioned network offers beyond 5. Writes
 ``bench/results/morl_peer.{json,md}``.
+
+Our side is each sweep of ``bench/front_sweep.py`` in ``bench/results/`` (:data:`SWEEPS`): the
+default's, 100,000 frames an agent (the peer's number of updates: same updates), and one of 20,000
+frames an agent (its 5 agents of a set collect the peer's 100,000 frames: same frames).
+``--rescore`` scores the peer's stored results against the sweeps as they are now, without training it again.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ from reservoir_dqn.envs.reservoir.profile import reservoir_settings
 from reservoir_dqn.evaluation.statistics import summarize
 
 DENSE = tuple(round(index / 20, 2) for index in range(21))
+# Our sweeps beside it (bench/results/<name>.json, from bench.front_sweep --name) and which budget each matches.
+SWEEPS = {"front_sweep": "same updates", "front_sweep_20000": "same frames"}
 REWARD_SCALE = 0.01  # params.yaml's dqn.reward_scale: Q-values of order 10, not 1000
 
 
@@ -114,7 +121,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--frames", type=int, default=100_000, help="frames per seed (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="seeds trained at once, one thread each")
+    parser.add_argument("--rescore", action="store_true", help="the stored peer against the sweeps, not trained again")
     args = parser.parse_args()
+    if args.rescore:
+        results = json.loads((RESULTS / "morl_peer.json").read_text())
+        results["ours"] = ours()
+        write_results("morl_peer", results)
+        (RESULTS / "morl_peer.md").write_text(markdown(results))
+        print(markdown(results))
+        return
     with ProcessPoolExecutor(args.workers) as pool:
         trained = list(pool.map(train_and_place, range(args.seeds), [args.frames] * args.seeds))
     model = ReservoirModel.from_config(reservoir_settings(load_config(REPO / "params.yaml").env))
@@ -133,7 +148,6 @@ def main() -> None:
             "own_loss_share": summarize(own, low=0.0).text(4),
             "points": yearly,
         })  # fmt: skip
-    sweep = json.loads((RESULTS / "front_sweep.json").read_text())
     results = {
         "machine": machine(),
         "frames": args.frames,
@@ -145,11 +159,26 @@ def main() -> None:
         "lams": rows,
         "sets": set_scores(front, model, [[points[lam] for _, points in trained] for lam in DEFAULT_LAMS]),
         "dense_sets": set_scores(front, model, [[points[lam] for _, points in trained] for lam in DENSE]),
-        "ours": {"frames": sweep["frames"], "sets": _summarized(sweep["sets"])},
+        "ours": ours(),
     }
     write_results("morl_peer", results)
     (RESULTS / "morl_peer.md").write_text(markdown(results))
     print(markdown(results))
+
+
+def ours() -> list[dict[str, Any]]:
+    """Each of our sweeps in bench/results/ (:data:`SWEEPS`): its budget, date and set scores."""
+    sweeps = []
+    for name, matches in SWEEPS.items():
+        sweep = json.loads((RESULTS / f"{name}.json").read_text())
+        sweeps.append({
+            "name": name,
+            "matches": matches,
+            "frames": sweep["frames"],
+            "date": sweep["machine"]["date"],
+            "sets": _summarized(sweep["sets"]),
+        })  # fmt: skip
+    return sweeps
 
 
 def _summarized(sets: dict[str, Any]) -> dict[str, Any]:
@@ -162,19 +191,37 @@ def markdown(results: dict[str, Any]) -> str:
     def spread(entry: dict[str, Any], digits: int) -> str:
         return f"{entry['mean']:.{digits}f} [{entry['ci_low']:.{digits}f}, {entry['ci_high']:.{digits}f}]"
 
-    ours, sets, dense = results["ours"]["sets"], results["sets"], results["dense_sets"]
+    sweeps, sets, dense = results["ours"], results["sets"], results["dense_sets"]
+    train = load_config(REPO / "params.yaml").train
+    per_frame = train.updates_per_batch / train.frames_per_batch  # our agents' updates a frame; the peer's: one
     seconds = np.median(results["train_s"])
+    scores = (
+        ("expected_utility_loss", "expected utility loss over lam uniform on [0, 1] (reward units)", 1),
+        ("maximum_utility_loss", "largest utility loss over lam (reward units)", 1),
+        ("hypervolume_ratio", "hypervolume, share of the front's (energy against deficit)", 3),
+    )
+    ours_heads = [
+        f"ours, {sweep['matches']}: 5 agents of {sweep['frames']:,} frames, one a weighting" for sweep in sweeps
+    ]
     lines = [
         "# A morl-baselines peer: Envelope Q-learning, against the exact front",
         "",
         f"Measured on {results['machine']['date']} with `.venv/bin/python -m bench.morl_peer` (2 cores, 2 seeds at "
         f"a time, one thread each): morl-baselines' Envelope, {results['seeds']} seeds of {results['frames']:,} "
-        f"frames (one network for every weighting; median {seconds:.0f} s of training a seed), against our sweep "
-        f"(`bench/results/front_sweep.md`: 5 agents for each of 5 weightings, {results['ours']['frames']:,} frames "
-        "each; the same number of gradient updates in all). The default reservoir's exact front: "
-        f"{results['front']['vertices']} corners, certificate {results['front']['certificate_share']:.1e} of the "
-        "configured optimum's utility. Points are exact expectations of each greedy policy; intervals are 95% t "
-        "intervals over the seeds.",
+        f"frames and as many updates (one network for every weighting; median {seconds:.0f} s of training a seed). "
+        f"The default reservoir's exact front: {results['front']['vertices']} corners, certificate "
+        f"{results['front']['certificate_share']:.1e} of the configured optimum's utility. Points are exact "
+        "expectations of each greedy policy; intervals are 95% t intervals over the seeds.",
+        "",
+        "Ours: 5 DQN agents, one for each of 5 weightings, trained by `bench/front_sweep.py`, at two budgets:",
+        "",
+        *(
+            f"- **{sweep['matches']}**: {sweep['frames']:,} frames an agent: a set's 5 agents collect "
+            f"{5 * sweep['frames']:,} frames and make {round(5 * sweep['frames'] * per_frame):,} updates "
+            f"({per_frame:g} a frame), against the peer's {results['frames']:,} of each "
+            f"(`bench/results/{sweep['name']}.md`, measured {sweep['date']})."
+            for sweep in sweeps
+        ),
         "",
         "Envelope asked for each weighting:",
         "",
@@ -188,15 +235,14 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "Seed i's set against the front:",
         "",
-        "| score | ours: 5 agents, one a weighting | Envelope at the same 5 weightings | Envelope at 21 weightings |",
-        "|---|---|---|---|",
-        f"| expected utility loss over lam uniform on [0, 1] (reward units) | "
-        f"{spread(ours['expected_utility_loss'], 1)} | {spread(sets['expected_utility_loss'], 1)} | "
-        f"{spread(dense['expected_utility_loss'], 1)} |",
-        f"| largest utility loss over lam (reward units) | {spread(ours['maximum_utility_loss'], 1)} | "
-        f"{spread(sets['maximum_utility_loss'], 1)} | {spread(dense['maximum_utility_loss'], 1)} |",
-        f"| hypervolume, share of the front's (energy against deficit) | {spread(ours['hypervolume_ratio'], 3)} | "
-        f"{spread(sets['hypervolume_ratio'], 3)} | {spread(dense['hypervolume_ratio'], 3)} |",
+        f"| score | {' | '.join(ours_heads)} | Envelope at the same 5 weightings | Envelope at 21 weightings |",
+        "|---|" + "---|" * (len(sweeps) + 2),
+        *(
+            f"| {label} | "
+            + " | ".join(spread(sweep["sets"][name], digits) for sweep in sweeps)
+            + f" | {spread(sets[name], digits)} | {spread(dense[name], digits)} |"
+            for name, label, digits in scores
+        ),
         "",
         f"For scale: the configured optimum's utility is {results['configured_utility']:.0f} reward units.",
         "",

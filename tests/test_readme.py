@@ -156,6 +156,10 @@ NOT_RUN = {
     ".venv/bin/python -m bench.morl_peer": "a benchmark of about 35 minutes (5 Envelope trainings of 100,000 "
     "frames); bench/results/morl_peer.md holds its figures; tests/test_mo_gym.py runs the environment it trains on "
     "through MO-Gymnasium's checks",
+    ".venv/bin/python -m bench.front_sweep --frames 20000 --name front_sweep_20000": "a benchmark of about 3 "
+    "minutes (25 trainings of 20,000 frames); bench/results/front_sweep_20000.md holds its figures",
+    ".venv/bin/python -m bench.morl_peer --rescore": "rewrites bench/results/morl_peer.md from the stored "
+    "benchmark results; tests/test_morl_peer.py renders the same tables from hand-made results",
     ".venv/bin/python -m bench.held_out agents --jobs 2": "a benchmark of about 55 minutes (32 five-seed "
     "trainings); bench/results/held_out_agents.md holds its figures, and tests/test_bootstrap.py and "
     "tests/test_observe_flow.py check the sources of episodes and the observation it trains with",
