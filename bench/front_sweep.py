@@ -34,7 +34,7 @@ from reservoir_dqn.config import load_config
 from reservoir_dqn.envs.reservoir.front import utility
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.profile import reservoir_settings
-from reservoir_dqn.evaluation.statistics import summarize
+from reservoir_dqn.evaluation.statistics import Summary, summarize
 
 DEFAULT_LAMS = (0.2, 0.35, 0.5, 0.65, 0.8)
 
@@ -67,8 +67,7 @@ def markdown(results: dict[str, Any]) -> str:
     sets = results["sets"]
 
     def spread(name: str, digits: int = 1) -> str:
-        entry = sets[name]
-        return f"{entry['mean']:.{digits}f} [{entry['ci_low']:.{digits}f}, {entry['ci_high']:.{digits}f}]"
+        return Summary.from_dict(sets[name]).text(digits)
 
     lines = [
         "# Agents for several weightings, against the exact front",
@@ -147,7 +146,11 @@ def main() -> None:
             "own_loss_share": _interval_text([loss / utility for loss in own], 4),
             "agents": agents,
         })  # fmt: skip
-    given = (("frames", args.frames), ("name", None if args.name == "front_sweep" else args.name))
+    given = (
+        ("lams", None if args.lams == list(DEFAULT_LAMS) else " ".join(f"{lam:g}" for lam in args.lams)),
+        ("frames", args.frames),
+        ("name", None if args.name == "front_sweep" else args.name),
+    )
     options = "".join(f" --{option} {value}" for option, value in given if value is not None)  # the command, to repeat
     results = {
         "machine": machine(),

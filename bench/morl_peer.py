@@ -49,11 +49,17 @@ from reservoir_dqn.config import load_config
 from reservoir_dqn.envs.reservoir.front import CONFIGURED, Evaluator, Point, exact_front, per_year
 from reservoir_dqn.envs.reservoir.model import ReservoirModel
 from reservoir_dqn.envs.reservoir.profile import reservoir_settings
-from reservoir_dqn.evaluation.statistics import summarize
+from reservoir_dqn.evaluation.statistics import Summary, summarize
 
 DENSE = tuple(round(index / 20, 2) for index in range(21))
-# Our sweeps beside it (bench/results/<name>.json, from bench.front_sweep --name) and which budget each matches.
-SWEEPS = {"front_sweep": "same updates", "front_sweep_20000": "same frames"}
+# Our sweeps set beside it (bench/results/<name>.json, from bench.front_sweep --name): the default's and 20,000 frames.
+SWEEPS = ("front_sweep", "front_sweep_20000")
+# The score of a set, its words on the page and its digits.
+SCORES = (
+    ("expected_utility_loss", "expected utility loss over lam uniform on [0, 1] (reward units)", 1),
+    ("maximum_utility_loss", "largest utility loss over lam (reward units)", 1),
+    ("hypervolume_ratio", "hypervolume, share of the front's (energy against deficit)", 3),
+)
 REWARD_SCALE = 0.01  # params.yaml's dqn.reward_scale: Q-values of order 10, not 1000
 
 
@@ -125,11 +131,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.rescore:
         results = json.loads((RESULTS / "morl_peer.json").read_text())
-        results["ours"] = ours()
+        results["ours"] = ours(results["frames"])
         write_results("morl_peer", results)
         (RESULTS / "morl_peer.md").write_text(markdown(results))
         print(markdown(results))
         return
+    sweeps = ours(args.frames)  # before half an hour of training: a missing sweep stops it now
     with ProcessPoolExecutor(args.workers) as pool:
         trained = list(pool.map(train_and_place, range(args.seeds), [args.frames] * args.seeds))
     model = ReservoirModel.from_config(reservoir_settings(load_config(REPO / "params.yaml").env))
@@ -159,22 +166,33 @@ def main() -> None:
         "lams": rows,
         "sets": set_scores(front, model, [[points[lam] for _, points in trained] for lam in DEFAULT_LAMS]),
         "dense_sets": set_scores(front, model, [[points[lam] for _, points in trained] for lam in DENSE]),
-        "ours": ours(),
+        "ours": sweeps,
     }
     write_results("morl_peer", results)
     (RESULTS / "morl_peer.md").write_text(markdown(results))
     print(markdown(results))
 
 
-def ours() -> list[dict[str, Any]]:
-    """Each of our sweeps in bench/results/ (:data:`SWEEPS`): its budget, date and set scores."""
+def ours(peer_frames: int) -> list[dict[str, Any]]:
+    """Each of our sweeps in bench/results/ (:data:`SWEEPS`): its budget against the peer's, date and set scores.
+
+    The peer updates once a frame; our agents at ``params.yaml``'s rate (after the same warm-up).
+    """
+    train = load_config(REPO / "params.yaml").train
+    per_frame = train.updates_per_batch / train.frames_per_batch
     sweeps = []
-    for name, matches in SWEEPS.items():
+    for name in SWEEPS:
         sweep = json.loads((RESULTS / f"{name}.json").read_text())
+        members, frames = sweep["sets"]["members"], sweep["frames"]
+        budget = {"frames": members * frames, "updates": round(members * frames * per_frame)}
+        same = [what for what, amount in budget.items() if amount == peer_frames]
         sweeps.append({
             "name": name,
-            "matches": matches,
-            "frames": sweep["frames"],
+            "matches": f"same {' and '.join(same)}" if same else "another budget",
+            "members": members,
+            "frames": frames,
+            "per_frame": per_frame,
+            **{f"set_{what}": amount for what, amount in budget.items()},
             "date": sweep["machine"]["date"],
             "sets": _summarized(sweep["sets"]),
         })  # fmt: skip
@@ -189,19 +207,13 @@ def _summarized(sets: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     def spread(entry: dict[str, Any], digits: int) -> str:
-        return f"{entry['mean']:.{digits}f} [{entry['ci_low']:.{digits}f}, {entry['ci_high']:.{digits}f}]"
+        return Summary.from_dict(entry).text(digits)
 
     sweeps, sets, dense = results["ours"], results["sets"], results["dense_sets"]
-    train = load_config(REPO / "params.yaml").train
-    per_frame = train.updates_per_batch / train.frames_per_batch  # our agents' updates a frame; the peer's: one
     seconds = np.median(results["train_s"])
-    scores = (
-        ("expected_utility_loss", "expected utility loss over lam uniform on [0, 1] (reward units)", 1),
-        ("maximum_utility_loss", "largest utility loss over lam (reward units)", 1),
-        ("hypervolume_ratio", "hypervolume, share of the front's (energy against deficit)", 3),
-    )
     ours_heads = [
-        f"ours, {sweep['matches']}: 5 agents of {sweep['frames']:,} frames, one a weighting" for sweep in sweeps
+        f"ours, {sweep['matches']}: {sweep['members']} agents of {sweep['frames']:,} frames, one a weighting"
+        for sweep in sweeps
     ]
     lines = [
         "# A morl-baselines peer: Envelope Q-learning, against the exact front",
@@ -213,12 +225,14 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['front']['certificate_share']:.1e} of the configured optimum's utility. Points are exact "
         "expectations of each greedy policy; intervals are 95% t intervals over the seeds.",
         "",
-        "Ours: 5 DQN agents, one for each of 5 weightings, trained by `bench/front_sweep.py`, at two budgets:",
+        "Ours: a seed's set is one DQN agent for each weighting, trained by `bench/front_sweep.py`, at "
+        f"{len(sweeps)} budgets (updates counted from the first frame, for the peer too: the frames each agent "
+        "collects before its first update are not taken off):",
         "",
         *(
-            f"- **{sweep['matches']}**: {sweep['frames']:,} frames an agent: a set's 5 agents collect "
-            f"{5 * sweep['frames']:,} frames and make {round(5 * sweep['frames'] * per_frame):,} updates "
-            f"({per_frame:g} a frame), against the peer's {results['frames']:,} of each "
+            f"- **{sweep['matches']}**: {sweep['frames']:,} frames an agent: a set's {sweep['members']} agents "
+            f"collect {sweep['set_frames']:,} frames and make {sweep['set_updates']:,} updates "
+            f"({sweep['per_frame']:g} a frame), against the peer's {results['frames']:,} of each "
             f"(`bench/results/{sweep['name']}.md`, measured {sweep['date']})."
             for sweep in sweeps
         ),
@@ -241,7 +255,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {label} | "
             + " | ".join(spread(sweep["sets"][name], digits) for sweep in sweeps)
             + f" | {spread(sets[name], digits)} | {spread(dense[name], digits)} |"
-            for name, label, digits in scores
+            for name, label, digits in SCORES
         ),
         "",
         f"For scale: the configured optimum's utility is {results['configured_utility']:.0f} reward units.",
