@@ -176,7 +176,7 @@ def main() -> None:
 def ours(peer_frames: int) -> list[dict[str, Any]]:
     """Each of our sweeps in bench/results/ (:data:`SWEEPS`): its budget against the peer's, date and set scores.
 
-    The peer updates once a frame; our agents at ``params.yaml``'s rate (after the same warm-up).
+    The peer updates once a frame, our agents at ``params.yaml``'s rate; both counted from the first frame.
     """
     train = load_config(REPO / "params.yaml").train
     per_frame = train.updates_per_batch / train.frames_per_batch
