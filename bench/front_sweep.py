@@ -165,9 +165,10 @@ def main() -> None:
         "lams": rows,
         "sets": front["sets"],
     }
+    page = markdown(results)
     write_results(args.name, results)
-    (RESULTS / f"{args.name}.md").write_text(markdown(results))
-    print(markdown(results))
+    (RESULTS / f"{args.name}.md").write_text(page)
+    print(page)
 
 
 def _own_losses(lam: float, agents: list[dict[str, Any]], front: dict[str, Any]) -> list[float]:

@@ -129,22 +129,26 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="seeds trained at once, one thread each")
     parser.add_argument("--rescore", action="store_true", help="the stored peer against the sweeps, not trained again")
     args = parser.parse_args()
-    if args.rescore:
-        results = json.loads((RESULTS / "morl_peer.json").read_text())
-        results["ours"] = ours(results["frames"])
-        write_results("morl_peer", results)
-        (RESULTS / "morl_peer.md").write_text(markdown(results))
-        print(markdown(results))
-        return
-    sweeps = ours(args.frames)  # before half an hour of training: a missing sweep stops it now
-    with ProcessPoolExecutor(args.workers) as pool:
-        trained = list(pool.map(train_and_place, range(args.seeds), [args.frames] * args.seeds))
+    stored = json.loads((RESULTS / "morl_peer.json").read_text()) if args.rescore else None
+    sweeps = ours(stored["frames"] if stored else args.frames)  # first: a missing sweep stops before any training
+    results = stored or trained(args.seeds, args.frames, args.workers)
+    results["ours"] = sweeps
+    page = markdown(results)
+    write_results("morl_peer", results)
+    (RESULTS / "morl_peer.md").write_text(page)
+    print(page)
+
+
+def trained(seeds: int, frames: int, workers: int) -> dict[str, Any]:
+    """The peer trained (``seeds`` seeds of ``frames`` frames, ``workers`` at once) and scored against the front."""
+    with ProcessPoolExecutor(workers) as pool:
+        placed = list(pool.map(train_and_place, range(seeds), [frames] * seeds))
     model = ReservoirModel.from_config(reservoir_settings(load_config(REPO / "params.yaml").env))
     front = exact_front(model)
     utility = front.best(CONFIGURED)
     rows = []
     for lam in DEFAULT_LAMS:
-        points = [points[lam] for _, points in trained]
+        points = [points[lam] for _, points in placed]
         yearly = [per_year(model, point) for point in points]
         own = [(front.best(lam) - point.utility(model, lam)) / utility for point in points]
         rows.append({
@@ -155,22 +159,18 @@ def main() -> None:
             "own_loss_share": summarize(own, low=0.0).text(4),
             "points": yearly,
         })  # fmt: skip
-    results = {
+    return {
         "machine": machine(),
-        "frames": args.frames,
-        "seeds": args.seeds,
+        "frames": frames,
+        "seeds": seeds,
         "settings": {key: value for key, value in envelope_settings(0).items() if key != "seed"},
-        "train_s": [seconds for seconds, _ in trained],
+        "train_s": [seconds for seconds, _ in placed],
         "front": {"vertices": len(front.vertices), "certificate_share": front.certificate / abs(utility)},
         "configured_utility": utility,
         "lams": rows,
-        "sets": set_scores(front, model, [[points[lam] for _, points in trained] for lam in DEFAULT_LAMS]),
-        "dense_sets": set_scores(front, model, [[points[lam] for _, points in trained] for lam in DENSE]),
-        "ours": sweeps,
+        "sets": set_scores(front, model, [[points[lam] for _, points in placed] for lam in DEFAULT_LAMS]),
+        "dense_sets": set_scores(front, model, [[points[lam] for _, points in placed] for lam in DENSE]),
     }
-    write_results("morl_peer", results)
-    (RESULTS / "morl_peer.md").write_text(markdown(results))
-    print(markdown(results))
 
 
 def ours(peer_frames: int) -> list[dict[str, Any]]:
