@@ -15,7 +15,11 @@ random steps:
 - ``parallel``: TorchRL's ``ParallelEnv`` of 2 forked workers, each a ``GymWrapper`` over a
   ``SyncVectorEnv`` of half the copies: what the second core could give the environment.
 
-Medians of 3 repeats. Beside them, the seconds the recipes' 5 agents spend in the environment
+One torch thread, as the pipeline trains (``train.torch_threads``); the kinds take turns within
+each repeat, so that the shared machine's drift falls on all of them. Medians of 3 repeats.
+Random actions reset copies at other rates than a learning agent does (in 400 steps, no Acrobot
+copy ends; CartPole's end every few dozen steps), so the rates are the environments' at random
+play. Beside them, the seconds the recipes' 5 agents spend in the environment
 alone at the ``gymnasium`` and ``parallel`` rates, against SB3's whole single-agent run
 (``bench/results/sb3.json``): how close a one-process run can come to issue 44's goal. Writes
 ``bench/results/vector_env.{json,md}``.
@@ -32,6 +36,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from torchrl.envs import EnvBase, GymWrapper, ParallelEnv
 
@@ -126,7 +131,8 @@ def report(results: dict[str, Any]) -> str:
         "# The environments' own cost: frames per second of random steps",
         "",
         f"{results['copies']} copies ({AGENTS} agents x {results['copies'] // AGENTS}), {results['steps']} steps, "
-        f"median [range] of {REPEATS} runs; {results['machine']['cores']} cores, {results['machine']['date']}; "
+        f"median [range] of {REPEATS} runs, 1 torch thread; {results['machine']['cores']} cores, "
+        f"{results['machine']['date']}; "
         "`.venv/bin/python -m bench.vector_env`.",
         "",
         "| id | " + " | ".join(KINDS.values()) + " |",
@@ -166,11 +172,15 @@ def main() -> None:
         "budgets": budgets(),
         "ids": {},
     }
+    torch.set_num_threads(1)
     for env_id in IDS:
-        row = {}
-        for kind, rate in makers(env_id).items():
-            runs = [rate() for _ in range(REPEATS)]
-            row[kind] = {"median": statistics.median(runs), "min": min(runs), "max": max(runs)}
+        rates = makers(env_id)
+        runs: dict[str, list[float]] = {kind: [] for kind in rates}
+        for _ in range(REPEATS):
+            for kind, rate in rates.items():
+                runs[kind].append(rate())
+        row = {kind: {"median": statistics.median(values), "min": min(values), "max": max(values)}
+               for kind, values in runs.items()}  # fmt: skip
         results["ids"][env_id] = row
         print(env_id, {kind: round(value["median"]) for kind, value in row.items()}, flush=True)
     write_results("vector_env", results)
