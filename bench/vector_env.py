@@ -19,9 +19,9 @@ One torch thread, as the pipeline trains (``train.torch_threads``); the kinds ta
 each repeat, so that the shared machine's drift falls on all of them. Medians of 3 repeats.
 Random actions reset copies at other rates than a learning agent does (in 400 steps, no Acrobot
 copy ends; CartPole's end every few dozen steps), so the rates are the environments' at random
-play. Beside them, the seconds the recipes' 5 agents spend in the environment
-alone at the ``gymnasium`` and ``parallel`` rates, against SB3's whole single-agent run
-(``bench/results/sb3.json``): how close a one-process run can come to issue 44's goal. Writes
+play. Beside them, the seconds the recipes' 5 agents spend in the environment alone at the
+``gymnasium``, ``sync`` and ``parallel`` rates, against SB3's whole single-agent run
+(``bench/results/sb3.json``): how much of issue 44's gap the environment can explain. Writes
 ``bench/results/vector_env.{json,md}``.
 """
 
