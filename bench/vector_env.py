@@ -15,9 +15,9 @@ random steps:
 - ``parallel``: TorchRL's ``ParallelEnv`` of 2 forked workers, each a ``GymWrapper`` over a
   ``SyncVectorEnv`` of half the copies: what the second core could give the environment.
 
-One torch thread, as the pipeline trains (``train.torch_threads``); the kinds take turns within
-each repeat, so that the shared machine's drift falls on all of them. Medians of 3 repeats.
-Random actions reset copies at other rates than a learning agent does (in 400 steps, no Acrobot
+Torch runs the threads the pipeline trains with (``train.torch_threads``, one by default); the
+kinds take turns within each repeat, so that the shared machine's drift falls on all of them.
+Medians of 3 repeats. Random actions reset copies at other rates than a learning agent does (in 400 steps, no Acrobot
 copy ends; CartPole's end every few dozen steps), so the rates are the environments' at random
 play. Beside them, the seconds the recipes' 5 agents spend in the environment alone at the
 ``gymnasium``, ``sync`` and ``parallel`` rates, against SB3's whole single-agent run
@@ -28,7 +28,6 @@ play. Beside them, the seconds the recipes' 5 agents spend in the environment al
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from collections.abc import Callable
 from functools import partial
@@ -40,7 +39,7 @@ import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from torchrl.envs import EnvBase, GymWrapper, ParallelEnv
 
-from bench.common import RESULTS, machine, write_results
+from bench.common import RESULTS, machine, spread, write_results
 
 IDS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
 AGENTS = 5
@@ -58,7 +57,7 @@ KINDS = {
     "gymnasium": "SyncVectorEnv, no TorchRL",
     "sync": "GymWrapper(SyncVectorEnv) (the pipeline's)",
     "async": "GymWrapper(AsyncVectorEnv), a process per copy",
-    "parallel": f"ParallelEnv of {WORKERS} workers, {COPIES // WORKERS} copies each",
+    "parallel": "ParallelEnv of {workers} workers, {share} copies each",
 }
 
 
@@ -127,15 +126,17 @@ def budgets() -> dict[str, dict[str, float]]:
 
 def report(results: dict[str, Any]) -> str:
     """The page: the rates, then the recipes' seconds in the environment beside SB3's whole run."""
+    copies, workers, box = results["copies"], results["workers"], results["machine"]
+    labels = [label.format(workers=workers, share=copies // workers) for label in KINDS.values()]
     lines = [
         "# The environments' own cost: frames per second of random steps",
         "",
-        f"{results['copies']} copies ({AGENTS} agents x {results['copies'] // AGENTS}), {results['steps']} steps, "
-        f"median [range] of {REPEATS} runs, 1 torch thread; {results['machine']['cores']} cores, "
-        f"{results['machine']['date']}; "
-        "`.venv/bin/python -m bench.vector_env`.",
+        f"{copies} copies ({AGENTS} agents x {copies // AGENTS}), {results['steps']} steps, "
+        f"median [range] of {results['repeats']} runs, {box['torch_threads']} torch thread"
+        f"{'s' if box['torch_threads'] != 1 else ''}; {box['cores']} cores, "
+        f"{box['date']}; `.venv/bin/python -m bench.vector_env`.",
         "",
-        "| id | " + " | ".join(KINDS.values()) + " |",
+        "| id | " + " | ".join(labels) + " |",
         "|---|" + "---|" * len(KINDS),
     ]
     for env_id, row in results["ids"].items():
@@ -148,7 +149,7 @@ def report(results: dict[str, Any]) -> str:
         "machine's speed moves from day to day, so read the last column as a scale, not a pair):",
         "",
         "| id | frames per agent | no TorchRL, one process (s) | the pipeline's wrapper (s) | "
-        f"{WORKERS} workers (s) | SB3's whole run (s), measured |",
+        f"{workers} workers (s) | SB3's whole run (s), measured |",
         "|---|---|---|---|---|---|",
     ]
     for env_id, row in results["ids"].items():
@@ -169,18 +170,18 @@ def main() -> None:
         "copies": COPIES,
         "steps": STEPS,
         "workers": WORKERS,
+        "repeats": REPEATS,
         "budgets": budgets(),
         "ids": {},
     }
-    torch.set_num_threads(1)
+    torch.set_num_threads(results["machine"]["torch_threads"])  # training's (machine() reads it from params.yaml)
     for env_id in IDS:
         rates = makers(env_id)
         runs: dict[str, list[float]] = {kind: [] for kind in rates}
         for _ in range(REPEATS):
             for kind, rate in rates.items():
                 runs[kind].append(rate())
-        row = {kind: {"median": statistics.median(values), "min": min(values), "max": max(values)}
-               for kind, values in runs.items()}  # fmt: skip
+        row = {kind: spread(values) for kind, values in runs.items()}
         results["ids"][env_id] = row
         print(env_id, {kind: round(value["median"]) for kind, value in row.items()}, flush=True)
     write_results("vector_env", results)

@@ -12,7 +12,8 @@ def _rates(gymnasium: float, sync: float, parallel: float) -> dict:
 
 def test_the_page_turns_rates_into_the_agents_seconds_in_the_environment() -> None:
     results = {
-        "machine": {"cores": 2, "date": "2026-12-08 01:32"}, "copies": 50, "steps": 400, "workers": 2,
+        "machine": {"cores": 2, "torch_threads": 1, "date": "2026-12-08 01:32"}, "copies": 50, "steps": 400,
+        "workers": 2, "repeats": 3,
         "budgets": {"Acrobot-v1": {"frames_per_agent": 100_000, "sb3_s": 77.1, "sb3_date": "2026-12-07 23:55"}},
         "ids": {"Acrobot-v1": _rates(gymnasium=20_000.0, sync=10_000.0, parallel=5_000.0)},
     }  # fmt: skip
